@@ -1,0 +1,335 @@
+"""The one inference pipeline: camera image -> class ids, confidence, colour mask, overlay.
+
+The node, the ``bisenet-ros`` CLI, bag evaluation and benchmarks all call
+:class:`SegmentationPipeline`; there is no second copy of this logic.
+
+Steps, as the public BiSeNet demo does them, all on the pipeline's device (uint8 is uploaded,
+only what is asked for is copied back):
+
+1. uint8 image (any supported encoding) -> RGB float, ``/255``, normalise by the dataset mean/std;
+2. bilinear resize (``align_corners=False``) of the normalised tensor to the model input size
+   (fixed ``HxW``, or ``auto32``: each side rounded up to a multiple of 32);
+3. forward pass (eager PyTorch or another backend, see :mod:`bisenet_ros.backends`);
+4. bilinear resize of the logits back to the camera resolution (unless ``output_resolution`` is
+   ``model``), then argmax; class ids are never resized themselves;
+5. optional max-softmax confidence, palette colour mask and alpha-blended overlay.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .datasets import DatasetPreset, load_preset, preset_from_dict
+from .errors import ConfigError, ImageError
+
+#: encodings the pipeline reads, with their channel count and channel order (None = mono)
+ENCODINGS: dict[str, tuple[int, tuple[int, int, int] | None]] = {
+    "rgb8": (3, (0, 1, 2)),
+    "bgr8": (3, (2, 1, 0)),
+    "rgba8": (4, (0, 1, 2)),
+    "bgra8": (4, (2, 1, 0)),
+    "mono8": (1, None),
+    "mono16": (1, None),
+}
+
+OUTPUTS = frozenset({"color", "overlay", "confidence"})
+
+#: the largest image side accepted (a guard against absurd sizes in malformed messages)
+MAX_SIDE = 16384
+
+
+def parse_input_size(value: str | Sequence[int] | None) -> tuple[int, int] | None:
+    """``'auto32'``/None/(0, 0) -> None (auto), ``'512x1024'`` or (512, 1024) -> (H, W)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "auto", "auto32"):
+            return None
+        parts = text.replace(",", "x").split("x")
+        try:
+            h, w = (int(p) for p in parts)
+        except ValueError:
+            raise ConfigError(f"input size '{value}' must be auto32 or HxW, e.g. 512x1024") from None
+    else:
+        h, w = (int(v) for v in value)
+    if h == 0 and w == 0:
+        return None
+    if h < 32 or w < 32 or h % 32 or w % 32 or max(h, w) > MAX_SIDE:
+        raise ConfigError(f"input size {h}x{w} must be positive multiples of 32 (e.g. 512x1024)")
+    return (h, w)
+
+
+def auto32(h: int, w: int) -> tuple[int, int]:
+    """Each side rounded up to a multiple of 32."""
+    return ((h + 31) // 32 * 32, (w + 31) // 32 * 32)
+
+
+def check_image(image: np.ndarray, encoding: str) -> None:
+    """Raise :class:`ImageError` unless ``image`` is a valid array for ``encoding``."""
+    if encoding not in ENCODINGS:
+        raise ImageError(
+            f"unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})"
+        )
+    channels, _ = ENCODINGS[encoding]
+    dtype = np.uint16 if encoding == "mono16" else np.uint8
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != dtype:
+        raise ImageError(f"{encoding} image must be {np.dtype(dtype).name}, got {image.dtype}")
+    shape_ok = (image.ndim == 2 and channels == 1) or (image.ndim == 3 and image.shape[2] == channels)
+    if not shape_ok:
+        raise ImageError(f"{encoding} image must be HxW{'' if channels == 1 else f'x{channels}'}, "
+                         f"got shape {image.shape}")
+    h, w = image.shape[:2]
+    if h < 1 or w < 1 or max(h, w) > MAX_SIDE:
+        raise ImageError(f"image size {w}x{h} is out of range (1..{MAX_SIDE} per side)")
+
+
+@dataclass
+class SegmentationResult:
+    """One frame's outputs as numpy arrays (None where not requested)."""
+
+    labels: np.ndarray  # (H, W) uint8, uint16 for more than 256 classes
+    color: np.ndarray | None = None  # (H, W, 3) uint8 RGB palette image
+    overlay: np.ndarray | None = None  # (H, W, 3) uint8, colour order of the input (mono -> RGB)
+    confidence: np.ndarray | None = None  # (H, W) uint8, max softmax x 255
+    timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
+    model_size: tuple[int, int] = (0, 0)  # (H, W) the model ran at
+
+    @property
+    def overlay_encoding(self) -> str:
+        return self._overlay_encoding
+
+    _overlay_encoding: str = "rgb8"
+
+
+class SegmentationPipeline:
+    """Image arrays in, :class:`SegmentationResult` out; reusable for any number of frames."""
+
+    def __init__(
+        self,
+        runner: Callable[[torch.Tensor], torch.Tensor],
+        preset: DatasetPreset,
+        input_size: str | Sequence[int] | None = None,
+        device: str | torch.device = "cpu",
+        output_resolution: str = "camera",
+        overlay_alpha: float = 0.5,
+        info: dict | None = None,
+    ) -> None:
+        self.runner = runner
+        self.preset = preset
+        self.input_size = parse_input_size(input_size)
+        self.device = torch.device(device)
+        if output_resolution not in ("camera", "model"):
+            raise ConfigError(f"output_resolution must be 'camera' or 'model', got '{output_resolution}'")
+        self.output_resolution = output_resolution
+        self.overlay_alpha = overlay_alpha
+        self.info = dict(info or {})
+        self.num_classes = preset.num_classes
+        self.label_dtype = torch.uint8 if self.num_classes <= 256 else torch.int16
+        std = torch.tensor(preset.std, dtype=torch.float32)
+        mean = torch.tensor(preset.mean, dtype=torch.float32)
+        # x_norm = (x/255 - mean)/std = x * scale + shift, per RGB channel
+        self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)
+        self._shift = (-mean / std).view(1, 3, 1, 1).to(self.device)
+        self._palette = torch.from_numpy(np.ascontiguousarray(preset.palette)).to(self.device)
+        self._sync = self.device.type == "cuda"
+
+    # -- public API -------------------------------------------------------------------------
+    @property
+    def overlay_alpha(self) -> float:
+        return self._alpha
+
+    @overlay_alpha.setter
+    def overlay_alpha(self, value: float) -> None:
+        if not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"overlay_alpha must be in [0, 1], got {value}")
+        self._alpha = float(value)
+
+    def model_size_for(self, h: int, w: int) -> tuple[int, int]:
+        """The (H, W) the model runs at for a camera frame of ``h`` x ``w``."""
+        return self.input_size or auto32(h, w)
+
+    def __call__(
+        self, image: np.ndarray, encoding: str = "rgb8", outputs: Iterable[str] = ("color", "overlay")
+    ) -> SegmentationResult:
+        return self.run_batch([image], [encoding], outputs)[0]
+
+    @torch.inference_mode()
+    def run_batch(
+        self,
+        images: Sequence[np.ndarray],
+        encodings: Sequence[str] | str = "rgb8",
+        outputs: Iterable[str] = ("color", "overlay"),
+    ) -> list[SegmentationResult]:
+        """Segment several frames; frames sharing a model input size run as one batch."""
+        wanted = set(outputs)
+        unknown = wanted - OUTPUTS
+        if unknown:
+            raise ConfigError(f"unknown outputs {sorted(unknown)} (choose from {sorted(OUTPUTS)})")
+        if isinstance(encodings, str):
+            encodings = [encodings] * len(images)
+        for image, enc in zip(images, encodings):
+            check_image(image, enc)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault(self.model_size_for(*image.shape[:2]), []).append(i)
+        results: list[SegmentationResult | None] = [None] * len(images)
+        for size, idx in groups.items():
+            group = self._run_group([images[i] for i in idx], [encodings[i] for i in idx], size, wanted)
+            for i, res in zip(idx, group):
+                results[i] = res
+        return results  # type: ignore[return-value]
+
+    # -- stages -------------------------------------------------------------------------------
+    def _upload(self, image: np.ndarray, encoding: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3,H,W) float RGB in 0..255 and the (C,H,W) uint8 image in input order for overlays."""
+        t = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
+        _, order = ENCODINGS[encoding]
+        if order is None:  # mono
+            if encoding == "mono16":
+                t = (t.float() / 257.0).round().to(torch.uint8)
+            chw = t.unsqueeze(0).expand(3, -1, -1)
+            return chw.float(), chw
+        chw = t.permute(2, 0, 1)
+        rgb = chw[list(order)] if order != (0, 1, 2) else chw[:3]
+        return rgb.float(), chw[:3]
+
+    def preprocess(self, rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(3,H,W) float 0..255 RGB -> normalised (1,3,h,w) at the model input size."""
+        x = rgb.unsqueeze(0) * self._scale + self._shift
+        if tuple(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        return x
+
+    def _run_group(
+        self, images: list[np.ndarray], encodings: list[str], size: tuple[int, int], wanted: set[str]
+    ) -> list[SegmentationResult]:
+        t0 = time.perf_counter()
+        uploaded = [self._upload(img, enc) for img, enc in zip(images, encodings)]
+        batch = torch.cat([self.preprocess(rgb, size) for rgb, _ in uploaded])
+        t1 = self._tick()
+        logits = self.runner(batch)
+        t2 = self._tick()
+        results = []
+        for i, ((rgb, native), image, enc) in enumerate(zip(uploaded, images, encodings)):
+            results.append(self._postprocess(logits[i:i + 1], rgb, native, image.shape[:2], enc, wanted))
+        t3 = self._tick()
+        n = len(images)
+        for res in results:
+            res.model_size = size
+            res.timings = {
+                "preprocess_ms": (t1 - t0) * 1e3 / n,
+                "inference_ms": (t2 - t1) * 1e3 / n,
+                "postprocess_ms": (t3 - t2) * 1e3 / n,
+            }
+        return results
+
+    def _postprocess(
+        self,
+        logits: torch.Tensor,
+        rgb: torch.Tensor,
+        native: torch.Tensor,
+        camera_hw: tuple[int, int],
+        encoding: str,
+        wanted: set[str],
+    ) -> SegmentationResult:
+        out_hw = tuple(camera_hw) if self.output_resolution == "camera" else tuple(logits.shape[-2:])
+        logits = logits.float()
+        if tuple(logits.shape[-2:]) != out_hw:
+            logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
+        conf_t, labels_t = logits[0].max(dim=0)
+        res = SegmentationResult(labels=self._to_numpy(labels_t.to(self.label_dtype)))
+        if self.label_dtype == torch.int16:
+            res.labels = res.labels.view(np.uint16)
+        if "confidence" in wanted:
+            # max softmax = 1 / sum(exp(l - max))
+            prob = 1.0 / torch.exp(logits[0] - conf_t.unsqueeze(0)).sum(dim=0)
+            res.confidence = self._to_numpy((prob * 255.0).round().to(torch.uint8))
+        if wanted & {"color", "overlay"}:
+            color = self._palette[labels_t.long()]  # (H, W, 3) RGB
+            if "color" in wanted:
+                res.color = self._to_numpy(color)
+            if "overlay" in wanted:
+                base = native
+                if tuple(base.shape[-2:]) != out_hw:
+                    base = F.interpolate(rgb.unsqueeze(0), size=out_hw, mode="bilinear",
+                                         align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+                    if ENCODINGS[encoding][1] == (2, 1, 0):
+                        base = base.flip(0)
+                _, order = ENCODINGS[encoding]
+                color_in_order = color.flip(-1) if order == (2, 1, 0) else color
+                a = int(round(self._alpha * 256))
+                blended = (base.permute(1, 2, 0).to(torch.int16) * (256 - a)
+                           + color_in_order.to(torch.int16) * a + 128) >> 8
+                res.overlay = self._to_numpy(blended.to(torch.uint8))
+                res._overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
+        return res
+
+    def _tick(self) -> float:
+        if self._sync:
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    @staticmethod
+    def _to_numpy(t: torch.Tensor) -> np.ndarray:
+        return t.contiguous().cpu().numpy()
+
+
+def build_pipeline(
+    model: str | None = None,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    dataset: str | DatasetPreset | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    input_size: str | Sequence[int] | None = "auto32",
+    device: str = "auto",
+    precision: str = "auto",
+    backend: str = "auto",
+    output_resolution: str = "camera",
+    overlay_alpha: float = 0.5,
+) -> SegmentationPipeline:
+    """Load the model and wire the pipeline from user-level options.
+
+    Precedence for architecture, classes, palette, mean/std and input size: explicit argument,
+    then the checkpoint's sidecar YAML, then the dataset preset (default Cityscapes).
+    """
+    from .backends import create_runner
+    from .models import load_model, resolve_device
+
+    dev = resolve_device(device)
+    net = load_model(model, weights=weights, num_classes=num_classes, device=dev)
+    meta = net.bisenet_info
+    sidecar = meta.get("sidecar") or {}
+    if isinstance(dataset, DatasetPreset):
+        preset = dataset
+    elif dataset:
+        preset = load_preset(dataset)
+    elif isinstance(sidecar.get("dataset"), dict):
+        preset = preset_from_dict(sidecar["dataset"], f"{weights} sidecar")
+    else:
+        preset = load_preset(sidecar.get("dataset") or "cityscapes")
+    preset = preset.with_overrides(mean=mean, std=std, num_classes=meta["num_classes"])
+    if input_size == "sidecar" or (input_size is None and sidecar.get("input_size")):
+        input_size = sidecar.get("input_size")
+    size = parse_input_size(input_size)
+    runner = create_runner(net, backend=backend, device=dev, precision=precision, input_size=size)
+    info = {
+        "model": meta["arch"],
+        "weights": meta["weights"],
+        "num_classes": meta["num_classes"],
+        "dataset": preset.name,
+        "device": str(dev),
+        "backend": getattr(runner, "name", backend),
+        "precision": getattr(runner, "precision", precision),
+        "input_size": "auto32" if size is None else f"{size[0]}x{size[1]}",
+    }
+    return SegmentationPipeline(runner, preset, size, dev, output_resolution, overlay_alpha, info)

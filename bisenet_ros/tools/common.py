@@ -1,0 +1,49 @@
+"""Options shared by every tool that runs the pipeline, and their translation to it."""
+from __future__ import annotations
+
+import argparse
+
+from ..pipeline import SegmentationPipeline, build_pipeline
+
+
+def float_triple(text: str) -> list[float]:
+    """``'0.3,0.4,0.3'`` -> [0.3, 0.4, 0.3] (argparse type)."""
+    try:
+        vals = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not three comma-separated numbers") from None
+    if len(vals) != 3:
+        raise argparse.ArgumentTypeError(f"'{text}' needs exactly three values (R,G,B)")
+    return vals
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool = True) -> None:
+    """--model --weights --num-classes --dataset --mean --std --input-size --device --precision --backend."""
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None,
+                   help="architecture (default: from the checkpoint's sidecar or key layout)")
+    g.add_argument("--weights", required=weights_required,
+                   help="checkpoint (.pth/.pt/.safetensors), e.g. the public model_final_v2_city.pth")
+    g.add_argument("--num-classes", type=int, default=None,
+                   help="class count (default: from the checkpoint)")
+    g.add_argument("--dataset", default=None,
+                   help="preset name (cityscapes, camvid, cocostuff, ade20k) or preset YAML "
+                        "(default: the checkpoint's sidecar, else cityscapes)")
+    g.add_argument("--mean", type=float_triple, default=None, help="override mean, R,G,B on a 0-1 scale")
+    g.add_argument("--std", type=float_triple, default=None, help="override std, R,G,B on a 0-1 scale")
+    g.add_argument("--input-size", default="auto32",
+                   help="model input HxW (e.g. 512x1024) or auto32 (sides rounded up to x32)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    g.add_argument("--backend", default="auto", help="inference backend (auto, torch, ...)")
+
+
+def pipeline_from_args(args: argparse.Namespace, **overrides) -> SegmentationPipeline:
+    """Build the shared pipeline from the options of :func:`add_model_arguments`."""
+    kwargs = dict(
+        model=args.model, weights=args.weights, num_classes=args.num_classes, dataset=args.dataset,
+        mean=args.mean, std=args.std, input_size=args.input_size, device=args.device,
+        precision=args.precision, backend=args.backend,
+    )
+    kwargs.update(overrides)
+    return build_pipeline(**kwargs)

@@ -1,0 +1,55 @@
+"""ament_python package definition; also installable with ``pip install -e .``."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "bisenet_ros"
+
+
+def share(subdir: str, pattern: str = "*") -> tuple[str, list[str]]:
+    """Install ``subdir/pattern`` files into ``share/bisenet_ros/subdir``."""
+    return (f"share/{PACKAGE}/{subdir}", sorted(p for p in glob(f"{subdir}/{pattern}")))
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test", "test.*"]),
+    package_data={PACKAGE: ["presets/*.yaml", "config/*.xml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        share("launch", "*.launch.py"),
+        share("config", "*.yaml"),
+        share("config", "*.xml"),
+        share("config", "*.rviz"),
+        share("models", "*"),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pyyaml>=6.0",
+        "torch>=2.1",
+        "safetensors>=0.4",
+        "rosbags>=0.10",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "test": ["pytest>=7"],
+    },
+    zip_safe=False,
+    maintainer="bisenet_ros maintainers",
+    maintainer_email="maintainers@bisenet-ros.dev",
+    description="BiSeNet V1/V2 real-time semantic segmentation for ROS 2",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "segmentation_node = bisenet_ros.node:main",
+            "bisenet-ros = bisenet_ros.cli:main",
+        ],
+    },
+)
