@@ -1,0 +1,68 @@
+"""Shared fixtures: the reference fixtures in ../shared, small checkpoints, an isolated ROS 2 env."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def reference_dir() -> Path:
+    """``../shared/bisenet-reference`` beside the checkout (override: BISENET_REFERENCE_DIR)."""
+    env = os.environ.get("BISENET_REFERENCE_DIR")
+    return Path(env) if env else REPO.parent / "shared" / "bisenet-reference"
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    path = reference_dir()
+    if not path.is_dir():
+        pytest.skip(f"reference fixtures not present at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Randomly initialised V1/V2 checkpoints (5 classes) in the public key layout, with aux heads."""
+    import torch
+
+    from bisenet_ros.models import build_model
+
+    out = tmp_path_factory.mktemp("ckpt")
+    paths = {}
+    for arch in ("bisenetv1", "bisenetv2"):
+        torch.manual_seed(0)
+        net = build_model(arch, num_classes=5, aux_heads=True)
+        path = out / f"{arch}_5cls.pth"
+        torch.save(net.state_dict(), path)
+        paths[arch] = path
+    return paths
+
+
+@pytest.fixture(scope="session")
+def ros_env(tmp_path_factory):
+    """An isolated ROS 2 environment for this test session (set before rclpy.init).
+
+    Random ROS_DOMAIN_ID, discovery limited to this host, logs in a temp dir, and the package's
+    Fast DDS profile (large shared-memory segment) applied as the node applies it.
+    """
+    saved = {k: os.environ.get(k) for k in
+             ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR", "FASTDDS_DEFAULT_PROFILES_FILE")}
+    os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 100))
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ["ROS_LOG_DIR"] = str(tmp_path_factory.mktemp("ros_log"))
+    try:
+        from bisenet_ros.fastdds import apply_fastdds_profile
+    except ImportError:  # the node adapter is not there yet
+        pass
+    else:
+        apply_fastdds_profile()
+    yield dict(os.environ)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
