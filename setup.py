@@ -22,6 +22,7 @@ setup(
         share("launch", "*.launch.py"),
         share("config", "*.yaml"),
         share("config", "*.xml"),
+        (f"share/{PACKAGE}/config", [f"{PACKAGE}/config/fastdds_profile.xml"]),  # Fast DDS profile
         share("config", "*.rviz"),
         share("models", "*"),
     ],

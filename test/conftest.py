@@ -50,7 +50,8 @@ def ros_env(tmp_path_factory):
     Fast DDS profile (large shared-memory segment) applied as the node applies it.
     """
     saved = {k: os.environ.get(k) for k in
-             ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR", "FASTDDS_DEFAULT_PROFILES_FILE")}
+             ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_LOG_DIR", "FASTDDS_DEFAULT_PROFILES_FILE",
+              "FASTRTPS_DEFAULT_PROFILES_FILE")}
     os.environ["ROS_DOMAIN_ID"] = str(random.randint(1, 100))
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ["ROS_LOG_DIR"] = str(tmp_path_factory.mktemp("ros_log"))
