@@ -39,7 +39,15 @@ BAG_ENCODINGS: dict[str, tuple[type, int, str]] = {
     "8UC3": (np.uint8, 3, "bgr8"),
     "mono16": (np.uint16, 1, "mono16"),
     "16UC1": (np.uint16, 1, "mono16"),
+    # packed YUV 4:2:2 (2 bytes per pixel), converted to rgb8 as the node converts it
+    "yuv422": (np.uint8, 2, "rgb8"),
+    "uyvy": (np.uint8, 2, "rgb8"),
+    "yuv422_yuy2": (np.uint8, 2, "rgb8"),
+    "yuyv": (np.uint8, 2, "rgb8"),
 }
+#: OpenCV conversions of the packed YUV 4:2:2 encodings
+_YUV422 = {"yuv422": "COLOR_YUV2RGB_UYVY", "uyvy": "COLOR_YUV2RGB_UYVY",
+           "yuv422_yuy2": "COLOR_YUV2RGB_YUY2", "yuyv": "COLOR_YUV2RGB_YUY2"}
 
 #: the largest image side accepted (same guard as the pipeline)
 MAX_SIDE = 16384
@@ -161,15 +169,24 @@ def image_to_array(msg: Any) -> tuple[np.ndarray, str]:
     row = w * channels * np.dtype(dtype).itemsize
     if step < row:
         raise BagError(f"{enc} image {w}x{h}: step {step} is smaller than a row ({row} bytes)")
+    if enc in _YUV422 and w % 2:
+        raise BagError(f"{enc} image width {w} must be even")
     data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    if data.size < step * (h - 1) + row:
-        raise BagError(f"{enc} image {w}x{h}: {data.size} data bytes, expected {step * h}")
-    rows = data[: step * h] if data.size >= step * h else np.concatenate([data, np.zeros(step * h - data.size, np.uint8)])
-    arr = rows.reshape(h, step)[:, :row]
+    if data.size < step * h:
+        raise BagError(f"{enc} image {w}x{h}: {data.size} data bytes, fewer than height*step = {step * h}")
+    arr = data[: step * h].reshape(h, step)[:, :row]
+    if enc in _YUV422:
+        import cv2
+
+        code = getattr(cv2, _YUV422[enc])
+        return cv2.cvtColor(np.ascontiguousarray(arr).reshape(h, w, 2), code), "rgb8"
     if dtype is np.uint16:
         arr = np.ascontiguousarray(arr).view(">u2" if msg.is_bigendian else "<u2").astype(np.uint16)
     arr = arr.reshape(h, w) if channels == 1 else arr.reshape(h, w, channels)
-    return np.ascontiguousarray(arr), name
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # a view of the message bytes: torch.from_numpy wants writable memory
+        arr = arr.copy()
+    return arr, name
 
 
 def compressed_to_array(msg: Any) -> tuple[np.ndarray, str]:
@@ -416,6 +433,8 @@ def write_image_bag(
             if info_topic:
                 bag.write(info_topic, camera_info(image.shape[0], image.shape[1], stamp, frame_id), stamp)
             n += 1
+        if n == 0:
+            raise BagError("no frames to write")
     return n
 
 
