@@ -298,8 +298,9 @@ def make_header(stamp: int, frame_id: str):
 
 
 def array_to_image(array: np.ndarray, encoding: str, stamp: int, frame_id: str):
-    """numpy array -> rosbags sensor_msgs/Image (mono8/mono16/rgb8/bgr8/rgba8/bgra8, little-endian)."""
-    if encoding not in BAG_ENCODINGS or BAG_ENCODINGS[encoding][2] != encoding:
+    """numpy array -> rosbags sensor_msgs/Image (mono8/mono16/rgb8/bgr8/rgba8/bgra8 or the
+    8UC1/16UC1/8UC3 aliases; 16-bit data little-endian)."""
+    if encoding not in BAG_ENCODINGS or encoding in _YUV422:
         raise BagError(f"cannot write encoding '{encoding}'")
     dtype, channels, _ = BAG_ENCODINGS[encoding]
     arr = np.asarray(array)

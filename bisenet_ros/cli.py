@@ -14,6 +14,8 @@ from .errors import BisenetError
 #: subcommand -> module in bisenet_ros.tools
 COMMANDS: dict[str, str] = {
     "segment": "segment",
+    "eval-bag": "eval_bag",
+    "make-bag": "make_bag",
 }
 
 
