@@ -202,3 +202,82 @@ def fps_from_latencies(total_ms: Sequence[float]) -> float | None:
     """Frames per second a sequential loop of these per-frame times achieves."""
     s = float(np.sum(total_ms)) if len(total_ms) else 0.0
     return len(total_ms) * 1000.0 / s if s > 0 else None
+
+
+# -- scoring frames with checks (shared by eval-bag and replay) -----------------------------------
+class WarningCounter:
+    """Counted warnings by kind, with the first message of each; ``strict`` raises instead."""
+
+    def __init__(self, strict: bool = False, error: type[BisenetError] = MetricsError) -> None:
+        self.strict = strict
+        self.error = error
+        self.counts: dict[str, int] = {}
+        self.messages: dict[str, str] = {}
+
+    def add(self, kind: str, message: str, count: int = 1) -> None:
+        if self.strict:
+            raise self.error(message)
+        self.counts[kind] = self.counts.get(kind, 0) + count
+        self.messages.setdefault(kind, message)
+
+    def first(self, default: str = "") -> str:
+        return next(iter(self.messages.values()), default)
+
+
+class GroundTruthScorer:
+    """Scores predicted label maps against ground-truth label images into one confusion matrix.
+
+    Ground truth that cannot be scored is counted in ``warnings`` and skipped, never guessed:
+    a colour image (``bad_labels``), a size other than the prediction's (``size_mismatch``);
+    values that are neither class ids nor the ignore index are left out and counted
+    (``out_of_range_pixels``). ``label_lut`` maps raw values to class ids first.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, label_lut: np.ndarray | None = None,
+                 warnings: WarningCounter | None = None) -> None:
+        self.confusion = ConfusionMatrix(num_classes, ignore_index)
+        self.label_lut = label_lut
+        self.warnings = warnings or WarningCounter()
+        self.scored = 0
+
+    def score(self, pred: np.ndarray, gt: np.ndarray, gt_encoding: str = "mono8", where: str = "") -> bool:
+        """Add one frame; False (and a counted warning) if it could not be scored."""
+        at = f" ({where})" if where else ""
+        if gt_encoding not in ("mono8", "mono16") or gt.ndim != 2:
+            self.warnings.add("bad_labels", f"ground truth{at} is {gt_encoding}; it must be "
+                                            "mono8/mono16/16UC1 class ids")
+            return False
+        if gt.shape != pred.shape:
+            self.warnings.add("size_mismatch", f"label {gt.shape[1]}x{gt.shape[0]} and prediction "
+                                               f"{pred.shape[1]}x{pred.shape[0]} differ in size{at}; "
+                                               "frame not scored")
+            return False
+        if self.label_lut is not None:
+            gt = self.label_lut[gt]
+        bad = self.confusion.update(pred, gt)
+        if bad:
+            self.warnings.add("out_of_range_pixels", self.out_of_range_message(), bad)
+        self.scored += 1
+        return True
+
+    def out_of_range_message(self) -> str:
+        cm = self.confusion
+        vals = sorted(cm.out_of_range_values)
+        shown = str(vals[:8])[:-1] + (", ...]" if len(vals) > 8 else "]")
+        return (f"ground-truth values {shown} are neither class ids 0..{cm.num_classes - 1} nor the "
+                f"ignore index {cm.ignore_index}; those pixels are not scored (see --label-map)")
+
+    def finish(self) -> None:
+        """Update the out-of-range message with every value seen (not just the first frame's)."""
+        if self.confusion.out_of_range and "out_of_range_pixels" in self.warnings.messages:
+            self.warnings.messages["out_of_range_pixels"] = self.out_of_range_message()
+
+    def metrics(self, class_names: Sequence[str] | None = None) -> dict:
+        """Accuracy keys for a report (``miou``, ``per_class_iou``, ..., ``confusion_matrix``)."""
+        self.finish()
+        m = self.confusion.compute(class_names)
+        keys = ("miou", "per_class_iou", "pixel_accuracy", "mean_class_accuracy", "fwiou",
+                "per_class_accuracy", "valid_classes", "labelled_pixels", "gt_pixels", "pred_pixels")
+        out = {k: m[k] for k in keys}
+        out["confusion_matrix"] = self.confusion.matrix.tolist()
+        return out

@@ -124,7 +124,7 @@ def test_size_mismatch_counted_and_fatal_when_nothing_scores(tmp_path):
     write_custom(tmp_path / "b", frames)
     ev = evaluate_bag(toy_pipeline(), tmp_path / "b", "/cam", "/gt", progress=False)
     assert ev.report["warnings"] == {"size_mismatch": 1} and ev.report["labelled_frames"] == 1
-    assert "16x16 and image 32x32" in ev.report["warning_messages"]["size_mismatch"]
+    assert "16x16 and prediction 32x32" in ev.report["warning_messages"]["size_mismatch"]
     # frame A alone: IoU floor 1, wall 1/2, person 0 -> mIoU 1/2
     assert ev.report["miou"] == pytest.approx(0.5)
     write_custom(tmp_path / "c", [(FRAMES[0][0], small)])

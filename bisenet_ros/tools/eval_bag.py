@@ -30,7 +30,7 @@ from ..bags import (
 )
 from ..datasets import build_label_lut
 from ..errors import BisenetError, ConfigError
-from ..metrics import ConfusionMatrix, LatencyRecorder, fps_from_latencies
+from ..metrics import ConfusionMatrix, GroundTruthScorer, LatencyRecorder, WarningCounter, fps_from_latencies
 from ..pipeline import SegmentationPipeline
 from ..report import write_report
 from .common import add_model_arguments, pipeline_from_args
@@ -104,19 +104,6 @@ class Evaluation:
     warnings: dict[str, int] = field(default_factory=dict)
 
 
-class _Warnings:
-    def __init__(self, strict: bool) -> None:
-        self.strict = strict
-        self.counts: dict[str, int] = {}
-        self.messages: dict[str, str] = {}
-
-    def add(self, kind: str, message: str, count: int = 1) -> None:
-        if self.strict:
-            raise BagError(message)
-        self.counts[kind] = self.counts.get(kind, 0) + count
-        self.messages.setdefault(kind, message)
-
-
 def evaluate_bag(
     pipeline: SegmentationPipeline,
     bag: str | Path,
@@ -146,7 +133,7 @@ def evaluate_bag(
         check_image_topic(topics_avail, label_topic, bag, "label")
         if label_topic == image_topic:
             raise ConfigError("--label-topic must differ from --image-topic")
-    warn = _Warnings(strict)
+    warn = WarningCounter(strict, BagError)
     n_images = topics_avail[image_topic].count
     total = min(n_images, max_frames) if max_frames > 0 else n_images
     if total == 0:
@@ -186,36 +173,15 @@ def evaluate_bag(
 
     num_classes = pipeline.num_classes
     names = list(pipeline.preset.class_names)
-    confusion = ConfusionMatrix(num_classes, ignore_index) if label_topic else None
+    scorer = GroundTruthScorer(num_classes, ignore_index, label_lut, warn) if label_topic else None
     latencies = LatencyRecorder()
     outputs = ("color", "overlay") if pred_bag else ()
     pending_pred: dict[int, list[np.ndarray]] = {}  # label stamp -> predictions waiting for their GT
     pending_gt: dict[int, tuple[np.ndarray, str]] = {}  # label stamp -> GT waiting for its image
-    scored = 0
     processed = 0
 
     def score(pred: np.ndarray, gt: np.ndarray, gt_enc: str, stamp: int) -> None:
-        nonlocal scored
-        if gt_enc not in ("mono8", "mono16"):
-            warn.add("bad_labels", f"label at stamp {stamp} is {gt_enc}; ground truth must be "
-                                   "mono8/mono16/16UC1 class ids")
-            return
-        if gt.shape != pred.shape:
-            warn.add("size_mismatch", f"label {gt.shape[1]}x{gt.shape[0]} and image {pred.shape[1]}x"
-                                      f"{pred.shape[0]} differ in size (stamp {stamp}); frame not scored")
-            return
-        if label_lut is not None:
-            gt = label_lut[gt]
-        bad = confusion.update(pred, gt)
-        if bad:
-            warn.add("out_of_range_pixels", out_of_range_message(), bad)
-        scored += 1
-
-    def out_of_range_message() -> str:
-        vals = sorted(confusion.out_of_range_values)
-        shown = str(vals[:8])[:-1] + (", ...]" if len(vals) > 8 else "]")
-        return (f"ground-truth values {shown} are neither class ids 0..{num_classes - 1} nor the "
-                f"ignore index {ignore_index}; those pixels are not scored (see --label-map)")
+        scorer.score(pred, gt, gt_enc, f"stamp {stamp}")
 
     bar = None
     if progress:
@@ -289,17 +255,13 @@ def evaluate_bag(
     if writer:
         writer.__exit__(None, None, None)
     wall_s = time.perf_counter() - t_start
-    if confusion is not None and confusion.out_of_range:
-        warn.messages["out_of_range_pixels"] = out_of_range_message()  # all values seen, not the first
     if pending_pred:
         n = sum(len(v) for v in pending_pred.values())
         warn.add("missing_labels", f"{n} paired ground-truth labels could not be read", n)
     if not latencies.samples:
-        first = next(iter(warn.messages.values()), "no image could be segmented")
-        raise BagError(f"no camera image in '{bag}' could be segmented: {first}")
-    if label_topic and scored == 0:
-        first = next(iter(warn.messages.values()), "no frame paired")
-        raise BagError(f"no frame of '{bag}' could be scored against ground truth: {first}")
+        raise BagError(f"no camera image in '{bag}' could be segmented: {warn.first('no image')}")
+    if scorer is not None and scorer.scored == 0:
+        raise BagError(f"no frame of '{bag}' could be scored against ground truth: {warn.first('no frame paired')}")
 
     totals = latencies.samples["total_ms"]
     report: dict[str, Any] = {
@@ -310,7 +272,7 @@ def evaluate_bag(
         "model": dict(pipeline.info),
         "frames": processed,
         "timed_frames": len(totals),
-        "labelled_frames": scored,
+        "labelled_frames": scorer.scored if scorer else 0,
         "fps": fps_from_latencies(totals),
         "fps_definition": FPS_DEFINITION,
         "wall_s": wall_s,
@@ -320,28 +282,15 @@ def evaluate_bag(
         "stamp_tolerance_ms": stamp_tolerance_ms,
         "class_names": names,
     }
-    if confusion is not None:
-        m = confusion.compute(names)
-        report.update({
-            "miou": m["miou"],
-            "per_class_iou": m["per_class_iou"],
-            "pixel_accuracy": m["pixel_accuracy"],
-            "mean_class_accuracy": m["mean_class_accuracy"],
-            "fwiou": m["fwiou"],
-            "per_class_accuracy": m["per_class_accuracy"],
-            "valid_classes": m["valid_classes"],
-            "labelled_pixels": m["labelled_pixels"],
-            "gt_pixels": m["gt_pixels"],
-            "pred_pixels": m["pred_pixels"],
-            "confusion_matrix": confusion.matrix.tolist(),
-        })
+    if scorer is not None:
+        report.update(scorer.metrics(names))
     else:
         report.update({"miou": None, "per_class_iou": None, "pixel_accuracy": None})
     report["warnings"] = dict(warn.counts)
     report["warning_messages"] = dict(warn.messages)
     if pred_bag:
         report["prediction_bag"] = str(pred_bag)
-    return Evaluation(report, confusion, latencies, dict(warn.counts))
+    return Evaluation(report, scorer.confusion if scorer else None, latencies, dict(warn.counts))
 
 
 def _write_predictions(writer: BagWriter, item, res, namespace: str, with_image: bool) -> None:
