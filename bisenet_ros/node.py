@@ -1,0 +1,634 @@
+"""ROS 2 node ``segmentation``: camera images in, class labels / colour / overlay / timing out.
+
+Thin adapter over :class:`bisenet_ros.pipeline.SegmentationPipeline`:
+
+- subscription callbacks only keep the newest frame per camera (and count the ones replaced);
+- one worker thread runs the pipeline on the newest frames -- frames of several cameras that are
+  waiting together run as one batch -- and publishes the results with the input's header;
+- outputs nobody subscribes to are not computed (labels always are);
+- ``/diagnostics`` once per ``diagnostics_period``; the class legend once, transient-local;
+- parameters: live switches apply at once, model parameters reload in the background and are
+  swapped in only on success (otherwise reverted, the old model keeps serving).
+
+Topics, parameters and the legend's JSON format: docs/node.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.publisher import Publisher
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header, String
+
+from .errors import BisenetError, ConfigError, ImageError
+from .fastdds import apply_fastdds_profile
+from .metrics import latency_stats
+from .pipeline import MAX_SIDE, SegmentationPipeline, SegmentationResult, build_pipeline, check_image
+from .ros_conversions import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
+
+NODE_NAME = "segmentation"
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model": ("auto", "bisenetv1", "bisenetv2"),
+    "precision": ("auto", "fp32", "fp16"),
+    "output_resolution": ("camera", "model"),
+    "input_transport": ("raw", "compressed"),
+    "input_reliability": ("best_effort", "reliable"),
+    "output_reliability": ("reliable", "best_effort"),
+}
+#: parameters whose change needs a new pipeline (loaded in the background)
+RELOAD = ("model", "weights", "num_classes", "dataset", "mean", "std", "input_width", "input_height",
+          "device", "precision", "backend", "output_resolution")
+#: optional outputs: parameter switch -> pipeline output name (None: not a pipeline output)
+SWITCHES = {"publish_color": "color", "publish_overlay": "overlay", "publish_confidence": "confidence",
+            "publish_timing": None}
+ERROR_THROTTLE_S = 5.0
+STATS_WINDOW = 300  # frames kept for the latency percentiles in /diagnostics
+CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter: default (or rclpy type for 'unset'), description, range."""
+
+    default: Any
+    description: str
+    int_range: tuple[int, int, int] | None = None  # from, to, step
+    float_range: tuple[float, float] | None = None
+    read_only: bool = False  # fixed at start (topics, QoS)
+
+    def descriptor(self, name: str) -> ParameterDescriptor:
+        d = ParameterDescriptor(name=name, description=self.description, read_only=self.read_only)
+        if name in CHOICES:
+            d.additional_constraints = "one of: " + ", ".join(CHOICES[name])
+        if self.int_range:
+            d.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1],
+                                            step=self.int_range[2])]
+        if self.float_range:
+            d.floating_point_range = [FloatingPointRange(from_value=self.float_range[0],
+                                                         to_value=self.float_range[1], step=0.0)]
+        return d
+
+
+PARAMETERS: dict[str, ParamSpec] = {
+    # model and pipeline (changing one reloads the model in the background)
+    "model": ParamSpec("auto", "architecture; auto = from the checkpoint (sidecar YAML or key layout)"),
+    "weights": ParamSpec("", "checkpoint file (.pth/.pt/.safetensors); required"),
+    "num_classes": ParamSpec(0, "class count; 0 = from the checkpoint", int_range=(0, 65535, 1)),
+    "dataset": ParamSpec("", "preset name (cityscapes, camvid, cocostuff, ade20k) or preset YAML; "
+                             "empty = checkpoint sidecar, else cityscapes"),
+    "mean": ParamSpec(Parameter.Type.DOUBLE_ARRAY, "override normalisation mean, RGB on a 0-1 scale "
+                                                   "(unset = dataset preset)"),
+    "std": ParamSpec(Parameter.Type.DOUBLE_ARRAY, "override normalisation std, RGB on a 0-1 scale "
+                                                  "(unset = dataset preset)"),
+    "input_width": ParamSpec(0, "model input width, multiple of 32; 0 (with input_height 0) = "
+                                "checkpoint sidecar, else auto32 (camera size rounded up to x32)",
+                             int_range=(0, MAX_SIDE, 32)),
+    "input_height": ParamSpec(0, "model input height, multiple of 32; 0 = see input_width",
+                              int_range=(0, MAX_SIDE, 32)),
+    "device": ParamSpec("auto", "auto (CUDA when available), cpu, cuda or cuda:N"),
+    "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU), fp32 or fp16"),
+    "backend": ParamSpec("auto", "inference backend (auto, torch, ...; see bisenet-ros bench)"),
+    "output_resolution": ParamSpec("camera", "resolution of labels/color/overlay: camera or model "
+                                             "(model also publishes a scaled camera_info)"),
+    # live settings
+    "overlay_alpha": ParamSpec(0.5, "weight of the palette colour in the overlay", float_range=(0.0, 1.0)),
+    "publish_color": ParamSpec(True, "publish the rgb8 palette image (computed only when subscribed)"),
+    "publish_overlay": ParamSpec(True, "publish the overlay (computed only when subscribed)"),
+    "publish_confidence": ParamSpec(False, "publish mono8 max-softmax x 255 (computed only when subscribed)"),
+    "publish_timing": ParamSpec(True, "publish a DiagnosticArray with stage timings per frame"),
+    "max_frame_age_ms": ParamSpec(0.0, "drop frames whose stamp is older than this when the worker "
+                                       "takes them; 0 = off", float_range=(0.0, 3.6e6)),
+    # fixed at start
+    "cameras": ParamSpec(Parameter.Type.STRING_ARRAY, "camera names; unset/empty = one camera on "
+                                                      "'image', else '<name>/image' each, batched",
+                         read_only=True),
+    "input_transport": ParamSpec("raw", "raw: sensor_msgs/Image on 'image'; compressed: "
+                                        "sensor_msgs/CompressedImage on '<resolved image>/compressed'",
+                                 read_only=True),
+    "input_reliability": ParamSpec("best_effort", "image subscription reliability (best_effort "
+                                                  "also connects to reliable publishers)", read_only=True),
+    "input_depth": ParamSpec(1, "image subscription queue depth", int_range=(1, 100, 1), read_only=True),
+    "output_reliability": ParamSpec("reliable", "reliability of the output publishers", read_only=True),
+    "output_depth": ParamSpec(1, "queue depth of the output publishers", int_range=(1, 100, 1),
+                              read_only=True),
+    "diagnostics_period": ParamSpec(1.0, "seconds between /diagnostics messages",
+                                    float_range=(0.1, 60.0), read_only=True),
+}
+
+
+def validate_parameter(name: str, value: Any) -> str | None:
+    """The reason ``value`` is not acceptable for parameter ``name``, or None if it is."""
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"{name} must be one of {', '.join(CHOICES[name])}, got '{value}'"
+    if name == "weights":
+        if not value:
+            return "parameter 'weights' is required (a BiSeNet checkpoint, e.g. -p weights:=model.pth)"
+        path = Path(value).expanduser()
+        if not path.is_file():
+            return f"weights '{value}' not found"
+        if not os.access(path, os.R_OK):
+            return f"weights '{value}' is not readable"
+    if name in ("mean", "std") and value is not None and len(value) not in (0, 3):
+        return f"{name} needs three values (R, G, B on a 0-1 scale), got {list(value)}"
+    if name == "std" and value and min(value) <= 0:
+        return f"std must be positive, got {list(value)}"
+    if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)):
+        return f"device must be auto, cpu, cuda or cuda:N, got '{value}'"
+    if name == "dataset" and value:
+        from .datasets import load_preset
+        try:
+            load_preset(value)
+        except BisenetError as exc:
+            return str(exc)
+    if name == "cameras" and value:
+        bad = [c for c in value if not CAMERA_NAME.match(c)]
+        if bad:
+            return f"camera names must be letters, digits and '_', starting with a letter: {bad}"
+        if len(set(value)) != len(value):
+            return f"camera names must be unique, got {list(value)}"
+    return None
+
+
+def validate_config(values: dict[str, Any]) -> str | None:
+    """Cross-parameter checks on a full configuration."""
+    if (values["input_width"] == 0) != (values["input_height"] == 0):
+        return ("input_width and input_height must both be 0 (auto) or both be set "
+                f"(got {values['input_width']}x{values['input_height']}); set them together")
+    return None
+
+
+def pipeline_kwargs(values: dict[str, Any]) -> dict[str, Any]:
+    """Node parameter values -> keyword arguments of :func:`build_pipeline`."""
+    h, w = values["input_height"], values["input_width"]
+    return dict(
+        model=None if values["model"] == "auto" else values["model"],
+        weights=values["weights"],
+        num_classes=values["num_classes"] or None,
+        dataset=values["dataset"] or None,
+        mean=list(values["mean"]) if values["mean"] else None,
+        std=list(values["std"]) if values["std"] else None,
+        input_size=None if h == 0 and w == 0 else (h, w),
+        device=values["device"],
+        precision=values["precision"],
+        backend=values["backend"],
+        output_resolution=values["output_resolution"],
+        overlay_alpha=values["overlay_alpha"],
+    )
+
+
+def legend_json(pipeline: SegmentationPipeline) -> str:
+    """The class legend: ids, names and RGB colours, plus what model produced them."""
+    preset = pipeline.preset
+    return json.dumps({
+        "dataset": preset.name,
+        "num_classes": preset.num_classes,
+        "model": pipeline.info.get("model"),
+        "weights": pipeline.info.get("weights"),
+        "classes": [{"id": i, "name": name, "color": [int(c) for c in preset.palette[i]]}
+                    for i, name in enumerate(preset.class_names)],
+    })
+
+
+def scale_camera_info(info: CameraInfo, header: Header, width: int, height: int) -> CameraInfo:
+    """``info`` for the image resized to ``width`` x ``height`` (pixel-centre convention).
+
+    The pipeline resizes with ``align_corners=False``, so a pixel coordinate maps as
+    ``x' = (x + 0.5) * sx - 0.5``: focal lengths scale by s, principal points by that rule.
+    """
+    sx, sy = width / info.width, height / info.height
+    out = CameraInfo()
+    out.header = header
+    out.width, out.height = width, height
+    out.distortion_model, out.d, out.r = info.distortion_model, info.d, info.r
+    k = list(info.k)
+    k[0], k[1], k[2] = k[0] * sx, k[1] * sx, (k[2] + 0.5) * sx - 0.5
+    k[4], k[5] = k[4] * sy, (k[5] + 0.5) * sy - 0.5
+    out.k = k
+    p = list(info.p)
+    p[0], p[1], p[2], p[3] = p[0] * sx, p[1] * sx, (p[2] + 0.5) * sx - 0.5, p[3] * sx
+    p[5], p[6], p[7] = p[5] * sy, (p[6] + 0.5) * sy - 0.5, p[7] * sy
+    out.p = p
+    out.binning_x, out.binning_y = info.binning_x, info.binning_y
+    roi = info.roi
+    out.roi.x_offset, out.roi.y_offset = int(round(roi.x_offset * sx)), int(round(roi.y_offset * sy))
+    out.roi.width, out.roi.height = int(round(roi.width * sx)), int(round(roi.height * sy))
+    out.roi.do_rectify = roi.do_rectify
+    return out
+
+
+@dataclass
+class Frame:
+    """A received message waiting for the worker."""
+
+    msg: Image | CompressedImage
+    received: float  # time.perf_counter() at receipt
+    image: np.ndarray | None = None  # raw images are checked and viewed in the callback
+    encoding: str = ""
+
+
+@dataclass
+class Camera:
+    """One input stream with its publishers and counters."""
+
+    name: str  # '' = the single default camera
+    publishers: dict[str, Publisher] = field(default_factory=dict)
+    pending: Frame | None = None
+    camera_info: CameraInfo | None = None
+    dropped: int = 0  # replaced by a newer frame before processing, or too old
+    rejected: int = 0  # malformed messages
+    processed: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.name or "image"
+
+
+class SegmentationNode(Node):
+    """The ``segmentation`` node; see the module docstring and docs/node.md."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self._values = self._declare_parameters()
+        for name in ("cameras", *RELOAD):
+            reason = validate_parameter(name, self._values[name])
+            if reason:
+                raise ConfigError(reason)
+        reason = validate_config(self._values)
+        if reason:
+            raise ConfigError(reason)
+        self.pipeline: SegmentationPipeline = build_pipeline(**pipeline_kwargs(self._values))
+
+        self._cond = threading.Condition()
+        self._param_lock = threading.RLock()
+        self._reverting = False
+        self._reload_thread: threading.Thread | None = None
+        self._last_error = ""
+        self._stats_lock = threading.Lock()
+        self._window: deque[tuple[float, float]] = deque(maxlen=STATS_WINDOW)  # (total, latency) ms
+        self._frames_since_diag = 0
+        self._last_diag = time.perf_counter()
+
+        self._make_topics()
+        self._publish_legend()
+        self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
+        self._worker.start()
+        info = self.pipeline.info
+        self.get_logger().info(
+            f"serving {info['model']} ({info['num_classes']} classes, {info['dataset']}) from "
+            f"{info['weights']} on {info['device']} [{info['backend']}, {info['precision']}], input "
+            f"{info['input_size']}; cameras: {', '.join(c.label for c in self.cameras)}")
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def _declare_parameters(self) -> dict[str, Any]:
+        values = {}
+        for name, spec in PARAMETERS.items():
+            param = self.declare_parameter(name, spec.default, spec.descriptor(name))
+            values[name] = _plain(name, param.value)
+        return values
+
+    def _qos(self, prefix: str) -> QoSProfile:
+        reliability = (ReliabilityPolicy.RELIABLE if self._values[f"{prefix}_reliability"] == "reliable"
+                       else ReliabilityPolicy.BEST_EFFORT)
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values[f"{prefix}_depth"],
+                          reliability=reliability, durability=DurabilityPolicy.VOLATILE)
+
+    def _make_topics(self) -> None:
+        in_qos, out_qos = self._qos("input"), self._qos("output")
+        compressed = self._values["input_transport"] == "compressed"
+        self.cameras = [Camera(name) for name in (self._values["cameras"] or [""])]
+        for cam in self.cameras:
+            prefix = f"{cam.name}/" if cam.name else ""
+            out = f"~/{prefix}"
+            if compressed:
+                topic = self.resolve_topic_name(f"{prefix}image") + "/compressed"
+                self.create_subscription(CompressedImage, topic, self._on_image(cam), in_qos)
+            else:
+                self.create_subscription(Image, f"{prefix}image", self._on_image(cam), in_qos)
+            self.create_subscription(CameraInfo, f"{prefix}camera_info", self._on_camera_info(cam), in_qos)
+            for kind in ("labels", "color", "overlay", "confidence"):
+                cam.publishers[kind] = self.create_publisher(Image, out + kind, out_qos)
+            cam.publishers["camera_info"] = self.create_publisher(CameraInfo, out + "camera_info", out_qos)
+            cam.publishers["timing"] = self.create_publisher(DiagnosticArray, out + "timing", out_qos)
+        latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._legend_pub = self.create_publisher(String, "~/legend", latched)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+    # -- callbacks: keep only the newest frame -------------------------------------------------------
+    def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage], None]:
+        def callback(msg: Image | CompressedImage) -> None:
+            frame = Frame(msg, time.perf_counter())
+            if isinstance(msg, Image):  # cheap checks here, so a bad frame never displaces a good one
+                try:
+                    frame.image, frame.encoding = image_msg_to_array(msg)
+                    check_image(frame.image, frame.encoding)
+                except ImageError as exc:
+                    with self._cond:
+                        self._reject(cam, msg, str(exc))
+                    return
+            with self._cond:
+                if cam.pending is not None:
+                    cam.dropped += 1
+                cam.pending = frame
+                self._cond.notify()
+        return callback
+
+    def _on_camera_info(self, cam: Camera) -> Callable[[CameraInfo], None]:
+        def callback(msg: CameraInfo) -> None:
+            cam.camera_info = msg
+        return callback
+
+    # -- worker --------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop.is_set() or any(c.pending for c in self.cameras),
+                                    timeout=0.5)
+                batch = [(c, c.pending) for c in self.cameras if c.pending is not None]
+                for cam, _ in batch:
+                    cam.pending = None
+            if batch and not self._stop.is_set():
+                try:
+                    self.process(batch)
+                except Exception as exc:  # the node keeps serving whatever went wrong with a frame
+                    if self._stop.is_set() or not self.context.ok():
+                        return
+                    self.get_logger().error(f"frame processing failed: {_one_line(exc)}",
+                                            throttle_duration_sec=ERROR_THROTTLE_S)
+
+    def _reject(self, cam: Camera, msg: Image | CompressedImage, reason: str) -> None:
+        cam.rejected += 1
+        self.get_logger().error(
+            f"dropping {cam.label} frame (frame_id '{msg.header.frame_id}'): {reason}",
+            throttle_duration_sec=ERROR_THROTTLE_S)
+
+    def process(self, batch: list[tuple[Camera, Frame]]) -> None:
+        """Convert, segment (one batch) and publish the given frames."""
+        pipeline = self.pipeline  # a reload may swap it; this batch uses one pipeline throughout
+        max_age = self._values["max_frame_age_ms"]
+        now = self.get_clock().now()
+        ready: list[tuple[Camera, Frame]] = []
+        images, encodings = [], []
+        for cam, frame in batch:
+            image, encoding = frame.image, frame.encoding
+            if image is None:  # compressed: decoded here, in the worker
+                try:
+                    image, encoding = compressed_msg_to_array(frame.msg)
+                    check_image(image, encoding)
+                except ImageError as exc:
+                    with self._cond:
+                        self._reject(cam, frame.msg, str(exc))
+                    continue
+            if max_age > 0 and _stamp_ns(frame.msg.header) and \
+                    (now - Time.from_msg(frame.msg.header.stamp)).nanoseconds > max_age * 1e6:
+                with self._cond:
+                    cam.dropped += 1
+                continue
+            ready.append((cam, frame))
+            images.append(image)
+            encodings.append(encoding)
+        if not ready:
+            return
+        wanted = set()
+        for cam, _ in ready:
+            for switch, output in SWITCHES.items():
+                if output and self._values[switch] and cam.publishers[output].get_subscription_count() > 0:
+                    wanted.add(output)
+        results = pipeline.run_batch(images, encodings, outputs=wanted)
+        for (cam, frame), result in zip(ready, results):
+            self._publish(cam, frame, result, len(ready))
+
+    def _publish(self, cam: Camera, frame: Frame, res: SegmentationResult, batch_size: int) -> None:
+        header = frame.msg.header
+        pubs = cam.publishers
+        pubs["labels"].publish(array_to_image_msg(res.labels, "mono16" if res.labels.dtype.itemsize == 2
+                                                  else "mono8", header))
+        if res.color is not None and self._values["publish_color"]:
+            pubs["color"].publish(array_to_image_msg(res.color, "rgb8", header))
+        if res.overlay is not None and self._values["publish_overlay"]:
+            pubs["overlay"].publish(array_to_image_msg(res.overlay, res.overlay_encoding, header))
+        if res.confidence is not None and self._values["publish_confidence"]:
+            pubs["confidence"].publish(array_to_image_msg(res.confidence, "mono8", header))
+        out_h, out_w = res.labels.shape[:2]
+        info = cam.camera_info
+        if info is not None and info.width and info.height and (info.width, info.height) != (out_w, out_h):
+            pubs["camera_info"].publish(scale_camera_info(info, header, out_w, out_h))
+        total_ms = (time.perf_counter() - frame.received) * 1e3
+        stamp_ns = _stamp_ns(header)
+        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else float("nan")
+        with self._cond:
+            cam.processed += 1
+            dropped = cam.dropped
+        with self._stats_lock:
+            self._window.append((total_ms, latency_ms))
+            self._frames_since_diag += 1
+        if self._values["publish_timing"]:
+            values = dict(res.timings, total_ms=total_ms, latency_ms=latency_ms)
+            status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: {cam.label} timing",
+                                      hardware_id=self.pipeline.info.get("device", ""))
+            status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
+            status.values += [KeyValue(key="dropped_frames", value=str(dropped)),
+                              KeyValue(key="batch_size", value=str(batch_size)),
+                              KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
+            pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
+
+    # -- legend and diagnostics ----------------------------------------------------------------------
+    def _publish_legend(self) -> None:
+        self._legend_pub.publish(String(data=legend_json(self.pipeline)))
+
+    def _publish_diagnostics(self) -> None:
+        now = time.perf_counter()
+        with self._stats_lock:
+            window = list(self._window)
+            frames, self._frames_since_diag = self._frames_since_diag, 0
+            elapsed, self._last_diag = now - self._last_diag, now
+        with self._cond:
+            dropped = sum(c.dropped for c in self.cameras)
+            rejected = sum(c.rejected for c in self.cameras)
+            processed = sum(c.processed for c in self.cameras)
+        total = latency_stats(t for t, _ in window)
+        latency = latency_stats(lat for _, lat in window if lat == lat)
+        info = self.pipeline.info
+        if self._last_error:
+            level, message = DiagnosticStatus.WARN, self._last_error
+        elif processed == 0:
+            level, message = DiagnosticStatus.OK, "waiting for images"
+        else:
+            level, message = DiagnosticStatus.OK, "segmenting"
+        values = {
+            "fps": f"{frames / elapsed:.2f}" if elapsed > 0 else "0",
+            "frames_processed": str(processed),
+            "dropped_frames": str(dropped),
+            "rejected_frames": str(rejected),
+            **{f"total_ms_{k}": _fmt(total[k]) for k in ("p50", "p90", "p99", "max")},
+            **{f"latency_ms_{k}": _fmt(latency[k]) for k in ("p50", "p90", "p99", "max")},
+            "device": str(info.get("device")), "model": str(info.get("model")),
+            "weights": str(info.get("weights")), "backend": str(info.get("backend")),
+            "precision": str(info.get("precision")), "input_size": str(info.get("input_size")),
+            "dataset": str(info.get("dataset")), "cameras": ",".join(c.label for c in self.cameras),
+            "last_error": self._last_error,
+        }
+        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: segmentation",
+                                  message=message, hardware_id=str(info.get("device")))
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+    # -- run-time parameter changes -------------------------------------------------------------------
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        with self._param_lock:
+            if self._reverting:
+                return SetParametersResult(successful=True)
+            changes = {p.name: _plain(p.name, p.value) for p in params}
+            for name, value in changes.items():
+                reason = validate_parameter(name, value)
+                if reason:
+                    return SetParametersResult(successful=False, reason=reason)
+            candidate = {**self._values, **changes}
+            reason = validate_config(candidate)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            reload = {k: changes[k] for k in RELOAD if k in changes and changes[k] != self._values[k]}
+            if reload:
+                if self._reload_thread is not None and self._reload_thread.is_alive():
+                    return SetParametersResult(successful=False,
+                                               reason="a model reload is in progress; try again when it finishes")
+                old = {k: self._values[k] for k in reload}
+                self._reload_thread = threading.Thread(target=self._reload, args=(candidate, old),
+                                                       name="segmentation_reload", daemon=True)
+                self._reload_thread.start()
+            for name, value in changes.items():
+                if name not in RELOAD:
+                    self._values[name] = value
+                    if name == "overlay_alpha":
+                        self.pipeline.overlay_alpha = value
+            return SetParametersResult(successful=True)
+
+    def _reload(self, candidate: dict[str, Any], old: dict[str, Any]) -> None:
+        """Build the pipeline for ``candidate``; swap it in, or revert the parameters to ``old``."""
+        changed = ", ".join(f"{k}={candidate[k]}" for k in old)
+        self.get_logger().info(f"loading model for {changed} in the background")
+        try:
+            kwargs = pipeline_kwargs(candidate)
+            kwargs["overlay_alpha"] = self._values["overlay_alpha"]
+            pipeline = build_pipeline(**kwargs)
+        except Exception as exc:  # BisenetError, or torch refusing the device/weights
+            reason = f"reload with {changed} failed, keeping {self.pipeline.info.get('weights')}: {_one_line(exc)}"
+            self._last_error = reason
+            self.get_logger().error(reason)
+            with self._param_lock:
+                self._reverting = True
+                try:
+                    self.set_parameters([_parameter(k, v) for k, v in old.items()])
+                finally:
+                    self._reverting = False
+            return
+        pipeline.overlay_alpha = self._values["overlay_alpha"]
+        self.pipeline = pipeline
+        with self._param_lock:
+            self._values.update({k: candidate[k] for k in old})
+        self._last_error = ""
+        self._publish_legend()
+        info = pipeline.info
+        self.get_logger().info(f"now serving {info['model']} ({info['num_classes']} classes) from "
+                               f"{info['weights']}, input {info['input_size']}")
+
+    # -- shutdown ---------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the worker and release the node."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        for thread in (self._worker, self._reload_thread):  # a native thread left running aborts at exit
+            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout=60.0)
+        self.destroy_node()
+
+
+def _plain(name: str, value: Any) -> Any:
+    """Array parameters as lists (unset -> []), other values unchanged."""
+    spec = PARAMETERS.get(name)
+    if spec is not None and isinstance(spec.default, Parameter.Type):
+        return list(value or [])
+    return value
+
+
+def _parameter(name: str, value: Any) -> Parameter:
+    """A Parameter of the declared type (so that [] stays a double/string array)."""
+    default = PARAMETERS[name].default
+    if isinstance(default, Parameter.Type):
+        return Parameter(name, default, list(value))
+    return Parameter(name, value=value)
+
+
+def _stamp_ns(header: Header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0] if text else type(exc).__name__
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``segmentation_node``: run the node until SIGINT/SIGTERM."""
+    apply_fastdds_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
+    rclpy.init(args=args)
+    logger = rclpy.logging.get_logger(NODE_NAME)
+    node: SegmentationNode | None = None
+    code = 0
+    try:
+        node = SegmentationNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except BisenetError as exc:
+        logger.error(str(exc))
+        code = 2
+    except Exception as exc:  # parameter type/range errors from rclpy, torch errors at start
+        if rclpy.ok():
+            logger.error(f"cannot start: {_one_line(exc)}")
+            code = 2
+    finally:
+        if node is not None:
+            node.close()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,249 @@
+"""The segmentation node, started as a user starts it, exercised over real ROS 2 from this process.
+
+One node process (``segmentation_node --ros-args -r image:=/cam -p weights:=...``, random 5-class
+BiSeNetV2) serves every test in this module; the tests publish frames on /cam and check what
+comes back on /segmentation/... against the offline pipeline.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from bisenet_ros.pipeline import build_pipeline  # noqa: E402
+from bisenet_ros.ros_conversions import image_msg_to_array  # noqa: E402
+from node_client import LATCHED, RosClient, start_node  # noqa: E402
+
+pytestmark = pytest.mark.ros
+NODE = "/segmentation"
+OUT = ("labels", "color", "overlay", "confidence")
+
+
+@pytest.fixture(scope="module")
+def node(ros_env, tiny_checkpoints, tmp_path_factory):
+    log = tmp_path_factory.mktemp("node") / "node.log"
+    proc = start_node(ros_env, ["-r", "image:=/cam", "-p", f"weights:={tiny_checkpoints['bisenetv2']}",
+                                "-p", "publish_confidence:=true"], log)
+    yield proc
+    rc = proc.stop()
+    assert rc == 0 and "Traceback" not in proc.log, proc.log[-3000:]
+
+
+@pytest.fixture(scope="module")
+def client(node):
+    c = RosClient("test_node_client")
+    for kind in OUT:
+        c.subscribe(f"{NODE}/{kind}", Image)
+    c.subscribe(f"{NODE}/timing", DiagnosticArray)
+    c.subscribe("/diagnostics", DiagnosticArray)
+    assert c.wait_matched("/cam", Image), "the node did not subscribe to /cam:\n" + node.log
+    assert c.wait_until(lambda: c.node.count_publishers(f"{NODE}/overlay") > 0)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def offline(tiny_checkpoints):
+    return build_pipeline(weights=tiny_checkpoints["bisenetv2"], device="cpu")
+
+
+def frame(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth random RGB image (blocks upsampled) so that the labels have structure."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(small, 8, 0), 8, 1)[:h, :w].copy()
+
+
+def values(status) -> dict[str, str]:
+    return {kv.key: kv.value for kv in status.values}
+
+
+def roundtrip(client, array, encoding, frame_id, reply="labels"):
+    msg = client.publish_image("/cam", array, encoding, frame_id)
+    got = client.request("/cam", msg, f"{NODE}/{reply}")
+    assert got is not None, f"no {reply} for {frame_id}"
+    return msg
+
+
+def test_outputs_match_offline_pipeline_with_headers(client, offline):
+    rgb = frame(96, 128, 0)
+    sent = roundtrip(client, rgb, "rgb8", "rgb_frame")
+    fid = lambda m: m.header.frame_id == "rgb_frame"  # noqa: E731
+    msgs = {k: client.wait_for(f"{NODE}/{k}", fid, 10) for k in OUT}
+    timing = client.wait_for(f"{NODE}/timing", fid, 10)
+    for kind, msg in {**msgs, "timing": timing}.items():
+        assert msg is not None, kind
+        assert msg.header.stamp == sent.header.stamp and msg.header.frame_id == "rgb_frame", kind
+    expected = offline(rgb, "rgb8", outputs=("color", "overlay", "confidence"))
+    labels, enc = image_msg_to_array(msgs["labels"])
+    assert enc == "mono8" and labels.shape == (96, 128)
+    np.testing.assert_array_equal(labels, expected.labels)
+    assert len(np.unique(labels)) > 1
+    color, enc = image_msg_to_array(msgs["color"])
+    assert enc == "rgb8"
+    np.testing.assert_array_equal(color, offline.preset.palette[labels])
+    overlay, enc = image_msg_to_array(msgs["overlay"])
+    assert enc == "rgb8"
+    np.testing.assert_array_equal(overlay, expected.overlay)
+    confidence, enc = image_msg_to_array(msgs["confidence"])
+    assert enc == "mono8" and confidence.shape == (96, 128)
+    assert np.abs(confidence.astype(int) - expected.confidence).max() <= 1
+
+
+@pytest.mark.parametrize("encoding,overlay_encoding", [("bgr8", "bgr8"), ("mono8", "rgb8"), ("rgba8", "rgb8")])
+def test_input_encodings(client, offline, encoding, overlay_encoding):
+    rgb = frame(64, 96, 1)
+    array = {"bgr8": rgb[:, :, ::-1], "mono8": rgb[:, :, 1],
+             "rgba8": np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])}[encoding]
+    array = np.ascontiguousarray(array)
+    roundtrip(client, array, encoding, f"enc_{encoding}", reply="overlay")
+    fid = lambda m: m.header.frame_id == f"enc_{encoding}"  # noqa: E731
+    labels = client.wait_for(f"{NODE}/labels", fid, 10)
+    overlay = client.wait_for(f"{NODE}/overlay", fid, 10)
+    expected = offline(array, encoding, outputs=("overlay",))
+    np.testing.assert_array_equal(image_msg_to_array(labels)[0], expected.labels)
+    ov, enc = image_msg_to_array(overlay)
+    assert enc == overlay_encoding and ov.shape == (64, 96, 3)
+    np.testing.assert_array_equal(ov, expected.overlay)
+
+
+def test_timing_message(client):
+    roundtrip(client, frame(64, 96, 2), "rgb8", "timing_frame", reply="timing")
+    msg = client.wait_for(f"{NODE}/timing", lambda m: m.header.frame_id == "timing_frame")
+    assert len(msg.status) == 1
+    v = values(msg.status[0])
+    for key in ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms", "latency_ms"):
+        assert float(v[key]) >= 0, key
+    assert float(v["total_ms"]) >= float(v["inference_ms"])
+    assert float(v["latency_ms"]) >= float(v["total_ms"]) - 1.0  # stamp was taken before sending
+    assert int(v["dropped_frames"]) >= 0 and v["batch_size"] == "1" and v["model_size"] == "64x96"
+
+
+def test_legend_reaches_late_subscribers(client):
+    client.subscribe(f"{NODE}/legend", String, LATCHED)
+    msg = client.wait_for(f"{NODE}/legend", timeout=20)
+    assert msg is not None
+    legend = json.loads(msg.data)
+    assert legend["num_classes"] == 5 and legend["dataset"] == "cityscapes"
+    assert legend["model"] == "bisenetv2" and legend["weights"].endswith("bisenetv2_5cls.pth")
+    assert [c["id"] for c in legend["classes"]] == list(range(5))
+    assert legend["classes"][0] == {"id": 0, "name": "road", "color": [128, 64, 128]}
+
+
+def _bad(h, w, encoding, step, nbytes, frame_id):
+    msg = Image(height=h, width=w, encoding=encoding, step=step)
+    msg.data = bytes(nbytes)
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def test_malformed_messages_are_refused_and_node_keeps_serving(client, node):
+    bad = [
+        _bad(8, 8, "32FC1", 32, 256, "bad_float"),
+        _bad(8, 8, "rgb8", 24, 100, "bad_short"),
+        _bad(8, 8, "rgb8", 10, 192, "bad_step"),
+        _bad(0, 8, "rgb8", 24, 0, "bad_zero"),
+        _bad(100000, 100000, "mono8", 100000, 16, "bad_absurd"),
+        _bad(8, 8, "bayer_grbg8", 8, 64, "bad_unknown"),
+    ]
+    pub = client.publisher("/cam", Image)
+    for msg in bad:
+        pub.publish(msg)
+        # the node still answers a good frame after each bad one
+        roundtrip(client, frame(64, 96, 3), "rgb8", f"good_after_{msg.header.frame_id}")
+    for msg in bad:
+        for kind in (*OUT, "timing"):
+            assert not client.messages(f"{NODE}/{kind}", lambda m: m.header.frame_id.startswith("bad_"))
+    assert client.wait_until(lambda: "dropping image frame (frame_id 'bad_float'): float encoding" in node.log, 10)
+    log = node.log
+    assert "fewer than height*step" in log or "bad_short" not in log  # throttled: at most one per 5 s
+    assert "Traceback" not in log
+    assert node.proc.poll() is None
+
+
+def test_burst_counts_drops_and_stays_responsive(client):
+    pub = client.publisher("/cam", Image)
+    images = [frame(120, 160, 10 + i) for i in range(40)]
+    before = len(client.messages(f"{NODE}/labels", lambda m: m.header.frame_id.startswith("burst_")))
+    for i, img in enumerate(images):
+        msg = client.publish_image("/cam", img, "rgb8", f"burst_{i}")
+        pub.publish(msg)
+    last = roundtrip(client, frame(64, 96, 4), "rgb8", "after_burst", reply="timing")
+    assert last is not None
+    answered = len(client.messages(f"{NODE}/labels", lambda m: m.header.frame_id.startswith("burst_"))) - before
+    timing = client.wait_for(f"{NODE}/timing", lambda m: m.header.frame_id == "after_burst")
+    dropped = int(values(timing.status[0])["dropped_frames"])
+    assert answered < len(images), "a 40-frame burst should not all be segmented"
+    assert dropped >= 1
+    # every frame is either answered, counted as dropped, or lost in transport (best effort)
+    assert answered + dropped <= len(images) + 2  # +2: frames dropped in earlier tests
+    diag = client.wait_for("/diagnostics", lambda m: int(values(m.status[0]).get("dropped_frames", 0)) >= dropped)
+    v = values(diag.status[0])
+    assert v["model"] == "bisenetv2" and v["device"] == "cpu" and v["backend"]
+    assert float(v["fps"]) >= 0 and v["latency_ms_p50"] and int(v["frames_processed"]) > 0
+
+
+def test_overlay_alpha_and_switches_apply_at_once(client, offline):
+    rgb = frame(64, 96, 5)
+    res = client.set_parameters(NODE, overlay_alpha=0.0)
+    assert res.successful, res.reason
+    roundtrip(client, rgb, "rgb8", "alpha0", reply="overlay")
+    ov = client.wait_for(f"{NODE}/overlay", lambda m: m.header.frame_id == "alpha0")
+    np.testing.assert_array_equal(image_msg_to_array(ov)[0], rgb)
+    assert client.set_parameters(NODE, overlay_alpha=1.0).successful
+    roundtrip(client, rgb, "rgb8", "alpha1", reply="overlay")
+    ov = client.wait_for(f"{NODE}/overlay", lambda m: m.header.frame_id == "alpha1")
+    color = client.wait_for(f"{NODE}/color", lambda m: m.header.frame_id == "alpha1")
+    np.testing.assert_array_equal(image_msg_to_array(ov)[0], image_msg_to_array(color)[0])
+    assert not client.set_parameters(NODE, overlay_alpha=1.5).successful  # descriptor range
+    assert client.set_parameters(NODE, publish_overlay=False, publish_color=False).successful
+    roundtrip(client, rgb, "rgb8", "switches_off", reply="timing")
+    assert client.wait_for(f"{NODE}/labels", lambda m: m.header.frame_id == "switches_off", 5)
+    assert not client.messages(f"{NODE}/overlay", lambda m: m.header.frame_id == "switches_off")
+    assert not client.messages(f"{NODE}/color", lambda m: m.header.frame_id == "switches_off")
+    assert client.set_parameters(NODE, publish_overlay=True, publish_color=True, overlay_alpha=0.5).successful
+
+
+def test_weights_swap_refused_failed_and_succeeded(client, node, tiny_checkpoints, tmp_path):
+    v2 = str(tiny_checkpoints["bisenetv2"])
+    # refused at once: the file does not exist
+    res = client.set_parameters(NODE, weights=str(tmp_path / "missing.pth"))
+    assert not res.successful and "not found" in res.reason
+    # read-only parameters are refused too
+    assert not client.set_parameters(NODE, cameras=["a", "b"]).successful
+    # inconsistent input size
+    res = client.set_parameters(NODE, input_width=256)
+    assert not res.successful and "input_height" in res.reason
+    # accepted, fails in the background: reverted, reason in /diagnostics, old model keeps serving
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"this is not a checkpoint")
+    assert client.set_parameters(NODE, weights=str(garbage)).successful
+    assert client.wait_until(lambda: client.get_parameter(NODE, "weights") == v2, 30), "not reverted"
+    diag = client.wait_for("/diagnostics", lambda m: "garbage.pth" in values(m.status[0])["last_error"])
+    assert diag is not None and diag.status[0].level == diag.status[0].WARN
+    assert "reload with weights=" in node.log and "failed, keeping" in node.log
+    roundtrip(client, frame(64, 96, 6), "rgb8", "after_failed_swap")
+    # a working swap: the BiSeNetV1 checkpoint, labels now match the offline V1 pipeline
+    v1 = str(tiny_checkpoints["bisenetv1"])
+    client.subscribe(f"{NODE}/legend", String, LATCHED)
+    assert client.wait_for(f"{NODE}/legend", timeout=20)
+    assert client.set_parameters(NODE, weights=v1).successful
+    assert client.wait_for(f"{NODE}/legend", lambda m: json.loads(m.data)["model"] == "bisenetv1", 60)
+    rgb = frame(64, 96, 7)
+    roundtrip(client, rgb, "rgb8", "after_swap")
+    labels = client.wait_for(f"{NODE}/labels", lambda m: m.header.frame_id == "after_swap")
+    expected = build_pipeline(weights=v1, device="cpu")(rgb, "rgb8", outputs=()).labels
+    np.testing.assert_array_equal(image_msg_to_array(labels)[0], expected)
+    diag = client.wait_for("/diagnostics", lambda m: values(m.status[0])["model"] == "bisenetv1")
+    assert values(diag.status[0])["last_error"] == ""
+    # and back, so that the module's other tests see the V2 model whatever the order
+    legends = len(client.messages(f"{NODE}/legend"))
+    assert client.set_parameters(NODE, weights=v2).successful
+    assert client.wait_until(lambda: len(client.messages(f"{NODE}/legend")) > legends, 60)
+    assert json.loads(client.messages(f"{NODE}/legend")[-1].data)["model"] == "bisenetv2"
