@@ -1,21 +1,69 @@
 """Inference backends: how the model's forward pass is executed.
 
-A runner is a callable ``runner(x) -> logits`` on normalised (N,3,H,W) tensors on the pipeline's
-device, with ``name`` and ``precision`` attributes. ``create_runner`` builds one by name.
+A runner is a callable ``runner(x) -> logits`` on normalised (N,3,H,W) float32 tensors on the
+pipeline's device, returning float32 logits on that device, with ``name`` and ``precision``
+attributes. :func:`create_runner` builds one by name:
+
+============  ======  ===========================================================================
+name          device  what runs
+============  ======  ===========================================================================
+torch         both    eager PyTorch (the reference); float16 autocast on CUDA for fp16
+torchscript   both    BatchNorm folded, traced, frozen and ``optimize_for_inference`` (oneDNN on
+                      CPU); channels-last (and float16 weights for fp16) on CUDA
+onnxruntime   both    in-memory ONNX export run by ONNX Runtime with all graph optimisations
+                      (CPU provider, or the CUDA provider with I/O bound to torch tensors)
+tensorrt      CUDA    the ONNX export run by ONNX Runtime's TensorRT provider (fp16 when asked),
+                      engines cached on disk
+cudagraph     CUDA    BatchNorm folded, channels-last, float16 weights for fp16, one CUDA graph
+                      captured per input shape and replayed
+============  ======  ===========================================================================
+
+``auto`` (the default everywhere) takes the first backend of the device's list in
+``config/backends.yaml`` that is available and whose logits match eager float32 on a fixed seeded
+input (relative L2 error below the configured tolerance: 1e-3 for fp32). The check runs once at
+start-up at the model input size, so the choice is deterministic and costs one eager and one
+backend forward pass plus the backend's build (an ONNX export takes about a second).
 """
 from __future__ import annotations
 
+import copy
+import io
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import yaml
 from torch import nn
 
-from .errors import ConfigError
+from .errors import BisenetError, ConfigError
 
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "torchscript", "onnxruntime", "tensorrt", "cudagraph")
 PRECISIONS = ("auto", "fp32", "fp16")
+CONFIG_FILE = Path(__file__).resolve().parent / "config" / "backends.yaml"
+
+Runner = Callable[[torch.Tensor], torch.Tensor]
 
 
+class BackendUnavailable(ConfigError):
+    """The requested backend cannot run here (package, provider or device missing)."""
+
+
+@lru_cache(maxsize=1)
+def backend_config() -> dict:
+    """The parsed ``config/backends.yaml`` (auto order, tolerances, per-backend options)."""
+    with open(CONFIG_FILE, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# -- runners ----------------------------------------------------------------------------------------
 class TorchRunner:
     """Eager PyTorch; float16 autocast on CUDA when ``precision`` is fp16."""
 
@@ -30,10 +78,194 @@ class TorchRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision == "fp16":
             with torch.autocast(device_type="cuda", dtype=torch.float16):
-                return self.model(x)
+                return self.model(x).float()
         return self.model(x)
 
 
+def _inference_copy(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
+    """BatchNorm folded; channels-last and float16 weights on CUDA as ``precision`` says."""
+    from .fuse import fold_batchnorm
+
+    net = fold_batchnorm(model.eval()).to(device)
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+        if precision == "fp16":
+            net = net.half()
+    return net
+
+
+class TorchScriptRunner:
+    """Folded model, traced once, frozen and optimised for inference (shape-generic)."""
+
+    name = "torchscript"
+
+    def __init__(self, model: nn.Module, device: torch.device, precision: str,
+                 example_size: Sequence[int]) -> None:
+        self.device = device
+        self.precision = precision
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        net = _inference_copy(model, device, precision)
+        x = self._prepare(torch.zeros(1, 3, *example_size, device=device))
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TorchScript deprecation and tracer notes
+            traced = torch.jit.trace(net, x, check_trace=False)
+            self.module = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.dtype)
+        return x.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" else x
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(self._prepare(x)).float()
+
+
+class OnnxRuntimeRunner:
+    """The model exported to ONNX in memory and run by ONNX Runtime.
+
+    ``provider`` is ``cpu``, ``cuda`` or ``tensorrt``. The batch dimension is dynamic; H and W are
+    fixed to ``input_size`` when given (better graph optimisation), else dynamic (auto32).
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device, precision: str,
+                 input_size: Sequence[int] | None, provider: str = "cpu") -> None:
+        from .export import export_onnx, onnx_session
+
+        cfg = backend_config()
+        self.name = "tensorrt" if provider == "tensorrt" else "onnxruntime"
+        self.device = device
+        self.precision = precision
+        providers = onnx_providers(provider, device, precision)
+        # the CUDA provider runs float16 from a float16 graph; TensorRT converts a float32 one
+        half_graph = precision == "fp16" and provider == "cuda"
+        self.dtype = torch.float16 if half_graph else torch.float32
+        size = tuple(input_size) if input_size else tuple(cfg["verify_size"])
+        net = model.eval()
+        if half_graph:
+            net = copy.deepcopy(net).half()
+        buf = io.BytesIO()
+        export_onnx(net, buf, size, opset=int(cfg["onnxruntime"]["opset"]),
+                    dynamic_size=input_size is None, half=half_graph)
+        self.session = onnx_session(buf.getvalue(), providers,
+                                    int(cfg["onnxruntime"].get("intra_op_threads", 0)))
+        wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        used = self.session.get_providers()[0]
+        if used != wanted:  # ONNX Runtime falls back silently; refuse instead
+            raise BackendUnavailable(f"backend {self.name}: ONNX Runtime could not start {wanted} (got {used})")
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.num_classes = _num_classes(model)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type == "cpu":
+            arr = x.detach().to(torch.float32).contiguous().numpy()
+            out = self.session.run([self.output_name], {self.input_name: arr})[0]
+            return torch.from_numpy(out)
+        return self._run_cuda(x)
+
+    def _run_cuda(self, x: torch.Tensor) -> torch.Tensor:
+        """I/O bound to torch CUDA tensors: no host round trip."""
+        import numpy as np
+
+        x = x.to(self.dtype).contiguous()
+        n, _, h, w = x.shape
+        out = torch.empty((n, self.num_classes, h, w), dtype=self.dtype, device=self.device)
+        np_dtype = np.float16 if self.dtype == torch.float16 else np.float32
+        index = self.device.index or 0
+        binding = self.session.io_binding()
+        binding.bind_input(self.input_name, "cuda", index, np_dtype, tuple(x.shape), x.data_ptr())
+        binding.bind_output(self.output_name, "cuda", index, np_dtype, tuple(out.shape), out.data_ptr())
+        torch.cuda.synchronize(self.device)  # x was produced on torch's stream
+        self.session.run_with_iobinding(binding)
+        return out.float()
+
+
+def onnx_providers(provider: str, device: torch.device, precision: str) -> list:
+    """ONNX Runtime provider list for ``provider`` (cpu, cuda, tensorrt), or BackendUnavailable."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BackendUnavailable("onnxruntime is not installed (pip install onnxruntime, "
+                                 "or onnxruntime-gpu for CUDA/TensorRT)") from None
+    if device.type == "cpu":
+        if provider != "cpu":
+            raise BackendUnavailable(f"backend {provider} needs a CUDA device")
+        return ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    index = device.index or 0
+    cuda = ("CUDAExecutionProvider", {"device_id": index})
+    if "CUDAExecutionProvider" not in available:
+        raise BackendUnavailable("ONNX Runtime has no CUDAExecutionProvider here (install onnxruntime-gpu)")
+    if provider == "tensorrt":
+        if "TensorrtExecutionProvider" not in available:
+            raise BackendUnavailable("ONNX Runtime has no TensorrtExecutionProvider here "
+                                     "(install onnxruntime-gpu with TensorRT)")
+        cfg = backend_config()["tensorrt"]
+        cache = os.path.expanduser(str(cfg["cache_dir"]))
+        os.makedirs(cache, exist_ok=True)
+        trt = ("TensorrtExecutionProvider", {
+            "device_id": index,
+            "trt_fp16_enable": precision == "fp16",
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": cache,
+            "trt_max_workspace_size": int(float(cfg["workspace_gb"]) * (1 << 30)),
+        })
+        return [trt, cuda]
+    return [cuda]
+
+
+def _num_classes(model: nn.Module) -> int:
+    """Output channels of a BiSeNet (its classifier convolution)."""
+    key = getattr(model, "classifier_key", None)
+    if key is not None:
+        return int(model.state_dict()[key].shape[0])
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return int(convs[-1].out_channels)
+
+
+class CudaGraphRunner:
+    """Folded channels-last model (float16 for fp16), one CUDA graph per input shape, replayed."""
+
+    name = "cudagraph"
+
+    def __init__(self, model: nn.Module, device: torch.device, precision: str) -> None:
+        if device.type != "cuda":
+            raise BackendUnavailable("backend cudagraph needs a CUDA device")
+        self.device = device
+        self.precision = precision
+        self.dtype = torch.float16 if precision == "fp16" else torch.float32
+        self.model = _inference_copy(model, device, precision)
+        self.max_graphs = int(backend_config()["cudagraph"]["max_graphs"])
+        self.graphs: dict[tuple[int, ...], tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
+
+    def _capture(self, shape: tuple[int, ...]):
+        static_in = torch.zeros(shape, dtype=self.dtype, device=self.device).contiguous(
+            memory_format=torch.channels_last)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(3):  # warm-up: cuDNN algorithm selection happens outside the graph
+                self.model(static_in)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph), torch.inference_mode():
+            static_out = self.model(static_in)
+        if len(self.graphs) >= self.max_graphs:
+            self.graphs.pop(next(iter(self.graphs)))  # drop the oldest shape
+        self.graphs[shape] = (graph, static_in, static_out)
+        return self.graphs[shape]
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        shape = tuple(x.shape)
+        graph, static_in, static_out = self.graphs.get(shape) or self._capture(shape)
+        static_in.copy_(x)  # casts to the graph's dtype and memory format
+        graph.replay()
+        return static_out.float()  # a new tensor: the next replay cannot overwrite it
+
+
+# -- selection --------------------------------------------------------------------------------------
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> fp16 on CUDA, fp32 on CPU; fp16 on CPU is refused."""
     text = (precision or "auto").lower()
@@ -46,16 +278,123 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return text
 
 
+def backend_unavailable_reason(name: str, device: torch.device) -> str | None:
+    """Why backend ``name`` cannot run on ``device`` (cheap checks only), or None if it may."""
+    if name == "torch":
+        return None
+    if name == "torchscript":
+        return None if hasattr(torch, "jit") else "this PyTorch has no TorchScript"
+    if name == "cudagraph":
+        return None if device.type == "cuda" else "needs a CUDA device"
+    if name in ("onnxruntime", "tensorrt"):
+        if name == "tensorrt" and device.type != "cuda":
+            return "needs a CUDA device"
+        try:
+            onnx_providers("cpu" if device.type == "cpu" else ("tensorrt" if name == "tensorrt" else "cuda"),
+                           device, "fp32")
+        except BackendUnavailable as exc:
+            return str(exc)
+        try:
+            import onnx  # noqa: F401  (torch.onnx.export needs it)
+        except ImportError:
+            return "the onnx package is not installed (pip install onnx)"
+        return None
+    raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got '{name}'")
+
+
+def build_backend(name: str, model: nn.Module, device: torch.device, precision: str,
+                  input_size: Sequence[int] | None) -> Runner:
+    """Build the named backend (not ``auto``); BackendUnavailable if it cannot run here."""
+    reason = backend_unavailable_reason(name, device)
+    if reason is not None:
+        raise BackendUnavailable(f"backend {name} is not available on {device}: {reason}")
+    if name == "torch":
+        return TorchRunner(model, device, precision)
+    if name == "torchscript":
+        size = tuple(input_size) if input_size else tuple(backend_config()["verify_size"])
+        return TorchScriptRunner(model, device, precision, size)
+    if name == "cudagraph":
+        return CudaGraphRunner(model, device, precision)
+    provider = "cpu" if device.type == "cpu" else ("tensorrt" if name == "tensorrt" else "cuda")
+    return OnnxRuntimeRunner(model, device, precision, input_size, provider)
+
+
+def calibration_input(device: torch.device, input_size: Sequence[int] | None, seed: int = 0) -> torch.Tensor:
+    """The fixed seeded (1,3,H,W) input every backend is checked on."""
+    size = tuple(input_size) if input_size else tuple(backend_config()["verify_size"])
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 3, *size, generator=gen).to(device)
+
+
+def check_runner(runner: Runner, model: nn.Module, x: torch.Tensor,
+                 reference: torch.Tensor | None = None) -> float:
+    """Relative L2 error of ``runner(x)`` against eager float32 ``model(x)``."""
+    from .export import relative_error
+
+    if reference is None:
+        with torch.inference_mode():
+            reference = model.eval()(x).float()
+    with torch.inference_mode():
+        out = runner(x)
+    return relative_error(out.float(), reference)
+
+
+def select_backend(model: nn.Module, device: torch.device, precision: str,
+                   input_size: Sequence[int] | None, order: Sequence[str] | None = None) -> Runner:
+    """``auto``: the first backend of ``order`` (default: the config's) that builds and matches eager.
+
+    The runner gets ``rel_err_vs_eager`` (the check's result) and ``selection`` (one line per
+    backend tried, with why it was skipped).
+    """
+    cfg = backend_config()
+    order = list(order or cfg["auto_order"][device.type])
+    tolerance = float(cfg["tolerance"][precision])
+    x = calibration_input(device, input_size)
+    with torch.inference_mode():
+        reference = model.eval()(x).float()
+    notes: list[str] = []
+    for name in order:
+        reason = backend_unavailable_reason(name, device)
+        if reason is not None:
+            notes.append(f"{name}: unavailable ({reason})")
+            continue
+        try:
+            runner = build_backend(name, model, device, precision, input_size)
+            err = check_runner(runner, model, x, reference)
+        except Exception as exc:  # a backend that fails to build is skipped, never fatal
+            notes.append(f"{name}: failed ({_first_line(exc)})")
+            continue
+        if err < tolerance or name == "torch":  # eager is the reference and the last resort
+            notes.append(f"{name}: selected (rel err {err:.1e}, tolerance {tolerance:g})")
+            runner.rel_err_vs_eager = err
+            runner.selection = notes
+            return runner
+        notes.append(f"{name}: rejected (rel err {err:.1e} >= {tolerance:g})")
+    runner = TorchRunner(model, device, precision)  # the reference itself, if the order omitted it
+    notes.append("torch: selected (fallback)")
+    runner.rel_err_vs_eager = check_runner(runner, model, x, reference)
+    runner.selection = notes
+    return runner
+
+
 def create_runner(
     model: nn.Module,
     backend: str = "auto",
     device: torch.device | str = "cpu",
     precision: str = "auto",
     input_size: Sequence[int] | None = None,
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A runner for ``model`` on ``device`` with the named backend."""
+) -> Runner:
+    """A runner for ``model`` on ``device`` with the named backend (``auto``: see :func:`select_backend`)."""
     device = torch.device(device)
-    name = (backend or "auto").lower()
+    name = (backend or "auto").strip().lower()
     if name not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
-    return TorchRunner(model, device, resolve_precision(precision, device))
+    precision = resolve_precision(precision, device)
+    if name == "auto":
+        return select_backend(model, device, precision, input_size)
+    try:
+        return build_backend(name, model, device, precision, input_size)
+    except BisenetError:
+        raise
+    except Exception as exc:
+        raise BackendUnavailable(f"backend {name} failed to build on {device}: {_first_line(exc)}") from None

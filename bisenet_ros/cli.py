@@ -16,6 +16,8 @@ COMMANDS: dict[str, str] = {
     "segment": "segment",
     "eval-bag": "eval_bag",
     "make-bag": "make_bag",
+    "bench": "bench",
+    "export-onnx": "export_onnx",
 }
 
 

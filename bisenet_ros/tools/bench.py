@@ -1,0 +1,224 @@
+"""``bisenet-ros bench``: model-only and full-pipeline speed of the shared pipeline, honestly.
+
+* model only: ``runner(x)`` on a normalised (B,3,H,W) tensor already on the device;
+* pipeline: one camera frame of ``--frame-size`` (uint8 bgr8 in host memory) through
+  :class:`~bisenet_ros.pipeline.SegmentationPipeline` -- upload, preprocess, model, postprocess,
+  colour mask and overlay, copy back to host -- exactly what the node does per frame.
+
+Both after ``--warmup`` untimed runs; CUDA work is synchronised before every clock read. The
+backend's logits are compared with eager PyTorch float32 on the same input (``rel_err_vs_eager``).
+Without ``--weights`` the model is randomly initialised (speed is the same, labels meaningless).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..backends import calibration_input
+from ..errors import ConfigError
+from ..export import relative_error
+from ..metrics import latency_stats
+from ..models import build_model, load_model
+from .common import add_model_arguments, pipeline_from_args
+
+HELP = "benchmark model-only and full-pipeline speed (fps, latency percentiles, error vs eager)"
+
+#: what a camera typically sends; the pipeline's own input size is --input-size
+DEFAULT_FRAME_SIZE = "720x1280"
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HxW, e.g. 720x1280") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be positive")
+    return h, w
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, weights_required=False)
+    parser.set_defaults(input_size="512x1024")
+    g = parser.add_argument_group("benchmark")
+    g.add_argument("--frame-size", type=_size, default=_size(DEFAULT_FRAME_SIZE),
+                   help=f"camera frame HxW for the pipeline figures (default {DEFAULT_FRAME_SIZE})")
+    g.add_argument("--frames", type=int, default=50, help="timed iterations of each measurement")
+    g.add_argument("--warmup", type=int, default=5, help="untimed iterations before timing")
+    g.add_argument("--batch", type=int, default=1, help="model-only batch size")
+    g.add_argument("--compare-eager", action="store_true",
+                   help="also time eager PyTorch float32 (model only) and report the speed-up")
+    g.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn, frames: int, warmup: int, device: torch.device) -> list[float]:
+    """Milliseconds of each of ``frames`` calls of ``fn()`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    out = []
+    for _ in range(frames):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _summary(ms: list[float], per_call: int = 1) -> dict:
+    stats = latency_stats(ms)
+    fps = per_call * len(ms) * 1e3 / sum(ms) if ms and sum(ms) > 0 else None
+    return {"fps": fps, "latency_ms": stats}
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cpu": _cpu_name(), "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}
+    try:
+        import onnxruntime
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.frames < 1 or args.warmup < 0 or args.batch < 1:
+        raise ConfigError("--frames and --batch must be >= 1, --warmup >= 0")
+    random_init = args.weights is None
+    with tempfile.TemporaryDirectory(prefix="bisenet-bench-") as tmp:
+        if random_init:
+            if args.model is None:
+                raise ConfigError("bench without --weights needs --model (bisenetv1 or bisenetv2)")
+            torch.manual_seed(0)
+            path = Path(tmp) / f"{args.model}_random.pth"
+            torch.save(build_model(args.model, args.num_classes or 19).state_dict(), path)
+            args.weights = str(path)  # the pipeline and the eager reference load the same tensors
+        result = _bench(args)
+    result["weights"] = None if random_init else result["weights"]
+    result["random_init"] = random_init
+    _print(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    pipeline = pipeline_from_args(args)
+    startup_s = time.perf_counter() - t0
+    info = pipeline.info
+    device = pipeline.device
+    runner = pipeline.runner
+    fh, fw = args.frame_size
+    model_hw = pipeline.model_size_for(fh, fw)
+
+    # model only, on a fixed normalised input already on the device
+    x = calibration_input(device, model_hw).repeat(args.batch, 1, 1, 1)
+    model_ms = time_calls(lambda: runner(x), args.frames, args.warmup, device)
+
+    # eager float32 reference on the same input
+    eager = load_model(info["model"], weights=args.weights, num_classes=info["num_classes"], device=device)
+    with torch.inference_mode():
+        ref = eager(x).float()
+        out = runner(x).float()
+    rel_err = relative_error(out, ref)
+    eager_ms = None
+    if args.compare_eager:
+        with torch.inference_mode():
+            eager_ms = time_calls(lambda: eager(x), args.frames, args.warmup, device)
+    del eager, ref, out
+
+    # full pipeline on a camera frame in host memory, as the node gets it
+    frame = np.random.default_rng(0).integers(0, 256, (fh, fw, 3), dtype=np.uint8)
+    stages: dict[str, list[float]] = {}
+
+    def one_frame():
+        res = pipeline(frame, "bgr8", outputs=("color", "overlay"))
+        for k, v in res.timings.items():
+            stages.setdefault(k, []).append(v)
+
+    pipe_ms = time_calls(one_frame, args.frames, args.warmup, device)
+    for k in stages:  # keep the timed iterations only
+        stages[k] = stages[k][args.warmup:]
+
+    model = _summary(model_ms, args.batch)
+    pipe = _summary(pipe_ms)
+    result = {
+        "model": info["model"],
+        "weights": info["weights"],
+        "num_classes": info["num_classes"],
+        "device": str(device),
+        "backend": info["backend"],
+        "precision": info["precision"],
+        "backend_selection": list(getattr(runner, "selection", [])),
+        "input_size": f"{model_hw[0]}x{model_hw[1]}",
+        "frame_size": f"{fh}x{fw}",
+        "batch": args.batch,
+        "frames": args.frames,
+        "warmup": args.warmup,
+        "startup_s": startup_s,
+        "model_fps": model["fps"],
+        "model_latency_ms": model["latency_ms"],
+        "pipeline_fps": pipe["fps"],
+        "pipeline_latency_ms": pipe["latency_ms"],
+        "pipeline_stages_ms": {k: latency_stats(v) for k, v in stages.items()},
+        "rel_err_vs_eager": rel_err,
+        "machine": machine_info(device),
+    }
+    if eager_ms is not None:
+        eager_sum = _summary(eager_ms, args.batch)
+        result["eager_model_fps"] = eager_sum["fps"]
+        result["eager_model_latency_ms"] = eager_sum["latency_ms"]
+        result["speedup_vs_eager"] = model["fps"] / eager_sum["fps"] if eager_sum["fps"] else None
+    return result
+
+
+def _fmt_lat(stats: dict) -> str:
+    return " ".join(f"{k} {stats[k]:.1f}" for k in ("p50", "p90", "p99") if stats.get(k) is not None) + " ms"
+
+
+def _print(r: dict) -> None:
+    weights = "random init (no --weights: speed only, labels meaningless)" if r["random_init"] else r["weights"]
+    print(f"{r['model']} ({r['num_classes']} classes), weights: {weights}")
+    print(f"device {r['device']} ({r['machine'].get('gpu') or r['machine']['cpu']}), backend {r['backend']}, "
+          f"precision {r['precision']}, input {r['input_size']}, start-up {r['startup_s']:.1f} s")
+    for line in r["backend_selection"]:
+        print(f"  auto: {line}")
+    print(f"model    : {r['model_fps']:.2f} fps (batch {r['batch']}), latency {_fmt_lat(r['model_latency_ms'])}")
+    if "eager_model_fps" in r:
+        print(f"eager    : {r['eager_model_fps']:.2f} fps, latency {_fmt_lat(r['eager_model_latency_ms'])}, "
+              f"speed-up {r['speedup_vs_eager']:.2f}x")
+    print(f"pipeline : {r['pipeline_fps']:.2f} fps for {r['frame_size']} bgr8 frames, "
+          f"latency {_fmt_lat(r['pipeline_latency_ms'])}")
+    stages = ", ".join(f"{k.removesuffix('_ms')} {v['p50']:.1f}" for k, v in r["pipeline_stages_ms"].items())
+    print(f"  stages p50 (ms): {stages}")
+    print(f"rel_err_vs_eager: {r['rel_err_vs_eager']:.2e} ({r['frames']} frames after {r['warmup']} warm-up)")

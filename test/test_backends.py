@@ -1,0 +1,180 @@
+"""Backends: every backend's logits match eager float32; BatchNorm folding; `auto` selection."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bisenet_ros import backends
+from bisenet_ros.backends import (BACKENDS, BackendUnavailable, backend_config, backend_unavailable_reason,
+                                  check_runner, create_runner, select_backend)
+from bisenet_ros.errors import ConfigError
+from bisenet_ros.export import relative_error
+from bisenet_ros.fuse import fold_batchnorm
+from bisenet_ros.models import build_model
+from bisenet_ros.pipeline import build_pipeline
+
+ARCHS = ("bisenetv1", "bisenetv2")
+SIZE = (64, 128)
+CUDA = torch.cuda.is_available()
+
+
+def _model(arch: str) -> torch.nn.Module:
+    """A 5-class model with non-trivial BatchNorm statistics (so folding is really exercised)."""
+    torch.manual_seed(0)
+    net = build_model(arch, num_classes=5).eval()
+    gen = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+    return net
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def model_and_ref(request):
+    net = _model(request.param)
+    x = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        ref = net(x)
+    return request.param, net, x, ref
+
+
+def test_fold_batchnorm_removes_conv_bn_pairs_and_keeps_output(model_and_ref):
+    arch, net, x, ref = model_and_ref
+    folded = fold_batchnorm(net)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    left = sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert folded.folded_batchnorms >= n_bn - 1
+    assert left == n_bn - folded.folded_batchnorms
+    with torch.inference_mode():
+        assert relative_error(folded(x), ref) < 1e-5
+    # the original is untouched
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == n_bn
+
+
+def test_fold_batchnorm_refuses_training_mode():
+    with pytest.raises(ValueError):
+        fold_batchnorm(build_model("bisenetv2", 3).train())
+
+
+@pytest.mark.parametrize("backend", ["torch", "torchscript", "onnxruntime"])
+def test_cpu_backend_matches_eager(model_and_ref, backend):
+    arch, net, x, ref = model_and_ref
+    runner = create_runner(net, backend, "cpu", "fp32", SIZE)
+    assert runner.name == backend and runner.precision == "fp32"
+    with torch.inference_mode():
+        out = runner(x)  # batch 2 although built at batch 1
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert relative_error(out, ref) < 1e-3
+
+
+@pytest.mark.parametrize("backend", ["torchscript", "onnxruntime"])
+def test_backend_without_fixed_size_accepts_other_sizes(backend):
+    net = _model("bisenetv1")  # V1 resizes by the input's own shape: the hard case
+    runner = create_runner(net, backend, "cpu", "fp32", None)
+    x = torch.randn(1, 3, 96, 64)
+    with torch.inference_mode():
+        assert relative_error(runner(x), net(x)) < 1e-3
+
+
+def test_auto_picks_first_available_matching_backend_in_config_order():
+    net = _model("bisenetv2")
+    runner = create_runner(net, "auto", "cpu", "auto", SIZE)
+    order = backend_config()["auto_order"]["cpu"]
+    expected = next(n for n in order if backend_unavailable_reason(n, torch.device("cpu")) is None)
+    assert runner.name == expected
+    assert runner.rel_err_vs_eager < float(backend_config()["tolerance"]["fp32"])
+    assert runner.selection[-1].startswith(f"{expected}: selected")
+    again = create_runner(net, "auto", "cpu", "auto", SIZE)  # deterministic
+    assert again.name == runner.name
+
+
+def test_auto_skips_unavailable_and_mismatching_backends(monkeypatch):
+    net = _model("bisenetv2")
+    real_build = backends.build_backend
+
+    def build(name, model, device, precision, input_size):
+        runner = real_build(name, model, device, precision, input_size)
+        if name == "torchscript":  # a backend that is fast but wrong must never be chosen
+            return lambda x: runner(x) * 1.01
+        return runner
+
+    monkeypatch.setattr(backends, "build_backend", build)
+    cpu = torch.device("cpu")
+    runner = select_backend(net, cpu, "fp32", SIZE, order=["cudagraph", "tensorrt", "torchscript", "onnxruntime"])
+    assert runner.name == "onnxruntime"
+    notes = runner.selection
+    assert notes[0].startswith("cudagraph: unavailable") and notes[1].startswith("tensorrt: unavailable")
+    assert notes[2].startswith("torchscript: rejected")
+    # nothing in the list matches: eager PyTorch, the reference, is the fallback
+    fallback = select_backend(net, cpu, "fp32", SIZE, order=["torchscript"])
+    assert fallback.name == "torch" and fallback.rel_err_vs_eager == 0.0
+
+
+def test_auto_skips_a_backend_that_fails_to_build(monkeypatch):
+    net = _model("bisenetv1")
+    real_build = backends.build_backend
+
+    def build(name, *args):
+        if name == "onnxruntime":
+            raise RuntimeError("simulated exporter failure\nsecond line")
+        return real_build(name, *args)
+
+    monkeypatch.setattr(backends, "build_backend", build)
+    runner = select_backend(net, torch.device("cpu"), "fp32", SIZE, order=["onnxruntime", "torchscript"])
+    assert runner.name == "torchscript"
+    assert runner.selection[0] == "onnxruntime: failed (simulated exporter failure)"
+
+
+def test_bad_choices_give_one_line_errors():
+    net = _model("bisenetv2")
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        create_runner(net, "tensorflow", "cpu")
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        create_runner(net, "torch", "cpu", "fp16")
+    if not CUDA:
+        for name in ("cudagraph", "tensorrt"):
+            with pytest.raises(BackendUnavailable, match=f"backend {name} is not available on cpu: needs a CUDA"):
+                create_runner(net, name, "cpu")
+    assert set(BACKENDS) >= {"auto", "torch", "onnxruntime", "tensorrt", "cudagraph", "torchscript"}
+
+
+def test_config_orders_name_known_backends_only():
+    cfg = backend_config()
+    for device, order in cfg["auto_order"].items():
+        assert device in ("cpu", "cuda")
+        assert set(order) <= set(BACKENDS) - {"auto"}
+        assert order[-1] == "torch"
+    assert float(cfg["tolerance"]["fp32"]) == pytest.approx(1e-3)
+
+
+def test_pipeline_auto_and_torch_label_an_image_the_same(tiny_checkpoints):
+    image = np.random.default_rng(0).integers(0, 256, (70, 150, 3), dtype=np.uint8)
+    labels = {}
+    for backend in ("auto", "torch"):
+        pipe = build_pipeline(weights=tiny_checkpoints["bisenetv2"], input_size="64x128", device="cpu",
+                              backend=backend)
+        labels[backend] = pipe(image, "bgr8", outputs=()).labels
+        assert pipe.info["backend"] != "auto"
+    assert np.mean(labels["auto"] == labels["torch"]) >= 0.999
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend,precision", [
+    ("torch", "fp16"), ("torchscript", "fp32"), ("torchscript", "fp16"), ("cudagraph", "fp32"),
+    ("cudagraph", "fp16"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16"), ("tensorrt", "fp16"),
+])
+def test_cuda_backend_matches_eager(model_and_ref, backend, precision):
+    arch, net, x, _ = model_and_ref
+    dev = torch.device("cuda")
+    if backend_unavailable_reason(backend, dev):
+        pytest.skip(backend_unavailable_reason(backend, dev))
+    gpu_net = _model(arch).to(dev)
+    xc = x.to(dev)
+    runner = create_runner(gpu_net, backend, dev, precision, SIZE)
+    tol = float(backend_config()["tolerance"][precision])
+    for _ in range(2):  # the second call replays a captured graph
+        assert check_runner(runner, gpu_net, xc) < tol

@@ -1,0 +1,51 @@
+"""`bisenet-ros bench` smoke test: runs on tiny sizes and writes JSON with the documented keys.
+
+This checks the command, not the speed (speed is measured by running the command, see
+docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import json
+
+from bisenet_ros.cli import main
+
+KEYS = {"model", "weights", "random_init", "device", "backend", "precision", "backend_selection", "input_size",
+        "frame_size", "frames", "warmup", "model_fps", "model_latency_ms", "pipeline_fps", "pipeline_latency_ms",
+        "pipeline_stages_ms", "rel_err_vs_eager", "machine"}
+
+
+def test_bench_writes_json_with_the_keys(tiny_checkpoints, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "--weights", str(tiny_checkpoints["bisenetv1"]), "--input-size", "64x96",
+               "--frame-size", "50x70", "--device", "cpu", "--frames", "2", "--warmup", "1",
+               "--compare-eager", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert KEYS <= set(data)
+    assert data["random_init"] is False and data["weights"] == str(tiny_checkpoints["bisenetv1"])
+    assert data["backend"] != "auto" and data["input_size"] == "64x96" and data["frame_size"] == "50x70"
+    assert data["model_fps"] > 0 and data["pipeline_fps"] > 0 and data["eager_model_fps"] > 0
+    assert data["model_latency_ms"]["count"] == 2
+    assert {"p50", "p90", "p99"} <= set(data["pipeline_latency_ms"])
+    assert 0 <= data["rel_err_vs_eager"] < 1e-3
+    assert "model    :" in capsys.readouterr().out
+
+
+def test_bench_random_init_and_explicit_backend(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    rc = main(["bench", "--model", "bisenetv2", "--num-classes", "4", "--backend", "torch",
+               "--input-size", "64x64", "--frame-size", "40x40", "--frames", "2", "--warmup", "0",
+               "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["random_init"] is True and data["weights"] is None
+    assert data["backend"] == "torch" and data["rel_err_vs_eager"] == 0.0
+    assert "random init" in capsys.readouterr().out
+
+
+def test_bench_errors(capsys):
+    assert main(["bench", "--frames", "2"]) == 2  # neither weights nor model
+    assert "needs --model" in capsys.readouterr().err
+    assert main(["bench", "--model", "bisenetv2", "--backend", "nope", "--frames", "1",
+                 "--input-size", "64x64", "--frame-size", "32x32"]) == 2
+    assert "backend must be one of" in capsys.readouterr().err
