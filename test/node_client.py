@@ -31,6 +31,18 @@ LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=Relia
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
+def frame(h: int, w: int, seed: int) -> np.ndarray:
+    """A blocky random RGB image (8x8 blocks) so that the labels have some structure."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    return np.repeat(np.repeat(small, 8, 0), 8, 1)[:h, :w].copy()
+
+
+def values(status: Any) -> dict[str, str]:
+    """A DiagnosticStatus' key/value pairs as a dict."""
+    return {kv.key: kv.value for kv in status.values}
+
+
 class NodeProcess:
     """A ``segmentation_node`` child process with its log file."""
 

@@ -18,7 +18,7 @@ from std_msgs.msg import String  # noqa: E402
 
 from bisenet_ros.pipeline import build_pipeline  # noqa: E402
 from bisenet_ros.ros_conversions import image_msg_to_array  # noqa: E402
-from node_client import LATCHED, RosClient, start_node  # noqa: E402
+from node_client import LATCHED, RosClient, frame, start_node, values  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NODE = "/segmentation"
@@ -51,17 +51,6 @@ def client(node):
 @pytest.fixture(scope="module")
 def offline(tiny_checkpoints):
     return build_pipeline(weights=tiny_checkpoints["bisenetv2"], device="cpu")
-
-
-def frame(h: int, w: int, seed: int) -> np.ndarray:
-    """A smooth random RGB image (blocks upsampled) so that the labels have structure."""
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
-    return np.repeat(np.repeat(small, 8, 0), 8, 1)[:h, :w].copy()
-
-
-def values(status) -> dict[str, str]:
-    return {kv.key: kv.value for kv in status.values}
 
 
 def roundtrip(client, array, encoding, frame_id, reply="labels"):

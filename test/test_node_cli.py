@@ -1,0 +1,83 @@
+"""``segmentation_node`` as a command: start-up errors are one line with a non-zero exit, SIGINT
+and SIGTERM end it cleanly, and the reference checkpoint serves the expected labels."""
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from sensor_msgs.msg import Image  # noqa: E402
+
+from bisenet_ros.pipeline import build_pipeline  # noqa: E402
+from bisenet_ros.ros_conversions import image_msg_to_array  # noqa: E402
+from node_client import NODE_EXE, RosClient, frame, start_node  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+@pytest.fixture
+def client(ros_env):
+    c = RosClient("test_cli_client")
+    yield c
+    c.close()
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "parameter 'weights' is required"),
+    (["-p", "weights:=/nonexistent/model.pth"], "weights '/nonexistent/model.pth' not found"),
+    (["-p", "weights:={garbage}"], "not a PyTorch checkpoint"),
+    (["-p", "weights:={v2}", "-p", "input_width:=100", "-p", "input_height:=64"], "input_width"),
+    (["-p", "weights:={v2}", "-p", "model:=bisenetv3"], "model must be one of auto, bisenetv1, bisenetv2"),
+    (["-p", "weights:={v2}", "-p", "dataset:=nosuchset"], "unknown dataset 'nosuchset'"),
+])
+def test_start_errors_are_one_line_and_exit_non_zero(ros_env, tiny_checkpoints, tmp_path, args, message):
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    args = [a.format(garbage=garbage, v2=tiny_checkpoints["bisenetv2"]) for a in args]
+    proc = subprocess.run([str(NODE_EXE), "--ros-args", *args], env=ros_env, capture_output=True,
+                          text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out
+    errors = [line for line in out.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and message in errors[0], out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_ends_node_cleanly(ros_env, tiny_checkpoints, tmp_path, client, sig):
+    node = start_node(ros_env, ["-r", "image:=/cam_sig", "-p", f"weights:={tiny_checkpoints['bisenetv2']}"],
+                      tmp_path / "node.log")
+    try:
+        client.subscribe("/segmentation/labels", Image)
+        assert client.wait_matched("/cam_sig", Image), node.log
+        msg = client.publish_image("/cam_sig", frame(64, 96, 0), "rgb8", "before_signal")
+        assert client.request("/cam_sig", msg, "/segmentation/labels") is not None, node.log
+    finally:
+        rc = node.stop(sig)
+    assert rc == 0, node.log
+    assert "Traceback" not in node.log and "terminate called" not in node.log, node.log
+
+
+def test_reference_checkpoint_serves_reference_labels(ros_env, reference, tmp_path, client):
+    """The 19-class Cityscapes BiSeNetV2 reference checkpoint on the reference photo (427x640)."""
+    weights = reference / "bisenetv2.pth"
+    node = start_node(ros_env, ["-r", "image:=/cam_ref", "-p", f"weights:={weights}",
+                                "-p", "dataset:=cityscapes"], tmp_path / "node.log")
+    try:
+        client.subscribe("/segmentation/labels", Image)
+        assert client.wait_matched("/cam_ref", Image, timeout=60), node.log
+        rgb = np.load(reference / "pipeline_image_rgb.npy")
+        msg = client.publish_image("/cam_ref", rgb, "rgb8", "reference_photo")
+        reply = client.request("/cam_ref", msg, "/segmentation/labels", timeout=60, retry_every=10)
+        assert reply is not None, node.log
+        labels, enc = image_msg_to_array(reply)
+        assert enc == "mono8" and labels.shape == rgb.shape[:2]
+        assert (labels == np.load(reference / "bisenetv2_pipeline_labels.npy")).mean() >= 0.99
+        offline = build_pipeline(weights=weights, dataset="cityscapes", device="cpu")
+        np.testing.assert_array_equal(labels, offline(rgb, "rgb8", outputs=()).labels)
+    finally:
+        rc = node.stop()
+    assert rc == 0 and "Traceback" not in node.log, node.log
