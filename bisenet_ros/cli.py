@@ -15,6 +15,7 @@ from .errors import BisenetError
 COMMANDS: dict[str, str] = {
     "segment": "segment",
     "eval-bag": "eval_bag",
+    "replay": "replay",
     "make-bag": "make_bag",
     "bench": "bench",
     "export-onnx": "export_onnx",

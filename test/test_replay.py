@@ -1,0 +1,104 @@
+"""Live replay: a bag published to segmentation_node running in another process."""
+from __future__ import annotations
+
+import json
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from bisenet_ros import cli
+from bisenet_ros.bags import write_image_bag
+from bisenet_ros.pipeline import build_pipeline
+from bisenet_ros.replay import NodeProcess, ReplayError, node_command, replay_bag
+from bisenet_ros.tools.eval_bag import evaluate_bag
+
+N = 8
+T0 = 1_700_000_000_000_000_000
+
+
+@pytest.fixture(scope="module")
+def labelled_bag(tmp_path_factory):
+    rng = np.random.default_rng(5)
+    frames = []
+    for i in range(N):
+        img = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (5, 5), 2)
+        gt = rng.integers(0, 5, (48, 64), dtype=np.uint8)
+        gt[:, :8] = 255
+        frames.append((img, gt if i % 4 else None))  # frames 0 and 4 without ground truth
+    path = tmp_path_factory.mktemp("replay") / "bag"
+    write_image_bag(path, frames, fps=10.0, start_ns=T0, storage="sqlite3")
+    return path
+
+
+def test_node_command():
+    cmd = node_command({"weights": "/m.pth", "publish_color": False, "mean": [0.1, 0.2, 0.3]}, "/cam/img")
+    assert cmd[:3] == [sys.executable, "-m", "bisenet_ros.node"]
+    assert cmd[3:] == ["--ros-args", "-p", "weights:=/m.pth", "-p", "publish_color:=false",
+                       "-p", "mean:=[0.1,0.2,0.3]", "-r", "image:=/cam/img"]
+    cmd = node_command(["--ros-args", "-p", "weights:=x"], "/cam", node_namespace="/robot/seg")
+    assert cmd[3:] == ["--ros-args", "-p", "weights:=x", "-r", "image:=/cam", "-r", "__node:=seg",
+                       "-r", "__ns:=/robot"]
+
+
+def test_bad_rate_and_topic(labelled_bag):
+    with pytest.raises(ReplayError, match="rate must be positive"):
+        replay_bag(labelled_bag, rate=0)
+    with pytest.raises(Exception, match=r"'/nope' is not in bag .*/camera/image_raw"):
+        replay_bag(labelled_bag, image_topic="/nope")
+
+
+@pytest.mark.ros
+def test_replay_starts_node_and_scores_labelled_frames(ros_env, labelled_bag, tiny_checkpoints, tmp_path):
+    weights = str(tiny_checkpoints["bisenetv2"])
+    report = replay_bag(labelled_bag, image_topic="/camera/image_raw", label_topic="/camera/labels",
+                        node_args={"weights": weights, "device": "cpu"}, timeout_s=90,
+                        save_overlays=tmp_path / "ov")
+    assert report["frames_published"] == N
+    assert report["frames_received"] + report["dropped"] == N
+    assert report["frames_received"] == N, report  # 10 fps of 64x48 frames: the node keeps up
+    assert report["labelled_frames"] == N - 2 and report["node_exit_code"] == 0
+    assert report["latency_ms"]["end_to_end_ms"]["count"] == N
+    assert report["latency_ms"]["node_inference_ms"]["count"] == N
+    assert 0 < report["input_fps"] < 20 and report["fps"] > 0
+    assert report["class_names"] == ["road", "sidewalk", "building", "wall", "fence"]
+    # the node ran the same pipeline as eval-bag: same figures on the same frames
+    offline = evaluate_bag(build_pipeline(weights=weights, device="cpu"), labelled_bag, "/camera/image_raw",
+                           "/camera/labels", progress=False).report
+    assert report["miou"] == pytest.approx(offline["miou"], abs=1e-9)
+    assert report["confusion_matrix"] == offline["confusion_matrix"]
+    pngs = sorted((tmp_path / "ov").glob("overlay_*.png"))
+    assert len(pngs) == N and cv2.imread(str(pngs[0])).shape == (48, 64, 3)
+    assert (tmp_path / "ov" / "overlay.mp4").stat().st_size > 0
+
+
+@pytest.mark.ros
+def test_replay_against_a_running_node_via_cli(ros_env, labelled_bag, tiny_checkpoints, tmp_path, capsys):
+    weights = str(tiny_checkpoints["bisenetv1"])
+    node = NodeProcess(node_command({"weights": weights, "device": "cpu"}, "/ext/image", "/ext/seg"))
+    try:
+        rc = cli.main(["replay", str(labelled_bag), "--publish-topic", "/ext/image", "--node-namespace", "/ext/seg",
+                       "--label-topic", "/camera/labels", "--rate", "2", "--max-frames", "5", "--restamp",
+                       "--timeout", "90", "--out", str(tmp_path / "out"), "--no-progress"])
+        assert rc == 0
+        assert node.alive()  # not ours to stop
+    finally:
+        assert node.stop() == 0
+    out = capsys.readouterr().out
+    assert "5 published" in out
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["frames_published"] == 5 and metrics["restamped"] is True
+    assert metrics["frames_received"] + metrics["dropped"] == 5 and metrics["frames_received"] >= 1
+    assert metrics["input_fps"] == pytest.approx(20.0, rel=0.5)
+    assert "node_exit_code" not in metrics
+    assert (tmp_path / "out" / "latency_histogram.png").is_file()
+
+
+@pytest.mark.ros
+def test_replay_errors_without_a_node(ros_env, labelled_bag, tmp_path):
+    with pytest.raises(ReplayError, match="no segmentation node found"):
+        replay_bag(labelled_bag, timeout_s=1.5)
+    missing = tmp_path / "missing.pth"
+    with pytest.raises(ReplayError, match="exited with code 2.*not found"):
+        replay_bag(labelled_bag, node_args={"weights": str(missing)}, timeout_s=60)
