@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "make-bag": "make_bag",
     "bench": "bench",
     "export-onnx": "export_onnx",
+    "node-bench": "node_bench",
 }
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from bisenet_ros.cli import main
 
 KEYS = {"model", "weights", "random_init", "device", "backend", "precision", "backend_selection", "input_size",
@@ -49,3 +51,20 @@ def test_bench_errors(capsys):
     assert main(["bench", "--model", "bisenetv2", "--backend", "nope", "--frames", "1",
                  "--input-size", "64x64", "--frame-size", "32x32"]) == 2
     assert "backend must be one of" in capsys.readouterr().err
+
+
+@pytest.mark.ros
+def test_node_bench_runs_camera_node_and_collector(tiny_checkpoints, tmp_path, ros_env, capsys):
+    """Smoke test of node-bench over real ROS 2 (tiny frames, a few seconds): output and JSON keys."""
+    out = tmp_path / "node.json"
+    rc = main(["node-bench", "--weights", str(tiny_checkpoints["bisenetv2"]), "--input-size", "64x96",
+               "--frame-size", "60x90", "--device", "cpu", "--rate", "15", "--duration", "3", "--warmup", "1",
+               "--pipeline-frames", "3", "--outputs", "overlay", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert {"node_fps", "latency_ms", "drops_in_window", "node_dropped_frames", "reference", "criteria",
+            "fps_ratio", "camera"} <= set(data)
+    assert data["frames_out"] > 0 and data["node_fps"] > 0
+    assert data["camera"]["published"] > 0 and data["latency_ms"]["count"] == data["frames_out"]
+    assert data["reference"]["measured"] and data["reference"]["pipeline_fps"] > 0
+    assert "node_fps :" in capsys.readouterr().out

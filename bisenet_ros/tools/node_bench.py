@@ -1,0 +1,367 @@
+"""``bisenet-ros node-bench``: the segmentation node under load, over real ROS 2.
+
+Three processes: a *camera* publishing ``sensor_msgs/Image`` (bgr8, ``--frame-size``) at
+``--rate`` Hz, best effort (like a camera driver); the *node* (``segmentation_node``, the shipped
+console script, with the model options given here as parameters); and this command as the
+*collector*, subscribed to ``/segmentation/labels``, ``color``, ``overlay`` (so the node computes
+them, as for a viewer) and ``timing``. After ``--warmup`` seconds it measures for ``--duration``:
+
+* ``node_fps``: labels messages received per second;
+* ``latency_ms``: receipt time minus the camera stamp (same host clock), p50/p90/p99;
+* ``drops``: frames the camera sent that never came out, and the node's own ``dropped_frames``;
+
+and compares them with the in-process pipeline speed that ``bench`` measures for the same options
+(``pipeline_fps``, measured first unless ``--pipeline-fps`` is given): the node should run at
+>= 0.8x of it, with latency p90 < 2 pipeline periods + 50 ms (stale frames dropped, not queued).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BisenetError, ConfigError
+from ..metrics import latency_stats
+from .bench import DEFAULT_FRAME_SIZE, _size, machine_info, time_calls
+from .common import add_model_arguments, pipeline_from_args
+
+HELP = "benchmark the ROS 2 node under load (camera process, node process, collector)"
+
+#: the criteria of the node under load (docs/benchmarks.md)
+MIN_FPS_RATIO = 0.8
+LATENCY_PERIODS = 2.0
+LATENCY_SLACK_MS = 50.0
+NODE_START_TIMEOUT_S = 180.0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser, weights_required=False)
+    parser.set_defaults(input_size="512x1024")
+    g = parser.add_argument_group("load")
+    g.add_argument("--frame-size", type=_size, default=_size(DEFAULT_FRAME_SIZE),
+                   help=f"camera frame HxW (default {DEFAULT_FRAME_SIZE})")
+    g.add_argument("--rate", type=float, default=30.0, help="camera rate in Hz (default 30)")
+    g.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
+    g.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring (default 5)")
+    g.add_argument("--outputs", default="color,overlay",
+                   help="optional outputs the collector subscribes to (default color,overlay; labels always)")
+    g.add_argument("--pipeline-fps", type=float, default=None,
+                   help="reference pipeline fps (default: measured here first, like bench)")
+    g.add_argument("--pipeline-frames", type=int, default=20, help="frames for the reference measurement")
+    g.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
+
+
+# -- camera process ---------------------------------------------------------------------------------
+def camera_main(argv: list[str]) -> int:
+    """``python -m bisenet_ros.tools.node_bench camera --rate R --frame-size HxW --duration S``."""
+    p = argparse.ArgumentParser(prog="node_bench camera")
+    p.add_argument("--rate", type=float, required=True)
+    p.add_argument("--frame-size", type=_size, required=True)
+    p.add_argument("--duration", type=float, required=True)
+    p.add_argument("--topic", default="image")
+    a = p.parse_args(argv)
+
+    import rclpy
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from ..fastdds import apply_fastdds_profile
+    from ..ros_conversions import array_to_image_msg
+
+    apply_fastdds_profile()
+    rclpy.init()
+    node = rclpy.create_node("bench_camera")
+    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    pub = node.create_publisher(Image, a.topic, qos)
+    h, w = a.frame_size
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    msgs = [array_to_image_msg(np.roll(base, 97 * i, axis=1), "bgr8") for i in range(4)]  # built once
+    for m in msgs:
+        m.header.frame_id = "bench_camera"
+    deadline = time.monotonic() + 30.0
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    period = 1.0 / a.rate
+    sent = 0
+    start = time.monotonic()
+    next_t = start
+    try:
+        while time.monotonic() - start < a.duration:
+            msg = msgs[sent % len(msgs)]
+            msg.header.stamp = node.get_clock().now().to_msg()
+            pub.publish(msg)
+            sent += 1
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.monotonic()  # cannot keep the rate: do not burst to catch up
+    except KeyboardInterrupt:
+        pass
+    elapsed = time.monotonic() - start
+    print(json.dumps({"published": sent, "elapsed_s": elapsed, "rate_hz": sent / elapsed if elapsed else 0.0}),
+          flush=True)
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
+# -- collector (this command) -----------------------------------------------------------------------
+def _child_env() -> dict[str, str]:
+    """The full environment plus an isolated ROS domain on this host and the Fast DDS profile."""
+    from ..fastdds import apply_fastdds_profile
+
+    apply_fastdds_profile()
+    env = dict(os.environ)
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(110, 200)))
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _node_command(args: argparse.Namespace) -> list[str]:
+    params = {"weights": args.weights, "device": args.device, "precision": args.precision,
+              "backend": args.backend}
+    if args.model:
+        params["model"] = args.model
+    if args.num_classes:
+        params["num_classes"] = args.num_classes
+    if args.dataset:
+        params["dataset"] = args.dataset
+    size = args.input_size
+    if size and size.lower() not in ("auto", "auto32"):
+        h, w = (int(v) for v in size.lower().split("x"))
+        params["input_height"], params["input_width"] = h, w
+    cmd = [sys.executable, "-m", "bisenet_ros.node", "--ros-args"]
+    for k, v in params.items():
+        cmd += ["-p", f"{k}:={v}"]
+    return cmd
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
+        raise ConfigError("--rate and --duration must be > 0, --warmup >= 0")
+    outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
+    bad = set(outputs) - {"color", "overlay", "confidence"}
+    if bad:
+        raise ConfigError(f"--outputs: unknown {sorted(bad)} (choose from color, overlay, confidence)")
+    random_init = args.weights is None
+    with tempfile.TemporaryDirectory(prefix="bisenet-node-bench-") as tmp:
+        if random_init:
+            import torch
+
+            from ..models import build_model
+            if args.model is None:
+                raise ConfigError("node-bench without --weights needs --model (bisenetv1 or bisenetv2)")
+            torch.manual_seed(0)
+            path = Path(tmp) / f"{args.model}_random.pth"
+            torch.save(build_model(args.model, args.num_classes or 19).state_dict(), path)
+            args.weights = str(path)
+        if args.pipeline_fps is None:
+            ref = _reference(args, outputs)
+        else:
+            ref = {"pipeline_fps": args.pipeline_fps, "backend": None, "measured": False}
+        result = _run_load(args, outputs, Path(tmp))
+    result["reference"] = ref
+    result["random_init"] = random_init
+    _judge(result)
+    _print(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def _reference(args: argparse.Namespace, outputs: list[str]) -> dict:
+    """``bench``'s pipeline figure for these options (in this process, before the load starts)."""
+    import torch
+
+    pipeline = pipeline_from_args(args)
+    fh, fw = args.frame_size
+    frame = np.random.default_rng(0).integers(0, 256, (fh, fw, 3), dtype=np.uint8)
+    ms = time_calls(lambda: pipeline(frame, "bgr8", outputs=outputs), args.pipeline_frames, 3, pipeline.device)
+    ref = {"pipeline_fps": len(ms) * 1e3 / sum(ms), "pipeline_latency_ms": latency_stats(ms),
+           "backend": pipeline.info["backend"], "measured": True, "frames": len(ms)}
+    del pipeline
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return ref
+
+
+def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import String
+
+    env = _child_env()
+    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
+    node_log = open(tmp / "node.log", "w+")
+    node_proc = subprocess.Popen(_node_command(args), env=env, stdout=node_log, stderr=subprocess.STDOUT)
+    camera_proc = None
+    rclpy.init()
+    collector = rclpy.create_node("bench_collector")
+    received: list[tuple[float, float]] = []  # (receipt time s, latency ms) per labels message
+    timing: list[dict[str, float]] = []
+    ready: list[str] = []
+    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+    def on_labels(msg: Image) -> None:
+        now = collector.get_clock().now().nanoseconds
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        received.append((time.monotonic(), (now - stamp) / 1e6))
+
+    def on_timing(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            vals = {}
+            for kv in status.values:
+                try:
+                    vals[kv.key] = float(kv.value)
+                except ValueError:
+                    pass
+            vals["t"] = time.monotonic()
+            timing.append(vals)
+
+    collector.create_subscription(Image, "/segmentation/labels", on_labels, reliable)
+    for name in outputs:
+        collector.create_subscription(Image, f"/segmentation/{name}", lambda msg: None, reliable)
+    collector.create_subscription(DiagnosticArray, "/segmentation/timing", on_timing, reliable)
+    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    collector.create_subscription(String, "/segmentation/legend", lambda msg: ready.append(msg.data), latched)
+
+    def spin_until(cond, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if cond():
+                return True
+            if node_proc.poll() is not None:
+                return False
+            rclpy.spin_once(collector, timeout_sec=0.05)
+        return cond()
+
+    try:
+        t0 = time.monotonic()
+        if not spin_until(lambda: bool(ready), NODE_START_TIMEOUT_S):
+            node_log.seek(0)
+            tail = [ln for ln in node_log.read().splitlines() if ln.strip()][-1:] or ["(no output)"]
+            raise BisenetError(f"the node did not come up within {NODE_START_TIMEOUT_S:.0f} s "
+                               f"(exit {node_proc.poll()}): {tail[0]}")
+        startup_s = time.monotonic() - t0
+        camera_cmd = [sys.executable, "-m", "bisenet_ros.tools.node_bench", "camera", "--rate", str(args.rate),
+                      "--frame-size", f"{args.frame_size[0]}x{args.frame_size[1]}",
+                      "--duration", str(args.warmup + args.duration)]
+        camera_proc = subprocess.Popen(camera_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       text=True)
+        if not spin_until(lambda: bool(received), 60.0):
+            raise BisenetError("no segmentation output within 60 s of the camera starting")
+        t_first = time.monotonic()
+        t_start = t_first + args.warmup
+        t_end = t_start + args.duration
+        spin_until(lambda: time.monotonic() >= t_end, args.warmup + args.duration + 5)
+        cam_out, cam_err = camera_proc.communicate(timeout=30)
+        spin_until(lambda: False, 1.0)  # let the last outputs arrive
+    finally:
+        if camera_proc is not None and camera_proc.poll() is None:
+            camera_proc.kill()
+        node_proc.send_signal(signal.SIGINT)
+        try:
+            node_proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            node_proc.kill()
+        collector.destroy_node()
+        rclpy.try_shutdown()
+        node_log.seek(0)
+        log_lines = node_log.read().splitlines()
+        node_log.close()
+    try:
+        camera = json.loads(cam_out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise BisenetError(f"the camera process failed: {(cam_err.strip().splitlines() or ['?'])[-1]}") from None
+
+    window = [(t, lat) for t, lat in received if t_start <= t < t_end]
+    tim = [v for v in timing if t_start <= v["t"] < t_end]
+    fps = len(window) / args.duration
+    dropped_node = (tim[-1]["dropped_frames"] - tim[0]["dropped_frames"]) if len(tim) >= 2 else None
+    sent_in_window = camera["rate_hz"] * args.duration
+    stages = {k: latency_stats([v[k] for v in tim if k in v])
+              for k in ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms", "latency_ms")}
+    backend_line = next((ln for ln in log_lines if "serving" in ln), "")
+    return {
+        "node_fps": fps,
+        "latency_ms": latency_stats([lat for _, lat in window]),
+        "node_stages_ms": stages,
+        "frames_out": len(window),
+        "camera": camera,
+        "camera_frames_in_window": sent_in_window,
+        "drops_in_window": max(0.0, sent_in_window - len(window)),
+        "node_dropped_frames": dropped_node,
+        "node_log_serving": backend_line.strip(),
+        "node_startup_s": startup_s,
+        "frame_size": f"{args.frame_size[0]}x{args.frame_size[1]}",
+        "rate_hz": args.rate,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "outputs": ["labels", *outputs],
+        "input_size": args.input_size,
+        "backend_requested": args.backend,
+        "machine": machine_info(__import__("torch").device("cpu")),
+    }
+
+
+def _judge(r: dict) -> None:
+    ref_fps = r["reference"]["pipeline_fps"]
+    period_ms = 1e3 / ref_fps
+    r["fps_ratio"] = r["node_fps"] / ref_fps
+    r["latency_limit_ms"] = LATENCY_PERIODS * period_ms + LATENCY_SLACK_MS
+    p90 = r["latency_ms"].get("p90")
+    r["criteria"] = {
+        f"node_fps >= {MIN_FPS_RATIO} x pipeline_fps": r["fps_ratio"] >= MIN_FPS_RATIO,
+        "latency p90 < 2 periods + 50 ms": p90 is not None and p90 < r["latency_limit_ms"],
+        "stale frames dropped and reported": (
+            r["drops_in_window"] <= 0.05 * r["camera_frames_in_window"] or (r["node_dropped_frames"] or 0) > 0),
+    }
+    r["passed"] = all(r["criteria"].values())
+
+
+def _print(r: dict) -> None:
+    ref = r["reference"]
+    lat = r["latency_ms"]
+    st = r["node_stages_ms"]
+    print(f"camera   : {r['frame_size']} bgr8 at {r['camera']['rate_hz']:.1f} Hz "
+          f"({r['camera']['published']} frames), outputs {', '.join(r['outputs'])}")
+    serving = r["node_log_serving"]
+    print(f"node     : {serving[serving.find('serving'):] if 'serving' in serving else '(no start-up line)'}")
+    print(f"reference: pipeline {ref['pipeline_fps']:.2f} fps ({'measured here' if ref['measured'] else 'given'})")
+    print(f"node_fps : {r['node_fps']:.2f} ({r['fps_ratio']:.2f}x pipeline), {r['frames_out']} frames in "
+          f"{r['duration_s']:.0f} s")
+    if lat["count"]:
+        print(f"latency  : p50 {lat['p50']:.0f} p90 {lat['p90']:.0f} p99 {lat['p99']:.0f} ms (stamp -> collector; "
+              f"limit p90 {r['latency_limit_ms']:.0f} ms)")
+    if st["total_ms"]["count"]:
+        print(f"in node  : total p50 {st['total_ms']['p50']:.0f} ms (receipt -> published), inference p50 "
+              f"{st['inference_ms']['p50']:.0f}, pre {st['preprocess_ms']['p50']:.0f}, "
+              f"post {st['postprocess_ms']['p50']:.0f} ms")
+    print(f"drops    : {r['drops_in_window']:.0f} of {r['camera_frames_in_window']:.0f} camera frames not segmented "
+          f"(node dropped_frames +{r['node_dropped_frames']})")
+    for name, ok in r["criteria"].items():
+        print(f"  [{'ok' if ok else 'FAIL'}] {name}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "camera":
+        sys.exit(camera_main(sys.argv[2:]))
+    sys.exit("usage: python -m bisenet_ros.tools.node_bench camera --rate R --frame-size HxW --duration S")
