@@ -1,0 +1,107 @@
+"""Launch the BiSeNet segmentation node, optionally with rviz2.
+
+    ros2 launch bisenet_ros segment.launch.py weights:=/path/model_final_v2_city.pth \\
+        input_width:=1024 input_height:=512 image:=/camera/image_raw use_rviz:=true
+
+Node parameters come from ``params_file`` (default: config/cityscapes_bisenetv2.yaml of this
+package); launch arguments given on the command line override the file, arguments left empty keep
+the file's value. Needs a ROS 2 install (launch, launch_ros, rviz2 for use_rviz).
+
+The launch API is imported inside :func:`generate_launch_description`, so that
+:func:`node_settings` -- how the arguments reach the node -- can be checked without ROS installed.
+"""
+from __future__ import annotations
+
+import os
+
+PACKAGE = "bisenet_ros"
+DEFAULT_PARAMS_FILE = "cityscapes_bisenetv2.yaml"
+RVIZ_CONFIG = "bisenet.rviz"
+
+#: launch argument -> (default, description)
+ARGUMENTS: dict[str, tuple[str, str]] = {
+    "weights": ("", "checkpoint (.pth/.safetensors); empty = the params file's"),
+    "model": ("", "bisenetv1 | bisenetv2 | auto; empty = the params file's"),
+    "dataset": ("", "preset name or preset YAML; empty = the params file's"),
+    "input_width": ("", "model input width (multiple of 32, 0 = auto32); empty = the params file's"),
+    "input_height": ("", "model input height (multiple of 32, 0 = auto32); empty = the params file's"),
+    "device": ("", "auto | cpu | cuda | cuda:N; empty = the params file's"),
+    "precision": ("", "auto | fp32 | fp16; empty = the params file's"),
+    "backend": ("", "inference backend; empty = the params file's"),
+    "output_resolution": ("", "camera | model; empty = the params file's"),
+    "image": ("/camera/image_raw", "input image topic (remaps the node's 'image')"),
+    "camera_info": ("", "camera_info topic; empty = 'camera_info' beside the image topic"),
+    "namespace": ("", "namespace of the node (outputs: /<namespace>/segmentation/...)"),
+    "params_file": ("", f"node parameter file; empty = config/{DEFAULT_PARAMS_FILE} of {PACKAGE}"),
+    "use_rviz": ("false", "start rviz2 with the shipped view (overlay, colour, labels)"),
+}
+
+#: launch arguments that set the node parameter of the same name -> the parameter's type
+PARAMETER_ARGUMENTS: dict[str, type] = {
+    "weights": str, "model": str, "dataset": str, "input_width": int, "input_height": int,
+    "device": str, "precision": str, "backend": str, "output_resolution": str,
+}
+
+
+def sibling_topic(image_topic: str, name: str = "camera_info") -> str:
+    """``/camera/image_raw`` -> ``/camera/camera_info`` (``image`` -> ``camera_info``)."""
+    head, sep, _ = image_topic.rpartition("/")
+    return f"{head}{sep}{name}" if sep else name
+
+
+def parameter_overrides(values: dict[str, str]) -> dict[str, object]:
+    """The node parameters set by non-empty launch arguments, typed as the node declares them."""
+    overrides: dict[str, object] = {}
+    for name, type_ in PARAMETER_ARGUMENTS.items():
+        text = values.get(name, "").strip()
+        if text:
+            try:
+                overrides[name] = type_(text)
+            except ValueError:
+                raise ValueError(f"launch argument {name}:={text} must be an {type_.__name__}") from None
+    return overrides
+
+
+def node_settings(values: dict[str, str], share_dir: str) -> dict:
+    """Namespace, parameters (params file, then overrides) and remappings of the node."""
+    params_file = values.get("params_file") or os.path.join(share_dir, "config", DEFAULT_PARAMS_FILE)
+    image = values.get("image") or ARGUMENTS["image"][0]
+    camera_info = values.get("camera_info") or sibling_topic(image)
+    return {
+        "namespace": values.get("namespace", ""),
+        "parameters": [params_file, parameter_overrides(values)],
+        "remappings": [("image", image), ("camera_info", camera_info)],
+    }
+
+
+def generate_launch_description():
+    from ament_index_python.packages import get_package_share_directory
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.conditions import IfCondition
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    share_dir = get_package_share_directory(PACKAGE)
+
+    def launch_node(context):
+        values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+        settings = node_settings(values, share_dir)
+        return [Node(
+            package=PACKAGE, executable="segmentation_node", name="segmentation",
+            namespace=settings["namespace"], parameters=settings["parameters"],
+            remappings=settings["remappings"], output="screen", emulate_tty=True,
+        )]
+
+    rviz = Node(  # the view's topics are relative: segmentation/overlay in the node's namespace
+        package="rviz2", executable="rviz2", name="rviz2", output="screen",
+        namespace=LaunchConfiguration("namespace"),
+        arguments=["-d", os.path.join(share_dir, "config", RVIZ_CONFIG)],
+        condition=IfCondition(LaunchConfiguration("use_rviz")),
+    )
+    return LaunchDescription([
+        *(DeclareLaunchArgument(name, default_value=default, description=description)
+          for name, (default, description) in ARGUMENTS.items()),
+        OpaqueFunction(function=launch_node),
+        rviz,
+    ])

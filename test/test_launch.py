@@ -1,0 +1,233 @@
+"""Launch files, parameter files and the rviz2 view.
+
+``launch``/``launch_ros`` are not installed here, so nothing pretends launch ran: the launch files'
+structure is checked with ``ast`` (real API calls, every argument declared and used), their
+argument -> node wiring (``node_settings``, free of launch imports) is checked against the node's
+declared parameters and then replayed the way launch_ros starts a node (``--params-file`` for the
+file and for a YAML of the overrides, ``-r`` for remappings and namespace) on a real node process.
+Parameter files load through rclpy's real ``--params-file`` handling in a child process.
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bisenet_ros.node import PARAMETERS, validate_config, validate_parameter
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch"
+CONFIG = REPO / "config"
+ISSUE_ARGUMENTS = {"weights", "model", "dataset", "input_width", "input_height", "device", "precision",
+                   "image", "namespace", "params_file", "use_rviz"}
+
+
+def load_launch(name: str):
+    spec = importlib.util.spec_from_file_location(name.replace(".", "_"), LAUNCH / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def calls(tree: ast.AST, func_name: str) -> list[ast.Call]:
+    def name(node: ast.expr) -> str:
+        return node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else ""
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Call) and name(n.func) == func_name]
+
+
+def keywords(call: ast.Call) -> dict[str, ast.expr]:
+    return {k.arg: k.value for k in call.keywords}
+
+
+def constant(tree: ast.Module, node: ast.expr):
+    """A literal, or the literal a module-level NAME = ... assigns."""
+    if isinstance(node, ast.Name):
+        for stmt in tree.body:
+            if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+                targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+                if any(isinstance(t, ast.Name) and t.id == node.id for t in targets):
+                    return ast.literal_eval(stmt.value)
+    return ast.literal_eval(node)
+
+
+# -- structure (ast) -------------------------------------------------------------------------------
+@pytest.mark.parametrize("filename", ["segment.launch.py", "multi_camera.launch.py"])
+def test_launch_files_use_the_real_launch_api(filename):
+    tree = ast.parse((LAUNCH / filename).read_text())
+    imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    for needed in [("launch", "LaunchDescription"), ("launch.actions", "DeclareLaunchArgument"),
+                   ("launch.actions", "OpaqueFunction"), ("launch.substitutions", "LaunchConfiguration"),
+                   ("launch_ros.actions", "Node"), ("ament_index_python.packages", "get_package_share_directory")]:
+        assert needed in imports, needed
+    gen = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description"]
+    assert len(gen) == 1
+    declare = calls(gen[0], "DeclareLaunchArgument")
+    assert declare and set(keywords(declare[0])) == {"default_value", "description"}
+    nodes = [keywords(c) for c in calls(gen[0], "Node")]
+    seg = [k for k in nodes if constant(tree, k["executable"]) == "segmentation_node"]
+    assert len(seg) == 1 and constant(tree, seg[0]["package"]) == "bisenet_ros"
+    assert constant(tree, seg[0]["name"]) == "segmentation"
+    assert {"namespace", "parameters", "remappings"} <= set(seg[0])
+    # every declared argument is read back with LaunchConfiguration(name) for name in ARGUMENTS
+    performs = [c for c in calls(gen[0], "LaunchConfiguration") if isinstance(c.args[0], ast.Name)]
+    assert performs, "arguments are never read"
+
+
+def test_rviz_is_started_only_with_use_rviz():
+    tree = ast.parse((LAUNCH / "segment.launch.py").read_text())
+    rviz = [keywords(c) for c in calls(tree, "Node") if "executable" in keywords(c)
+            and constant(tree, keywords(c)["executable"]) == "rviz2"]
+    assert len(rviz) == 1
+    cond = rviz[0]["condition"]
+    assert isinstance(cond, ast.Call) and cond.func.id == "IfCondition"
+    assert ast.literal_eval(cond.args[0].args[0]) == "use_rviz"
+    assert ast.unparse(rviz[0]["arguments"]).startswith("['-d'")
+
+
+# -- wiring (node_settings) ------------------------------------------------------------------------
+def test_issue_arguments_are_declared_and_reach_the_node():
+    seg = load_launch("segment.launch.py")
+    assert ISSUE_ARGUMENTS <= set(seg.ARGUMENTS)
+    for name, type_ in seg.PARAMETER_ARGUMENTS.items():
+        assert name in PARAMETERS, f"launch argument {name} sets no node parameter"
+        assert isinstance(PARAMETERS[name].default, type_), name
+    values = {name: "" for name in seg.ARGUMENTS}
+    values.update(weights="/w.pth", model="bisenetv1", dataset="camvid", input_width="1024",
+                  input_height="512", device="cuda:1", precision="fp16", image="/front/image_raw",
+                  namespace="robot", params_file="/p.yaml")
+    s = seg.node_settings(values, "/share")
+    assert s["namespace"] == "robot"
+    assert s["parameters"] == ["/p.yaml", {"weights": "/w.pth", "model": "bisenetv1", "dataset": "camvid",
+                                           "input_width": 1024, "input_height": 512, "device": "cuda:1",
+                                           "precision": "fp16"}]
+    assert s["remappings"] == [("image", "/front/image_raw"), ("camera_info", "/front/camera_info")]
+    # unset arguments keep the params file's values; the default file is the shipped one
+    s = seg.node_settings({name: d for name, (d, _) in seg.ARGUMENTS.items()}, "/share")
+    assert s["parameters"] == ["/share/config/cityscapes_bisenetv2.yaml", {}]
+    assert s["remappings"] == [("image", "/camera/image_raw"), ("camera_info", "/camera/camera_info")]
+    assert (CONFIG / seg.DEFAULT_PARAMS_FILE).is_file() and (CONFIG / seg.RVIZ_CONFIG).is_file()
+    with pytest.raises(ValueError, match="input_width:=wide must be an int"):
+        seg.node_settings({"input_width": "wide"}, "/share")
+
+
+def test_multi_camera_settings():
+    multi = load_launch("multi_camera.launch.py")
+    values = {name: d for name, (d, _) in multi.ARGUMENTS.items()}
+    values.update(weights="/w.pth", input_width="640", input_height="480")
+    per_camera = multi.node_settings(values, "/share")
+    assert [s["namespace"] for s in per_camera] == ["front", "rear"]
+    assert per_camera[1]["remappings"] == [("image", "/rear/image_raw"), ("camera_info", "/rear/camera_info")]
+    assert per_camera[0]["parameters"][1] == {"weights": "/w.pth", "input_width": 640, "input_height": 480}
+    batched = multi.node_settings({**values, "batch": "true", "cameras": "left, right"}, "/share")
+    assert len(batched) == 1 and batched[0]["namespace"] == ""
+    assert batched[0]["parameters"][1]["cameras"] == ["left", "right"]
+    assert batched[0]["remappings"] == [("left/image", "/left/image_raw"), ("left/camera_info", "/left/camera_info"),
+                                        ("right/image", "/right/image_raw"), ("right/camera_info", "/right/camera_info")]
+    assert validate_parameter("cameras", ["left", "right"]) is None
+    with pytest.raises(ValueError, match="at least one camera"):
+        multi.node_settings({**values, "cameras": " , "}, "/share")
+
+
+# -- parameter files through rclpy ---------------------------------------------------------------
+LOAD_PARAMS = """
+import json, sys
+import rclpy
+from rclpy.node import Node
+from bisenet_ros.node import PARAMETERS
+out = {}
+for path in sys.argv[1:]:
+    for ns in ("/", "/front"):
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx, args=["--ros-args", "--params-file", path, "-p", "weights:=/cli.pth"])
+        node = Node("segmentation", namespace=ns, context=ctx)
+        values = {n: node.declare_parameter(n, s.default, s.descriptor(n)).value for n, s in PARAMETERS.items()}
+        out[f"{path}|{ns}"] = {k: list(v) if isinstance(v, (list, tuple)) or hasattr(v, "tolist") else v
+                               for k, v in values.items()}
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.ros
+def test_parameter_files_load_through_rclpy(ros_env):
+    files = sorted(CONFIG.glob("*.yaml"))
+    assert {f.name for f in files} >= {"cityscapes_bisenetv2.yaml", "cityscapes_bisenetv1.yaml",
+                                       "camvid_bisenetv2.yaml", "cocostuff_bisenetv2.yaml", "ade20k_bisenetv2.yaml"}
+    proc = subprocess.run([sys.executable, "-c", LOAD_PARAMS, *map(str, files)], env=ros_env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    for path in files:
+        (params,) = yaml.safe_load(path.read_text()).values()
+        params = params["ros__parameters"]
+        assert set(params) <= set(PARAMETERS), f"{path.name}: unknown {set(params) - set(PARAMETERS)}"
+        dataset, model = path.stem.split("_")
+        assert params["dataset"] == dataset and params["model"] == model
+        for ns in ("/", "/front"):
+            got = loaded[f"{path}|{ns}"]
+            for name, value in params.items():
+                if name != "weights":
+                    assert got[name] == value, (path.name, ns, name)
+            assert got["weights"] == "/cli.pth"  # -p on the command line beats the file
+            for name, value in got.items():
+                if name != "weights":
+                    assert validate_parameter(name, value) is None, (path.name, name, value)
+            assert validate_config(got) is None
+
+
+def test_rviz_config_shows_overlay_and_labels():
+    view = yaml.safe_load((CONFIG / "bisenet.rviz").read_text())
+    displays = view["Visualization Manager"]["Displays"]
+    topics = {d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"}
+    assert {"segmentation/overlay", "segmentation/labels", "segmentation/color"} <= topics
+    assert all(d["Topic"]["Reliability Policy"] == "Reliable" for d in displays)
+
+
+# -- the launch wiring replayed on a real node ------------------------------------------------------
+@pytest.mark.ros
+def test_launch_settings_reach_a_real_node(ros_env, tiny_checkpoints, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from node_client import RosClient, frame, start_node, values as kv
+
+    seg = load_launch("segment.launch.py")
+    args = {name: d for name, (d, _) in seg.ARGUMENTS.items()}
+    args.update(weights=str(tiny_checkpoints["bisenetv2"]), input_width="96", input_height="64",
+                image="/launch_cam/image_raw", namespace="robot1", device="cpu",
+                params_file=str(CONFIG / "cityscapes_bisenetv2.yaml"))
+    s = seg.node_settings(args, str(REPO))
+    # what launch_ros does with Node(name=, namespace=, parameters=[file, dict], remappings=)
+    overrides = tmp_path / "overrides.yaml"
+    overrides.write_text(yaml.safe_dump({"/**": {"ros__parameters": s["parameters"][1]}}))
+    ros_args = ["-r", "__node:=segmentation", "-r", f"__ns:=/{s['namespace']}",
+                "--params-file", s["parameters"][0], "--params-file", str(overrides)]
+    for src, dst in s["remappings"]:
+        ros_args += ["-r", f"{src}:={dst}"]
+    node = start_node(ros_env, ros_args, tmp_path / "node.log")
+    client = RosClient("test_launch_client")
+    try:
+        client.subscribe("/robot1/segmentation/timing", DiagnosticArray)
+        assert client.wait_matched("/launch_cam/image_raw", Image), node.log
+        node_name = "/robot1/segmentation"
+        assert client.get_parameter(node_name, "weights") == args["weights"]
+        assert client.get_parameter(node_name, "input_width") == 96
+        assert client.get_parameter(node_name, "input_height") == 64
+        assert client.get_parameter(node_name, "dataset") == "cityscapes"  # from the file
+        assert client.get_parameter(node_name, "model") == "bisenetv2"
+        assert client.wait_matched("/launch_cam/camera_info", CameraInfo)
+        msg = client.publish_image("/launch_cam/image_raw", frame(120, 160, 0), "rgb8", "launched")
+        reply = client.request("/launch_cam/image_raw", msg, "/robot1/segmentation/timing")
+        assert reply is not None, node.log
+        assert kv(reply.status[0])["model_size"] == "64x96"
+    finally:
+        client.close()
+        rc = node.stop()
+    assert rc == 0, node.log
