@@ -262,7 +262,8 @@ class CudaGraphRunner:
         graph, static_in, static_out = self.graphs.get(shape) or self._capture(shape)
         static_in.copy_(x)  # casts to the graph's dtype and memory format
         graph.replay()
-        return static_out.float()  # a new tensor: the next replay cannot overwrite it
+        # a new tensor either way: the next replay overwrites static_out
+        return static_out.float() if static_out.dtype != torch.float32 else static_out.clone()
 
 
 # -- selection --------------------------------------------------------------------------------------

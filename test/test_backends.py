@@ -178,3 +178,28 @@ def test_cuda_backend_matches_eager(model_and_ref, backend, precision):
     tol = float(backend_config()["tolerance"][precision])
     for _ in range(2):  # the second call replays a captured graph
         assert check_runner(runner, gpu_net, xc) < tol
+
+
+def test_cuda_provider_lists_without_a_gpu(monkeypatch, tmp_path):
+    """The ONNX Runtime provider choice for CUDA/TensorRT, checked with a simulated provider set."""
+    import onnxruntime
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cuda1 = torch.device("cuda", 1)
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    trt, cuda = backends.onnx_providers("tensorrt", cuda1, "fp16")
+    assert trt[0] == "TensorrtExecutionProvider" and trt[1]["device_id"] == 1 and trt[1]["trt_fp16_enable"]
+    assert trt[1]["trt_engine_cache_enable"] and str(tmp_path) in trt[1]["trt_engine_cache_path"]
+    assert cuda == ("CUDAExecutionProvider", {"device_id": 1})
+    assert backends.onnx_providers("tensorrt", cuda1, "fp32")[0][1]["trt_fp16_enable"] is False
+    assert backends.onnx_providers("cuda", cuda1, "fp16") == [cuda]
+    assert backends.onnx_providers("cpu", torch.device("cpu"), "fp32") == ["CPUExecutionProvider"]
+    assert backend_unavailable_reason("tensorrt", cuda1) is None
+    assert backend_unavailable_reason("cudagraph", cuda1) is None
+    # a CPU-only onnxruntime: both GPU backends are unavailable, with the reason
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    assert "CUDAExecutionProvider" in backend_unavailable_reason("onnxruntime", cuda1)
+    assert "CUDAExecutionProvider" in backend_unavailable_reason("tensorrt", cuda1)
+    with pytest.raises(BackendUnavailable):
+        backends.onnx_providers("cuda", cuda1, "fp32")
