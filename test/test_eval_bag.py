@@ -274,3 +274,26 @@ def test_make_bag_from_video(tmp_path):
     assert len(items) == 4 and items[0].array.shape == (24, 32, 3)
     assert items[1].stamp_ns - items[0].stamp_ns == 125_000_000  # the video's own 8 fps
     assert "/camera/labels" not in bags.list_topics(tmp_path / "bag")
+
+
+def test_compressed_camera_topic_and_yaml_label_map(tmp_path, capsys):
+    """CompressedImage (PNG) camera frames score the same; a YAML label map is read like a preset map."""
+    Compressed = bags.typestore().types[bags.COMPRESSED_TYPE]
+    raw = {0: 7, 1: 8, 2: 11, 255: 255}
+    with BagWriter(tmp_path / "b") as w:
+        for i, (img, lab) in enumerate(FRAMES):
+            t = T0 + i * STEP
+            ok, png = cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+            w.write("/cam/compressed", Compressed(header=bags.make_header(t, "cam"), format="png",
+                                                  data=np.frombuffer(png, np.uint8)), t)
+            if lab is not None:
+                w.write("/gt", array_to_image(np.vectorize(raw.get)(lab).astype(np.uint8), "mono8", t, "cam"), t)
+    from bisenet_ros.tools.eval_bag import resolve_label_map
+
+    (tmp_path / "map.yaml").write_text("7: 0\n8: 1\n11: 2\n")
+    lut = resolve_label_map(str(tmp_path / "map.yaml"), PRESET, 255)
+    ev = evaluate_bag(toy_pipeline(), tmp_path / "b", "/cam/compressed", "/gt", label_lut=lut, progress=False)
+    check_hand(ev.report)
+    (tmp_path / "bad.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(Exception, match="expected a YAML mapping"):
+        resolve_label_map(str(tmp_path / "bad.yaml"), PRESET, 255)

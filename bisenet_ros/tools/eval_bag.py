@@ -28,7 +28,7 @@ from ..bags import (
     pair_stamps,
     read_image_topics,
 )
-from ..datasets import build_label_lut
+from ..datasets import DatasetPreset, build_label_lut
 from ..errors import BisenetError, ConfigError
 from ..metrics import ConfusionMatrix, GroundTruthScorer, LatencyRecorder, WarningCounter, fps_from_latencies
 from ..pipeline import SegmentationPipeline
@@ -72,11 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
-def resolve_label_map(name: str | None, pipeline: SegmentationPipeline, ignore_index: int) -> np.ndarray | None:
-    """``--label-map``: a preset label map name or a YAML file -> lookup table raw -> class id."""
+def resolve_label_map(name: str | None, preset: DatasetPreset, ignore_index: int) -> np.ndarray | None:
+    """``--label-map``: a label map of ``preset`` or a YAML file {raw: id} -> lookup table raw -> class id."""
     if not name:
         return None
-    preset = pipeline.preset
     if name in preset.label_maps:
         return build_label_lut(preset.label_maps[name], ignore_index)
     path = Path(name).expanduser()
@@ -86,8 +85,8 @@ def resolve_label_map(name: str | None, pipeline: SegmentationPipeline, ignore_i
             mapping = {int(k): int(v) for k, v in (data or {}).items()}
         except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError) as exc:
             raise ConfigError(f"label map {path}: expected a YAML mapping raw value -> class id ({exc})") from None
-        if any(not 0 <= k < 65536 for k in mapping):
-            raise ConfigError(f"label map {path}: raw values must be in 0..65535")
+        if not mapping or any(not 0 <= k < 65536 for k in mapping):
+            raise ConfigError(f"label map {path}: needs raw values in 0..65535 mapped to class ids")
         return build_label_lut(mapping, ignore_index)
     known = ", ".join(sorted(preset.label_maps)) or "none"
     raise ConfigError(f"label map '{name}' is neither a map of preset '{preset.name}' (known: {known}) "
@@ -328,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
     if args.label_topic:
         check_image_topic(topics, args.label_topic, bag, "label")
     pipeline = pipeline_from_args(args)
-    lut = resolve_label_map(args.label_map, pipeline, args.ignore_index)
+    lut = resolve_label_map(args.label_map, pipeline.preset, args.ignore_index)
     if args.label_map and not args.label_topic:
         raise ConfigError("--label-map needs --label-topic")
     out = args.out or Path(f"eval_{bag.stem or bag.name}")

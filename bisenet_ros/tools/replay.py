@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..datasets import build_label_lut, load_preset
+from ..datasets import load_preset
 from ..errors import ConfigError
 from ..pipeline import parse_input_size
 from ..report import write_report
 from .common import add_model_arguments
+from .eval_bag import resolve_label_map
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
 
@@ -79,23 +80,6 @@ def node_parameters(args: argparse.Namespace) -> dict:
     return params
 
 
-def label_lut(name: str | None, dataset: str | None, ignore_index: int) -> np.ndarray | None:
-    if not name:
-        return None
-    path = Path(name).expanduser()
-    if path.is_file():
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"label map {path}: expected a YAML mapping raw value -> class id")
-        return build_label_lut({int(k): int(v) for k, v in data.items()}, ignore_index)
-    preset = load_preset(dataset or "cityscapes")
-    if name not in preset.label_maps:
-        known = ", ".join(sorted(preset.label_maps)) or "none"
-        raise ConfigError(f"label map '{name}' is neither a map of preset '{preset.name}' (known: {known}) "
-                          "nor a YAML file")
-    return build_label_lut(preset.label_maps[name], ignore_index)
-
-
 def summary_line(report: dict) -> str:
     e2e = report["latency_ms"]["end_to_end_ms"]
     parts = [f"{report['frames_published']} published, {report['frames_received']} labelled by the node, "
@@ -117,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.label_map and not args.label_topic:
         raise ConfigError("--label-map needs --label-topic")
-    lut = label_lut(args.label_map, args.dataset, args.ignore_index)
+    lut = resolve_label_map(args.label_map, load_preset(args.dataset or "cityscapes"), args.ignore_index)
     node_args = node_parameters(args) if args.weights else None
     if node_args is None and args.node_param:
         raise ConfigError("--node-param only applies when the node is started here (give --weights)")
