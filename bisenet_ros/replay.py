@@ -47,12 +47,18 @@ class ReplayError(BisenetError):
 
 # -- node process ---------------------------------------------------------------------------------
 def node_command(node_args: Sequence[str] | Mapping[str, Any] | None, image_topic: str,
-                 node_namespace: str = "/segmentation") -> list[str]:
+                 node_namespace: str = "/segmentation", compressed: bool = False) -> list[str]:
     """``python -m bisenet_ros.node --ros-args ...`` with ``image`` remapped to ``image_topic``.
 
     ``node_args`` is a list of command-line arguments (``["--ros-args", "-p", "weights:=m.pth"]``)
-    or a dict of parameters (``{"weights": "m.pth", "publish_color": False}``).
+    or a dict of parameters (``{"weights": "m.pth", "publish_color": False}``). ``compressed``:
+    ``image_topic`` carries CompressedImage (it must end in ``/compressed``, as the node expects).
     """
+    if compressed:
+        if not image_topic.endswith("/compressed"):
+            raise ReplayError(f"a CompressedImage topic for the node must end in /compressed, got "
+                              f"'{image_topic}' (use publish_topic / --publish-topic)")
+        image_topic = image_topic[: -len("/compressed")]
     if isinstance(node_args, Mapping):
         args = ["--ros-args"]
         for key, value in node_args.items():
@@ -63,6 +69,8 @@ def node_command(node_args: Sequence[str] | Mapping[str, Any] | None, image_topi
         args.append("--ros-args")
     if not any(a.startswith("image:=") for a in args):
         args += ["-r", f"image:={image_topic}"]
+    if compressed and not any(a.startswith("input_transport:=") for a in args):
+        args += ["-p", "input_transport:=compressed"]
     ns, _, name = node_namespace.rstrip("/").rpartition("/")
     if name and name != "segmentation" and not any(a.startswith("__node:=") for a in args):
         args += ["-r", f"__node:={name}"]
@@ -200,7 +208,8 @@ def replay_bag(
     node = None
     try:
         if node_args is not None:
-            child = NodeProcess(node_command(node_args, out_topic, ns), env)
+            compressed = topics[image_topic].msgtype.endswith("CompressedImage")
+            child = NodeProcess(node_command(node_args, out_topic, ns, compressed), env)
         from diagnostic_msgs.msg import DiagnosticArray
         from sensor_msgs.msg import CompressedImage, Image
         from std_msgs.msg import String

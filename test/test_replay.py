@@ -102,3 +102,24 @@ def test_replay_errors_without_a_node(ros_env, labelled_bag, tmp_path):
     missing = tmp_path / "missing.pth"
     with pytest.raises(ReplayError, match="exited with code 2.*not found"):
         replay_bag(labelled_bag, node_args={"weights": str(missing)}, timeout_s=60)
+
+
+@pytest.mark.ros
+def test_replay_compressed_camera_topic(ros_env, tiny_checkpoints, tmp_path):
+    from bisenet_ros import bags
+
+    Compressed = bags.typestore().types[bags.COMPRESSED_TYPE]
+    rng = np.random.default_rng(2)
+    with bags.BagWriter(tmp_path / "c") as w:
+        for i in range(4):
+            t = T0 + i * 100_000_000
+            ok, jpg = cv2.imencode(".jpg", rng.integers(0, 256, (40, 56, 3), dtype=np.uint8))
+            w.write("/cam/image/compressed", Compressed(header=bags.make_header(t, "cam"), format="jpeg",
+                                                        data=np.frombuffer(jpg, np.uint8)), t)
+    with pytest.raises(ReplayError, match="must end in /compressed"):
+        node_command({"weights": "x"}, "/cam/jpeg", compressed=True)
+    report = replay_bag(tmp_path / "c", image_topic="/cam/image/compressed", timeout_s=90,
+                        node_args={"weights": str(tiny_checkpoints["bisenetv2"]), "device": "cpu"})
+    assert report["frames_published"] == 4 and report["frames_received"] == 4
+    assert "miou" not in report and "labelled_frames" not in report  # no ground truth: speed only
+    assert report["latency_ms"]["end_to_end_ms"]["count"] == 4
