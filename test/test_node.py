@@ -85,10 +85,11 @@ def test_outputs_match_offline_pipeline_with_headers(client, offline):
     assert np.abs(confidence.astype(int) - expected.confidence).max() <= 1
 
 
-@pytest.mark.parametrize("encoding,overlay_encoding", [("bgr8", "bgr8"), ("mono8", "rgb8"), ("rgba8", "rgb8")])
+@pytest.mark.parametrize("encoding,overlay_encoding",
+                         [("bgr8", "bgr8"), ("mono8", "rgb8"), ("rgba8", "rgb8"), ("mono16", "rgb8")])
 def test_input_encodings(client, offline, encoding, overlay_encoding):
     rgb = frame(64, 96, 1)
-    array = {"bgr8": rgb[:, :, ::-1], "mono8": rgb[:, :, 1],
+    array = {"bgr8": rgb[:, :, ::-1], "mono8": rgb[:, :, 1], "mono16": rgb[:, :, 1].astype(np.uint16) * 257,
              "rgba8": np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])}[encoding]
     array = np.ascontiguousarray(array)
     roundtrip(client, array, encoding, f"enc_{encoding}", reply="overlay")
@@ -176,6 +177,25 @@ def test_burst_counts_drops_and_stays_responsive(client):
     v = values(diag.status[0])
     assert v["model"] == "bisenetv2" and v["device"] == "cpu" and v["backend"]
     assert float(v["fps"]) >= 0 and v["latency_ms_p50"] and int(v["frames_processed"]) > 0
+
+
+def test_max_frame_age_drops_old_frames(client):
+    dropped = lambda: int(values(client.messages("/diagnostics")[-1].status[0])["dropped_frames"])  # noqa: E731
+    assert client.wait_for("/diagnostics") is not None
+    assert client.set_parameters(NODE, max_frame_age_ms=2000.0).successful
+    before = dropped()
+    old = client.publish_image("/cam", frame(64, 96, 8), "rgb8", "too_old",
+                               stamp_ns=client.node.get_clock().now().nanoseconds - 10_000_000_000)
+    pub = client.publisher("/cam", Image)
+    for _ in range(10):  # best effort: send again until the node has seen (and dropped) it
+        pub.publish(old)
+        if client.wait_until(lambda: dropped() > before, 2.0):
+            break
+    assert dropped() > before
+    roundtrip(client, frame(64, 96, 9), "rgb8", "fresh_frame")
+    assert not client.messages(f"{NODE}/labels", lambda m: m.header.frame_id == "too_old")
+    assert client.set_parameters(NODE, max_frame_age_ms=0.0).successful
+    roundtrip(client, frame(64, 96, 8), "rgb8", "too_old")  # accepted again once the limit is off
 
 
 def test_overlay_alpha_and_switches_apply_at_once(client, offline):

@@ -113,3 +113,47 @@ def test_compressed_input(ros_env, tiny_checkpoints, tmp_path, client):
     finally:
         rc = node.stop()
     assert rc == 0 and "Traceback" not in node.log, node.log
+
+
+def test_more_than_256_classes_give_mono16_labels(ros_env, tmp_path):
+    """The node class in this process (own context), with a random 300-class BiSeNetV2."""
+    import threading
+
+    import torch
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from bisenet_ros.models import build_model
+    from bisenet_ros.node import SegmentationNode
+
+    torch.manual_seed(0)
+    weights = tmp_path / "v2_300.pth"
+    torch.save(build_model("bisenetv2", num_classes=300).state_dict(), weights)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = SegmentationNode(context=ctx, cli_args=["--ros-args", "-r", "image:=/cam300"],
+                            parameter_overrides=[Parameter("weights", value=str(weights)),
+                                                 Parameter("device", value="cpu")])
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    client = RosClient("test_mono16_client")
+    try:
+        client.subscribe(f"{NODE}/labels", Image)
+        assert client.wait_matched("/cam300", Image)
+        rgb = frame(64, 96, 40)
+        msg = client.publish_image("/cam300", rgb, "rgb8", "many_classes")
+        reply = client.request("/cam300", msg, f"{NODE}/labels")
+        assert reply is not None
+        labels, enc = image_msg_to_array(reply)
+        assert enc == "mono16" and labels.dtype == np.uint16 and reply.step == 2 * 96
+        expected = build_pipeline(weights=weights, device="cpu")(rgb, "rgb8", outputs=()).labels
+        np.testing.assert_array_equal(labels, expected)
+        assert labels.max() < 300
+    finally:
+        client.close()
+        node.close()
+        executor.shutdown(timeout_sec=2.0)
+        rclpy.shutdown(context=ctx)
+        spinner.join(timeout=5.0)
