@@ -297,3 +297,27 @@ def test_compressed_camera_topic_and_yaml_label_map(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(Exception, match="expected a YAML mapping"):
         resolve_label_map(str(tmp_path / "bad.yaml"), PRESET, 255)
+
+
+def test_unreadable_images_and_labels_are_counted(tmp_path):
+    Image = bags.typestore().types[bags.IMAGE_TYPE]
+    write_custom(tmp_path / "b", FRAMES)
+    # a float image and a colour "label" added at new stamps, paired with each other
+    t = T0 + 10 * STEP
+    with BagWriter(tmp_path / "c") as w:
+        for item in bags.read_image_topics(tmp_path / "b", ["/cam", "/gt"]):
+            enc = "rgb8" if item.topic == "/cam" else "mono8"
+            w.write(item.topic, array_to_image(item.array, enc, item.stamp_ns, "cam"), item.stamp_ns)
+        w.write("/cam", Image(header=bags.make_header(t, "cam"), height=2, width=2, encoding="32FC1",
+                              is_bigendian=0, step=8, data=np.zeros(16, np.uint8)), t)
+        w.write("/gt", array_to_image(np.zeros((32, 32, 3), np.uint8), "rgb8", t, "cam"), t)
+        t2 = t + STEP
+        w.write("/cam", array_to_image(FRAMES[1][0], "rgb8", t2, "cam"), t2)
+        w.write("/gt", array_to_image(np.zeros((32, 32, 3), np.uint8), "rgb8", t2, "cam"), t2)
+    ev = evaluate_bag(toy_pipeline(), tmp_path / "c", "/cam", "/gt", progress=False)
+    assert ev.report["warnings"] == {"bad_images": 1, "bad_labels": 1}
+    assert "unsupported image encoding '32FC1'" in ev.report["warning_messages"]["bad_images"]
+    assert "rgb8" in ev.report["warning_messages"]["bad_labels"]
+    assert ev.report["frames"] == 5 and ev.report["timed_frames"] == 4
+    check_hand({**ev.report, "frames": 3, "timed_frames": 3, "warnings": {},
+                "latency_ms": {"total_ms": {"count": 3}}})
