@@ -231,3 +231,13 @@ def test_launch_settings_reach_a_real_node(ros_env, tiny_checkpoints, tmp_path):
         client.close()
         rc = node.stop()
     assert rc == 0, node.log
+
+
+def test_docs_list_every_parameter_and_launch_argument():
+    text = (REPO / "docs" / "node.md").read_text()
+    for name in PARAMETERS:
+        assert f"| `{name}` |" in text, f"docs/node.md: parameter {name} missing from the table"
+    for filename in ("segment.launch.py", "multi_camera.launch.py"):
+        for name in load_launch(filename).ARGUMENTS:
+            assert f"`{name}`" in text, f"docs/node.md: launch argument {name} of {filename} missing"
+    assert "need a ROS 2 install" in text
