@@ -33,7 +33,7 @@ import numpy as np
 
 from .bags import BagError, check_image_topic, image_to_array, list_topics, open_bag, stamp_ns
 from .errors import BisenetError
-from .metrics import GroundTruthScorer, LatencyRecorder, WarningCounter, latency_stats
+from .metrics import GroundTruthScorer, LatencyRecorder, MetricsError, WarningCounter, latency_stats
 
 #: stage keys of the node's per-frame timing message that are reported (prefixed ``node_``)
 NODE_STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
@@ -227,6 +227,12 @@ def replay_bag(
         scorer_box: list[GroundTruthScorer] = []
 
         def on_labels(msg: Image) -> None:
+            try:
+                _on_labels(msg)
+            except Exception as exc:  # noqa: BLE001 - an exception would stop the executor silently
+                warn.add("callback_errors", f"handling labels: {type(exc).__name__}: {exc}")
+
+        def _on_labels(msg: Image) -> None:
             now = time.perf_counter()
             stamp = stamp_ns(msg.header)
             with shared.lock:
@@ -256,7 +262,7 @@ def replay_bag(
                     if len(shared.pending_pred) > MAX_PENDING:  # frames without ground truth
                         del shared.pending_pred[next(iter(shared.pending_pred))]
                 elif scorer_box:
-                    scorer_box[0].score(pred, gt[0], gt[1], f"stamp {orig}")
+                    _score(scorer_box[0], pred, gt[0], gt[1], orig)
 
         def on_timing(msg: DiagnosticArray) -> None:
             stamp = stamp_ns(msg.header)
@@ -367,7 +373,7 @@ def replay_bag(
                         if len(shared.pending_gt) > MAX_PENDING:  # its frame was dropped long ago
                             del shared.pending_gt[next(iter(shared.pending_gt))]
                     elif scorer_box:
-                        scorer_box[0].score(pred, arr, enc, f"stamp {orig}")
+                        _score(scorer_box[0], pred, arr, enc, orig)
             else:
                 if max_frames and n_pub >= max_frames:
                     break
@@ -398,7 +404,7 @@ def replay_bag(
                     with shared.lock:
                         pred = shared.pending_pred.pop(item[1], None)
                         if pred is not None and scorer_box:
-                            scorer_box[0].score(pred, item[2], item[3], f"stamp {item[1]}")
+                            _score(scorer_box[0], pred, item[2], item[3], item[1])
         if bar:
             bar.close()
         # drain: wait for replies still in flight
@@ -485,6 +491,15 @@ def pop_latency_samples(report: dict) -> dict[str, list[float]]:
 
 
 # -- helpers --------------------------------------------------------------------------------------
+def _score(scorer: GroundTruthScorer, pred: np.ndarray, gt: np.ndarray, encoding: str, stamp: int) -> None:
+    """Score one frame; predictions the scorer cannot take (e.g. class ids beyond the legend's
+    class count) are counted as ``bad_predictions`` instead of stopping the replay."""
+    try:
+        scorer.score(pred, gt, encoding, f"stamp {stamp}")
+    except MetricsError as exc:
+        scorer.warnings.add("bad_predictions", f"labels from the node at stamp {stamp}: {exc}")
+
+
 def _bag_frames(bag: Path, image_topic: str, label_topic: str | None):
     """("image", stamp, log_time, raw, msg) and ("label", stamp, array, encoding) in bag order."""
     with open_bag(bag) as reader:

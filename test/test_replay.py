@@ -123,3 +123,14 @@ def test_replay_compressed_camera_topic(ros_env, tiny_checkpoints, tmp_path):
     assert report["frames_published"] == 4 and report["frames_received"] == 4
     assert "miou" not in report and "labelled_frames" not in report  # no ground truth: speed only
     assert report["latency_ms"]["end_to_end_ms"]["count"] == 4
+
+
+def test_predictions_outside_the_class_count_are_counted():
+    from bisenet_ros.metrics import GroundTruthScorer
+    from bisenet_ros.replay import _score
+
+    scorer = GroundTruthScorer(2)
+    _score(scorer, np.full((2, 2), 4, np.uint8), np.zeros((2, 2), np.uint8), "mono8", 7)
+    _score(scorer, np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), "mono8", 8)
+    assert scorer.warnings.counts == {"bad_predictions": 1} and scorer.scored == 1
+    assert "stamp 7" in scorer.warnings.messages["bad_predictions"]
