@@ -423,9 +423,10 @@ class SegmentationNode(Node):
                     wanted.add(output)
         results = pipeline.run_batch(images, encodings, outputs=wanted)
         for (cam, frame), result in zip(ready, results):
-            self._publish(cam, frame, result, len(ready))
+            self._publish(cam, frame, result, len(ready), pipeline.info.get("device", ""))
 
-    def _publish(self, cam: Camera, frame: Frame, res: SegmentationResult, batch_size: int) -> None:
+    def _publish(self, cam: Camera, frame: Frame, res: SegmentationResult, batch_size: int,
+                 device: str) -> None:
         header = frame.msg.header
         pubs = cam.publishers
         pubs["labels"].publish(array_to_image_msg(res.labels, "mono16" if res.labels.dtype.itemsize == 2
@@ -452,7 +453,7 @@ class SegmentationNode(Node):
         if self._values["publish_timing"]:
             values = dict(res.timings, total_ms=total_ms, latency_ms=latency_ms)
             status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: {cam.label} timing",
-                                      hardware_id=self.pipeline.info.get("device", ""))
+                                      hardware_id=str(device))
             status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
             status.values += [KeyValue(key="dropped_frames", value=str(dropped)),
                               KeyValue(key="batch_size", value=str(batch_size)),

@@ -18,7 +18,7 @@ from std_msgs.msg import String  # noqa: E402
 
 from bisenet_ros.pipeline import build_pipeline  # noqa: E402
 from bisenet_ros.ros_conversions import image_msg_to_array  # noqa: E402
-from node_client import LATCHED, RosClient, frame, start_node, values  # noqa: E402
+from node_client import LATCHED, RosClient, assert_matches_offline, frame, start_node, values  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NODE = "/segmentation"
@@ -50,7 +50,7 @@ def client(node):
 
 @pytest.fixture(scope="module")
 def offline(tiny_checkpoints):
-    return build_pipeline(weights=tiny_checkpoints["bisenetv2"], device="cpu")
+    return build_pipeline(weights=tiny_checkpoints["bisenetv2"])  # the node's defaults: device auto
 
 
 def roundtrip(client, array, encoding, frame_id, reply="labels"):
@@ -72,14 +72,14 @@ def test_outputs_match_offline_pipeline_with_headers(client, offline):
     expected = offline(rgb, "rgb8", outputs=("color", "overlay", "confidence"))
     labels, enc = image_msg_to_array(msgs["labels"])
     assert enc == "mono8" and labels.shape == (96, 128)
-    np.testing.assert_array_equal(labels, expected.labels)
+    assert_matches_offline(labels, expected.labels, offline)
     assert len(np.unique(labels)) > 1
     color, enc = image_msg_to_array(msgs["color"])
     assert enc == "rgb8"
     np.testing.assert_array_equal(color, offline.preset.palette[labels])
     overlay, enc = image_msg_to_array(msgs["overlay"])
     assert enc == "rgb8"
-    np.testing.assert_array_equal(overlay, expected.overlay)
+    assert_matches_offline(overlay, expected.overlay, offline)
     confidence, enc = image_msg_to_array(msgs["confidence"])
     assert enc == "mono8" and confidence.shape == (96, 128)
     assert np.abs(confidence.astype(int) - expected.confidence).max() <= 1
@@ -97,10 +97,10 @@ def test_input_encodings(client, offline, encoding, overlay_encoding):
     labels = client.wait_for(f"{NODE}/labels", fid, 10)
     overlay = client.wait_for(f"{NODE}/overlay", fid, 10)
     expected = offline(array, encoding, outputs=("overlay",))
-    np.testing.assert_array_equal(image_msg_to_array(labels)[0], expected.labels)
+    assert_matches_offline(image_msg_to_array(labels)[0], expected.labels, offline)
     ov, enc = image_msg_to_array(overlay)
     assert enc == overlay_encoding and ov.shape == (64, 96, 3)
-    np.testing.assert_array_equal(ov, expected.overlay)
+    assert_matches_offline(ov, expected.overlay, offline)
 
 
 def test_timing_message(client):
@@ -158,25 +158,31 @@ def test_malformed_messages_are_refused_and_node_keeps_serving(client, node):
 
 
 def test_burst_counts_drops_and_stays_responsive(client):
+    def dropped_after(frame_id: str) -> int:
+        roundtrip(client, frame(64, 96, 4), "rgb8", frame_id, reply="timing")
+        timing = client.wait_for(f"{NODE}/timing", lambda m: m.header.frame_id == frame_id)
+        return int(values(timing.status[0])["dropped_frames"])
+
+    before = dropped_after("before_burst")
     pub = client.publisher("/cam", Image)
     images = [frame(120, 160, 10 + i) for i in range(40)]
-    before = len(client.messages(f"{NODE}/labels", lambda m: m.header.frame_id.startswith("burst_")))
     for i, img in enumerate(images):
-        msg = client.publish_image("/cam", img, "rgb8", f"burst_{i}")
-        pub.publish(msg)
-    last = roundtrip(client, frame(64, 96, 4), "rgb8", "after_burst", reply="timing")
-    assert last is not None
-    answered = len(client.messages(f"{NODE}/labels", lambda m: m.header.frame_id.startswith("burst_"))) - before
-    timing = client.wait_for(f"{NODE}/timing", lambda m: m.header.frame_id == "after_burst")
-    dropped = int(values(timing.status[0])["dropped_frames"])
+        pub.publish(client.publish_image("/cam", img, "rgb8", f"burst_{i}"))
+    after = dropped_after("after_burst")  # answered at once: the node stays responsive
+    answered = len(client.messages(f"{NODE}/labels", lambda m: m.header.frame_id.startswith("burst_")))
+    dropped = after - before
     assert answered < len(images), "a 40-frame burst should not all be segmented"
     assert dropped >= 1
-    # every frame is either answered, counted as dropped, or lost in transport (best effort)
-    assert answered + dropped <= len(images) + 2  # +2: frames dropped in earlier tests
-    diag = client.wait_for("/diagnostics", lambda m: int(values(m.status[0]).get("dropped_frames", 0)) >= dropped)
+    # every burst frame is answered, counted as dropped, or lost in transport (best effort);
+    # +1: a re-sent after_burst frame may replace its own first copy
+    assert answered + dropped <= len(images) + 1
+    diag = client.wait_for("/diagnostics", lambda m: int(values(m.status[0]).get("dropped_frames", 0)) >= after)
     v = values(diag.status[0])
-    assert v["model"] == "bisenetv2" and v["device"] == "cpu" and v["backend"]
-    assert float(v["fps"]) >= 0 and v["latency_ms_p50"] and int(v["frames_processed"]) > 0
+    assert v["model"] == "bisenetv2" and v["device"] and v["backend"] and v["weights"].endswith(".pth")
+    assert float(v["fps"]) >= 0 and float(v["latency_ms_p50"]) > 0 and int(v["frames_processed"]) > 0
+    # /diagnostics comes once per diagnostics_period (1 s)
+    stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in client.messages("/diagnostics")]
+    assert len(stamps) >= 2 and 0.5 < (stamps[-1] - stamps[0]) / (len(stamps) - 1) < 2.0
 
 
 def test_max_frame_age_drops_old_frames(client):
@@ -247,8 +253,8 @@ def test_weights_swap_refused_failed_and_succeeded(client, node, tiny_checkpoint
     rgb = frame(64, 96, 7)
     roundtrip(client, rgb, "rgb8", "after_swap")
     labels = client.wait_for(f"{NODE}/labels", lambda m: m.header.frame_id == "after_swap")
-    expected = build_pipeline(weights=v1, device="cpu")(rgb, "rgb8", outputs=()).labels
-    np.testing.assert_array_equal(image_msg_to_array(labels)[0], expected)
+    offline_v1 = build_pipeline(weights=v1)
+    assert_matches_offline(image_msg_to_array(labels)[0], offline_v1(rgb, "rgb8", outputs=()).labels, offline_v1)
     diag = client.wait_for("/diagnostics", lambda m: values(m.status[0])["model"] == "bisenetv1")
     assert values(diag.status[0])["last_error"] == ""
     # and back, so that the module's other tests see the V2 model whatever the order

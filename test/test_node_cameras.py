@@ -12,7 +12,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from bisenet_ros.pipeline import build_pipeline  # noqa: E402
 from bisenet_ros.ros_conversions import image_msg_to_array  # noqa: E402
-from node_client import RosClient, frame, start_node, values  # noqa: E402
+from node_client import RosClient, assert_matches_offline, frame, start_node, values  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NODE = "/segmentation"
@@ -62,7 +62,7 @@ def test_two_cameras_are_batched_and_camera_info_is_scaled(ros_env, tiny_checkpo
         assert enc == "mono8" and lab.shape == (32, 64)  # model resolution
         ov, enc = image_msg_to_array(overlay)
         assert enc == "bgr8" and ov.shape == (32, 64, 3)
-        offline = build_pipeline(weights=weights, device="cpu", input_size=(32, 64), output_resolution="model")
+        offline = build_pipeline(weights=weights, input_size=(32, 64), output_resolution="model")
         expected = offline(rear, "bgr8", outputs=()).labels
         assert (lab == expected).mean() >= 0.999  # batched vs single: float noise at most
         assert values(batched.status[0])["model_size"] == "32x64"
@@ -98,8 +98,8 @@ def test_compressed_input(ros_env, tiny_checkpoints, tmp_path, client):
         reply = client.request("/cam_c/compressed", msg, f"{NODE}/overlay")
         assert reply is not None, node.log
         labels = client.wait_for(f"{NODE}/labels", lambda m: m.header.frame_id == "png_frame")
-        expected = build_pipeline(weights=weights, device="cpu")(bgr, "bgr8", outputs=()).labels
-        np.testing.assert_array_equal(image_msg_to_array(labels)[0], expected)
+        offline = build_pipeline(weights=weights)
+        assert_matches_offline(image_msg_to_array(labels)[0], offline(bgr, "bgr8", outputs=()).labels, offline)
         assert reply.encoding == "bgr8"
         # an undecodable payload is refused with one line, the node keeps serving
         bad = CompressedImage(format="jpeg")

@@ -13,7 +13,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from bisenet_ros.pipeline import build_pipeline  # noqa: E402
 from bisenet_ros.ros_conversions import image_msg_to_array  # noqa: E402
-from node_client import NODE_EXE, RosClient, frame, start_node  # noqa: E402
+from node_client import NODE_EXE, RosClient, assert_matches_offline, frame, start_node  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -76,8 +76,8 @@ def test_reference_checkpoint_serves_reference_labels(ros_env, reference, tmp_pa
         labels, enc = image_msg_to_array(reply)
         assert enc == "mono8" and labels.shape == rgb.shape[:2]
         assert (labels == np.load(reference / "bisenetv2_pipeline_labels.npy")).mean() >= 0.99
-        offline = build_pipeline(weights=weights, dataset="cityscapes", device="cpu")
-        np.testing.assert_array_equal(labels, offline(rgb, "rgb8", outputs=()).labels)
+        offline = build_pipeline(weights=weights, dataset="cityscapes")
+        assert_matches_offline(labels, offline(rgb, "rgb8", outputs=()).labels, offline)
     finally:
         rc = node.stop()
     assert rc == 0 and "Traceback" not in node.log, node.log
