@@ -73,7 +73,7 @@ def generate_launch_description():
         values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
         return [Node(
             package=PACKAGE, executable="segmentation_node", name="segmentation",
-            namespace=s["namespace"], parameters=s["parameters"], remappings=s["remappings"],
+            namespace=s["namespace"], parameters=[p for p in s["parameters"] if p], remappings=s["remappings"],
             output="screen", emulate_tty=True,
         ) for s in node_settings(values, share_dir)]
 

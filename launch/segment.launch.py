@@ -89,7 +89,7 @@ def generate_launch_description():
         settings = node_settings(values, share_dir)
         return [Node(
             package=PACKAGE, executable="segmentation_node", name="segmentation",
-            namespace=settings["namespace"], parameters=settings["parameters"],
+            namespace=settings["namespace"], parameters=[p for p in settings["parameters"] if p],
             remappings=settings["remappings"], output="screen", emulate_tty=True,
         )]
 
