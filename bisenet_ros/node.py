@@ -247,6 +247,7 @@ class Frame:
     received: float  # time.perf_counter() at receipt
     image: np.ndarray | None = None  # raw images are checked and viewed in the callback
     encoding: str = ""
+    taken: float = 0.0  # time.perf_counter() when the worker took it
 
 
 @dataclass
@@ -372,8 +373,10 @@ class SegmentationNode(Node):
                 self._cond.wait_for(lambda: self._stop.is_set() or any(c.pending for c in self.cameras),
                                     timeout=0.5)
                 batch = [(c, c.pending) for c in self.cameras if c.pending is not None]
-                for cam, _ in batch:
+                taken = time.perf_counter()
+                for cam, frame in batch:
                     cam.pending = None
+                    frame.taken = taken
             if batch and not self._stop.is_set():
                 try:
                     self.process(batch)
@@ -451,7 +454,8 @@ class SegmentationNode(Node):
             self._window.append((total_ms, latency_ms))
             self._frames_since_diag += 1
         if self._values["publish_timing"]:
-            values = dict(res.timings, total_ms=total_ms, latency_ms=latency_ms)
+            values = dict(wait_ms=(frame.taken - frame.received) * 1e3, **res.timings,
+                          total_ms=total_ms, latency_ms=latency_ms)
             status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: {cam.label} timing",
                                       hardware_id=str(device))
             status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
