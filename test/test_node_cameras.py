@@ -115,8 +115,9 @@ def test_compressed_input(ros_env, tiny_checkpoints, tmp_path, client):
     assert rc == 0 and "Traceback" not in node.log, node.log
 
 
-def test_more_than_256_classes_give_mono16_labels(ros_env, tmp_path):
-    """The node class in this process (own context), with a random 300-class BiSeNetV2."""
+def test_mono16_labels_above_256_classes_and_outputs_only_on_demand(ros_env, tmp_path):
+    """The node class in this process (own context) with a random 300-class BiSeNetV2: labels are
+    mono16, and colour/overlay/confidence are computed only once someone subscribes."""
     import threading
 
     import torch
@@ -138,6 +139,10 @@ def test_more_than_256_classes_give_mono16_labels(ros_env, tmp_path):
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
+    requested: list[set] = []  # the outputs the node asks the pipeline for, per batch
+    run_batch = node.pipeline.run_batch
+    node.pipeline.run_batch = lambda images, encodings, outputs: (
+        requested.append(set(outputs)) or run_batch(images, encodings, outputs))
     client = RosClient("test_mono16_client")
     try:
         client.subscribe(f"{NODE}/labels", Image)
@@ -146,6 +151,13 @@ def test_more_than_256_classes_give_mono16_labels(ros_env, tmp_path):
         msg = client.publish_image("/cam300", rgb, "rgb8", "many_classes")
         reply = client.request("/cam300", msg, f"{NODE}/labels")
         assert reply is not None
+        # nobody subscribes to color/overlay/confidence: only labels were computed
+        assert requested and requested[-1] == set()
+        client.subscribe(f"{NODE}/overlay", Image)
+        assert client.wait_until(lambda: node.cameras[0].publishers["overlay"].get_subscription_count() > 0)
+        msg.header.frame_id = "with_overlay_subscriber"
+        assert client.request("/cam300", msg, f"{NODE}/overlay") is not None
+        assert requested[-1] == {"overlay"}
         labels, enc = image_msg_to_array(reply)
         assert enc == "mono16" and labels.dtype == np.uint16 and reply.step == 2 * 96
         expected = build_pipeline(weights=weights, device="cpu")(rgb, "rgb8", outputs=()).labels
