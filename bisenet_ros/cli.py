@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "eval-bag": "eval_bag",
     "replay": "replay",
     "make-bag": "make_bag",
+    "train": "train",
     "bench": "bench",
     "export-onnx": "export_onnx",
     "node-bench": "node_bench",

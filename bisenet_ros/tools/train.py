@@ -1,0 +1,107 @@
+"""``bisenet-ros train``: train or fine-tune BiSeNet V1/V2 on a folder or Cityscapes dataset.
+
+Writes ``--out`` (a plain state_dict in the public key layout, aux heads included), its sidecar
+``<out>.yaml`` (read by ``load_model``, ``segment``, ``eval-bag`` and the node) and the resume
+state ``<out stem>.state.pth``. See docs/training.md.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import ConfigError
+
+HELP = "train or fine-tune BiSeNet V1/V2 on your own data (folder images/+labels/ or Cityscapes)"
+
+
+def _hw(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HxW, e.g. 512x1024") from None
+    return h, w
+
+
+def _range(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not MIN,MAX, e.g. 0.75,1.5") from None
+    if not 0 < lo <= hi:
+        raise argparse.ArgumentTypeError(f"scale range {text} must satisfy 0 < MIN <= MAX")
+    return lo, hi
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("what to train")
+    g.add_argument("--model", required=True, choices=["bisenetv1", "bisenetv2"], help="architecture")
+    g.add_argument("--data", required=True, help="training data: folder with images/ + labels/, or a Cityscapes root")
+    g.add_argument("--val", default=None, help="validation data (same layouts; Cityscapes: --val-split)")
+    g.add_argument("--num-classes", type=int, default=None, help="class count (default: the --dataset preset's)")
+    g.add_argument("--dataset", default=None,
+                   help="preset name or YAML for class names, palette, mean/std and label maps "
+                        "(default: class_<i> names, ImageNet mean/std)")
+    g.add_argument("--label-map", default=None, help="apply this label map of the preset to the raw labels")
+    g.add_argument("--split", default="train", help="Cityscapes split of --data (default train)")
+    g.add_argument("--val-split", default="val", help="Cityscapes split of --val (default val)")
+    g.add_argument("--cityscapes-labels", default="auto", choices=["auto", "trainIds", "labelIds"],
+                   help="Cityscapes label files (auto: *_labelTrainIds.png when present)")
+    g.add_argument("--init", default=None,
+                   help="fine-tune from this checkpoint (e.g. a public one); heads of another class "
+                        "count are re-initialised")
+    g.add_argument("--out", required=True, help="output checkpoint, e.g. out/model.pth (+ out/model.yaml)")
+    g = parser.add_argument_group("schedule")
+    g.add_argument("--iters", type=int, required=True, help="training iterations")
+    g.add_argument("--batch-size", type=int, required=True, help="images per iteration (>= 2)")
+    g.add_argument("--crop", type=_hw, required=True, help="training crop HxW, multiples of 32")
+    g.add_argument("--lr", type=float, default=None, help="base learning rate (default 0.01 V1, 0.05 V2)")
+    g.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
+    g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 5e-4)")
+    g.add_argument("--warmup-iters", type=int, default=None, help="linear warm-up iterations (default min(1000, iters/10))")
+    g.add_argument("--scale", type=_range, default=None, help="random scale range MIN,MAX (default 0.75,1.5)")
+    g.add_argument("--ohem", action="store_true", help="OHEM cross-entropy (hard pixels only)")
+    g.add_argument("--aux-weight", type=float, default=None, help="weight of each auxiliary loss (default 1)")
+    g = parser.add_argument_group("run")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    g.add_argument("--seed", type=int, default=0, help="random seed (runs with the same seed repeat exactly)")
+    g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="STATE",
+                   help="continue from STATE (default: <out stem>.state.pth)")
+    g.add_argument("--val-every", type=int, default=0, help="validate every N iterations (and at the end)")
+    g.add_argument("--save-every", type=int, default=0, help="write the resume state every N iterations")
+    g.add_argument("--workers", type=int, default=2, help="data loader worker processes")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--save-dtype", default="float32", choices=["float32", "float16"], help="checkpoint dtype")
+    g.add_argument("--input-size", type=_hw, default=None,
+                   help="input size for the sidecar (default: training image size rounded up to x32)")
+    g.add_argument("--log-every", type=int, default=0, help="also print a log line every N iterations")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training import TrainConfig, train
+
+    if args.num_classes is None and args.dataset is None:
+        raise ConfigError("give --num-classes (or --dataset with a preset that lists the classes)")
+    cfg = TrainConfig(
+        model=args.model, data=args.data, out=args.out, iters=args.iters, batch_size=args.batch_size,
+        crop=args.crop, num_classes=args.num_classes, val=args.val, dataset=args.dataset,
+        label_map=args.label_map, split=args.split, val_split=args.val_split,
+        cityscapes_labels=args.cityscapes_labels, device=args.device, init=args.init, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, warmup_iters=args.warmup_iters,
+        scale=args.scale, ohem=args.ohem, aux_weight=args.aux_weight, amp=not args.no_amp, seed=args.seed,
+        resume=args.resume, val_every=args.val_every, save_every=args.save_every, workers=args.workers,
+        threads=args.threads, save_dtype=args.save_dtype, input_size=args.input_size,
+        log_every=args.log_every, progress=not args.no_progress,
+    )
+    result = train(cfg)
+    miou = f", val mIoU {result.validation[-1]['miou']:.4f}" if result.validation else ""
+    print(f"trained {args.model} for {result.iterations} iterations in {result.seconds:.0f} s{miou}: "
+          f"{result.checkpoint} + {result.sidecar}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from ..cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,0 +1,350 @@
+"""``bisenet-ros train``: data layouts, losses, schedule, fine-tuning, resume, outputs that load everywhere.
+
+Training runs are tiny (64x64 crops, batch 4, a few dozen iterations on the CPU).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from bisenet_ros.checkpoint import read_sidecar, read_state_dict
+from bisenet_ros.cli import main as cli_main
+from bisenet_ros.errors import CheckpointError, ConfigError
+from bisenet_ros.models import build_model, load_model
+from bisenet_ros.pipeline import build_pipeline
+from bisenet_ros.synthetic import CLASSES, write_dataset
+from bisenet_ros.training import (
+    DataError, OhemCrossEntropy, SegmentationLoss, TrainConfig, class_dependent_keys, evaluate, load_init,
+    lr_at, state_path, train,
+)
+from bisenet_ros.training.data import SegmentationDataset, find_samples
+
+
+def _shapes(root: Path, count: int, seed: int, size=(64, 64)) -> Path:
+    """A small 3-class folder dataset: noisy background (0), bright squares (1), dark discs (2),
+    plus an ignored border."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    h, w = size
+    for i in range(count):
+        img = np.clip(rng.normal(110, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+        lbl = np.zeros((h, w), np.uint8)
+        for _ in range(2):
+            s = int(rng.integers(12, 24))
+            y, x = (int(v) for v in rng.integers(0, [h - s, w - s]))
+            img[y:y + s, x:x + s] = (230, 220, 60)
+            lbl[y:y + s, x:x + s] = 1
+            c = (int(rng.integers(8, w - 8)), int(rng.integers(8, h - 8)))
+            r = int(rng.integers(5, 11))
+            cv2.circle(img, c, r, (30, 40, 160), -1)
+            cv2.circle(lbl, c, r, 2, -1)
+        lbl[:2] = 255
+        cv2.imwrite(str(root / "images" / f"s{i:03d}.jpg"), img[:, :, ::-1])
+        cv2.imwrite(str(root / "labels" / f"s{i:03d}.png"), lbl)
+    return root
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a loaded 2-core machine OpenMP threads waiting for each other cost far
+    more than they gain (training steps here are tiny)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def street(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("street"), count=6, seed=0, size=(96, 128))
+
+
+@pytest.fixture(scope="module")
+def cli_run(street, tmp_path_factory):
+    """One CLI training run on generated street scenes (30 iterations)."""
+    out = tmp_path_factory.mktemp("run") / "street.pth"
+    argv = ["train", "--model", "bisenetv2", "--data", str(street), "--val", str(street),
+            "--dataset", "synthetic_street", "--num-classes", "7", "--iters", "30", "--batch-size", "4",
+            "--crop", "64x64", "--device", "cpu", "--workers", "0", "--seed", "1", "--lr", "0.02", "--threads", "1",
+            "--val-every", "15", "--no-progress", "--out", str(out)]
+    losses: list[float] = []
+    import bisenet_ros.training.trainer as trainer_mod
+
+    real_train = trainer_mod.train
+
+    def spy(cfg, log=None):
+        result = real_train(cfg, log)
+        losses.extend(result.losses)
+        spy.result = result
+        return result
+
+    import bisenet_ros.training as training_pkg
+    mp = pytest.MonkeyPatch()
+    mp.setattr(training_pkg, "train", spy)
+    try:
+        assert cli_main(argv) == 0
+    finally:
+        mp.undo()
+    return out, losses, spy.result
+
+
+def test_cli_training_loss_falls_and_outputs_are_written(cli_run, capsys):
+    out, losses, result = cli_run
+    assert len(losses) == 30 and all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-10:]) < 0.85 * np.mean(losses[:10]), losses
+    assert out.is_file() and out.with_suffix(".yaml").is_file()
+    assert not state_path(out).exists()  # removed once training finished
+    assert [h["iteration"] for h in result.validation] == [15, 30]
+    assert 0 <= result.validation[-1]["miou"] <= 1
+
+
+def test_checkpoint_has_the_public_key_layout_with_aux_heads(cli_run):
+    out, _, _ = cli_run
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    ref = build_model("bisenetv2", 7, aux_heads=True).state_dict()
+    assert list(state) == list(ref)
+    assert all(state[k].shape == ref[k].shape for k in ref)
+    assert any(k.startswith("aux5_4.") for k in state)
+
+
+def test_sidecar_describes_the_model(cli_run):
+    out, _, result = cli_run
+    side = read_sidecar(out)
+    assert side["arch"] == "bisenetv2" and side["num_classes"] == 7
+    assert side["input_size"] == [96, 128]
+    assert [c["name"] for c in side["dataset"]["classes"]] == list(CLASSES)
+    assert side["dataset"]["mean"] == pytest.approx([0.303, 0.324, 0.328])
+    assert side["training"]["iterations"] == 30
+    assert side["training"]["val_miou"] == pytest.approx(result.validation[-1]["miou"], abs=1e-4)
+
+
+def test_load_model_and_pipeline_read_the_sidecar_flags_override(cli_run, street):
+    out, _, _ = cli_run
+    net = load_model(weights=out)  # arch and classes from the sidecar
+    assert net.bisenet_info["arch"] == "bisenetv2" and net.bisenet_info["num_classes"] == 7
+    pipe = build_pipeline(weights=out, device="cpu", input_size=None)
+    assert pipe.preset.name == "synthetic_street" and pipe.preset.class_names == CLASSES
+    assert pipe.input_size == (96, 128)  # sidecar input size when none is given
+    img = cv2.imread(str(next((street / "images").iterdir())))[:, :, ::-1].copy()
+    res = pipe(img, "rgb8")
+    assert res.labels.shape == img.shape[:2] and res.labels.max() < 7
+    over = build_pipeline(weights=out, device="cpu", dataset="cityscapes", mean=[0.5, 0.5, 0.5],
+                          input_size="64x64")
+    assert over.preset.name == "cityscapes" and over.preset.mean == (0.5, 0.5, 0.5)
+    assert over.input_size == (64, 64) and over.num_classes == 7
+
+
+def test_segment_cli_reads_the_sidecar(cli_run, street, tmp_path, capsys):
+    out, _, _ = cli_run
+    img = next((street / "images").iterdir())
+    assert cli_main(["segment", str(img), "--weights", str(out), "--device", "cpu",
+                     "--out-dir", str(tmp_path)]) == 0
+    assert "7 classes, synthetic_street" in capsys.readouterr().err
+    labels = cv2.imread(str(tmp_path / f"{img.stem}_labels.png"), cv2.IMREAD_UNCHANGED)
+    assert labels.shape == (96, 128) and labels.max() < 7
+
+
+def test_eval_bag_cli_reads_the_sidecar(cli_run, street, tmp_path):
+    from bisenet_ros.bags import write_image_bag
+    from bisenet_ros.synthetic import generate_scene
+
+    out, _, _ = cli_run
+    bag = tmp_path / "bag"
+    write_image_bag(bag, [generate_scene(s, (96, 128)) for s in range(2)], fps=10, storage="mcap")
+    rep = tmp_path / "eval"
+    assert cli_main(["eval-bag", str(bag), "--weights", str(out), "--device", "cpu",
+                     "--label-topic", "/camera/labels", "--out", str(rep)]) == 0
+    import json
+
+    metrics = json.loads((rep / "metrics.json").read_text())
+    text = json.dumps(metrics)
+    assert "sidewalk" in text and "person" in text  # class names from the sidecar, not Cityscapes
+
+
+def test_learns_an_unseen_folder_dataset(tmp_path):
+    """Held-out mIoU well above chance after 40 CPU iterations (chance is about 0.2)."""
+    data = _shapes(tmp_path / "train", 16, seed=1)
+    val = _shapes(tmp_path / "val", 6, seed=2)
+    cfg = TrainConfig(model="bisenetv2", data=str(data), val=str(val), out=str(tmp_path / "m.pth"),
+                      iters=40, batch_size=4, crop=(64, 64), num_classes=3, device="cpu", workers=0,
+                      seed=0, lr=0.02, scale=(0.9, 1.1), progress=False)
+    result = train(cfg, log=lambda m: None)
+    assert result.validation[-1]["miou"] > 0.6, result.validation
+    side = yaml.safe_load((tmp_path / "m.yaml").read_text())
+    assert [c["name"] for c in side["dataset"]["classes"]] == ["class_0", "class_1", "class_2"]
+
+
+def _tiny_cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    args = dict(model="bisenetv2", data=str(data), out=str(out), iters=6, batch_size=2, crop=(64, 64),
+                num_classes=3, device="cpu", workers=0, seed=3, progress=False)
+    args.update(kw)
+    return TrainConfig(**args)
+
+
+def test_same_seed_repeats_and_resume_continues_exactly(tmp_path):
+    torch.set_num_threads(torch.get_num_threads())
+    data = _shapes(tmp_path / "d", 5, seed=4)
+    full = train(_tiny_cfg(data, tmp_path / "a" / "m.pth"), log=lambda m: None)
+    again = train(_tiny_cfg(data, tmp_path / "b" / "m.pth"), log=lambda m: None)
+    assert full.losses == again.losses
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_3(msg: str) -> None:
+        if msg.startswith("iter 4/"):
+            raise Stop
+
+    cfg = _tiny_cfg(data, tmp_path / "c" / "m.pth", save_every=3, log_every=1)
+    with pytest.raises(Stop):
+        train(cfg, log=stop_after_3)
+    assert state_path(cfg.out).is_file() and not Path(cfg.out).exists()
+    cfg.resume = "auto"
+    logs: list[str] = []
+    resumed = train(cfg, log=logs.append)
+    assert any("continuing at iteration 3" in m for m in logs)
+    assert resumed.losses == full.losses[3:]
+    a, c = read_state_dict(tmp_path / "a" / "m.pth"), read_state_dict(cfg.out)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_init_fine_tunes_from_another_class_count(tiny_checkpoints, tmp_path):
+    """A 5-class checkpoint initialises a 3-class model: backbone copied, heads re-initialised."""
+    src = read_state_dict(tiny_checkpoints["bisenetv2"])
+    model = build_model("bisenetv2", 3, aux_heads=True)
+    logs: list[str] = []
+    load_init(model, "bisenetv2", tiny_checkpoints["bisenetv2"], logs.append)
+    assert any("5 classes, training 3: re-initialised 10 class-dependent head tensors" in m for m in logs), logs
+    own = model.state_dict()
+    heads = class_dependent_keys("bisenetv2", 3)
+    assert all(torch.equal(own[k], src[k]) for k in own if k not in heads)
+    # and through a full (short) training run, for V1 too
+    data = _shapes(tmp_path / "d", 4, seed=5)
+    for arch in ("bisenetv1", "bisenetv2"):
+        logs.clear()
+        res = train(_tiny_cfg(data, tmp_path / arch / "m.pth", model=arch, iters=2,
+                              init=str(tiny_checkpoints[arch])), log=logs.append)
+        assert any("re-initialised" in m for m in logs)
+        assert load_model(weights=res.checkpoint).bisenet_info["num_classes"] == 3
+
+
+def test_class_dependent_keys_are_exactly_the_classifiers():
+    v2 = class_dependent_keys("bisenetv2", 7)
+    assert v2 == {f"{h}.conv_out.1.{p}" for h in ("head", "aux2", "aux3", "aux4", "aux5_4") for p in ("weight", "bias")}
+    v1 = class_dependent_keys("bisenetv1", 7)
+    assert v1 == {f"{h}.conv_out.{p}" for h in ("conv_out", "conv_out16", "conv_out32") for p in ("weight", "bias")}
+
+
+def test_init_refuses_the_wrong_architecture(tiny_checkpoints):
+    with pytest.raises(CheckpointError, match="bisenetv1 checkpoint but training a bisenetv2"):
+        load_init(build_model("bisenetv2", 3, aux_heads=True), "bisenetv2", tiny_checkpoints["bisenetv1"], print)
+
+
+def test_ohem_and_loss_sum():
+    logits = torch.tensor([[[[4.0, 0.0, 0.0, 0.0]], [[0.0, 4.0, 0.0, 0.0]]]])  # (1, 2 classes, 1, 4)
+    target = torch.tensor([[[0, 0, 1, 255]]])
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, ignore_index=255, reduction="none")[0, 0, :3]
+    # pixel 0 is easy (p = 0.98 > 0.7), pixels 1 and 2 are hard
+    assert OhemCrossEntropy(255, 0.7)(logits, target).item() == pytest.approx(per_pixel[1:].mean().item())
+    # at least n_min = labelled // min_fraction pixels are kept
+    assert OhemCrossEntropy(255, 0.01, min_fraction=1)(logits, target).item() == pytest.approx(per_pixel.mean().item())
+    total, main = SegmentationLoss(255, aux_weight=0.5)((logits, logits), target)
+    assert total.item() == pytest.approx(1.5 * main.item())
+    empty = torch.full((1, 1, 4), 255)
+    assert OhemCrossEntropy()(logits, empty).item() == 0.0
+
+
+def test_poly_schedule_with_warmup():
+    assert lr_at(0, 100, 0.1, 10, 0.1, 0.9) == pytest.approx(0.01)
+    assert lr_at(10, 100, 0.1, 10, 0.1, 0.9) == pytest.approx(0.1)
+    assert lr_at(55, 100, 0.1, 10, 0.1, 0.9) == pytest.approx(0.1 * 0.5 ** 0.9)
+    assert lr_at(99, 100, 0.1, 0, 0.1, 0.9) < 0.002
+
+
+def test_cityscapes_layout_with_label_ids(tmp_path):
+    root = tmp_path / "cs"
+    for split in ("train", "val"):
+        (root / "leftImg8bit" / split / "aachen").mkdir(parents=True)
+        (root / "gtFine" / split / "aachen").mkdir(parents=True)
+        for i in range(2):
+            base = f"aachen_{i:06d}_000019"
+            cv2.imwrite(str(root / "leftImg8bit" / split / "aachen" / f"{base}_leftImg8bit.png"),
+                        np.full((64, 128, 3), 90, np.uint8))
+            raw = np.full((64, 128), 7, np.uint8)  # road
+            raw[40:, :30] = 26  # car
+            raw[:5] = 0  # unlabeled -> ignore
+            cv2.imwrite(str(root / "gtFine" / split / "aachen" / f"{base}_gtFine_labelIds.png"), raw)
+    samples, layout = find_samples(root, "val")
+    assert layout == "cityscapes" and len(samples) == 2
+    from bisenet_ros.datasets import load_preset
+
+    preset = load_preset("cityscapes")
+    ds = SegmentationDataset(samples, preset, preset.label_lut("labelIds"))
+    _, lbl = ds.load(0)
+    assert set(np.unique(lbl).tolist()) == {0, 13, 255}
+    logs: list[str] = []
+    res = train(_tiny_cfg(root, tmp_path / "cs.pth", iters=2, num_classes=None, dataset="cityscapes",
+                          val=str(root)), log=logs.append)
+    assert any("labels mapped by labelIds" in m for m in logs)
+    assert read_sidecar(res.checkpoint)["num_classes"] == 19
+
+
+def test_evaluate_uses_the_shared_metric(tmp_path):
+    data = _shapes(tmp_path / "d", 2, seed=6)
+    samples, _ = find_samples(data)
+    from bisenet_ros.training.trainer import resolve_preset
+
+    preset = resolve_preset(TrainConfig(model="bisenetv2", data="", out="", iters=1, batch_size=2,
+                                        crop=(64, 64), num_classes=3))
+    ds = SegmentationDataset(samples, preset)
+    metrics = evaluate(build_model("bisenetv2", 3), ds, torch.device("cpu"))
+    assert set(metrics) >= {"miou", "per_class_iou", "pixel_accuracy"}
+    assert metrics["frames"] == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "1"], "--batch-size must be >= 2"),
+    (["--crop", "60x64"], "multiples of 32"),
+    (["--data", "/nonexistent/x"], "dataset folder not found"),
+    (["--init", "/nonexistent/x.pth"], "weights file not found"),
+])
+def test_bad_options_are_one_line_errors(argv, message, tmp_path, capsys):
+    data = _shapes(tmp_path / "d", 2, seed=7)
+    base = {"--model": "bisenetv2", "--data": str(data), "--num-classes": "3", "--iters": "2",
+            "--batch-size": "2", "--crop": "64x64", "--device": "cpu", "--out": str(tmp_path / "m.pth")}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        base[flag] = value
+    flat = ["train", "--no-progress", "--workers", "0"] + [x for kv in base.items() for x in kv]
+    assert cli_main(flat) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("bisenet-ros train: error: ") and message in err[-1], err
+
+
+def test_bad_labels_are_reported_with_the_file(tmp_path):
+    data = _shapes(tmp_path / "d", 2, seed=8)
+    bad = data / "labels" / "s001.png"
+    cv2.imwrite(str(bad), np.full((64, 64), 9, np.uint8))
+    ds = SegmentationDataset(find_samples(data)[0], _preset3())
+    with pytest.raises(DataError, match=r"s001.png: label values \[9\]"):
+        ds.load(1)
+    (data / "labels" / "s000.png").unlink()
+    with pytest.raises(DataError, match="1 of 2 images have no label PNG"):
+        find_samples(data)
+    with pytest.raises(ConfigError, match="--num-classes is required"):
+        from bisenet_ros.training.trainer import resolve_preset
+
+        resolve_preset(TrainConfig(model="bisenetv2", data="", out="", iters=1, batch_size=2, crop=(64, 64)))
+
+
+def _preset3():
+    from bisenet_ros.training.trainer import resolve_preset
+
+    return resolve_preset(TrainConfig(model="bisenetv2", data="", out="", iters=1, batch_size=2,
+                                      crop=(64, 64), num_classes=3))
