@@ -30,6 +30,8 @@ import numpy as np
 CLASSES: tuple[str, ...] = ("road", "sidewalk", "building", "sky", "vegetation", "car", "person")
 ROAD, SIDEWALK, BUILDING, SKY, VEGETATION, CAR, PERSON = range(len(CLASSES))
 PRESET_NAME = "synthetic_street"
+#: objects farther than this (metres) are not drawn (a person at 45 m is ~9 px tall at 320x240)
+MAX_DISTANCE: dict[str, float] = {"car": 90.0, "tree": 90.0, "person": 45.0}
 
 
 def _noise(rng: np.random.Generator, size: int = 256, cells: int = 16, octaves: int = 3) -> np.ndarray:
@@ -304,8 +306,11 @@ class StreetWorld:
         for ob in self.objects:
             z = ob.z + ob.vz * t
             rel = inv @ (np.array([ob.x, 0.0, z]) - cam)
-            if rel[2] < 1.5 or rel[2] > 90:
+            if rel[2] < 1.5 or rel[2] > MAX_DISTANCE[ob.kind]:
                 continue
+            half_w, half_l = ob.size[0] / 2 + 0.8, (ob.size[2] if ob.kind == "car" else 0.5) / 2 + 1.5
+            if abs(ob.x - cam[0]) < half_w and abs(z - cam[2]) < half_l:
+                continue  # the camera would be inside it
             items.append((rel[2], ob, z))
         items.sort(key=lambda it: -it[0])
 
@@ -430,7 +435,7 @@ def generate_scene(seed: int, size: tuple[int, int] = (240, 320)) -> tuple[np.nd
     """One random street view (new world and camera pose per seed): RGB image and labels."""
     world = StreetWorld(seed)
     rng = np.random.default_rng([seed, 1])
-    lateral = world.road_half * 0.6
+    lateral = max(0.3, world.road_half - 2.6)  # on the carriageway, clear of the parked cars
     return world.render(
         size, cam_z=float(rng.uniform(0, 200)), cam_x=float(rng.uniform(-lateral, lateral)),
         cam_h=float(rng.uniform(1.2, 2.2)), yaw_deg=float(rng.uniform(-12, 12)),
@@ -456,6 +461,9 @@ def drive_sequence(
     lateral sway and heading change; cars and pedestrians move too."""
     world = StreetWorld(seed)
     lane = world.road_half / world.lanes * 0.5
+    # keep the ego path clear: no car or pedestrian the camera would drive through
+    world.objects = [o for o in world.objects
+                     if o.kind == "tree" or abs(o.x - lane) > o.size[0] / 2 + 1.4]
     for i in range(num_frames):
         t = i / fps
         yield Frame(t, *world.render(

@@ -1,0 +1,192 @@
+"""``make demo`` (``python -m bisenet_ros.demo``): the whole system on a generated recording.
+
+1. generates the sample recording: a drive down a synthetic street (:mod:`bisenet_ros.synthetic`,
+   fixed seed) written as a ROS 2 bag with camera images, CameraInfo and ground-truth labels;
+2. starts the real ``segmentation_node`` with the shipped demo weights
+   (``models/bisenetv2_synthetic_street.pth``; class names, palette, mean/std and input size come
+   from its sidecar YAML) and plays the recording into it at its frame rate
+   (:func:`bisenet_ros.replay.replay_bag`);
+3. scores the labels the node publishes against the ground truth and writes
+   ``demo_output/metrics.json`` (mIoU, per-class IoU, fps, latency, drops), the node's overlay
+   images and ``overlay.mp4``, and a side-by-side ``montage.png`` (camera | truth | node);
+4. prints a short summary and exits.
+
+The demo weights were trained on synthetic scenes only (see models/README.md): they show the
+pipeline working end to end, not real-world accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BisenetError, ConfigError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+DEMO_WEIGHTS = "bisenetv2_synthetic_street.pth"
+#: the recording: image, label and camera-info topics
+IMAGE_TOPIC, LABEL_TOPIC, INFO_TOPIC = "/camera/image_raw", "/camera/labels", "/camera/camera_info"
+
+
+def default_weights() -> Path:
+    """The shipped demo weights: ``models/`` of the source tree, else the installed share dir."""
+    candidates = [PACKAGE_ROOT.parent / "models" / DEMO_WEIGHTS]
+    try:  # installed with colcon: share/bisenet_ros/models
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("bisenet_ros")) / "models" / DEMO_WEIGHTS)
+    except Exception:  # ament_index is not there in a plain venv
+        pass
+    candidates.append(Path(sys.prefix) / "share" / "bisenet_ros" / "models" / DEMO_WEIGHTS)
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    return candidates[0]
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not HxW, e.g. 240x320") from None
+    return h, w
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bisenet_ros.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
+    p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the shipped demo weights)")
+    p.add_argument("--frames", type=int, default=80, help="frames in the sample recording (default 80)")
+    p.add_argument("--fps", type=float, default=10.0, help="frame rate of the recording (default 10)")
+    p.add_argument("--size", type=_size, default=(240, 320), help="camera HxW (default 240x320)")
+    p.add_argument("--seed", type=int, default=2024, help="street of the sample recording (default 2024)")
+    p.add_argument("--rate", type=float, default=1.0, help="replay speed factor (default 1 = recorded rate)")
+    p.add_argument("--device", default="auto", help="node device: auto (default: CUDA when available), cpu, cuda")
+    p.add_argument("--min-miou", type=float, default=None,
+                   help="exit with status 1 when the mIoU is below this (for tests and CI)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the node to come up")
+    return p
+
+
+def write_recording(path: Path, frames: int, fps: float, size: tuple[int, int], seed: int) -> tuple[int, list]:
+    """The sample bag (mcap): images, labels and CameraInfo of a synthetic drive. Returns the
+    frame count and three (image, labels) samples for the montage."""
+    from .bags import write_image_bag
+    from .synthetic import drive_sequence
+
+    keep: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    picks = {0, frames // 2, frames - 1}
+
+    def gen():
+        for i, frame in enumerate(drive_sequence(seed, frames, size, fps)):
+            if i in picks:
+                keep[i] = (frame.image, frame.labels)
+            yield frame.image, frame.labels
+
+    n = write_image_bag(path, gen(), fps=fps, image_topic=IMAGE_TOPIC, label_topic=LABEL_TOPIC,
+                        info_topic=INFO_TOPIC, frame_id="camera", storage="mcap", start_ns=1_700_000_000 * 10 ** 9,
+                        overwrite=True)
+    return n, [keep[i] for i in sorted(keep)]
+
+
+def write_montage(path: Path, samples: list, weights: Path, device: str) -> None:
+    """camera | ground truth | prediction rows, predictions through the same pipeline as the node."""
+    import cv2
+
+    from .pipeline import build_pipeline
+
+    pipe = build_pipeline(weights=weights, device=device, input_size=None)
+    rows = []
+    for img, gt in samples:
+        res = pipe(img, "rgb8", outputs=("color", "overlay"))
+        truth = pipe.preset.palette[np.where(gt < pipe.num_classes, gt, 0)]
+        rows.append(np.concatenate([img, truth, res.overlay], axis=1))
+    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the demo; returns the metrics written to ``metrics.json``."""
+    from .checkpoint import read_sidecar
+
+    weights = args.weights or default_weights()
+    if not weights.is_file():
+        raise ConfigError(f"{weights}: demo weights not found (they ship in models/; see models/README.md)")
+    if args.frames < 2:
+        raise ConfigError(f"--frames must be >= 2, got {args.frames}")
+    side = read_sidecar(weights)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # keep the demo on this machine
+    os.environ.setdefault("ROS_LOG_DIR", str((out / "ros_log").resolve()))
+    h, w = args.size
+
+    t0 = time.perf_counter()
+    print(f"[1/3] sample recording: {args.frames} frames {w}x{h} at {args.fps:g} Hz (synthetic street, seed {args.seed})")
+    bag = out / "sample_recording"
+    n, samples = write_recording(bag, args.frames, args.fps, (h, w), args.seed)
+    print(f"      {bag} ({IMAGE_TOPIC}, {INFO_TOPIC}, {LABEL_TOPIC}) in {time.perf_counter() - t0:.1f} s")
+
+    from .replay import pop_latency_samples, replay_bag
+
+    print(f"[2/3] segmentation_node with {weights.name} ({side.get('arch', '?')}, "
+          f"{side.get('num_classes', '?')} classes, device {args.device}); replaying at {args.rate:g}x")
+    overlays = out / "overlays"
+    for old in overlays.glob("overlay_*.png"):
+        old.unlink()
+    report = replay_bag(bag, image_topic=IMAGE_TOPIC, label_topic=LABEL_TOPIC, rate=args.rate,
+                        node_args={"weights": str(weights.resolve()), "device": args.device},
+                        save_overlays=overlays, timeout_s=args.timeout, progress=sys.stderr.isatty())
+    pop_latency_samples(report)
+
+    print("[3/3] outputs")
+    montage = out / "montage.png"
+    write_montage(montage, samples, weights, args.device)
+    report["demo"] = {
+        "weights": str(weights), "recording": str(bag), "frames": n, "fps_recorded": args.fps,
+        "size": [h, w], "seed": args.seed, "montage": str(montage),
+        "note": "demo weights trained on synthetic street scenes only (models/README.md)",
+    }
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    _summary(report, out, time.perf_counter() - t0)
+    return report
+
+
+def _summary(r: dict, out: Path, seconds: float) -> None:
+    lat = (r.get("latency_ms") or {}).get("end_to_end_ms") or {}
+    ious = r.get("per_class_iou") or {}
+    per_class = ", ".join(f"{k} {v:.2f}" for k, v in ious.items() if v is not None) if isinstance(ious, dict) else ""
+    fps = f"{r['fps']:.1f}" if r.get("fps") else "n/a"
+    p50 = f"{lat['p50']:.0f} ms" if lat.get("p50") is not None else "n/a"
+    miou = f"{r['miou']:.3f}" if r.get("miou") is not None else "n/a"
+    video = (r.get("overlays") or {}).get("video")
+    print(f"      node labelled {r['frames_received']}/{r['frames_published']} frames "
+          f"({r['dropped']} skipped by its newest-frame policy), {fps} fps, end-to-end latency p50 {p50}")
+    print(f"      mIoU {miou} on {r.get('labelled_frames', 0)} frames ({per_class})")
+    print(f"      {out / 'metrics.json'}, {out / 'montage.png'}, {out / 'overlays'}/ "
+          f"({(r.get('overlays') or {}).get('frames', 0)} PNGs{', ' + str(video) if video else ''})")
+    print(f"demo finished in {seconds:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = run(args)
+    except BisenetError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("demo: interrupted", file=sys.stderr)
+        return 130
+    if args.min_miou is not None and (report.get("miou") or 0.0) < args.min_miou:
+        print(f"demo: mIoU {report.get('miou')} is below --min-miou {args.min_miou}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
