@@ -6,7 +6,7 @@ import torch
 
 from bisenet_ros.checkpoint import detect_architecture, read_state_dict
 from bisenet_ros.errors import CheckpointError
-from bisenet_ros.models import build_model, load_model
+from bisenet_ros.models import ARCHITECTURES, load_model
 
 
 def _logits(net, seed=0):
@@ -25,7 +25,7 @@ def test_plain_and_wrapped_formats_give_identical_models(arch, tiny_checkpoints,
         "wrapped_model.pth": {"model": state},
         "module_prefix.pth": {f"module.{k}": v for k, v in state.items()},
         "fp16.pth": {k: v.half() if v.is_floating_point() else v for k, v in state.items()},
-        "no_aux.pth": {k: v for k, v in state.items() if not k.startswith(type(build_model(arch, 5)).aux_head_prefixes)},
+        "no_aux.pth": {k: v for k, v in state.items() if not k.startswith(ARCHITECTURES[arch].aux_head_prefixes)},
     }
     for name, obj in variants.items():
         path = tmp_path / name
