@@ -114,6 +114,20 @@ def test_checkpoint_has_the_public_key_layout_with_aux_heads(cli_run):
     assert any(k.startswith("aux5_4.") for k in state)
 
 
+def test_checkpoint_keys_are_those_of_the_public_implementation(cli_run, reference):
+    """Same keys, in the public implementation's aux_mode='train' layout, same shapes but the class dim."""
+    import json
+
+    manifest = json.loads((reference / "manifest.json").read_text())["state_dict_shapes"]["bisenetv2"]
+    out, _, _ = cli_run
+    state = read_state_dict(out)
+    assert set(state) == set(manifest)
+    heads = class_dependent_keys("bisenetv2", 7)
+    for key, shape in manifest.items():
+        expected = [7, *shape[1:]] if key in heads else shape
+        assert list(state[key].shape) == expected, key
+
+
 def test_sidecar_describes_the_model(cli_run):
     out, _, result = cli_run
     side = read_sidecar(out)
@@ -233,6 +247,20 @@ def test_init_fine_tunes_from_another_class_count(tiny_checkpoints, tmp_path):
                               init=str(tiny_checkpoints[arch])), log=logs.append)
         assert any("re-initialised" in m for m in logs)
         assert load_model(weights=res.checkpoint).bisenet_info["num_classes"] == 3
+
+
+@pytest.mark.parametrize("arch", ["bisenetv1", "bisenetv2"])
+def test_init_from_a_checkpoint_of_the_public_implementation(reference, arch):
+    """The public implementation's own 19-class file (float16, aux heads) initialises 7 classes."""
+    model = build_model(arch, 7, aux_heads=True)
+    logs: list[str] = []
+    load_init(model, arch, reference / f"{arch}.pth", logs.append)
+    n_heads = len(class_dependent_keys(arch, 7))
+    assert any(f"has 19 classes, training 7: re-initialised {n_heads} class-dependent" in m for m in logs), logs
+    src = read_state_dict(reference / f"{arch}.pth")
+    own = model.state_dict()
+    key = next(k for k in own if k.endswith("bn.running_var"))
+    assert torch.equal(own[key], src[key].float())
 
 
 def test_class_dependent_keys_are_exactly_the_classifiers():
