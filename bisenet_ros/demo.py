@@ -8,7 +8,8 @@
    (:func:`bisenet_ros.replay.replay_bag`);
 3. scores the labels the node publishes against the ground truth and writes
    ``demo_output/metrics.json`` (mIoU, per-class IoU, fps, latency, drops), the node's overlay
-   images and ``overlay.mp4``, and a side-by-side ``montage.png`` (camera | truth | node);
+   images and ``overlay.mp4``, and a side-by-side ``montage.png`` (camera | ground truth |
+   prediction colours, three frames);
 4. prints a short summary and exits.
 
 The demo weights were trained on synthetic scenes only (see models/README.md): they show the
@@ -103,9 +104,9 @@ def write_montage(path: Path, samples: list, weights: Path, device: str) -> None
     pipe = build_pipeline(weights=weights, device=device, input_size=None)
     rows = []
     for img, gt in samples:
-        res = pipe(img, "rgb8", outputs=("color", "overlay"))
+        res = pipe(img, "rgb8", outputs=("color",))
         truth = pipe.preset.palette[np.where(gt < pipe.num_classes, gt, 0)]
-        rows.append(np.concatenate([img, truth, res.overlay], axis=1))
+        rows.append(np.concatenate([img, truth, res.color], axis=1))
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
 
 
