@@ -322,6 +322,13 @@ def test_cityscapes_layout_with_label_ids(tmp_path):
                           val=str(root)), log=logs.append)
     assert any("labels mapped by labelIds" in m for m in logs)
     assert read_sidecar(res.checkpoint)["num_classes"] == 19
+    # trainIds files, when present, are preferred and used as they are
+    gt = root / "gtFine" / "val" / "aachen"
+    for i in range(2):
+        cv2.imwrite(str(gt / f"aachen_{i:06d}_000019_gtFine_labelTrainIds.png"), np.full((64, 128), 13, np.uint8))
+    samples, _ = find_samples(root, "val")
+    assert all(s.label.name.endswith("_labelTrainIds.png") for s in samples)
+    assert find_samples(root, "val", "labelIds")[0][0].label.name.endswith("_labelIds.png")
 
 
 def test_evaluate_uses_the_shared_metric(tmp_path):
