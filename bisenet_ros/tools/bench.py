@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -86,7 +87,7 @@ def _summary(ms: list[float], per_call: int = 1) -> dict:
 
 def machine_info(device: torch.device) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "cpu": _cpu_name(), "cpu_count": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads()}
+            "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     try:
         import onnxruntime
         info["onnxruntime"] = onnxruntime.__version__

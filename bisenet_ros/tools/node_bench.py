@@ -202,6 +202,7 @@ def _reference(args: argparse.Namespace, outputs: list[str]) -> dict:
 
 def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
     import rclpy
+    import torch
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -318,7 +319,7 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
         "outputs": ["labels", *outputs],
         "input_size": args.input_size,
         "backend_requested": args.backend,
-        "machine": machine_info(__import__("torch").device("cpu")),
+        "machine": machine_info(torch.device(args.device if args.device.startswith("cuda") else "cpu")),
     }
 
 
