@@ -100,14 +100,9 @@ class SegmentationResult:
     color: np.ndarray | None = None  # (H, W, 3) uint8 RGB palette image
     overlay: np.ndarray | None = None  # (H, W, 3) uint8, colour order of the input (mono -> RGB)
     confidence: np.ndarray | None = None  # (H, W) uint8, max softmax x 255
+    overlay_encoding: str = "rgb8"  # rgb8, or bgr8 for bgr8/bgra8 input
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     model_size: tuple[int, int] = (0, 0)  # (H, W) the model ran at
-
-    @property
-    def overlay_encoding(self) -> str:
-        return self._overlay_encoding
-
-    _overlay_encoding: str = "rgb8"
 
 
 class SegmentationPipeline:
@@ -270,7 +265,7 @@ class SegmentationPipeline:
                 blended = (base.permute(1, 2, 0).to(torch.int16) * (256 - a)
                            + color_in_order.to(torch.int16) * a + 128) >> 8
                 res.overlay = self._to_numpy(blended.to(torch.uint8))
-                res._overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
+                res.overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
         return res
 
     def _tick(self) -> float:

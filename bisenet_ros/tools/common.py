@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..pipeline import SegmentationPipeline, build_pipeline
+from ..pipeline import SegmentationPipeline, build_pipeline, parse_input_size
 
 
 def float_triple(text: str) -> list[float]:
@@ -47,3 +48,24 @@ def pipeline_from_args(args: argparse.Namespace, **overrides) -> SegmentationPip
     )
     kwargs.update(overrides)
     return build_pipeline(**kwargs)
+
+
+def node_parameters(args: argparse.Namespace) -> dict:
+    """The options of :func:`add_model_arguments` as ``segmentation_node`` parameters."""
+    params: dict = {"weights": str(Path(args.weights).expanduser().resolve())}
+    if args.model:
+        params["model"] = args.model
+    if args.num_classes:
+        params["num_classes"] = args.num_classes
+    if args.dataset:
+        params["dataset"] = args.dataset
+    if args.mean:
+        params["mean"] = [float(v) for v in args.mean]
+    if args.std:
+        params["std"] = [float(v) for v in args.std]
+    size = parse_input_size(args.input_size)
+    if size:
+        params["input_height"], params["input_width"] = size
+    for key in ("device", "precision", "backend"):
+        params[key] = getattr(args, key)
+    return params

@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import BisenetError, ConfigError
 from ..metrics import latency_stats
 from .bench import DEFAULT_FRAME_SIZE, _size, machine_info, time_calls
-from .common import add_model_arguments, pipeline_from_args
+from .common import add_model_arguments, node_parameters, pipeline_from_args
 
 HELP = "benchmark the ROS 2 node under load (camera process, node process, collector)"
 
@@ -131,18 +131,7 @@ def _child_env() -> dict[str, str]:
 
 
 def _node_command(args: argparse.Namespace) -> list[str]:
-    params = {"weights": args.weights, "device": args.device, "precision": args.precision,
-              "backend": args.backend}
-    if args.model:
-        params["model"] = args.model
-    if args.num_classes:
-        params["num_classes"] = args.num_classes
-    if args.dataset:
-        params["dataset"] = args.dataset
-    size = args.input_size
-    if size and size.lower() not in ("auto", "auto32"):
-        h, w = (int(v) for v in size.lower().split("x"))
-        params["input_height"], params["input_width"] = h, w
+    params = node_parameters(args)
     cmd = [sys.executable, "-m", "bisenet_ros.node", "--ros-args"]
     for k, v in params.items():
         cmd += ["-p", f"{k}:={v}"]

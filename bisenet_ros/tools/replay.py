@@ -14,9 +14,9 @@ import yaml
 
 from ..datasets import load_preset
 from ..errors import ConfigError
-from ..pipeline import parse_input_size
 from ..report import write_report
 from .common import add_model_arguments
+from .common import node_parameters as model_node_parameters
 from .eval_bag import resolve_label_map
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
@@ -55,23 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def node_parameters(args: argparse.Namespace) -> dict:
-    """The model options of this command as segmentation_node parameters."""
-    params: dict = {"weights": str(Path(args.weights).expanduser().resolve())}
-    if args.model:
-        params["model"] = args.model
-    if args.num_classes:
-        params["num_classes"] = args.num_classes
-    if args.dataset:
-        params["dataset"] = args.dataset
-    if args.mean:
-        params["mean"] = [float(v) for v in args.mean]
-    if args.std:
-        params["std"] = [float(v) for v in args.std]
-    size = parse_input_size(args.input_size)
-    if size:
-        params["input_height"], params["input_width"] = size
-    for key in ("device", "precision", "backend"):
-        params[key] = getattr(args, key)
+    """The model options of this command, plus ``--node-param``, as segmentation_node parameters."""
+    params = model_node_parameters(args)
     for item in args.node_param:
         name, sep, value = item.partition(":=")
         if not sep or not name:
