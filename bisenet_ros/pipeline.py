@@ -296,6 +296,7 @@ def build_pipeline(
 
     Precedence for architecture, classes, palette, mean/std and input size: explicit argument,
     then the checkpoint's sidecar YAML, then the dataset preset (default Cityscapes).
+    ``input_size=None`` means the sidecar's input size, else ``auto32``.
     """
     from .backends import create_runner
     from .models import load_model, resolve_device
@@ -313,7 +314,7 @@ def build_pipeline(
     else:
         preset = load_preset(sidecar.get("dataset") or "cityscapes")
     preset = preset.with_overrides(mean=mean, std=std, num_classes=meta["num_classes"])
-    if input_size == "sidecar" or (input_size is None and sidecar.get("input_size")):
+    if input_size is None:  # the checkpoint's own input size, else auto32
         input_size = sidecar.get("input_size")
     size = parse_input_size(input_size)
     runner = create_runner(net, backend=backend, device=dev, precision=precision, input_size=size)

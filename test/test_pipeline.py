@@ -194,3 +194,15 @@ def test_build_pipeline_options(tiny_checkpoints):
         build_pipeline(weights=tiny_checkpoints["bisenetv2"], precision="fp16", device="cpu")
     with pytest.raises(ConfigError):
         build_pipeline(weights=tiny_checkpoints["bisenetv2"], dataset="no_such_dataset")
+
+
+def test_sidecar_input_size_is_the_default_and_flags_override(tiny_checkpoints, tmp_path):
+    import shutil
+
+    weights = tmp_path / "model.pth"
+    shutil.copy(tiny_checkpoints["bisenetv1"], weights)
+    (tmp_path / "model.yaml").write_text("arch: bisenetv1\nnum_classes: 5\ninput_size: [64, 96]\n")
+    assert build_pipeline(weights=weights, input_size=None, device="cpu", backend="torch").info["input_size"] == "64x96"
+    assert build_pipeline(weights=weights, input_size="auto32", device="cpu", backend="torch").info["input_size"] == "auto32"
+    assert build_pipeline(weights=tiny_checkpoints["bisenetv1"], input_size=None, device="cpu",
+                          backend="torch").info["input_size"] == "auto32"

@@ -183,11 +183,12 @@ def test_eval_bag_cli_reads_the_sidecar(cli_run, street, tmp_path):
 
 
 def test_learns_an_unseen_folder_dataset(tmp_path):
-    """Held-out mIoU well above chance after 40 CPU iterations (chance is about 0.2)."""
+    """Held-out mIoU well above chance after 80 CPU iterations (chance is about 0.2; at 40 the
+    result sat right at 0.6 and depended on thread scheduling)."""
     data = _shapes(tmp_path / "train", 16, seed=1)
     val = _shapes(tmp_path / "val", 6, seed=2)
     cfg = TrainConfig(model="bisenetv2", data=str(data), val=str(val), out=str(tmp_path / "m.pth"),
-                      iters=40, batch_size=4, crop=(64, 64), num_classes=3, device="cpu", workers=0,
+                      iters=80, batch_size=4, crop=(64, 64), num_classes=3, device="cpu", workers=0,
                       seed=0, lr=0.02, scale=(0.9, 1.1), progress=False)
     result = train(cfg, log=lambda m: None)
     assert result.validation[-1]["miou"] > 0.6, result.validation

@@ -32,8 +32,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                         "(default: the checkpoint's sidecar, else cityscapes)")
     g.add_argument("--mean", type=float_triple, default=None, help="override mean, R,G,B on a 0-1 scale")
     g.add_argument("--std", type=float_triple, default=None, help="override std, R,G,B on a 0-1 scale")
-    g.add_argument("--input-size", default="auto32",
-                   help="model input HxW (e.g. 512x1024) or auto32 (sides rounded up to x32)")
+    g.add_argument("--input-size", default=None,
+                   help="model input HxW (e.g. 512x1024) or auto32 (sides rounded up to x32); "
+                        "default: the checkpoint sidecar's, else auto32")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
     g.add_argument("--backend", default="auto", help="inference backend (auto, torch, ...)")
