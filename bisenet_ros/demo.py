@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BisenetError, ConfigError
+from .tools.common import hw_type
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 DEMO_WEIGHTS = "bisenetv2_synthetic_street.pth"
@@ -50,21 +51,13 @@ def default_weights() -> Path:
     return candidates[0]
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not HxW, e.g. 240x320") from None
-    return h, w
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bisenet_ros.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the shipped demo weights)")
     p.add_argument("--frames", type=int, default=80, help="frames in the sample recording (default 80)")
     p.add_argument("--fps", type=float, default=10.0, help="frame rate of the recording (default 10)")
-    p.add_argument("--size", type=_size, default=(240, 320), help="camera HxW (default 240x320)")
+    p.add_argument("--size", type=hw_type(), default=(240, 320), help="camera HxW (default 240x320)")
     p.add_argument("--seed", type=int, default=2024, help="street of the sample recording (default 2024)")
     p.add_argument("--rate", type=float, default=1.0, help="replay speed factor (default 1 = recorded rate)")
     p.add_argument("--device", default="auto", help="node device: auto (default: CUDA when available), cpu, cuda")

@@ -490,23 +490,15 @@ def write_dataset(out: str | Path, count: int, seed: int = 0, size: tuple[int, i
     return out
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not HxW, e.g. 240x320") from None
-    if h < 32 or w < 32:
-        raise argparse.ArgumentTypeError(f"size {text} is too small (at least 32x32)")
-    return h, w
-
-
 def main(argv: list[str] | None = None) -> int:
+    from .tools.common import hw_type  # the CLI only: keeps the generator free of torch imports
+
     p = argparse.ArgumentParser(prog="python -m bisenet_ros.synthetic",
                                 description="write a synthetic street-scene folder dataset (images/ + labels/)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--count", type=int, default=100, help="number of scenes")
     p.add_argument("--seed", type=int, default=0, help="first scene seed (scene i uses seed+i)")
-    p.add_argument("--size", type=_size, default=(240, 320), help="HxW (default 240x320)")
+    p.add_argument("--size", type=hw_type(32), default=(240, 320), help="HxW (default 240x320)")
     args = p.parse_args(argv)
     if args.count < 1:
         p.error("--count must be >= 1")

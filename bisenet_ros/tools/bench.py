@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..export import relative_error
 from ..metrics import latency_stats
 from ..models import build_model, load_model
-from .common import add_model_arguments, pipeline_from_args
+from .common import add_model_arguments, hw_type, pipeline_from_args
 
 HELP = "benchmark model-only and full-pipeline speed (fps, latency percentiles, error vs eager)"
 
@@ -36,21 +36,11 @@ HELP = "benchmark model-only and full-pipeline speed (fps, latency percentiles, 
 DEFAULT_FRAME_SIZE = "720x1280"
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not HxW, e.g. 720x1280") from None
-    if h < 1 or w < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' must be positive")
-    return h, w
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, weights_required=False)
     parser.set_defaults(input_size="512x1024")
     g = parser.add_argument_group("benchmark")
-    g.add_argument("--frame-size", type=_size, default=_size(DEFAULT_FRAME_SIZE),
+    g.add_argument("--frame-size", type=hw_type(), default=hw_type()(DEFAULT_FRAME_SIZE),
                    help=f"camera frame HxW for the pipeline figures (default {DEFAULT_FRAME_SIZE})")
     g.add_argument("--frames", type=int, default=50, help="timed iterations of each measurement")
     g.add_argument("--warmup", type=int, default=5, help="untimed iterations before timing")

@@ -18,6 +18,19 @@ def float_triple(text: str) -> list[float]:
     return vals
 
 
+def hw_type(min_side: int = 1):
+    """An argparse type for ``HxW`` (or ``H,W``) sizes with both sides at least ``min_side``."""
+    def parse(text: str) -> tuple[int, int]:
+        try:
+            h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not HxW, e.g. 480x640") from None
+        if h < min_side or w < min_side:
+            raise argparse.ArgumentTypeError(f"size {text} is too small (at least {min_side}x{min_side})")
+        return h, w
+    return parse
+
+
 def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool = True) -> None:
     """--model --weights --num-classes --dataset --mean --std --input-size --device --precision --backend."""
     g = parser.add_argument_group("model")

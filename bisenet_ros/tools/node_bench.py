@@ -31,8 +31,8 @@ import numpy as np
 
 from ..errors import BisenetError, ConfigError
 from ..metrics import latency_stats
-from .bench import DEFAULT_FRAME_SIZE, _size, machine_info, time_calls
-from .common import add_model_arguments, node_parameters, pipeline_from_args
+from .bench import DEFAULT_FRAME_SIZE, machine_info, time_calls
+from .common import add_model_arguments, hw_type, node_parameters, pipeline_from_args
 
 HELP = "benchmark the ROS 2 node under load (camera process, node process, collector)"
 
@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser, weights_required=False)
     parser.set_defaults(input_size="512x1024")
     g = parser.add_argument_group("load")
-    g.add_argument("--frame-size", type=_size, default=_size(DEFAULT_FRAME_SIZE),
+    g.add_argument("--frame-size", type=hw_type(), default=hw_type()(DEFAULT_FRAME_SIZE),
                    help=f"camera frame HxW (default {DEFAULT_FRAME_SIZE})")
     g.add_argument("--rate", type=float, default=30.0, help="camera rate in Hz (default 30)")
     g.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
@@ -65,7 +65,7 @@ def camera_main(argv: list[str]) -> int:
     """``python -m bisenet_ros.tools.node_bench camera --rate R --frame-size HxW --duration S``."""
     p = argparse.ArgumentParser(prog="node_bench camera")
     p.add_argument("--rate", type=float, required=True)
-    p.add_argument("--frame-size", type=_size, required=True)
+    p.add_argument("--frame-size", type=hw_type(), required=True)
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--topic", default="image")
     a = p.parse_args(argv)

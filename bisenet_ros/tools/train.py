@@ -10,16 +10,9 @@ import argparse
 import sys
 
 from ..errors import ConfigError
+from .common import hw_type
 
 HELP = "train or fine-tune BiSeNet V1/V2 on your own data (folder images/+labels/ or Cityscapes)"
-
-
-def _hw(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().replace(",", "x").split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not HxW, e.g. 512x1024") from None
-    return h, w
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -53,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("schedule")
     g.add_argument("--iters", type=int, required=True, help="training iterations")
     g.add_argument("--batch-size", type=int, required=True, help="images per iteration (>= 2)")
-    g.add_argument("--crop", type=_hw, required=True, help="training crop HxW, multiples of 32")
+    g.add_argument("--crop", type=hw_type(), required=True, help="training crop HxW, multiples of 32")
     g.add_argument("--lr", type=float, default=None, help="base learning rate (default 0.01 V1, 0.05 V2)")
     g.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
     g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 5e-4)")
@@ -72,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=2, help="data loader worker processes")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     g.add_argument("--save-dtype", default="float32", choices=["float32", "float16"], help="checkpoint dtype")
-    g.add_argument("--input-size", type=_hw, default=None,
+    g.add_argument("--input-size", type=hw_type(), default=None,
                    help="input size for the sidecar (default: training image size rounded up to x32)")
     g.add_argument("--log-every", type=int, default=0, help="also print a log line every N iterations")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
