@@ -19,7 +19,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import BisenetError
+from .errors import BisenetError, ImageError
+from .image_codec import decode_compressed, raw_image_to_array
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -27,30 +28,14 @@ CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 STORAGES = ("mcap", "sqlite3")
 
-#: sensor_msgs/Image encodings read from bags: (numpy dtype, channels, name used downstream)
-#: 8UC1/8UC3/16UC1 are the OpenCV-style aliases some drivers and label tools write.
-BAG_ENCODINGS: dict[str, tuple[type, int, str]] = {
-    "rgb8": (np.uint8, 3, "rgb8"),
-    "bgr8": (np.uint8, 3, "bgr8"),
-    "rgba8": (np.uint8, 4, "rgba8"),
-    "bgra8": (np.uint8, 4, "bgra8"),
-    "mono8": (np.uint8, 1, "mono8"),
-    "8UC1": (np.uint8, 1, "mono8"),
-    "8UC3": (np.uint8, 3, "bgr8"),
-    "mono16": (np.uint16, 1, "mono16"),
-    "16UC1": (np.uint16, 1, "mono16"),
-    # packed YUV 4:2:2 (2 bytes per pixel), converted to rgb8 as the node converts it
-    "yuv422": (np.uint8, 2, "rgb8"),
-    "uyvy": (np.uint8, 2, "rgb8"),
-    "yuv422_yuy2": (np.uint8, 2, "rgb8"),
-    "yuyv": (np.uint8, 2, "rgb8"),
+#: OpenCV-style aliases some drivers and label tools write, read as these encodings
+ENCODING_ALIASES = {"8UC1": "mono8", "8UC3": "bgr8", "16UC1": "mono16"}
+#: encodings written by :func:`array_to_image`: (numpy dtype, channels)
+WRITE_ENCODINGS: dict[str, tuple[type, int]] = {
+    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
+    "mono8": (np.uint8, 1), "8UC1": (np.uint8, 1), "8UC3": (np.uint8, 3),
+    "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1),
 }
-#: OpenCV conversions of the packed YUV 4:2:2 encodings
-_YUV422 = {"yuv422": "COLOR_YUV2RGB_UYVY", "uyvy": "COLOR_YUV2RGB_UYVY",
-           "yuv422_yuy2": "COLOR_YUV2RGB_YUY2", "yuyv": "COLOR_YUV2RGB_YUY2"}
-
-#: the largest image side accepted (same guard as the pipeline)
-MAX_SIDE = 16384
 
 
 class BagError(BisenetError):
@@ -152,56 +137,22 @@ def stamp_ns(header: Any) -> int:
 def image_to_array(msg: Any) -> tuple[np.ndarray, str]:
     """A deserialised sensor_msgs/Image or CompressedImage -> (array, encoding).
 
-    The encoding returned is one the pipeline reads (``rgb8``, ``bgr8``, ``rgba8``, ``bgra8``,
-    ``mono8``, ``mono16``); ``8UC1``/``16UC1`` become ``mono8``/``mono16``, ``8UC3`` ``bgr8``.
-    Raw images: row padding (``step``) is dropped, big-endian 16-bit data is byte-swapped.
-    Raises :class:`BagError` with the reason for malformed messages.
+    Converted and validated by the same code as the node's messages (:mod:`bisenet_ros.image_codec`);
+    ``8UC1``/``16UC1`` are read as ``mono8``/``mono16``, ``8UC3`` as ``bgr8``. The array is
+    contiguous and writable (row padding dropped). Raises :class:`BagError` with the reason.
     """
-    if hasattr(msg, "format"):
-        return compressed_to_array(msg)
-    enc = str(msg.encoding)
-    if enc not in BAG_ENCODINGS:
-        raise BagError(f"unsupported image encoding '{enc}' (supported: {', '.join(BAG_ENCODINGS)})")
-    dtype, channels, name = BAG_ENCODINGS[enc]
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
-        raise BagError(f"image size {w}x{h} is out of range (1..{MAX_SIDE} per side)")
-    row = w * channels * np.dtype(dtype).itemsize
-    if step < row:
-        raise BagError(f"{enc} image {w}x{h}: step {step} is smaller than a row ({row} bytes)")
-    if enc in _YUV422 and w % 2:
-        raise BagError(f"{enc} image width {w} must be even")
-    data = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    if data.size < step * h:
-        raise BagError(f"{enc} image {w}x{h}: {data.size} data bytes, fewer than height*step = {step * h}")
-    arr = data[: step * h].reshape(h, step)[:, :row]
-    if enc in _YUV422:
-        import cv2
-
-        code = getattr(cv2, _YUV422[enc])
-        return cv2.cvtColor(np.ascontiguousarray(arr).reshape(h, w, 2), code), "rgb8"
-    if dtype is np.uint16:
-        arr = np.ascontiguousarray(arr).view(">u2" if msg.is_bigendian else "<u2").astype(np.uint16)
-    arr = arr.reshape(h, w) if channels == 1 else arr.reshape(h, w, channels)
+    try:
+        if hasattr(msg, "format"):
+            arr, enc = decode_compressed(msg)
+        else:
+            enc = str(msg.encoding)
+            arr, enc = raw_image_to_array(msg, ENCODING_ALIASES.get(enc, enc))
+    except ImageError as exc:
+        raise BagError(str(exc)) from None
     arr = np.ascontiguousarray(arr)
     if not arr.flags.writeable:  # a view of the message bytes: torch.from_numpy wants writable memory
         arr = arr.copy()
-    return arr, name
-
-
-def compressed_to_array(msg: Any) -> tuple[np.ndarray, str]:
-    """A sensor_msgs/CompressedImage (jpeg/png) -> (array, encoding), pixel values kept exactly."""
-    import cv2
-
-    buf = np.asarray(msg.data, dtype=np.uint8).reshape(-1)
-    arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
-    if arr is None:
-        raise BagError(f"cannot decode CompressedImage (format '{msg.format}', {buf.size} bytes)")
-    if arr.ndim == 2:
-        return arr, "mono16" if arr.dtype == np.uint16 else "mono8"
-    if arr.dtype != np.uint8:
-        raise BagError(f"CompressedImage (format '{msg.format}') decodes to {arr.dtype} colour, expected 8-bit")
-    return arr, "bgra8" if arr.shape[2] == 4 else "bgr8"
+    return arr, enc
 
 
 @dataclass
@@ -300,9 +251,9 @@ def make_header(stamp: int, frame_id: str):
 def array_to_image(array: np.ndarray, encoding: str, stamp: int, frame_id: str):
     """numpy array -> rosbags sensor_msgs/Image (mono8/mono16/rgb8/bgr8/rgba8/bgra8 or the
     8UC1/16UC1/8UC3 aliases; 16-bit data little-endian)."""
-    if encoding not in BAG_ENCODINGS or encoding in _YUV422:
+    if encoding not in WRITE_ENCODINGS:
         raise BagError(f"cannot write encoding '{encoding}'")
-    dtype, channels, _ = BAG_ENCODINGS[encoding]
+    dtype, channels = WRITE_ENCODINGS[encoding]
     arr = np.asarray(array)
     ok = arr.dtype == dtype and (arr.ndim == 2 if channels == 1 else arr.ndim == 3 and arr.shape[2] == channels)
     if not ok:

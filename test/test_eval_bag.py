@@ -316,7 +316,7 @@ def test_unreadable_images_and_labels_are_counted(tmp_path):
         w.write("/gt", array_to_image(np.zeros((32, 32, 3), np.uint8), "rgb8", t2, "cam"), t2)
     ev = evaluate_bag(toy_pipeline(), tmp_path / "c", "/cam", "/gt", progress=False)
     assert ev.report["warnings"] == {"bad_images": 1, "bad_labels": 1}
-    assert "unsupported image encoding '32FC1'" in ev.report["warning_messages"]["bad_images"]
+    assert "float encoding '32FC1' is not supported" in ev.report["warning_messages"]["bad_images"]
     assert "rgb8" in ev.report["warning_messages"]["bad_labels"]
     assert ev.report["frames"] == 5 and ev.report["timed_frames"] == 4
     check_hand({**ev.report, "frames": 3, "timed_frames": 3, "warnings": {},
