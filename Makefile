@@ -23,7 +23,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m bisenet_ros.demo
+	$(PY) -m bisenet_ros.tools.demo
 
 clean:
 	rm -rf $(VENV) build install log demo_output *.egg-info

@@ -49,7 +49,7 @@ setup(
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [
-            "segmentation_node = bisenet_ros.node:main",
+            "segmentation_node = bisenet_ros.ros.node:main",
             "bisenet-ros = bisenet_ros.cli:main",
         ],
     },

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .errors import BisenetError, ImageError
-from .image_codec import decode_compressed, raw_image_to_array
+from .images import decode_compressed, raw_image_to_array
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -137,7 +137,7 @@ def stamp_ns(header: Any) -> int:
 def image_to_array(msg: Any) -> tuple[np.ndarray, str]:
     """A deserialised sensor_msgs/Image or CompressedImage -> (array, encoding).
 
-    Converted and validated by the same code as the node's messages (:mod:`bisenet_ros.image_codec`);
+    Converted and validated by the same code as the node's messages (:mod:`bisenet_ros.images`);
     ``8UC1``/``16UC1`` are read as ``mono8``/``mono16``, ``8UC3`` as ``bgr8``. The array is
     contiguous and writable (row padding dropped). Raises :class:`BagError` with the reason.
     """

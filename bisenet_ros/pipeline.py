@@ -27,21 +27,9 @@ import torch.nn.functional as F
 
 from .datasets import DatasetPreset, load_preset, preset_from_dict
 from .errors import ConfigError, ImageError
-
-#: encodings the pipeline reads, with their channel count and channel order (None = mono)
-ENCODINGS: dict[str, tuple[int, tuple[int, int, int] | None]] = {
-    "rgb8": (3, (0, 1, 2)),
-    "bgr8": (3, (2, 1, 0)),
-    "rgba8": (4, (0, 1, 2)),
-    "bgra8": (4, (2, 1, 0)),
-    "mono8": (1, None),
-    "mono16": (1, None),
-}
+from .images import ENCODINGS, MAX_SIDE
 
 OUTPUTS = frozenset({"color", "overlay", "confidence"})
-
-#: the largest image side accepted (a guard against absurd sizes in malformed messages)
-MAX_SIDE = 16384
 
 
 def parse_input_size(value: str | Sequence[int] | None) -> tuple[int, int] | None:

@@ -56,7 +56,7 @@ def ros_env(tmp_path_factory):
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ["ROS_LOG_DIR"] = str(tmp_path_factory.mktemp("ros_log"))
     try:
-        from bisenet_ros.fastdds import apply_fastdds_profile
+        from bisenet_ros.ros.transport import apply_fastdds_profile
     except ImportError:  # the node adapter is not there yet
         pass
     else:

@@ -23,7 +23,7 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from bisenet_ros.ros_conversions import array_to_image_msg
+from bisenet_ros.ros.conversions import array_to_image_msg
 
 NODE_EXE = Path(sys.executable).with_name("segmentation_node")
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)

@@ -1,4 +1,4 @@
-"""``make demo`` (``python -m bisenet_ros.demo``): the shipped demo weights, the sample recording,
+"""``make demo`` (``python -m bisenet_ros.tools.demo``): the shipped demo weights, the sample recording,
 and a shortened demo through the same code path (real segmentation_node over real ROS 2)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from bisenet_ros.bags import list_topics
 from bisenet_ros.checkpoint import read_sidecar, read_state_dict
-from bisenet_ros.demo import DEMO_WEIGHTS, IMAGE_TOPIC, INFO_TOPIC, LABEL_TOPIC, default_weights, main, write_recording
+from bisenet_ros.tools.demo import DEMO_WEIGHTS, IMAGE_TOPIC, INFO_TOPIC, LABEL_TOPIC, default_weights, main, write_recording
 from bisenet_ros.models import build_model
 from bisenet_ros.synthetic import CLASSES
 

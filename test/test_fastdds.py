@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bisenet_ros import fastdds
+from bisenet_ros.ros import transport as fastdds
 
 NS = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
 
@@ -58,7 +58,7 @@ CHILD = textwrap.dedent("""
     import rclpy
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import Image
-    from bisenet_ros.ros_conversions import array_to_image_msg
+    from bisenet_ros.ros.conversions import array_to_image_msg
     role, n = sys.argv[1], int(sys.argv[2])
     rclpy.init()
     node = rclpy.create_node("fastdds_" + role)

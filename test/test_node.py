@@ -18,7 +18,7 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from bisenet_ros.pipeline import build_pipeline  # noqa: E402
-from bisenet_ros.ros_conversions import image_msg_to_array  # noqa: E402
+from bisenet_ros.ros.conversions import image_msg_to_array  # noqa: E402
 from node_client import LATCHED, RosClient, assert_matches_offline, frame, start_node, values  # noqa: E402
 
 pytestmark = pytest.mark.ros

@@ -11,7 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from bisenet_ros.pipeline import build_pipeline  # noqa: E402
-from bisenet_ros.ros_conversions import image_msg_to_array  # noqa: E402
+from bisenet_ros.ros.conversions import image_msg_to_array  # noqa: E402
 from node_client import RosClient, assert_matches_offline, frame, start_node, values  # noqa: E402
 
 pytestmark = pytest.mark.ros
@@ -125,7 +125,7 @@ def test_mono16_labels_above_256_classes_and_outputs_only_on_demand(ros_env, tmp
     from rclpy.parameter import Parameter
 
     from bisenet_ros.models import build_model
-    from bisenet_ros.node import SegmentationNode
+    from bisenet_ros.ros.node import SegmentationNode
 
     torch.manual_seed(0)
     weights = tmp_path / "v2_300.pth"

@@ -12,7 +12,7 @@ rclpy = pytest.importorskip("rclpy")
 from sensor_msgs.msg import Image  # noqa: E402
 
 from bisenet_ros.pipeline import build_pipeline  # noqa: E402
-from bisenet_ros.ros_conversions import image_msg_to_array  # noqa: E402
+from bisenet_ros.ros.conversions import image_msg_to_array  # noqa: E402
 from node_client import NODE_EXE, RosClient, assert_matches_offline, frame, start_node  # noqa: E402
 
 pytestmark = pytest.mark.ros

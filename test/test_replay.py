@@ -11,7 +11,7 @@ import pytest
 from bisenet_ros import cli
 from bisenet_ros.bags import write_image_bag
 from bisenet_ros.pipeline import build_pipeline
-from bisenet_ros.replay import NodeProcess, ReplayError, node_command, replay_bag
+from bisenet_ros.ros.replay import NodeProcess, ReplayError, node_command, replay_bag
 from bisenet_ros.tools.eval_bag import evaluate_bag
 
 N = 8
@@ -34,7 +34,7 @@ def labelled_bag(tmp_path_factory):
 
 def test_node_command():
     cmd = node_command({"weights": "/m.pth", "publish_color": False, "mean": [0.1, 0.2, 0.3]}, "/cam/img")
-    assert cmd[:3] == [sys.executable, "-m", "bisenet_ros.node"]
+    assert cmd[:3] == [sys.executable, "-m", "bisenet_ros.ros.node"]
     assert cmd[3:] == ["--ros-args", "-p", "weights:=/m.pth", "-p", "publish_color:=false",
                        "-p", "mean:=[0.1,0.2,0.3]", "-r", "image:=/cam/img"]
     cmd = node_command(["--ros-args", "-p", "weights:=x"], "/cam", node_namespace="/robot/seg")
@@ -127,7 +127,7 @@ def test_replay_compressed_camera_topic(ros_env, tiny_checkpoints, tmp_path):
 
 def test_predictions_outside_the_class_count_are_counted():
     from bisenet_ros.metrics import GroundTruthScorer
-    from bisenet_ros.replay import _score
+    from bisenet_ros.ros.replay import _score
 
     scorer = GroundTruthScorer(2)
     _score(scorer, np.full((2, 2), 4, np.uint8), np.zeros((2, 2), np.uint8), "mono8", 7)

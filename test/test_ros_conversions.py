@@ -10,8 +10,8 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from bisenet_ros.errors import ImageError  # noqa: E402
-from bisenet_ros.pipeline import MAX_SIDE  # noqa: E402
-from bisenet_ros.ros_conversions import (  # noqa: E402
+from bisenet_ros.images import MAX_SIDE  # noqa: E402
+from bisenet_ros.ros.conversions import (  # noqa: E402
     array_to_image_msg,
     compressed_msg_to_array,
     image_msg_to_array,

@@ -74,8 +74,8 @@ def camera_main(argv: list[str]) -> int:
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from ..fastdds import apply_fastdds_profile
-    from ..ros_conversions import array_to_image_msg
+    from ..ros.transport import apply_fastdds_profile
+    from ..ros.conversions import array_to_image_msg
 
     apply_fastdds_profile()
     rclpy.init()
@@ -120,7 +120,7 @@ def camera_main(argv: list[str]) -> int:
 # -- collector (this command) -----------------------------------------------------------------------
 def _child_env() -> dict[str, str]:
     """The full environment plus an isolated ROS domain on this host and the Fast DDS profile."""
-    from ..fastdds import apply_fastdds_profile
+    from ..ros.transport import apply_fastdds_profile
 
     apply_fastdds_profile()
     env = dict(os.environ)
@@ -132,7 +132,7 @@ def _child_env() -> dict[str, str]:
 
 def _node_command(args: argparse.Namespace) -> list[str]:
     params = node_parameters(args)
-    cmd = [sys.executable, "-m", "bisenet_ros.node", "--ros-args"]
+    cmd = [sys.executable, "-m", "bisenet_ros.ros.node", "--ros-args"]
     for k, v in params.items():
         cmd += ["-p", f"{k}:={v}"]
     return cmd

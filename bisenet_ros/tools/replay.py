@@ -82,7 +82,7 @@ def summary_line(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..replay import pop_latency_samples, replay_bag
+    from ..ros.replay import pop_latency_samples, replay_bag
 
     if args.label_map and not args.label_topic:
         raise ConfigError("--label-map needs --label-topic")

@@ -7,7 +7,7 @@ divided by ``rate``. It collects ``<node_namespace>/labels`` (and ``/timing``, `
 asked) and pairs every received label image with its published frame -- and with the bag's ground
 truth -- by header stamp. Frames without a reply are counted as dropped.
 
-Node start: with ``node_args`` it starts ``python -m bisenet_ros.node`` in a child process (its
+Node start: with ``node_args`` it starts ``python -m bisenet_ros.ros.node`` in a child process (its
 image input remapped to ``image_topic``) and stops it with SIGINT at the end; without, a node
 must already be running. Before timing, ``warmup`` copies of the first image go round the whole
 loop; that proves the connection and keeps model start-up out of the figures.
@@ -31,9 +31,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .bags import BagError, check_image_topic, image_to_array, list_topics, open_bag, stamp_ns
-from .errors import BisenetError
-from .metrics import GroundTruthScorer, LatencyRecorder, MetricsError, WarningCounter, latency_stats
+from ..bags import BagError, check_image_topic, image_to_array, list_topics, open_bag, stamp_ns
+from ..errors import BisenetError
+from ..metrics import GroundTruthScorer, LatencyRecorder, MetricsError, WarningCounter, latency_stats
 
 #: stage keys of the node's per-frame timing message that are reported (prefixed ``node_``)
 NODE_STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
@@ -48,7 +48,7 @@ class ReplayError(BisenetError):
 # -- node process ---------------------------------------------------------------------------------
 def node_command(node_args: Sequence[str] | Mapping[str, Any] | None, image_topic: str,
                  node_namespace: str = "/segmentation", compressed: bool = False) -> list[str]:
-    """``python -m bisenet_ros.node --ros-args ...`` with ``image`` remapped to ``image_topic``.
+    """``python -m bisenet_ros.ros.node --ros-args ...`` with ``image`` remapped to ``image_topic``.
 
     ``node_args`` is a list of command-line arguments (``["--ros-args", "-p", "weights:=m.pth"]``)
     or a dict of parameters (``{"weights": "m.pth", "publish_color": False}``). ``compressed``:
@@ -76,7 +76,7 @@ def node_command(node_args: Sequence[str] | Mapping[str, Any] | None, image_topi
         args += ["-r", f"__node:={name}"]
     if ns and not any(a.startswith("__ns:=") for a in args):
         args += ["-r", f"__ns:={ns}"]
-    return [sys.executable, "-m", "bisenet_ros.node", *args]
+    return [sys.executable, "-m", "bisenet_ros.ros.node", *args]
 
 
 def _param_text(value: Any) -> str:
@@ -196,7 +196,7 @@ def replay_bag(
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-    from .fastdds import apply_fastdds_profile
+    from .transport import apply_fastdds_profile
 
     apply_fastdds_profile()
     context = rclpy.Context()
@@ -214,7 +214,7 @@ def replay_bag(
         from sensor_msgs.msg import CompressedImage, Image
         from std_msgs.msg import String
 
-        from .ros_conversions import image_msg_to_array
+        from .conversions import image_msg_to_array
 
         node = rclpy.create_node(f"bisenet_replay_{os.getpid()}", context=context)
         msg_cls = CompressedImage if topics[image_topic].msgtype.endswith("CompressedImage") else Image
@@ -522,7 +522,7 @@ def _bag_frames(bag: Path, image_topic: str, label_topic: str | None):
 
 def _restamp(raw: bytes, msg: Any, stamp: int) -> bytes:
     """The serialised message with its header stamp set to ``stamp`` (other fields unchanged)."""
-    from .bags import typestore
+    from ..bags import typestore
 
     ts = typestore()
     msg.header.stamp = ts.types["builtin_interfaces/msg/Time"](sec=stamp // 1_000_000_000,

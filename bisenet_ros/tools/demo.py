@@ -1,11 +1,11 @@
-"""``make demo`` (``python -m bisenet_ros.demo``): the whole system on a generated recording.
+"""``make demo`` (``python -m bisenet_ros.tools.demo``): the whole system on a generated recording.
 
 1. generates the sample recording: a drive down a synthetic street (:mod:`bisenet_ros.synthetic`,
    fixed seed) written as a ROS 2 bag with camera images, CameraInfo and ground-truth labels;
 2. starts the real ``segmentation_node`` with the shipped demo weights
    (``models/bisenetv2_synthetic_street.pth``; class names, palette, mean/std and input size come
    from its sidecar YAML) and plays the recording into it at its frame rate
-   (:func:`bisenet_ros.replay.replay_bag`);
+   (:func:`bisenet_ros.ros.replay.replay_bag`);
 3. scores the labels the node publishes against the ground truth and writes
    ``demo_output/metrics.json`` (mIoU, per-class IoU, fps, latency, drops), the node's overlay
    images and ``overlay.mp4``, and a side-by-side ``montage.png`` (camera | ground truth |
@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BisenetError, ConfigError
-from .tools.common import hw_type
+from ..errors import BisenetError, ConfigError
+from .common import hw_type
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEMO_WEIGHTS = "bisenetv2_synthetic_street.pth"
 #: the recording: image, label and camera-info topics
 IMAGE_TOPIC, LABEL_TOPIC, INFO_TOPIC = "/camera/image_raw", "/camera/labels", "/camera/camera_info"
@@ -52,7 +52,7 @@ def default_weights() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bisenet_ros.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bisenet_ros.tools.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the shipped demo weights)")
     p.add_argument("--frames", type=int, default=80, help="frames in the sample recording (default 80)")
@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 def write_recording(path: Path, frames: int, fps: float, size: tuple[int, int], seed: int) -> tuple[int, list]:
     """The sample bag (mcap): images, labels and CameraInfo of a synthetic drive. Returns the
     frame count and three (image, labels) samples for the montage."""
-    from .bags import write_image_bag
-    from .synthetic import drive_sequence
+    from ..bags import write_image_bag
+    from ..synthetic import drive_sequence
 
     keep: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     picks = {0, frames // 2, frames - 1}
@@ -92,7 +92,7 @@ def write_montage(path: Path, samples: list, weights: Path, device: str) -> None
     """camera | ground truth | prediction rows, predictions through the same pipeline as the node."""
     import cv2
 
-    from .pipeline import build_pipeline
+    from ..pipeline import build_pipeline
 
     pipe = build_pipeline(weights=weights, device=device, input_size=None)
     rows = []
@@ -105,7 +105,7 @@ def write_montage(path: Path, samples: list, weights: Path, device: str) -> None
 
 def run(args: argparse.Namespace) -> dict:
     """Run the demo; returns the metrics written to ``metrics.json``."""
-    from .checkpoint import read_sidecar
+    from ..checkpoint import read_sidecar
 
     weights = args.weights or default_weights()
     if not weights.is_file():
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
     n, samples = write_recording(bag, args.frames, args.fps, (h, w), args.seed)
     print(f"      {bag} ({IMAGE_TOPIC}, {INFO_TOPIC}, {LABEL_TOPIC}) in {time.perf_counter() - t0:.1f} s")
 
-    from .replay import pop_latency_samples, replay_bag
+    from ..ros.replay import pop_latency_samples, replay_bag
 
     print(f"[2/3] segmentation_node with {weights.name} ({side.get('arch', '?')}, "
           f"{side.get('num_classes', '?')} classes, device {args.device}); replaying at {args.rate:g}x")

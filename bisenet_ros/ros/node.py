@@ -43,11 +43,12 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from .errors import BisenetError, ConfigError, ImageError
-from .fastdds import apply_fastdds_profile
-from .metrics import latency_stats
-from .pipeline import MAX_SIDE, SegmentationPipeline, SegmentationResult, build_pipeline, check_image
-from .ros_conversions import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
+from ..errors import BisenetError, ConfigError, ImageError
+from .transport import apply_fastdds_profile
+from ..metrics import latency_stats
+from ..images import MAX_SIDE
+from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
+from .conversions import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
 
 NODE_NAME = "segmentation"
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -158,7 +159,7 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)):
         return f"device must be auto, cpu, cuda or cuda:N, got '{value}'"
     if name == "dataset" and value:
-        from .datasets import load_preset
+        from ..datasets import load_preset
         try:
             load_preset(value)
         except BisenetError as exc:

@@ -11,8 +11,8 @@ import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from .errors import ImageError
-from .image_codec import NATIVE_BIG_ENDIAN, decode_compressed, raw_image_to_array
+from ..errors import ImageError
+from ..images import NATIVE_BIG_ENDIAN, decode_compressed, raw_image_to_array
 
 
 def image_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:

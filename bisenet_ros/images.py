@@ -14,7 +14,19 @@ import cv2
 import numpy as np
 
 from .errors import ImageError
-from .pipeline import ENCODINGS, MAX_SIDE
+
+#: encodings the pipeline reads, with their channel count and channel order (None = mono)
+ENCODINGS: dict[str, tuple[int, tuple[int, int, int] | None]] = {
+    "rgb8": (3, (0, 1, 2)),
+    "bgr8": (3, (2, 1, 0)),
+    "rgba8": (4, (0, 1, 2)),
+    "bgra8": (4, (2, 1, 0)),
+    "mono8": (1, None),
+    "mono16": (1, None),
+}
+
+#: the largest image side accepted (a guard against absurd sizes in malformed messages)
+MAX_SIDE = 16384
 
 #: packed YUV 4:2:2 encodings (ROS names) -> OpenCV conversion to RGB; converted, not viewed
 YUV422: dict[str, int] = {

@@ -14,7 +14,7 @@ from pathlib import Path
 ENV_VAR = "FASTDDS_DEFAULT_PROFILES_FILE"  # Fast DDS >= 3
 LEGACY_ENV_VAR = "FASTRTPS_DEFAULT_PROFILES_FILE"  # Fast DDS 2.x (Jazzy)
 #: the profile inside the Python package (package data; also installed to share/bisenet_ros/config)
-PROFILE = Path(__file__).resolve().parent / "config" / "fastdds_profile.xml"
+PROFILE = Path(__file__).resolve().parent.parent / "config" / "fastdds_profile.xml"
 
 
 def apply_fastdds_profile() -> str | None:
