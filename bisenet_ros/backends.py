@@ -365,7 +365,7 @@ def select_backend(model: nn.Module, device: torch.device, precision: str,
         except Exception as exc:  # a backend that fails to build is skipped, never fatal
             notes.append(f"{name}: failed ({_first_line(exc)})")
             continue
-        if err < tolerance or name == "torch":  # eager is the reference and the last resort
+        if err < tolerance or name == "torch":  # eager is the reference and the last resort (err is finite)
             notes.append(f"{name}: selected (rel err {err:.1e}, tolerance {tolerance:g})")
             runner.rel_err_vs_eager = err
             runner.selection = notes

@@ -10,7 +10,7 @@ Writing: :class:`BagWriter` (topics of Image/CameraInfo messages) and :func:`wri
 """
 from __future__ import annotations
 
-import shutil
+import sys
 from contextlib import contextmanager
 from bisect import bisect_left
 from dataclasses import dataclass
@@ -20,7 +20,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from .errors import BisenetError, ImageError
-from .images import decode_compressed, raw_image_to_array
+from .outputs import BAG, BAG_MARK, OutputError, atomic_dir, check_output
+from .images import ENCODING_ALIASES, decode_compressed, raw_image_to_array  # noqa: F401 (re-exported)
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -28,8 +29,6 @@ CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
 STORAGES = ("mcap", "sqlite3")
 
-#: OpenCV-style aliases some drivers and label tools write, read as these encodings
-ENCODING_ALIASES = {"8UC1": "mono8", "8UC3": "bgr8", "16UC1": "mono16"}
 #: encodings written by :func:`array_to_image`: (numpy dtype, channels)
 WRITE_ENCODINGS: dict[str, tuple[type, int]] = {
     "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
@@ -145,8 +144,7 @@ def image_to_array(msg: Any) -> tuple[np.ndarray, str]:
         if hasattr(msg, "format"):
             arr, enc = decode_compressed(msg)
         else:
-            enc = str(msg.encoding)
-            arr, enc = raw_image_to_array(msg, ENCODING_ALIASES.get(enc, enc))
+            arr, enc = raw_image_to_array(msg)
     except ImageError as exc:
         raise BagError(str(exc)) from None
     arr = np.ascontiguousarray(arr)
@@ -291,34 +289,45 @@ class BagWriter:
     ...     bag.write("/camera/image_raw", array_to_image(img, "rgb8", stamp, "camera"), stamp)
     """
 
-    def __init__(self, path: str | Path, storage: str = "mcap", overwrite: bool = False) -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+    def __init__(self, path: str | Path, storage: str = "mcap", overwrite: bool = False,
+                 inputs: Sequence[str | Path] = (), tool: str = "") -> None:
+        from rosbags.rosbag2 import StoragePlugin
 
         if storage not in STORAGES:
             raise BagError(f"unknown bag storage '{storage}' (choose from {', '.join(STORAGES)})")
         self.path = Path(path).expanduser()
-        if self.path.exists():
-            if not overwrite:
-                raise BagError(f"output bag '{path}' exists already (remove it or choose another path)")
-            if not (self.path.is_dir() and (self.path / "metadata.yaml").is_file()):
-                raise BagError(f"refusing to overwrite '{path}': it is not a ROS 2 bag directory")
-            shutil.rmtree(self.path)
-        if not self.path.parent.is_dir():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        # version 8 is what Jazzy's rosbag2 writes; newer readers read it too
-        self._writer = Writer(self.path, version=8, storage_plugin=plugin)
+        check_bag_output(self.path, inputs, overwrite)
+        self._plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self._tool = tool or "bisenet-ros"
+        self._atomic = None
+        self._writer = None
         self._connections: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
 
     def __enter__(self) -> "BagWriter":
-        self._writer.open()
+        from rosbags.rosbag2 import Writer
+
+        # written under a temporary name, renamed over self.path when complete (outputs.atomic_dir)
+        self._atomic = atomic_dir(self.path)
+        tmp = self._atomic.__enter__()
+        try:
+            # version 8 is what Jazzy's rosbag2 writes; newer readers read it too
+            self._writer = Writer(tmp, version=8, storage_plugin=self._plugin)
+            self._writer.set_custom_data(BAG_MARK, f"written by {self._tool}")
+            self._writer.open()
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._writer.close()
-        if exc_type is not None:  # no half-written bags left behind
-            shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            self._writer.close()
+        except BaseException:
+            if exc_type is None:
+                self._atomic.__exit__(*sys.exc_info())
+                raise
+        self._atomic.__exit__(exc_type, exc, tb)  # on error: the temporary bag is removed
 
     def write(self, topic: str, msg: Any, timestamp_ns: int) -> None:
         """Serialise and write ``msg`` on ``topic`` (the topic is added on first use)."""
@@ -335,6 +344,16 @@ class BagWriter:
         self.counts[topic] += 1
 
 
+def check_bag_output(path: str | Path, inputs: Sequence[str | Path] = (), overwrite: bool = False,
+                     option: str = "output bag") -> Path:
+    """Refuse a bag output that is, contains or lies inside an input, or replaces a bag that
+    bisenet-ros did not write (see :mod:`bisenet_ros.outputs`); :class:`BagError` otherwise."""
+    try:
+        return check_output(path, inputs, kind=BAG, overwrite=overwrite, option=option)
+    except OutputError as exc:
+        raise BagError(str(exc)) from None
+
+
 def write_image_bag(
     path: str | Path,
     frames: Iterable[tuple[np.ndarray, np.ndarray | None]],
@@ -348,6 +367,8 @@ def write_image_bag(
     encoding: str = "rgb8",
     start_ns: int | None = None,
     overwrite: bool = False,
+    inputs: Sequence[str | Path] = (),
+    tool: str = "",
 ) -> int:
     """Write a camera recording: per frame an Image, its ground-truth labels (mono8, or mono16
     for uint16 labels) when given, and a CameraInfo, all with the same header stamp.
@@ -364,7 +385,7 @@ def write_image_bag(
         raise BagError(f"image encoding must be rgb8 or bgr8, got '{encoding}'")
     start = time.time_ns() if start_ns is None else int(start_ns)
     n = 0
-    with BagWriter(path, storage=storage, overwrite=overwrite) as bag:
+    with BagWriter(path, storage=storage, overwrite=overwrite, inputs=inputs, tool=tool) as bag:
         for i, frame in enumerate(frames):
             image, labels = frame
             image = np.asarray(image)

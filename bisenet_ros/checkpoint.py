@@ -99,12 +99,34 @@ def read_sidecar(weights: str | Path) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{path}: unreadable checkpoint sidecar ({_one_line(exc)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: checkpoint sidecar must be a YAML mapping")
+    problem = sidecar_problem(data)
+    if problem:
+        raise CheckpointError(f"{path}: checkpoint sidecar: {problem}")
     return data
+
+
+def sidecar_problem(data: dict[str, Any]) -> str | None:
+    """What is wrong with the known keys of a sidecar (types and ranges), or None."""
+    arch = data.get("arch")
+    if arch is not None and (not isinstance(arch, str) or arch.lower() not in ARCH_SIGNATURES):
+        return f"'arch' must be one of {', '.join(ARCH_SIGNATURES)}, got {arch!r:.60}"
+    n = data.get("num_classes")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 65535):
+        return f"'num_classes' must be an integer in 1..65535, got {n!r:.60}"
+    size = data.get("input_size")
+    if size is not None and not isinstance(size, str) and not (
+            isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                              for v in size)):
+        return f"'input_size' must be 'HxW', 'auto32' or [H, W], got {size!r:.60}"
+    dataset = data.get("dataset")
+    if dataset is not None and not isinstance(dataset, (str, dict)):
+        return f"'dataset' must be a preset name or a preset mapping, got {dataset!r:.60}"
+    return None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -9,7 +9,8 @@ import argparse
 import importlib
 import sys
 
-from .errors import BisenetError
+from .errors import BisenetError, one_line
+from .outputs import Terminated, terminate_as_interrupt
 
 #: subcommand -> module in bisenet_ros.tools
 COMMANDS: dict[str, str] = {
@@ -39,11 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C: no half-written outputs left
     try:
         return int(args._run(args) or 0)
     except BisenetError as exc:
-        print(f"bisenet-ros {args.command}: error: {exc}", file=sys.stderr)
+        print(f"bisenet-ros {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system refused (permissions, disk full, ...): the user's to fix
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"bisenet-ros {args.command}: error: {one_line(exc.strerror or str(exc))}{where}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print(f"bisenet-ros {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"bisenet-ros {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -18,6 +18,7 @@ ADE20k). A custom preset is a YAML file of the same form::
 from __future__ import annotations
 
 import colorsys
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -104,9 +105,15 @@ class DatasetPreset:
 
 
 def _triple(values: Sequence[float], what: str) -> tuple[float, float, float]:
-    vals = [float(v) for v in values]
+    """Three finite numbers (mean or std, RGB on a 0-1 scale), else :class:`ConfigError`."""
+    try:
+        vals = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} needs 3 numbers (R,G,B on a 0-1 scale), got {values!r:.80}") from None
     if len(vals) != 3:
         raise ConfigError(f"{what} needs 3 values (R,G,B on a 0-1 scale), got {len(vals)}")
+    if not all(math.isfinite(v) for v in vals):
+        raise ConfigError(f"{what} must be finite numbers, got {vals}")
     return (vals[0], vals[1], vals[2])
 
 
@@ -136,6 +143,13 @@ def available_presets() -> list[str]:
 
 def preset_from_dict(data: Mapping, source: str) -> DatasetPreset:
     """Validate a preset mapping (from YAML or a checkpoint sidecar)."""
+    try:
+        return _preset_from_dict(data, source)
+    except (TypeError, ValueError, AttributeError, OverflowError) as exc:  # a value of the wrong type
+        raise ConfigError(f"{source}: malformed preset ({_first_line(exc)[:200]})") from None
+
+
+def _preset_from_dict(data: Mapping, source: str) -> DatasetPreset:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: a dataset preset must be a mapping")
     classes = data.get("classes")
@@ -171,6 +185,9 @@ def preset_from_dict(data: Mapping, source: str) -> DatasetPreset:
         str(k): {int(a): int(b) for a, b in (v or {}).items()}
         for k, v in (data.get("label_maps") or {}).items()
     }
+    for name, mapping in maps.items():
+        if any(not 0 <= a <= 65535 or not 0 <= b <= 65535 for a, b in mapping.items()):
+            raise ConfigError(f"{source}: label map '{name}' needs values in 0..65535")
     return DatasetPreset(
         name=str(data.get("name", Path(source).stem)),
         class_names=tuple(names),
@@ -194,8 +211,8 @@ def load_preset(name_or_path: str | Path) -> DatasetPreset:
             "and no such YAML file"
         )
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: cannot read preset ({_first_line(exc)})") from None
     return preset_from_dict(data, str(path))
 

@@ -19,3 +19,9 @@ class ConfigError(BisenetError):
 
 class ImageError(BisenetError):
     """An image (array or ROS message) cannot be segmented as given."""
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """``text`` safe for one log or terminal line: control characters escaped, long text cut."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+    return out if len(out) <= limit else out[:limit] + f"... ({len(out) - limit} more characters)"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import math
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -33,13 +34,17 @@ class ExportError(BisenetError):
 
 
 def relative_error(out: torch.Tensor | np.ndarray, ref: torch.Tensor | np.ndarray) -> float:
-    """Relative L2 error ``||out - ref|| / ||ref||`` in float64."""
+    """Relative L2 error ``||out - ref|| / ||ref||`` in float64; :class:`ExportError` if not finite."""
     a = torch.as_tensor(np.asarray(out) if not isinstance(out, torch.Tensor) else out).detach().cpu().double()
     b = torch.as_tensor(np.asarray(ref) if not isinstance(ref, torch.Tensor) else ref).detach().cpu().double()
     if a.shape != b.shape:
         raise ExportError(f"output shape {tuple(a.shape)} differs from the reference {tuple(b.shape)}")
     denom = float(b.norm())
-    return float((a - b).norm()) / denom if denom > 0 else float((a - b).norm())
+    err = float((a - b).norm()) / denom if denom > 0 else float((a - b).norm())
+    if not math.isfinite(err):  # NaN would pass every "err >= tolerance" test unnoticed
+        where = "the reference" if not bool(torch.isfinite(b).all()) else "the output"
+        raise ExportError(f"relative error is {err}: {where} holds NaN/inf values")
+    return err
 
 
 def export_onnx(

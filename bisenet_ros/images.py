@@ -28,6 +28,16 @@ ENCODINGS: dict[str, tuple[int, tuple[int, int, int] | None]] = {
 #: the largest image side accepted (a guard against absurd sizes in malformed messages)
 MAX_SIDE = 16384
 
+#: default budget of pixels per image (width x height), checked before anything is decoded or
+#: allocated: 4096 x 4096 (16.8 MP, e.g. a 12 MP camera fits). The node's ``max_pixels`` parameter
+#: and the tools' ``--max-pixels`` option change it; never more than :data:`MAX_PIXELS_LIMIT`.
+MAX_PIXELS = 4096 * 4096
+MAX_PIXELS_LIMIT = 8192 * 8192
+
+#: OpenCV-style aliases some drivers and label tools write, read as these encodings
+#: (node, bag tools and evaluation accept the same set)
+ENCODING_ALIASES = {"8UC1": "mono8", "8UC3": "bgr8", "16UC1": "mono16"}
+
 #: packed YUV 4:2:2 encodings (ROS names) -> OpenCV conversion to RGB; converted, not viewed
 YUV422: dict[str, int] = {
     "yuv422": cv2.COLOR_YUV2RGB_UYVY,  # UYVY, sensor_msgs' "yuv422"
@@ -37,6 +47,11 @@ YUV422: dict[str, int] = {
 }
 
 NATIVE_BIG_ENDIAN = sys.byteorder == "big"
+
+try:  # a broken image is reported in one line by the caller; OpenCV's own warnings would add more
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+except AttributeError:  # pragma: no cover - builds without the logging module
+    pass
 
 
 def _channels_and_bytes(encoding: str) -> tuple[int, int]:
@@ -52,18 +67,36 @@ def _channels_and_bytes(encoding: str) -> tuple[int, int]:
     raise ImageError(f"unsupported encoding '{encoding or '(empty)'}' (supported: {supported})")
 
 
-def raw_image_to_array(msg: Any, encoding: str | None = None) -> tuple[np.ndarray, str]:
+def check_pixels(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise :class:`ImageError` unless a ``width`` x ``height`` image fits the budget."""
+    if height < 1 or width < 1 or height > MAX_SIDE or width > MAX_SIDE:
+        raise ImageError(f"image size {width}x{height} is out of range (1..{MAX_SIDE} per side)")
+    if width * height > max_pixels:
+        raise ImageError(f"image size {width}x{height} = {width * height} pixels exceeds the budget of "
+                         f"{max_pixels} pixels (max_pixels)")
+
+
+def check_max_pixels(value: int) -> str | None:
+    """The reason ``value`` is not a usable pixel budget, or None."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_PIXELS_LIMIT:
+        return f"max_pixels must be an integer in 1..{MAX_PIXELS_LIMIT} (8192x8192), got {value!r}"
+    return None
+
+
+def raw_image_to_array(msg: Any, encoding: str | None = None,
+                       max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
     """View an Image's pixels as (H, W) for mono, (H, W, C) otherwise; return (array, encoding).
 
-    ``encoding`` overrides ``msg.encoding`` (e.g. an alias resolved by the caller). The array
-    shares the message buffer (no copy) except for big-endian mono16 and packed YUV 4:2:2, which
-    are converted (to native mono16, resp. rgb8 -- the returned encoding says).
+    ``encoding`` overrides ``msg.encoding``; OpenCV aliases (``8UC1``, ``8UC3``, ``16UC1``) are
+    read as mono8, bgr8, mono16. The array shares the message buffer (no copy) except for
+    big-endian mono16 and packed YUV 4:2:2, which are converted (to native mono16, resp. rgb8 --
+    the returned encoding says). Sizes above ``max_pixels`` are refused before any work.
     """
     encoding = str(msg.encoding) if encoding is None else encoding
+    encoding = ENCODING_ALIASES.get(encoding, encoding)
     channels, nbytes = _channels_and_bytes(encoding)
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    if h < 1 or w < 1 or h > MAX_SIDE or w > MAX_SIDE:
-        raise ImageError(f"image size {w}x{h} is out of range (1..{MAX_SIDE} per side)")
+    check_pixels(w, h, max_pixels)
     row = w * channels * nbytes
     if encoding in YUV422 and w % 2:
         raise ImageError(f"{encoding} image width {w} must be even")
@@ -90,14 +123,111 @@ def raw_image_to_array(msg: Any, encoding: str | None = None) -> tuple[np.ndarra
     return (arr if channels == 1 else arr.reshape(h, w, channels)), encoding
 
 
-def decode_compressed(msg: Any) -> tuple[np.ndarray, str]:
-    """Decode a CompressedImage (JPEG, PNG, ...) -> (array, 'bgr8' | 'bgra8' | 'mono8' | 'mono16')."""
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
-        raise ImageError(f"compressed image ({msg.format or 'no format'}) has no data")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+def compressed_size(data: bytes | np.ndarray) -> tuple[int, int]:
+    """(width, height) a JPEG or PNG stream declares, read from its header without decoding.
+
+    Raises :class:`ImageError` for other formats or a header that cannot be read (the node's
+    compressed input and the tools accept JPEG and PNG).
+    """
+    buf = memoryview(np.frombuffer(data, dtype=np.uint8)).cast("B")
+    if bytes(buf[:8]) == b"\x89PNG\r\n\x1a\n":
+        if len(buf) < 24 or bytes(buf[12:16]) != b"IHDR":
+            raise ImageError("PNG header is truncated (no IHDR chunk)")
+        return int.from_bytes(buf[16:20], "big"), int.from_bytes(buf[20:24], "big")
+    if bytes(buf[:2]) == b"\xff\xd8":
+        return _jpeg_size(buf)
+    raise UnknownFormat(f"neither JPEG nor PNG (starts with {bytes(buf[:4])!r})")
+
+
+class UnknownFormat(ImageError):
+    """A compressed image whose header :func:`compressed_size` cannot read."""
+
+
+#: JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic ...): they carry the size
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(buf: memoryview) -> tuple[int, int]:
+    """Walk the JPEG marker segments up to the first start-of-frame; (width, height)."""
+    i, n = 2, len(buf)
+    while i + 4 <= n:
+        if buf[i] != 0xFF:
+            raise ImageError(f"JPEG header is malformed (no marker at byte {i})")
+        marker = buf[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        length = int.from_bytes(buf[i + 2:i + 4], "big")
+        if length < 2:
+            raise ImageError(f"JPEG header is malformed (segment length {length} at byte {i})")
+        if marker in _SOF:
+            if i + 9 > n:
+                break
+            return int.from_bytes(buf[i + 7:i + 9], "big"), int.from_bytes(buf[i + 5:i + 7], "big")
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            break
+        i += 2 + length
+    raise ImageError("JPEG header is truncated (no frame header with the image size)")
+
+
+def check_compressed(data: bytes | np.ndarray, what: str = "compressed image",
+                     max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """Header-only check of a compressed image (cheap; for the node's subscription callback).
+
+    Returns (width, height); raises :class:`ImageError` for an empty buffer, an unknown format
+    or a size beyond ``max_pixels``.
+    """
+    if len(data) == 0:
+        raise ImageError(f"{what} has no data")
+    try:
+        w, h = compressed_size(data)
+    except UnknownFormat as exc:
+        raise UnknownFormat(f"{what} ({len(data)} bytes) cannot be decoded: {exc}") from None
+    except ImageError as exc:
+        raise ImageError(f"{what} ({len(data)} bytes) cannot be decoded: {exc}") from None
+    check_pixels(w, h, max_pixels)
+    return w, h
+
+
+def decode_image_bytes(data: bytes | np.ndarray, what: str, max_pixels: int = MAX_PIXELS,
+                       strict: bool = False) -> tuple[np.ndarray, str]:
+    """Header-check, then decode a JPEG/PNG buffer -> (array, 'bgr8' | 'bgra8' | 'mono8' | 'mono16').
+
+    The one decoder of the node's compressed input, the bag tools and ``segment`` (image files).
+    16-bit colour becomes 8-bit bgr8; 16-bit grey stays mono16. Other formats OpenCV reads are
+    decoded (bounded by OpenCV's pixel ceiling) and then checked, unless ``strict``.
+    """
+    data = np.frombuffer(data, dtype=np.uint8)
+    try:
+        check_compressed(data, what, max_pixels)
+        checked = True
+    except UnknownFormat:
+        if strict:
+            raise
+        checked = False  # BMP, TIFF, WebP...: OpenCV's own ceiling (OPENCV_IO_MAX_IMAGE_PIXELS) bounds it
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        image = None
     if image is None:
-        raise ImageError(f"compressed image ({msg.format or 'no format'}, {data.size} bytes) cannot be decoded")
+        raise ImageError(f"{what} ({data.size} bytes) cannot be decoded")
+    if not checked:
+        check_pixels(image.shape[1], image.shape[0], max_pixels)
+    return _normalise_decoded(image)
+
+
+def decode_compressed(msg: Any, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Decode a CompressedImage (JPEG or PNG) -> (array, 'bgr8' | 'bgra8' | 'mono8' | 'mono16').
+
+    The size in the header is checked against ``max_pixels`` before anything is decoded.
+    """
+    return decode_image_bytes(msg.data, f"compressed image ({msg.format or 'no format'})", max_pixels)
+
+
+def _normalise_decoded(image: np.ndarray) -> tuple[np.ndarray, str]:
     if image.ndim == 2:
         if image.dtype == np.uint16:
             return image, "mono16"

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .datasets import DatasetPreset, load_preset, preset_from_dict
 from .errors import ConfigError, ImageError
-from .images import ENCODINGS, MAX_SIDE
+from .images import ENCODINGS, MAX_PIXELS, MAX_SIDE, check_max_pixels, check_pixels
 
 OUTPUTS = frozenset({"color", "overlay", "confidence"})
 
@@ -59,7 +59,7 @@ def auto32(h: int, w: int) -> tuple[int, int]:
     return ((h + 31) // 32 * 32, (w + 31) // 32 * 32)
 
 
-def check_image(image: np.ndarray, encoding: str) -> None:
+def check_image(image: np.ndarray, encoding: str, max_pixels: int = MAX_PIXELS) -> None:
     """Raise :class:`ImageError` unless ``image`` is a valid array for ``encoding``."""
     if encoding not in ENCODINGS:
         raise ImageError(
@@ -76,8 +76,7 @@ def check_image(image: np.ndarray, encoding: str) -> None:
         raise ImageError(f"{encoding} image must be HxW{'' if channels == 1 else f'x{channels}'}, "
                          f"got shape {image.shape}")
     h, w = image.shape[:2]
-    if h < 1 or w < 1 or max(h, w) > MAX_SIDE:
-        raise ImageError(f"image size {w}x{h} is out of range (1..{MAX_SIDE} per side)")
+    check_pixels(w, h, max_pixels)
 
 
 @dataclass
@@ -105,8 +104,13 @@ class SegmentationPipeline:
         output_resolution: str = "camera",
         overlay_alpha: float = 0.5,
         info: dict | None = None,
+        max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.runner = runner
+        reason = check_max_pixels(max_pixels)
+        if reason:
+            raise ConfigError(reason)
+        self.max_pixels = int(max_pixels)  # per frame, checked before any work (memory bound)
         self.preset = preset
         self.input_size = parse_input_size(input_size)
         self.device = torch.device(device)
@@ -160,7 +164,7 @@ class SegmentationPipeline:
         if isinstance(encodings, str):
             encodings = [encodings] * len(images)
         for image, enc in zip(images, encodings):
-            check_image(image, enc)
+            check_image(image, enc, self.max_pixels)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
             groups.setdefault(self.model_size_for(*image.shape[:2]), []).append(i)
@@ -279,6 +283,7 @@ def build_pipeline(
     backend: str = "auto",
     output_resolution: str = "camera",
     overlay_alpha: float = 0.5,
+    max_pixels: int = MAX_PIXELS,
 ) -> SegmentationPipeline:
     """Load the model and wire the pipeline from user-level options.
 
@@ -306,6 +311,7 @@ def build_pipeline(
         input_size = sidecar.get("input_size")
     size = parse_input_size(input_size)
     runner = create_runner(net, backend=backend, device=dev, precision=precision, input_size=size)
+    warning = constant_output_warning(runner, dev, size)
     info = {
         "model": meta["arch"],
         "weights": meta["weights"],
@@ -315,5 +321,20 @@ def build_pipeline(
         "backend": getattr(runner, "name", backend),
         "precision": getattr(runner, "precision", precision),
         "input_size": "auto32" if size is None else f"{size[0]}x{size[1]}",
+        "warnings": [warning] if warning else [],
     }
-    return SegmentationPipeline(runner, preset, size, dev, output_resolution, overlay_alpha, info)
+    return SegmentationPipeline(runner, preset, size, dev, output_resolution, overlay_alpha, info, max_pixels)
+
+
+def constant_output_warning(runner: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
+                            size: tuple[int, int] | None) -> str | None:
+    """A warning when the model predicts one class for every pixel of a random calibration input
+    (typical of zeroed, mis-scaled or wrongly normalised weights), else None."""
+    from .backends import calibration_input
+
+    with torch.inference_mode():
+        labels = runner(calibration_input(device, size)).float().argmax(dim=1)
+    if int(labels.min()) != int(labels.max()):
+        return None
+    return (f"the model predicts class {int(labels.min())} for every pixel of a random calibration input: "
+            "check the weights and the mean/std")

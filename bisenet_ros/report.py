@@ -12,11 +12,21 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .outputs import REPORT_DIR, atomic_file, check_in_dir, check_output, prepare_dir, write_text
+
 METRICS_JSON = "metrics.json"
 REPORT_MD = "report.md"
 CONFUSION_PNG = "confusion_matrix.png"
 IOU_PNG = "per_class_iou.png"
 LATENCY_PNG = "latency_histogram.png"
+#: every file :func:`write_report` may write
+REPORT_FILES = (METRICS_JSON, REPORT_MD, CONFUSION_PNG, IOU_PNG, LATENCY_PNG)
+
+
+def check_report_dir(out_dir: str | Path, inputs=(), overwrite: bool = False, option: str = "--out") -> None:
+    """Before the long work: ``out_dir`` is no input, and its report files are ours to replace."""
+    check_output(out_dir, inputs, kind=REPORT_DIR, overwrite=overwrite, option=option)
+    check_in_dir(out_dir, REPORT_FILES, overwrite=overwrite)
 
 
 def _pyplot():
@@ -35,10 +45,10 @@ def write_report(
     confusion: np.ndarray | None = None,
     latency_samples: Mapping[str, Sequence[float]] | None = None,
     title: str = "Segmentation evaluation",
+    tool: str = "report",
 ) -> dict[str, Path]:
     """Write metrics.json, report.md and whichever plots have data; returns name -> path."""
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_dir(out_dir, tool)
     paths: dict[str, Path] = {}
     names = list(report.get("class_names") or [])
     if confusion is not None and np.asarray(confusion).sum() > 0:
@@ -50,14 +60,14 @@ def write_report(
         paths["latency_histogram"] = plot_latency_histogram(latency_samples, out / LATENCY_PNG)
     paths["metrics"] = write_json(out / METRICS_JSON, report)
     paths["report"] = out / REPORT_MD
-    paths["report"].write_text(markdown_report(report, {k: v.name for k, v in paths.items()
+    write_text(paths["report"], markdown_report(report, {k: v.name for k, v in paths.items()
                                                         if k not in ("metrics", "report")}, title))
     return paths
 
 
 def write_json(path: Path, data: Mapping) -> Path:
     """JSON with NaN/inf written as null (strict JSON readers choke on NaN)."""
-    path.write_text(json.dumps(_clean(data), indent=2) + "\n")
+    write_text(path, json.dumps(_clean(data), indent=2) + "\n")
     return path
 
 
@@ -169,7 +179,7 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path) -
                     ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
                             color="white" if norm[i, j] > 0.5 else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -193,7 +203,7 @@ def plot_per_class_iou(per_class_iou: Mapping[str, float | None], path: Path, mi
     ax.set_xlabel("IoU")
     ax.set_title("Per-class IoU")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -213,6 +223,11 @@ def plot_latency_histogram(samples: Mapping[str, Sequence[float]], path: Path) -
         ax.legend(fontsize=7)
     axes[-1, 0].set_xlabel("milliseconds")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return path
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=100)

@@ -78,7 +78,7 @@ def test_write_errors_leave_no_bag(tmp_path):
         write_image_bag(tmp_path / "b", [(img, None)])
     assert write_image_bag(tmp_path / "b", [(img, None)] * 2, overwrite=True) == 2
     (tmp_path / "plain").mkdir()
-    with pytest.raises(BagError, match="not a ROS 2 bag directory"):
+    with pytest.raises(BagError, match="not a ROS 2 bag written by bisenet-ros"):
         write_image_bag(tmp_path / "plain", [(img, None)], overwrite=True)
     with pytest.raises(BagError, match="storage"):
         write_image_bag(tmp_path / "c", [(img, None)], storage="rosbag1")

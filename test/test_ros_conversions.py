@@ -107,8 +107,11 @@ def test_malformed_messages_are_refused_with_one_line(h, w, encoding, step, nbyt
 
 
 def test_absurd_size_with_tiny_data_does_not_allocate():
-    msg = make_msg(MAX_SIDE, MAX_SIDE, "rgb8", MAX_SIDE * 3, bytes(10))
+    msg = make_msg(2048, 2048, "rgb8", 2048 * 3, bytes(10))
     with pytest.raises(ImageError, match="fewer than height\\*step"):
+        image_msg_to_array(msg)
+    msg = make_msg(MAX_SIDE, MAX_SIDE, "rgb8", MAX_SIDE * 3, bytes(10))  # beyond the pixel budget
+    with pytest.raises(ImageError, match="exceeds the budget"):
         image_msg_to_array(msg)
 
 

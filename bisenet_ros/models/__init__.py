@@ -20,6 +20,7 @@ from .bisenetv2 import BiSeNetV2
 ARCHITECTURES: dict[str, type[nn.Module]] = {"bisenetv1": BiSeNetV1, "bisenetv2": BiSeNetV2}
 
 __all__ = ["ARCHITECTURES", "BiSeNetV1", "BiSeNetV2", "build_model", "load_model", "fit_state_dict",
+           "check_tensor_values",
            "resolve_device"]
 
 
@@ -105,9 +106,28 @@ def fit_state_dict(
                 f"{source}: tensor '{key}' has shape {tuple(value.shape)}, "
                 f"the {arch} model expects {tuple(expected[key].shape)}"
             )
+    check_tensor_values(cleaned, expected, source)
     if missing_aux:  # the model wants aux heads the file lacks: keep their fresh init
         cleaned.update({k: expected[k] for k in missing_aux})
     return {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in cleaned.items()}
+
+
+def check_tensor_values(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor],
+                        source: str) -> None:
+    """Refuse weights that would make every prediction garbage: a non-floating tensor where the
+    model has a floating one (int/bool weights), or any NaN/inf value."""
+    for key, value in state.items():
+        want = expected.get(key)
+        if want is None or not want.is_floating_point():
+            continue
+        if not value.is_floating_point():
+            raise CheckpointError(f"{source}: tensor '{key}' is {str(value.dtype).replace('torch.', '')}, "
+                                  "weights must be floating point")
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise CheckpointError(f"{source}: tensor '{key}' holds {bad} non-finite values (NaN/inf); "
+                                  "the checkpoint is corrupt or diverged")
 
 
 def load_model(

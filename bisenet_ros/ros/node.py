@@ -15,6 +15,7 @@ Topics, parameters and the legend's JSON format: docs/node.md.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -154,6 +155,8 @@ def validate_parameter(name: str, value: Any) -> str | None:
             return f"weights '{value}' is not readable"
     if name in ("mean", "std") and value is not None and len(value) not in (0, 3):
         return f"{name} needs three values (R, G, B on a 0-1 scale), got {list(value)}"
+    if name in ("mean", "std") and value and not all(math.isfinite(v) for v in value):
+        return f"{name} must be finite numbers, got {list(value)}"
     if name == "std" and value and min(value) <= 0:
         return f"std must be positive, got {list(value)}"
     if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)):

@@ -27,8 +27,9 @@ from ..backends import calibration_input
 from ..errors import ConfigError
 from ..export import relative_error
 from ..metrics import latency_stats
+from ..outputs import JSON, check_output, write_text
 from ..models import build_model, load_model
-from .common import add_model_arguments, hw_type, pipeline_from_args
+from .common import add_model_arguments, hw_type, pipeline_from_args, number
 
 HELP = "benchmark model-only and full-pipeline speed (fps, latency percentiles, error vs eager)"
 
@@ -42,12 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("benchmark")
     g.add_argument("--frame-size", type=hw_type(), default=hw_type()(DEFAULT_FRAME_SIZE),
                    help=f"camera frame HxW for the pipeline figures (default {DEFAULT_FRAME_SIZE})")
-    g.add_argument("--frames", type=int, default=50, help="timed iterations of each measurement")
-    g.add_argument("--warmup", type=int, default=5, help="untimed iterations before timing")
-    g.add_argument("--batch", type=int, default=1, help="model-only batch size")
+    g.add_argument("--frames", type=number(int, 1), default=50, help="timed iterations of each measurement")
+    g.add_argument("--warmup", type=number(int, 0), default=5, help="untimed iterations before timing")
+    g.add_argument("--batch", type=number(int, 1, 1024), default=1, help="model-only batch size")
     g.add_argument("--compare-eager", action="store_true",
                    help="also time eager PyTorch float32 (model only) and report the speed-up")
     g.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing JSON result at --json")
 
 
 def _sync(device: torch.device) -> None:
@@ -102,6 +104,8 @@ def _cpu_name() -> str:
 def run(args: argparse.Namespace) -> int:
     if args.frames < 1 or args.warmup < 0 or args.batch < 1:
         raise ConfigError("--frames and --batch must be >= 1, --warmup >= 0")
+    if args.json:
+        check_output(args.json, [args.weights], kind=JSON, overwrite=args.overwrite, option="--json")
     random_init = args.weights is None
     with tempfile.TemporaryDirectory(prefix="bisenet-bench-") as tmp:
         if random_init:
@@ -116,8 +120,7 @@ def run(args: argparse.Namespace) -> int:
     result["random_init"] = random_init
     _print(result)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from pathlib import Path
 
+from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT
 from ..pipeline import SegmentationPipeline, build_pipeline, parse_input_size
 
 
@@ -15,7 +18,25 @@ def float_triple(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"'{text}' is not three comma-separated numbers") from None
     if len(vals) != 3:
         raise argparse.ArgumentTypeError(f"'{text}' needs exactly three values (R,G,B)")
+    if not all(math.isfinite(v) for v in vals):
+        raise argparse.ArgumentTypeError(f"'{text}' must be finite numbers")
     return vals
+
+
+def number(kind: type = float, lo: float | None = None, hi: float | None = None):
+    """An argparse type for a finite int/float within [lo, hi] (either bound optional)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            bounds = f">= {lo:g}" if hi is None else f"<= {hi:g}" if lo is None else f"in {lo:g}..{hi:g}"
+            raise argparse.ArgumentTypeError(f"{text} is out of range (must be {bounds})")
+        return value
+    return parse
 
 
 def hw_type(min_side: int = 1):
@@ -38,7 +59,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                    help="architecture (default: from the checkpoint's sidecar or key layout)")
     g.add_argument("--weights", required=weights_required,
                    help="checkpoint (.pth/.pt/.safetensors), e.g. the public model_final_v2_city.pth")
-    g.add_argument("--num-classes", type=int, default=None,
+    g.add_argument("--num-classes", type=number(int, 1, 65535), default=None,
                    help="class count (default: from the checkpoint)")
     g.add_argument("--dataset", default=None,
                    help="preset name (cityscapes, camvid, cocostuff, ade20k) or preset YAML "
@@ -51,6 +72,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
     g.add_argument("--backend", default="auto", help="inference backend (auto, torch, ...)")
+    g.add_argument("--max-pixels", type=number(int, 1, MAX_PIXELS_LIMIT), default=MAX_PIXELS,
+                   help=f"refuse images with more pixels than this, before decoding (default {MAX_PIXELS}"
+                        f" = 4096x4096, at most {MAX_PIXELS_LIMIT})")
 
 
 def pipeline_from_args(args: argparse.Namespace, **overrides) -> SegmentationPipeline:
@@ -58,10 +82,13 @@ def pipeline_from_args(args: argparse.Namespace, **overrides) -> SegmentationPip
     kwargs = dict(
         model=args.model, weights=args.weights, num_classes=args.num_classes, dataset=args.dataset,
         mean=args.mean, std=args.std, input_size=args.input_size, device=args.device,
-        precision=args.precision, backend=args.backend,
+        precision=args.precision, backend=args.backend, max_pixels=args.max_pixels,
     )
     kwargs.update(overrides)
-    return build_pipeline(**kwargs)
+    pipeline = build_pipeline(**kwargs)
+    for warning in pipeline.info.get("warnings", ()):
+        print(f"warning: {warning}", file=sys.stderr)
+    return pipeline
 
 
 def node_parameters(args: argparse.Namespace) -> dict:
@@ -82,4 +109,6 @@ def node_parameters(args: argparse.Namespace) -> dict:
         params["input_height"], params["input_width"] = size
     for key in ("device", "precision", "backend"):
         params[key] = getattr(args, key)
+    if args.max_pixels != MAX_PIXELS:
+        params["max_pixels"] = args.max_pixels
     return params

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BisenetError, ConfigError
-from .common import hw_type
+from ..errors import BisenetError, ConfigError, one_line
+from ..outputs import atomic_file, check_own_dir, prepare_dir, terminate_as_interrupt, write_text
+from .common import hw_type, number
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 DEMO_WEIGHTS = "bisenetv2_synthetic_street.pth"
@@ -54,16 +55,18 @@ def default_weights() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bisenet_ros.tools.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an --out folder that bisenet-ros did not create")
     p.add_argument("--weights", type=Path, default=None, help="checkpoint (default: the shipped demo weights)")
-    p.add_argument("--frames", type=int, default=80, help="frames in the sample recording (default 80)")
-    p.add_argument("--fps", type=float, default=10.0, help="frame rate of the recording (default 10)")
+    p.add_argument("--frames", type=number(int, 1, 100000), default=80, help="frames in the sample recording (default 80)")
+    p.add_argument("--fps", type=number(float, 0.01, 1000), default=10.0, help="frame rate of the recording (default 10)")
     p.add_argument("--size", type=hw_type(), default=(240, 320), help="camera HxW (default 240x320)")
-    p.add_argument("--seed", type=int, default=2024, help="street of the sample recording (default 2024)")
-    p.add_argument("--rate", type=float, default=1.0, help="replay speed factor (default 1 = recorded rate)")
+    p.add_argument("--seed", type=number(int, 0), default=2024, help="street of the sample recording (default 2024)")
+    p.add_argument("--rate", type=number(float, 0.01, 100), default=1.0, help="replay speed factor (default 1 = recorded rate)")
     p.add_argument("--device", default="auto", help="node device: auto (default: CUDA when available), cpu, cuda")
-    p.add_argument("--min-miou", type=float, default=None,
+    p.add_argument("--min-miou", type=number(float, 0, 1), default=None,
                    help="exit with status 1 when the mIoU is below this (for tests and CI)")
-    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the node to come up")
+    p.add_argument("--timeout", type=number(float, 0.1), default=120.0, help="seconds to wait for the node to come up")
     return p
 
 
@@ -100,7 +103,8 @@ def write_montage(path: Path, samples: list, weights: Path, device: str) -> None
         res = pipe(img, "rgb8", outputs=("color",))
         truth = pipe.preset.palette[np.where(gt < pipe.num_classes, gt, 0)]
         rows.append(np.concatenate([img, truth, res.color], axis=1))
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    with atomic_file(path) as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -114,7 +118,8 @@ def run(args: argparse.Namespace) -> dict:
         raise ConfigError(f"--frames must be >= 2, got {args.frames}")
     side = read_sidecar(weights)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    check_own_dir(out, [weights], overwrite=args.overwrite)
+    prepare_dir(out, "demo")
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # keep the demo on this machine
     os.environ.setdefault("ROS_LOG_DIR", str((out / "ros_log").resolve()))
     h, w = args.size
@@ -145,7 +150,7 @@ def run(args: argparse.Namespace) -> dict:
         "size": [h, w], "seed": args.seed, "montage": str(montage),
         "note": "demo weights trained on synthetic street scenes only (models/README.md)",
     }
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    write_text(out / "metrics.json", json.dumps(report, indent=2))
     _summary(report, out, time.perf_counter() - t0)
     return report
 
@@ -168,10 +173,15 @@ def _summary(r: dict, out: Path, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    terminate_as_interrupt()
     try:
         report = run(args)
     except BisenetError as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
+        print(f"demo: error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"demo: error: {one_line(exc.strerror or str(exc))}{': ' + str(exc.filename) if exc.filename else ''}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("demo: interrupted", file=sys.stderr)

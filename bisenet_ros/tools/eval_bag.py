@@ -9,6 +9,7 @@ predictions (labels, colour, overlay) under the original stamps.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from ..bags import (
     BagError,
     BagWriter,
     STORAGES,
+    check_bag_output,
     array_to_image,
     list_topics,
     check_image_topic,
@@ -32,8 +34,8 @@ from ..datasets import DatasetPreset, build_label_lut
 from ..errors import BisenetError, ConfigError
 from ..metrics import ConfusionMatrix, GroundTruthScorer, LatencyRecorder, WarningCounter, fps_from_latencies
 from ..pipeline import SegmentationPipeline
-from ..report import write_report
-from .common import add_model_arguments, pipeline_from_args
+from ..report import check_report_dir, write_report
+from .common import add_model_arguments, number, pipeline_from_args
 
 HELP = "evaluate accuracy (mIoU vs ground-truth labels) and speed on a ROS 2 bag (mcap/sqlite3)"
 
@@ -46,14 +48,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-topic", default="/camera/image_raw", help="camera topic (Image or CompressedImage)")
     parser.add_argument("--label-topic", default=None,
                         help="ground-truth labels (mono8/mono16/16UC1 images of class ids); omit to time only")
-    parser.add_argument("--ignore-index", type=int, default=255, help="ground-truth value that is not scored")
+    parser.add_argument("--ignore-index", type=number(int, 0, 65535), default=255, help="ground-truth value that is not scored")
     parser.add_argument("--label-map", default=None,
                         help="map raw label values to class ids: a label map of the dataset preset "
                              "(e.g. labelIds for Cityscapes labelIds -> trainIds) or a YAML file {raw: id}")
-    parser.add_argument("--stamp-tolerance", type=float, default=0.0, metavar="MS",
+    parser.add_argument("--stamp-tolerance", type=number(float, 0, 3.6e6), default=0.0, metavar="MS",
                         help="pair a label with the nearest image stamp within MS milliseconds (default: exact)")
-    parser.add_argument("--max-frames", type=int, default=0, help="stop after N camera images (0 = all)")
-    parser.add_argument("--warmup", type=int, default=1,
+    parser.add_argument("--max-frames", type=number(int, 0), default=0, help="stop after N camera images (0 = all)")
+    parser.add_argument("--warmup", type=number(int, 0), default=1,
                         help="untimed pipeline runs on the first image before timing (default 1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default: ./eval_<bag name>)")
@@ -123,9 +125,9 @@ def evaluate_bag(
     progress: bool = True,
 ) -> Evaluation:
     """Run the pipeline over a bag's camera images and score them against ground truth."""
+    if not (math.isfinite(stamp_tolerance_ms) and 0 <= stamp_tolerance_ms <= 3.6e6):
+        raise ConfigError(f"stamp tolerance must be 0..3600000 ms, got {stamp_tolerance_ms}")
     tolerance_ns = int(round(stamp_tolerance_ms * 1e6))
-    if tolerance_ns < 0:
-        raise ConfigError(f"stamp tolerance must be >= 0 ms, got {stamp_tolerance_ms}")
     topics_avail = list_topics(bag)
     check_image_topic(topics_avail, image_topic, bag, "image")
     if label_topic:
@@ -188,7 +190,8 @@ def evaluate_bag(
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="frame", desc="eval-bag", file=sys.stderr, dynamic_ncols=True)
-    writer = BagWriter(pred_bag, storage=pred_storage, overwrite=overwrite) if pred_bag else None
+    writer = BagWriter(pred_bag, storage=pred_storage, overwrite=overwrite, inputs=[bag],
+                       tool="bisenet-ros eval-bag") if pred_bag else None
     t_start = time.perf_counter()
     try:
         if writer:
@@ -306,6 +309,10 @@ def _write_predictions(writer: BagWriter, item, res, namespace: str, with_image:
     writer.write(f"{ns}/overlay", array_to_image(res.overlay, res.overlay_encoding, stamp, frame), log_time)
 
 
+def _resolved(path) -> Path:
+    return Path(path).expanduser().resolve()
+
+
 def summary_line(report: dict) -> str:
     """One human line: accuracy and speed."""
     parts = [f"{report['frames']} frames"]
@@ -325,15 +332,23 @@ def summary_line(report: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     bag = Path(args.bag).expanduser()
-    topics = list_topics(bag)  # fail fast on a bad bag or topic, before loading the model
+    topics = list_topics(bag)  # fail fast on a bad bag, topic or output, before loading the model
     check_image_topic(topics, args.image_topic, bag, "image")
     if args.label_topic:
         check_image_topic(topics, args.label_topic, bag, "label")
+        if args.label_topic == args.image_topic:
+            raise ConfigError("--label-topic must differ from --image-topic")
+    out = args.out or Path(f"eval_{bag.stem or bag.name}")
+    inputs = [bag, args.weights, args.label_map if args.label_map and Path(args.label_map).is_file() else None]
+    if args.pred_bag:
+        check_bag_output(args.pred_bag, inputs, args.overwrite, option="--pred-bag")
+        if _resolved(args.pred_bag) == _resolved(out):
+            raise ConfigError("--pred-bag and --out must be different paths")
+    check_report_dir(out, [*inputs, args.pred_bag], overwrite=args.overwrite)
     pipeline = pipeline_from_args(args)
     lut = resolve_label_map(args.label_map, pipeline.preset, args.ignore_index)
     if args.label_map and not args.label_topic:
         raise ConfigError("--label-map needs --label-topic")
-    out = args.out or Path(f"eval_{bag.stem or bag.name}")
     info = pipeline.info
     print(f"model {info['model']} ({info['num_classes']} classes, {info['dataset']}) on {info['device']}, "
           f"backend {info['backend']}, input {info['input_size']}", file=sys.stderr)
@@ -347,7 +362,7 @@ def run(args: argparse.Namespace) -> int:
     ev.report["label_map"] = args.label_map
     paths = write_report(out, ev.report,
                          confusion=ev.confusion.matrix if ev.confusion is not None else None,
-                         latency_samples=ev.latencies.samples, title=f"eval-bag: {bag.name}")
+                         latency_samples=ev.latencies.samples, title=f"eval-bag: {bag.name}", tool="eval-bag")
     print(summary_line(ev.report))
     for kind, msg in ev.report["warning_messages"].items():
         print(f"warning: {kind} ({ev.report['warnings'][kind]}): {msg}", file=sys.stderr)

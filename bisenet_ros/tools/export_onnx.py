@@ -14,7 +14,9 @@ from ..backends import backend_config
 from ..errors import ConfigError
 from ..export import DEFAULT_OPSET, ExportError, export_onnx, verify_onnx
 from ..models import load_model
+from ..outputs import ONNX, atomic_file, check_output
 from ..pipeline import parse_input_size
+from .common import number
 
 HELP = "export the model to ONNX (dynamic batch) and verify it against eager PyTorch"
 
@@ -23,13 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None,
                         help="architecture (default: from the checkpoint's sidecar or key layout)")
     parser.add_argument("--weights", required=True, help="checkpoint (.pth/.pt/.safetensors)")
-    parser.add_argument("--num-classes", type=int, default=None, help="class count (default: from the checkpoint)")
+    parser.add_argument("--num-classes", type=number(int, 1, 65535), default=None, help="class count (default: from the checkpoint)")
     parser.add_argument("--out", required=True, type=Path, help="ONNX file to write")
     parser.add_argument("--input-size", default="512x1024", help="model input HxW, multiples of 32")
     parser.add_argument("--dynamic-size", action="store_true",
                         help="also make height and width dynamic (any multiple of 32)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     parser.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime check")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing ONNX file at --out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,19 +41,25 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("export-onnx needs a fixed --input-size HxW (e.g. 512x1024)")
     if args.out.suffix.lower() != ".onnx":
         raise ConfigError(f"{args.out}: the output file should end in .onnx")
+    check_output(args.out, [args.weights], kind=ONNX, overwrite=args.overwrite)
     model = load_model(args.model, weights=args.weights, num_classes=args.num_classes, device="cpu")
     info = model.bisenet_info
-    export_onnx(model, args.out, size, opset=args.opset, dynamic_size=args.dynamic_size)
+    with atomic_file(args.out) as tmp:  # a failed verification leaves no unverified file behind
+        export_onnx(model, tmp, size, opset=args.opset, dynamic_size=args.dynamic_size)
+        _verify(args, model, tmp, size, info)
+    return 0
+
+
+def _verify(args: argparse.Namespace, model, path: Path, size: tuple[int, int], info: dict) -> None:
     dims = "N x 3 x H x W" if args.dynamic_size else f"N x 3 x {size[0]} x {size[1]}"
     print(f"wrote {args.out} ({info['arch']}, {info['num_classes']} classes, input {dims}, "
-          f"opset {args.opset}, {args.out.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
+          f"opset {args.opset}, {path.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
     if args.no_verify:
-        return 0
+        return
     tolerance = float(backend_config()["tolerance"]["fp32"])
-    errors = verify_onnx(model, args.out, size, batch_sizes=(1, 2))
+    errors = verify_onnx(model, path, size, batch_sizes=(1, 2))
     text = ", ".join(f"batch {n}: {e:.2e}" for n, e in errors.items())
     print(f"onnxruntime vs eager float32, relative L2 error: {text}")
     worst = max(errors.values())
-    if worst >= tolerance:
+    if not worst < tolerance:  # NaN too
         raise ExportError(f"{args.out}: ONNX Runtime output differs from eager (rel err {worst:.2e} >= {tolerance:g})")
-    return 0

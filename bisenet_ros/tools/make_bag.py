@@ -9,6 +9,7 @@ images by name: the same stem (``a.jpg`` <-> ``a.png``), or Cityscapes pairs
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -16,14 +17,17 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ..bags import STORAGES, BagError, write_image_bag
+from ..bags import STORAGES, BagError, check_bag_output, write_image_bag
 from ..datasets import load_preset
 from ..errors import ConfigError
+from .common import number
 
 HELP = "write a ROS 2 bag (Image + ground-truth labels + CameraInfo) from a video or image folder"
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 CITY_IMAGE = "_leftImg8bit"
+#: a ROS 2 topic name: '/'-separated tokens of letters, digits and '_', no token starting with a digit
+TOPIC_NAME = re.compile(r"/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*")
 CITY_LABELS = ("_gtFine_labelTrainIds", "_gtFine_labelIds", "_gtCoarse_labelTrainIds", "_gtCoarse_labelIds")
 
 
@@ -37,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-map", default=None,
                         help="convert raw label values with a preset label map (e.g. labelIds for Cityscapes)")
     parser.add_argument("--dataset", default="cityscapes", help="preset that holds --label-map (default cityscapes)")
-    parser.add_argument("--fps", type=float, default=None,
+    parser.add_argument("--fps", type=number(float, 0.01, 10000), default=None,
                         help="frame rate of the stamps (default: the video's rate, else 10)")
     parser.add_argument("--topic", default="/camera/image_raw", help="camera image topic")
     parser.add_argument("--label-topic", default="/camera/labels", help="ground-truth label topic")
@@ -45,8 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-id", default="camera", help="header frame_id")
     parser.add_argument("--encoding", choices=["rgb8", "bgr8"], default="rgb8", help="image encoding in the bag")
     parser.add_argument("--storage", choices=STORAGES, default="mcap", help="bag storage plugin")
-    parser.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = all)")
-    parser.add_argument("--every", type=int, default=1, help="video: keep every N-th frame")
+    parser.add_argument("--max-frames", type=number(int, 0), default=0, help="stop after N frames (0 = all)")
+    parser.add_argument("--every", type=number(int, 1), default=1, help="video: keep every N-th frame")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag at --out")
 
 
@@ -165,9 +169,23 @@ def _limit(frames, n: int):
         yield f
 
 
+def check_topics(args: argparse.Namespace) -> None:
+    """Topic names valid for ROS 2, and one topic per kind of message."""
+    named = {"--topic": args.topic, "--label-topic": args.label_topic if args.labels is not None else None,
+             "--info-topic": args.info_topic or None}
+    for option, topic in named.items():
+        if topic is not None and not TOPIC_NAME.fullmatch(topic):
+            raise ConfigError(f"{option} {topic!r} is not a valid ROS 2 topic name "
+                              "(letters, digits, '_' and '/', e.g. /camera/image_raw)")
+    used = [t for t in named.values() if t]
+    if len(set(used)) != len(used):
+        raise ConfigError(f"--topic, --label-topic and --info-topic must differ, got {used}")
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.every < 1:
-        raise ConfigError("--every must be >= 1")
+    check_topics(args)
+    sources = [args.video, args.images, args.labels]
+    check_bag_output(args.out, [s for s in sources if s is not None], args.overwrite, option="--out")
     if args.video is not None:
         if args.labels is not None:
             raise ConfigError("--labels works with --images (label files are matched to image files)")
@@ -196,7 +214,8 @@ def run(args: argparse.Namespace) -> int:
         args.out, frames, fps=fps, image_topic=args.topic,
         label_topic=args.label_topic if (args.video is None and args.labels is not None) else None,
         info_topic=args.info_topic or None, frame_id=args.frame_id, storage=args.storage,
-        encoding=args.encoding, overwrite=args.overwrite,
+        encoding=args.encoding, overwrite=args.overwrite, inputs=[s for s in sources if s is not None],
+        tool="bisenet-ros make-bag",
     )
     print(f"{args.out}: {n} frames at {fps:g} fps on {args.topic}"
           + (f" with labels on {args.label_topic}" if args.video is None and args.labels is not None else "")

@@ -31,8 +31,9 @@ import numpy as np
 
 from ..errors import BisenetError, ConfigError
 from ..metrics import latency_stats
+from ..outputs import JSON, check_output, write_text
 from .bench import DEFAULT_FRAME_SIZE, machine_info, time_calls
-from .common import add_model_arguments, hw_type, node_parameters, pipeline_from_args
+from .common import add_model_arguments, hw_type, node_parameters, pipeline_from_args, number
 
 HELP = "benchmark the ROS 2 node under load (camera process, node process, collector)"
 
@@ -49,15 +50,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("load")
     g.add_argument("--frame-size", type=hw_type(), default=hw_type()(DEFAULT_FRAME_SIZE),
                    help=f"camera frame HxW (default {DEFAULT_FRAME_SIZE})")
-    g.add_argument("--rate", type=float, default=30.0, help="camera rate in Hz (default 30)")
-    g.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
-    g.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring (default 5)")
+    g.add_argument("--rate", type=number(float, 0.1, 1000), default=30.0, help="camera rate in Hz (default 30)")
+    g.add_argument("--duration", type=number(float, 0.1), default=30.0, help="measured seconds (default 30)")
+    g.add_argument("--warmup", type=number(float, 0), default=5.0, help="seconds of load before measuring (default 5)")
     g.add_argument("--outputs", default="color,overlay",
                    help="optional outputs the collector subscribes to (default color,overlay; labels always)")
-    g.add_argument("--pipeline-fps", type=float, default=None,
+    g.add_argument("--pipeline-fps", type=number(float, 0.001), default=None,
                    help="reference pipeline fps (default: measured here first, like bench)")
-    g.add_argument("--pipeline-frames", type=int, default=20, help="frames for the reference measurement")
+    g.add_argument("--pipeline-frames", type=number(int, 1), default=20, help="frames for the reference measurement")
     g.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing JSON result at --json")
 
 
 # -- camera process ---------------------------------------------------------------------------------
@@ -141,6 +143,8 @@ def _node_command(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
         raise ConfigError("--rate and --duration must be > 0, --warmup >= 0")
+    if args.json:
+        check_output(args.json, [args.weights], kind=JSON, overwrite=args.overwrite, option="--json")
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]
     bad = set(outputs) - {"color", "overlay", "confidence"}
     if bad:
@@ -167,8 +171,7 @@ def run(args: argparse.Namespace) -> int:
     _judge(result)
     _print(result)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     return 0
 

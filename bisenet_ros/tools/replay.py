@@ -14,8 +14,9 @@ import yaml
 
 from ..datasets import load_preset
 from ..errors import ConfigError
-from ..report import write_report
-from .common import add_model_arguments
+from ..outputs import check_own_dir, prepare_dir
+from ..report import check_report_dir, write_report
+from .common import add_model_arguments, number
 from .common import node_parameters as model_node_parameters
 from .eval_bag import resolve_label_map
 
@@ -26,27 +27,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", help="bag directory, or a single .mcap/.db3 file")
     parser.add_argument("--image-topic", default="/camera/image_raw", help="camera topic in the bag")
     parser.add_argument("--label-topic", default=None, help="ground-truth labels in the bag (for mIoU)")
-    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (1.0 = as recorded)")
+    parser.add_argument("--rate", type=number(float, 0.01, 100), default=1.0, help="playback speed factor (1.0 = as recorded)")
     parser.add_argument("--publish-topic", default=None,
                         help="topic to publish the images on (default: the bag's --image-topic)")
     parser.add_argument("--node-namespace", default="/segmentation",
                         help="where the node's outputs are (<ns>/labels, <ns>/timing; default /segmentation)")
-    parser.add_argument("--max-frames", type=int, default=0, help="stop after N images (0 = all)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up frames through the node first")
-    parser.add_argument("--timeout", type=float, default=60.0,
+    parser.add_argument("--max-frames", type=number(int, 0), default=0, help="stop after N images (0 = all)")
+    parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed warm-up frames through the node first")
+    parser.add_argument("--timeout", type=number(float, 0.1), default=60.0,
                         help="seconds to wait for the node (start-up, model load, first reply)")
-    parser.add_argument("--drain", type=float, default=2.0,
+    parser.add_argument("--drain", type=number(float, 0), default=2.0,
                         help="seconds to wait for late replies after the last image")
     parser.add_argument("--restamp", action="store_true",
                         help="set header stamps to the publish time (for nodes that drop old frames)")
     parser.add_argument("--best-effort", action="store_true", help="publish best effort (default reliable)")
-    parser.add_argument("--ignore-index", type=int, default=255, help="ground-truth value that is not scored")
+    parser.add_argument("--ignore-index", type=number(int, 0, 65535), default=255, help="ground-truth value that is not scored")
     parser.add_argument("--label-map", default=None,
                         help="raw label values -> class ids: a map of the --dataset preset (default "
                              "cityscapes; e.g. labelIds) or a YAML file {raw: id}")
     parser.add_argument("--save-overlays", type=Path, default=None,
                         help="write the node's overlay frames here (PNG per frame + overlay.mp4)")
     parser.add_argument("--out", type=Path, default=None, help="write metrics.json, report.md and plots here")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace report files / write overlays into a directory bisenet-ros did not create")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = parser.add_argument_group("starting the node (when --weights is given)")
     g.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
@@ -86,6 +89,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.label_map and not args.label_topic:
         raise ConfigError("--label-map needs --label-topic")
+    inputs = [args.bag, args.weights]
+    if args.out:
+        check_report_dir(args.out, inputs, overwrite=args.overwrite)
+    if args.save_overlays:
+        check_own_dir(args.save_overlays, inputs, overwrite=args.overwrite, option="--save-overlays")
+        prepare_dir(args.save_overlays, "replay")
     lut = resolve_label_map(args.label_map, load_preset(args.dataset or "cityscapes"), args.ignore_index)
     node_args = node_parameters(args) if args.weights else None
     if node_args is None and args.node_param:
@@ -106,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         cm = report.get("confusion_matrix")
         paths = write_report(args.out, report, confusion=np.asarray(cm) if cm else None,
-                             latency_samples=samples, title=f"replay: {Path(args.bag).name} at rate {args.rate:g}")
+                             latency_samples=samples, title=f"replay: {Path(args.bag).name} at rate {args.rate:g}", tool="replay")
         print(f"report: {paths['report']}")
     if args.save_overlays:
         print(f"overlays: {args.save_overlays}")

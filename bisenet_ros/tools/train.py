@@ -7,10 +7,11 @@ state ``<out stem>.state.pth``. See docs/training.md.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from ..errors import ConfigError
-from .common import hw_type
+from .common import hw_type, number
 
 HELP = "train or fine-tune BiSeNet V1/V2 on your own data (folder images/+labels/ or Cityscapes)"
 
@@ -20,7 +21,7 @@ def _range(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not MIN,MAX, e.g. 0.75,1.5") from None
-    if not 0 < lo <= hi:
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi):
         raise argparse.ArgumentTypeError(f"scale range {text} must satisfy 0 < MIN <= MAX")
     return lo, hi
 
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--model", required=True, choices=["bisenetv1", "bisenetv2"], help="architecture")
     g.add_argument("--data", required=True, help="training data: folder with images/ + labels/, or a Cityscapes root")
     g.add_argument("--val", default=None, help="validation data (same layouts; Cityscapes: --val-split)")
-    g.add_argument("--num-classes", type=int, default=None, help="class count (default: the --dataset preset's)")
+    g.add_argument("--num-classes", type=number(int, 1, 65535), default=None, help="class count (default: the --dataset preset's)")
     g.add_argument("--dataset", default=None,
                    help="preset name or YAML for class names, palette, mean/std and label maps "
                         "(default: class_<i> names, ImageNet mean/std)")
@@ -43,31 +44,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="fine-tune from this checkpoint (e.g. a public one); heads of another class "
                         "count are re-initialised")
     g.add_argument("--out", required=True, help="output checkpoint, e.g. out/model.pth (+ out/model.yaml)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing checkpoint and sidecar at --out (never other files)")
     g = parser.add_argument_group("schedule")
-    g.add_argument("--iters", type=int, required=True, help="training iterations")
+    g.add_argument("--iters", type=number(int, 1), required=True, help="training iterations")
     g.add_argument("--batch-size", type=int, required=True, help="images per iteration (>= 2)")
     g.add_argument("--crop", type=hw_type(), required=True, help="training crop HxW, multiples of 32")
-    g.add_argument("--lr", type=float, default=None, help="base learning rate (default 0.01 V1, 0.05 V2)")
-    g.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
-    g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 5e-4)")
-    g.add_argument("--warmup-iters", type=int, default=None, help="linear warm-up iterations (default min(1000, iters/10))")
+    g.add_argument("--lr", type=number(float, 0), default=None, help="base learning rate (default 0.01 V1, 0.05 V2)")
+    g.add_argument("--momentum", type=number(float, 0, 1), default=None, help="SGD momentum (default 0.9)")
+    g.add_argument("--weight-decay", type=number(float, 0), default=None, help="weight decay (default 5e-4)")
+    g.add_argument("--warmup-iters", type=number(int, 0), default=None, help="linear warm-up iterations (default min(1000, iters/10))")
     g.add_argument("--scale", type=_range, default=None, help="random scale range MIN,MAX (default 0.75,1.5)")
     g.add_argument("--ohem", action="store_true", help="OHEM cross-entropy (hard pixels only)")
-    g.add_argument("--aux-weight", type=float, default=None, help="weight of each auxiliary loss (default 1)")
+    g.add_argument("--aux-weight", type=number(float, 0), default=None, help="weight of each auxiliary loss (default 1)")
     g = parser.add_argument_group("run")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     g.add_argument("--seed", type=int, default=0, help="random seed (runs with the same seed repeat exactly)")
     g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="STATE",
                    help="continue from STATE (default: <out stem>.state.pth)")
-    g.add_argument("--val-every", type=int, default=0, help="validate every N iterations (and at the end)")
-    g.add_argument("--save-every", type=int, default=0, help="write the resume state every N iterations")
-    g.add_argument("--workers", type=int, default=2, help="data loader worker processes")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--val-every", type=number(int, 0), default=0, help="validate every N iterations (and at the end)")
+    g.add_argument("--save-every", type=number(int, 0), default=0, help="write the resume state every N iterations")
+    g.add_argument("--workers", type=number(int, 0, 64), default=2, help="data loader worker processes")
+    g.add_argument("--threads", type=number(int, 1, 1024), default=None, help="torch CPU threads")
     g.add_argument("--save-dtype", default="float32", choices=["float32", "float16"], help="checkpoint dtype")
     g.add_argument("--input-size", type=hw_type(), default=None,
                    help="input size for the sidecar (default: training image size rounded up to x32)")
-    g.add_argument("--log-every", type=int, default=0, help="also print a log line every N iterations")
+    g.add_argument("--log-every", type=number(int, 0), default=0, help="also print a log line every N iterations")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -85,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         scale=args.scale, ohem=args.ohem, aux_weight=args.aux_weight, amp=not args.no_amp, seed=args.seed,
         resume=args.resume, val_every=args.val_every, save_every=args.save_every, workers=args.workers,
         threads=args.threads, save_dtype=args.save_dtype, input_size=args.input_size,
-        log_every=args.log_every, progress=not args.no_progress,
+        log_every=args.log_every, progress=not args.no_progress, overwrite=args.overwrite,
     )
     result = train(cfg)
     miou = f", val mIoU {result.validation[-1]['miou']:.4f}" if result.validation else ""

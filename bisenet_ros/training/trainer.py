@@ -28,8 +28,10 @@ from ..checkpoint import detect_architecture, read_state_dict
 from ..datasets import DatasetPreset, generate_palette, load_preset
 from ..errors import BisenetError, CheckpointError, ConfigError
 from ..metrics import ConfusionMatrix
-from ..models import build_model, resolve_device
+from ..models import build_model, check_tensor_values, resolve_device
 from ..pipeline import SegmentationPipeline, auto32
+from ..outputs import atomic_file, write_text
+from .checks import check_data, check_outputs
 from .data import Augment, DataError, IterationSampler, SegmentationDataset, cityscapes_needs_map, find_samples
 from .losses import SegmentationLoss
 
@@ -83,6 +85,7 @@ class TrainConfig:
     input_size: tuple[int, int] | None = None  # sidecar input size; default: data size rounded to x32
     log_every: int = 0
     progress: bool = True
+    overwrite: bool = False  # replace an existing checkpoint/sidecar at out (only those)
 
 
 @dataclass
@@ -152,6 +155,7 @@ def load_init(model: nn.Module, arch: str, path: str | Path, log: Callable[[str]
     if wrong:
         raise CheckpointError(f"{path}: tensor '{wrong[0]}' has shape {tuple(state[wrong[0]].shape)}, "
                               f"the {arch} model expects {tuple(own[wrong[0]].shape)}")
+    check_tensor_values({k: v for k, v in state.items() if k not in reinit}, own, str(path))
     keep = {k: v.to(own[k].dtype) for k, v in state.items() if k not in reinit}
     aux = tuple(model.aux_head_prefixes)
     missing = [k for k in own if k not in keep]
@@ -267,6 +271,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainRe
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     _check(cfg)
+    check_outputs(cfg, state_path(cfg.out), sidecar_for(cfg.out))  # before any work, not after it
     arch = cfg.model.lower()
     defaults = training_defaults(arch)
     hp = {k: (getattr(cfg, k) if getattr(cfg, k, None) is not None else defaults[k])
@@ -295,6 +300,9 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
     train_ds = _open(cfg.data, cfg.split, cfg, preset, augment, log)
     train_ds.seed = cfg.seed
     val_ds = _open(cfg.val, cfg.val_split, cfg, preset, None, log) if cfg.val else None
+    check_data(train_ds, "training data", cfg.progress)  # labels, sizes, readability: now, not at iteration N
+    if val_ds is not None:
+        check_data(val_ds, "validation data", cfg.progress)
 
     model = build_model(arch, preset.num_classes, aux_heads=True)
     init_classifiers(model, arch)
@@ -327,7 +335,11 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
         lr = lr_at(it, cfg.iters, hp["lr"], warmup, float(defaults["warmup_ratio"]), float(defaults["poly_power"]))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images, labels = next(batches)
+        try:
+            images, labels = next(batches)
+        except Exception as exc:  # a file changed or vanished since the check: keep what was trained
+            raise _data_failure(exc, it, start, out, model, optimizer, scaler, history, arch,
+                                preset.num_classes) from None
         images = images.to(device, non_blocking=True)
         labels = labels.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
@@ -362,6 +374,25 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
     return TrainResult(ckpt, side, cfg.iters, losses, history, time.perf_counter() - t0)
 
 
+def _data_failure(exc: Exception, it: int, start: int, out: Path, model, optimizer, scaler, history: list[dict],
+                  arch: str, num_classes: int) -> TrainingError:
+    """Save the resume state (when anything was trained) and describe a data error in one line.
+
+    Errors from loader workers carry the worker's traceback in their message: only its last line
+    (the original error) is kept.
+    """
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    reason = lines[-1] if lines else type(exc).__name__
+    for prefix in ("bisenet_ros.training.data.DataError: ", "DataError: "):
+        reason = reason.removeprefix(prefix)
+    if it > start:
+        _save_state(out, model, optimizer, scaler, it, history, arch, num_classes)
+        saved = f"; {it} iterations saved to {state_path(out)}: fix the data, then run again with --resume"
+    else:
+        saved = ""
+    return TrainingError(f"data error at iteration {it}: {reason}{saved}")
+
+
 def _per_class(metrics: dict) -> str:
     iou = metrics.get("per_class_iou") or {}
     if isinstance(iou, dict):
@@ -385,7 +416,8 @@ def save_checkpoint(model: nn.Module, out: Path, arch: str, preset: DatasetPrese
     dtype = torch.float16 if cfg is not None and cfg.save_dtype == "float16" else None
     state = {k: (v.detach().cpu().to(dtype) if dtype is not None and v.is_floating_point() else v.detach().cpu())
              for k, v in model.state_dict().items()}
-    torch.save(state, out)
+    with atomic_file(out) as tmp:  # an interrupted save leaves the old file, never half a new one
+        torch.save(state, tmp)
     side = sidecar_for(out)
     meta = {
         "arch": arch,
@@ -399,7 +431,7 @@ def save_checkpoint(model: nn.Module, out: Path, arch: str, preset: DatasetPrese
             "crop": list(cfg.crop), "seed": cfg.seed, "ohem": cfg.ohem, "init": cfg.init,
             "val_miou": round(float(history[-1]["miou"]), 4) if history else None,
         }
-    side.write_text(yaml.safe_dump(meta, sort_keys=False))
+    write_text(side, yaml.safe_dump(meta, sort_keys=False))
     return out, side
 
 

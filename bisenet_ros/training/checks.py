@@ -1,0 +1,72 @@
+"""Checks a training run makes before its first iteration, so a long run never dies late.
+
+* :func:`check_outputs`: ``--out`` is a ``.pth``/``.pt`` file that is no input, its sidecar
+  ``<stem>.yaml`` is not the checkpoint and no user file is replaced (``--overwrite`` only
+  replaces a checkpoint/sidecar), and an interrupted run's state is not silently discarded.
+* :func:`check_data`: one pass over every sample (progress bar): image sizes from the file
+  header, labels decoded and their values checked, label and image sizes equal. All problems
+  are collected and reported together in one line (the first few named).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, ImageError
+from ..images import compressed_size
+from ..outputs import CHECKPOINT, SIDECAR, OutputError, check_output
+from .data import DataError, SegmentationDataset, read_image, read_label
+
+CHECKPOINT_SUFFIXES = (".pth", ".pt")
+
+
+def check_outputs(cfg, state_file: Path, sidecar: Path) -> None:
+    """Refuse an ``--out`` that would fail after training or destroy something (see module doc)."""
+    out = Path(cfg.out).expanduser()
+    if out.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise ConfigError(f"--out {cfg.out}: the checkpoint file must end in .pth or .pt (e.g. out/model.pth)")
+    inputs = [p for p in (cfg.data, cfg.val, cfg.init, cfg.dataset) if p and Path(p).expanduser().exists()]
+    overwrite = bool(getattr(cfg, "overwrite", False))
+    try:
+        check_output(out, inputs, kind=CHECKPOINT, overwrite=overwrite)
+        check_output(sidecar, inputs, kind=SIDECAR, overwrite=overwrite, option="--out sidecar")
+    except OutputError as exc:
+        raise ConfigError(str(exc)) from None
+    resuming = cfg.resume and (cfg.resume == "auto" or Path(cfg.resume).expanduser().resolve() == state_file.resolve())
+    if state_file.exists() and not resuming and not overwrite:
+        raise ConfigError(f"{state_file} holds an interrupted training: pass --resume to continue it, "
+                          "or --overwrite to start over")
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the header for PNG/JPEG, else by decoding."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(65536)
+        w, h = compressed_size(head)
+        return h, w
+    except (OSError, ImageError):
+        img = read_image(path)  # other formats, or a header beyond the first 64 KB
+        return img.shape[0], img.shape[1]
+
+
+def check_data(ds: SegmentationDataset, what: str, progress: bool = True, limit: int = 5) -> None:
+    """Read every label and image header once; raise one :class:`DataError` listing the problems."""
+    from tqdm import tqdm
+
+    problems: list[str] = []
+    preset = ds.preset
+    for sample in tqdm(ds.samples, desc=f"check {what}", unit="img", disable=not progress,
+                       file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
+        try:
+            size = _image_size(sample.image)
+            lbl = read_label(sample.label, ds.lut, preset.num_classes, preset.ignore_index)
+            if tuple(lbl.shape) != size:
+                raise DataError(f"{sample.label}: label size {lbl.shape[1]}x{lbl.shape[0]} differs from "
+                                f"image {sample.image.name} {size[1]}x{size[0]}")
+        except DataError as exc:
+            problems.append(str(exc))
+    if problems:
+        shown = "; ".join(problems[:limit])
+        more = f" (and {len(problems) - limit} more)" if len(problems) > limit else ""
+        raise DataError(f"{what}: {len(problems)} of {len(ds.samples)} samples unusable: {shown}{more}")
