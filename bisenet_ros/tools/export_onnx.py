@@ -15,8 +15,13 @@ from ..errors import ConfigError
 from ..export import DEFAULT_OPSET, ExportError, export_onnx, verify_onnx
 from ..models import load_model
 from ..pipeline import parse_input_size
+from .common import sidecar_input_size
 
 HELP = "export the model to ONNX (dynamic batch) and verify it against eager PyTorch"
+EXAMPLES = """\
+  bisenet-ros export-onnx --weights models/bisenetv2_synthetic_street.pth --out street.onnx
+  bisenet-ros export-onnx --weights model_final_v2_city.pth --input-size 512x1024 --out city.onnx
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="checkpoint (.pth/.pt/.safetensors)")
     parser.add_argument("--num-classes", type=int, default=None, help="class count (default: from the checkpoint)")
     parser.add_argument("--out", required=True, type=Path, help="ONNX file to write")
-    parser.add_argument("--input-size", default="512x1024", help="model input HxW, multiples of 32")
+    parser.add_argument("--input-size", default=None,
+                        help="model input HxW, multiples of 32 (default: the checkpoint sidecar's, else 512x1024)")
     parser.add_argument("--dynamic-size", action="store_true",
                         help="also make height and width dynamic (any multiple of 32)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
@@ -33,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    size = parse_input_size(args.input_size)
+    size = parse_input_size(args.input_size or sidecar_input_size(args.weights) or "512x1024")
     if size is None:
         raise ConfigError("export-onnx needs a fixed --input-size HxW (e.g. 512x1024)")
     if args.out.suffix.lower() != ".onnx":
