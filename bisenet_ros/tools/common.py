@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..backends import BACKENDS
-from ..pipeline import SegmentationPipeline, build_pipeline, parse_input_size
+from ..options import PipelineOptions, fixed_input_size
+from ..pipeline import SegmentationPipeline, build_pipeline
 
 
 def float_triple(text: str) -> list[float]:
@@ -63,19 +63,19 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
 
 
 def pipeline_from_args(args: argparse.Namespace, **overrides) -> SegmentationPipeline:
-    """Build the shared pipeline from the options of :func:`add_model_arguments`."""
-    kwargs = dict(
-        model=args.model, weights=args.weights, num_classes=args.num_classes, dataset=args.dataset,
-        mean=args.mean, std=args.std, input_size=input_size_of(args), device=args.device,
-        precision=args.precision, backend=args.backend,
-    )
-    kwargs.update(overrides)
-    return build_pipeline(**kwargs)
+    """Build the shared pipeline from the options of :func:`add_model_arguments` (plus ``overrides``)."""
+    return build_pipeline(options_from_args(args, **overrides))
 
 
-def input_size_of(args: argparse.Namespace) -> str | None:
+def options_from_args(args: argparse.Namespace, **overrides) -> PipelineOptions:
+    """:class:`PipelineOptions` of :func:`add_model_arguments`, ``--input-size`` resolved by
+    :func:`input_size_of` (the checkpoint sidecar's, else the command's fallback)."""
+    return PipelineOptions.from_args(args, **{"input_size": input_size_of(args), **overrides})
+
+
+def input_size_of(args: argparse.Namespace) -> str:
     """``--input-size``, else the checkpoint sidecar's, else the command's fallback (auto32, or a
-    fixed size for the benchmarks); a string for :func:`build_pipeline`."""
+    fixed size for the benchmarks), as ``'HxW'`` or ``'auto32'``."""
     if args.input_size:
         return args.input_size
     side = sidecar_input_size(args.weights)
@@ -91,25 +91,4 @@ def sidecar_input_size(weights) -> tuple[int, int] | None:
     from ..checkpoint import read_sidecar
 
     size = (read_sidecar(weights) or {}).get("input_size")
-    return parse_input_size(size) if size else None
-
-
-def node_parameters(args: argparse.Namespace) -> dict:
-    """The options of :func:`add_model_arguments` as ``segmentation_node`` parameters."""
-    params: dict = {"weights": str(Path(args.weights).expanduser().resolve())}
-    if args.model:
-        params["model"] = args.model
-    if args.num_classes:
-        params["num_classes"] = args.num_classes
-    if args.dataset:
-        params["dataset"] = args.dataset
-    if args.mean:
-        params["mean"] = [float(v) for v in args.mean]
-    if args.std:
-        params["std"] = [float(v) for v in args.std]
-    size = parse_input_size(input_size_of(args))
-    if size:
-        params["input_height"], params["input_width"] = size
-    for key in ("device", "precision", "backend"):
-        params[key] = getattr(args, key)
-    return params
+    return fixed_input_size(size) if size else None
