@@ -44,7 +44,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from ..errors import BisenetError, ConfigError, ImageError
-from .transport import apply_fastdds_profile
+from .inputs import AdaptiveSubscription, reliability_name
+from .loss import LossMonitor, LossReport, loss_message
+from .transport import apply_fastdds_profile, tuning_decision
 from ..metrics import latency_stats
 from ..images import MAX_SIDE
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
@@ -56,7 +58,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("auto", "fp32", "fp16"),
     "output_resolution": ("camera", "model"),
     "input_transport": ("raw", "compressed"),
-    "input_reliability": ("best_effort", "reliable"),
+    "input_reliability": ("auto", "best_effort", "reliable"),
     "output_reliability": ("reliable", "best_effort"),
 }
 #: parameters whose change needs a new pipeline (loaded in the background)
@@ -66,6 +68,7 @@ RELOAD = ("model", "weights", "num_classes", "dataset", "mean", "std", "input_wi
 SWITCHES = {"publish_color": "color", "publish_overlay": "overlay", "publish_confidence": "confidence",
             "publish_timing": None}
 ERROR_THROTTLE_S = 5.0
+INPUT_REFRESH_S = 1.0  # how often input_reliability auto looks at the publishers again
 STATS_WINDOW = 300  # frames kept for the latency percentiles in /diagnostics
 CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -129,8 +132,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     "input_transport": ParamSpec("raw", "raw: sensor_msgs/Image on 'image'; compressed: "
                                         "sensor_msgs/CompressedImage on '<resolved image>/compressed'",
                                  read_only=True),
-    "input_reliability": ParamSpec("best_effort", "image subscription reliability (best_effort "
-                                                  "also connects to reliable publishers)", read_only=True),
+    "input_reliability": ParamSpec("auto", "image/camera_info subscription reliability: auto = follow the "
+                                           "publishers (reliable when all are), best_effort or reliable",
+                                   read_only=True),
     "input_depth": ParamSpec(1, "image subscription queue depth", int_range=(1, 100, 1), read_only=True),
     "output_reliability": ParamSpec("reliable", "reliability of the output publishers", read_only=True),
     "output_depth": ParamSpec(1, "queue depth of the output publishers", int_range=(1, 100, 1),
@@ -259,6 +263,9 @@ class Camera:
     publishers: dict[str, Publisher] = field(default_factory=dict)
     pending: Frame | None = None
     camera_info: CameraInfo | None = None
+    inputs: list[AdaptiveSubscription] = field(default_factory=list)  # image, camera_info
+    loss: LossMonitor = field(default_factory=LossMonitor)
+    last_loss: LossReport | None = None
     dropped: int = 0  # replaced by a newer frame before processing, or too old
     rejected: int = 0  # malformed messages
     processed: int = 0
@@ -296,6 +303,7 @@ class SegmentationNode(Node):
         self._make_topics()
         self._publish_legend()
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
+        self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._stop = threading.Event()
@@ -315,25 +323,28 @@ class SegmentationNode(Node):
             values[name] = _plain(name, param.value)
         return values
 
-    def _qos(self, prefix: str) -> QoSProfile:
-        reliability = (ReliabilityPolicy.RELIABLE if self._values[f"{prefix}_reliability"] == "reliable"
+    def _output_qos(self) -> QoSProfile:
+        reliability = (ReliabilityPolicy.RELIABLE if self._values["output_reliability"] == "reliable"
                        else ReliabilityPolicy.BEST_EFFORT)
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values[f"{prefix}_depth"],
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values["output_depth"],
                           reliability=reliability, durability=DurabilityPolicy.VOLATILE)
 
     def _make_topics(self) -> None:
-        in_qos, out_qos = self._qos("input"), self._qos("output")
+        out_qos = self._output_qos()
         compressed = self._values["input_transport"] == "compressed"
+        mode, depth = self._values["input_reliability"], self._values["input_depth"]
         self.cameras = [Camera(name) for name in (self._values["cameras"] or [""])]
         for cam in self.cameras:
             prefix = f"{cam.name}/" if cam.name else ""
             out = f"~/{prefix}"
+            image_type, image_topic = Image, f"{prefix}image"
             if compressed:
-                topic = self.resolve_topic_name(f"{prefix}image") + "/compressed"
-                self.create_subscription(CompressedImage, topic, self._on_image(cam), in_qos)
-            else:
-                self.create_subscription(Image, f"{prefix}image", self._on_image(cam), in_qos)
-            self.create_subscription(CameraInfo, f"{prefix}camera_info", self._on_camera_info(cam), in_qos)
+                image_type, image_topic = CompressedImage, self.resolve_topic_name(f"{prefix}image") + "/compressed"
+            cam.inputs = [
+                AdaptiveSubscription(self, image_type, image_topic, self._on_image(cam), mode, depth,
+                                     on_lost=cam.loss.on_middleware_lost),
+                AdaptiveSubscription(self, CameraInfo, f"{prefix}camera_info", self._on_camera_info(cam), mode, depth),
+            ]
             for kind in ("labels", "color", "overlay", "confidence"):
                 cam.publishers[kind] = self.create_publisher(Image, out + kind, out_qos)
             cam.publishers["camera_info"] = self.create_publisher(CameraInfo, out + "camera_info", out_qos)
@@ -347,6 +358,7 @@ class SegmentationNode(Node):
     def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage], None]:
         def callback(msg: Image | CompressedImage) -> None:
             frame = Frame(msg, time.perf_counter())
+            cam.loss.on_image(_stamp_ns(msg.header))
             if isinstance(msg, Image):  # cheap checks here, so a bad frame never displaces a good one
                 try:
                     frame.image, frame.encoding = image_msg_to_array(msg)
@@ -365,7 +377,19 @@ class SegmentationNode(Node):
     def _on_camera_info(self, cam: Camera) -> Callable[[CameraInfo], None]:
         def callback(msg: CameraInfo) -> None:
             cam.camera_info = msg
+            cam.loss.on_camera_info(_stamp_ns(msg.header), time.monotonic())
         return callback
+
+    def _refresh_inputs(self) -> None:
+        """input_reliability auto: follow the publishers' reliability as they come and go."""
+        for cam in self.cameras:
+            changed = [sub for sub in cam.inputs if sub.refresh()]
+            for sub in changed:
+                self.get_logger().info(f"{sub.topic}: publishers offer "
+                                       f"{', '.join(reliability_name(r) for r in sub.publisher_reliabilities())}"
+                                       f"; subscribed {reliability_name(sub.reliability)}")
+            if changed:
+                cam.loss.forget_pending()
 
     # -- worker --------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -461,6 +485,7 @@ class SegmentationNode(Node):
                                       hardware_id=str(device))
             status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
             status.values += [KeyValue(key="dropped_frames", value=str(dropped)),
+                              KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
@@ -482,8 +507,9 @@ class SegmentationNode(Node):
         total = latency_stats(t for t, _ in window)
         latency = latency_stats(lat for _, lat in window if lat == lat)
         info = self.pipeline.info
-        if self._last_error:
-            level, message = DiagnosticStatus.WARN, self._last_error
+        warnings = self._transport_warnings()
+        if self._last_error or warnings:
+            level, message = DiagnosticStatus.WARN, "; ".join(filter(None, [self._last_error, *warnings]))
         elif processed == 0:
             level, message = DiagnosticStatus.OK, "waiting for images"
         else:
@@ -493,6 +519,9 @@ class SegmentationNode(Node):
             "frames_processed": str(processed),
             "dropped_frames": str(dropped),
             "rejected_frames": str(rejected),
+            "frames_lost_in_transport": str(sum(c.loss.total_lost for c in self.cameras)),
+            "input_reliability": ",".join(reliability_name(c.inputs[0].reliability) for c in self.cameras),
+            "transport": tuning_decision().reason,
             **{f"total_ms_{k}": _fmt(total[k]) for k in ("p50", "p90", "p99", "max")},
             **{f"latency_ms_{k}": _fmt(latency[k]) for k in ("p50", "p90", "p99", "max")},
             "device": str(info.get("device")), "model": str(info.get("model")),
@@ -507,6 +536,18 @@ class SegmentationNode(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
+
+    def _transport_warnings(self) -> list[str]:
+        """Close the loss monitors' period; one warning per camera losing images in transport."""
+        now = time.monotonic()
+        warnings = []
+        for cam in self.cameras:
+            report = cam.last_loss = cam.loss.evaluate(now)
+            if report.warn:
+                image_sub = cam.inputs[0]
+                offered = [reliability_name(r) for r in image_sub.publisher_reliabilities()]
+                warnings.append(loss_message(cam.label, report, reliability_name(image_sub.reliability), offered))
+        return warnings
 
     # -- run-time parameter changes -------------------------------------------------------------------
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -610,9 +651,11 @@ def _one_line(exc: BaseException) -> str:
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``segmentation_node``: run the node until SIGINT/SIGTERM."""
+    transport = tuning_decision()
     apply_fastdds_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
     rclpy.init(args=args)
     logger = rclpy.logging.get_logger(NODE_NAME)
+    logger.info(f"transport: {transport.reason}")
     node: SegmentationNode | None = None
     code = 0
     try:
