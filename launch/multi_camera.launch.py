@@ -54,9 +54,10 @@ def node_settings(values: dict[str, str], share_dir: str) -> list[dict]:
         settings = segment.node_settings({**values, "namespace": ""}, share_dir)
         settings["parameters"][1]["cameras"] = cameras
         settings["remappings"] = [pair for cam in cameras for pair in (
-            (f"{cam}/image", images[cam]), (f"{cam}/camera_info", segment.sibling_topic(images[cam])))]
+            (f"{cam}/image", images[cam]), (f"{cam}/camera_info", segment.sibling_topic(images[cam])),
+            (f"{cam}/depth", segment.sibling_topic(images[cam], "depth")))]
         return [settings]
-    return [segment.node_settings({**values, "namespace": cam, "image": images[cam], "camera_info": ""},
+    return [segment.node_settings({**values, "namespace": cam, "image": images[cam], "camera_info": "", "depth": ""},
                                   share_dir) for cam in cameras]
 
 

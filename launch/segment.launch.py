@@ -31,6 +31,8 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "output_resolution": ("", "camera | model; empty = the params file's"),
     "image": ("/camera/image_raw", "input image topic (remaps the node's 'image')"),
     "camera_info": ("", "camera_info topic; empty = 'camera_info' beside the image topic"),
+    "depth": ("", "registered depth image for ~/points (16UC1 mm or 32FC1 m, with publish_points); "
+                  "empty = 'depth' beside the image topic"),
     "namespace": ("", "namespace of the node (outputs: /<namespace>/segmentation/...)"),
     "params_file": ("", f"node parameter file; empty = config/{DEFAULT_PARAMS_FILE} of {PACKAGE}"),
     "use_rviz": ("false", "start rviz2 with the shipped view (overlay, colour, labels)"),
@@ -67,10 +69,11 @@ def node_settings(values: dict[str, str], share_dir: str) -> dict:
     params_file = values.get("params_file") or os.path.join(share_dir, "config", DEFAULT_PARAMS_FILE)
     image = values.get("image") or ARGUMENTS["image"][0]
     camera_info = values.get("camera_info") or sibling_topic(image)
+    depth = values.get("depth") or sibling_topic(image, "depth")
     return {
         "namespace": values.get("namespace", ""),
         "parameters": [params_file, parameter_overrides(values)],
-        "remappings": [("image", image), ("camera_info", camera_info)],
+        "remappings": [("image", image), ("camera_info", camera_info), ("depth", depth)],
     }
 
 

@@ -49,6 +49,7 @@ from ..metrics import latency_stats
 from ..images import MAX_SIDE
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
+from .points import SemanticOutputs, check_class_parameters
 
 NODE_NAME = "segmentation"
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -137,6 +138,19 @@ PARAMETERS: dict[str, ParamSpec] = {
                               read_only=True),
     "diagnostics_period": ParamSpec(1.0, "seconds between /diagnostics messages",
                                     float_range=(0.1, 60.0), read_only=True),
+    # semantic point cloud and class mask (bisenet_ros/ros/points.py), live
+    "publish_points": ParamSpec(False, "publish ~/points (PointCloud2 x,y,z,rgb,label) from the registered "
+                                       "depth image 'depth'; the depth is subscribed only while ~/points is"),
+    "points_min_depth": ParamSpec(0.0, "metres; nearer depth pixels give no point", float_range=(0.0, 1000.0)),
+    "points_max_depth": ParamSpec(0.0, "metres; farther depth pixels give no point; 0 = no limit",
+                                  float_range=(0.0, 1000.0)),
+    "points_stride": ParamSpec(1, "use every n-th depth pixel in rows and columns", int_range=(1, 64, 1)),
+    "points_classes": ParamSpec(Parameter.Type.STRING_ARRAY, "class names or ids (as strings) kept in "
+                                                             "~/points; unset/empty = all"),
+    "depth_tolerance_ms": ParamSpec(0.0, "largest stamp difference between image and depth; 0 = equal stamps",
+                                    float_range=(0.0, 10000.0)),
+    "mask_classes": ParamSpec(Parameter.Type.STRING_ARRAY, "class names or ids (as strings): ~/mask is 255 "
+                                                           "on them, 0 elsewhere; unset/empty = no ~/mask"),
 }
 
 
@@ -249,6 +263,7 @@ class Frame:
     image: np.ndarray | None = None  # raw images are checked and viewed in the callback
     encoding: str = ""
     taken: float = 0.0  # time.perf_counter() when the worker took it
+    size: tuple[int, int] = (0, 0)  # the camera image's (H, W), known once decoded
 
 
 @dataclass
@@ -282,6 +297,9 @@ class SegmentationNode(Node):
         if reason:
             raise ConfigError(reason)
         self.pipeline: SegmentationPipeline = build_pipeline(**pipeline_kwargs(self._values))
+        reason = check_class_parameters(self._values, self.pipeline.preset.class_names)
+        if reason:
+            raise ConfigError(reason)
 
         self._cond = threading.Condition()
         self._param_lock = threading.RLock()
@@ -325,6 +343,7 @@ class SegmentationNode(Node):
         in_qos, out_qos = self._qos("input"), self._qos("output")
         compressed = self._values["input_transport"] == "compressed"
         self.cameras = [Camera(name) for name in (self._values["cameras"] or [""])]
+        self._semantic = SemanticOutputs(self, self._values, in_qos)
         for cam in self.cameras:
             prefix = f"{cam.name}/" if cam.name else ""
             out = f"~/{prefix}"
@@ -338,6 +357,7 @@ class SegmentationNode(Node):
                 cam.publishers[kind] = self.create_publisher(Image, out + kind, out_qos)
             cam.publishers["camera_info"] = self.create_publisher(CameraInfo, out + "camera_info", out_qos)
             cam.publishers["timing"] = self.create_publisher(DiagnosticArray, out + "timing", out_qos)
+            cam.publishers.update(self._semantic.add_camera(cam.label, prefix, out_qos))
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._legend_pub = self.create_publisher(String, "~/legend", latched)
@@ -415,6 +435,7 @@ class SegmentationNode(Node):
                 with self._cond:
                     cam.dropped += 1
                 continue
+            frame.size = image.shape[:2]
             ready.append((cam, frame))
             images.append(image)
             encodings.append(encoding)
@@ -427,10 +448,11 @@ class SegmentationNode(Node):
                     wanted.add(output)
         results = pipeline.run_batch(images, encodings, outputs=wanted)
         for (cam, frame), result in zip(ready, results):
-            self._publish(cam, frame, result, len(ready), pipeline.info.get("device", ""))
+            self._publish(cam, frame, result, len(ready), pipeline)
 
     def _publish(self, cam: Camera, frame: Frame, res: SegmentationResult, batch_size: int,
-                 device: str) -> None:
+                 pipeline: SegmentationPipeline) -> None:
+        device = pipeline.info.get("device", "")
         header = frame.msg.header
         pubs = cam.publishers
         pubs["labels"].publish(array_to_image_msg(res.labels, "mono16" if res.labels.dtype.itemsize == 2
@@ -445,6 +467,7 @@ class SegmentationNode(Node):
         info = cam.camera_info
         if info is not None and info.width and info.height and (info.width, info.height) != (out_w, out_h):
             pubs["camera_info"].publish(scale_camera_info(info, header, out_w, out_h))
+        extra = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
         stamp_ns = _stamp_ns(header)
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else float("nan")
@@ -456,13 +479,15 @@ class SegmentationNode(Node):
             self._frames_since_diag += 1
         if self._values["publish_timing"]:
             values = dict(wait_ms=(frame.taken - frame.received) * 1e3, **res.timings,
-                          total_ms=total_ms, latency_ms=latency_ms)
+                          total_ms=total_ms, latency_ms=latency_ms, **extra)
             status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: {cam.label} timing",
                                       hardware_id=str(device))
             status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
             status.values += [KeyValue(key="dropped_frames", value=str(dropped)),
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
+            status.values += [KeyValue(key=k, value=f"{v:.4f}")
+                              for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
 
     # -- legend and diagnostics ----------------------------------------------------------------------
@@ -482,8 +507,11 @@ class SegmentationNode(Node):
         total = latency_stats(t for t, _ in window)
         latency = latency_stats(lat for _, lat in window if lat == lat)
         info = self.pipeline.info
+        points_warning, points_values = self._semantic.status()
         if self._last_error:
             level, message = DiagnosticStatus.WARN, self._last_error
+        elif points_warning:
+            level, message = DiagnosticStatus.WARN, points_warning
         elif processed == 0:
             level, message = DiagnosticStatus.OK, "waiting for images"
         else:
@@ -500,6 +528,7 @@ class SegmentationNode(Node):
             "precision": str(info.get("precision")), "input_size": str(info.get("input_size")),
             "dataset": str(info.get("dataset")), "cameras": ",".join(c.label for c in self.cameras),
             "last_error": self._last_error,
+            **points_values,
         }
         status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: segmentation",
                                   message=message, hardware_id=str(info.get("device")))
@@ -519,7 +548,8 @@ class SegmentationNode(Node):
                 if reason:
                     return SetParametersResult(successful=False, reason=reason)
             candidate = {**self._values, **changes}
-            reason = validate_config(candidate)
+            reason = validate_config(candidate) or check_class_parameters(
+                {k: v for k, v in changes.items()}, self.pipeline.preset.class_names)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             reload = {k: changes[k] for k in RELOAD if k in changes and changes[k] != self._values[k]}
