@@ -563,8 +563,8 @@ def write_dataset(out: str | Path, count: int, seed: int = 0, size: tuple[int, i
     (out / "labels").mkdir(parents=True, exist_ok=True)
     seeds = range(seed, seed + count)
     if progress:
-        from tqdm import tqdm
-        seeds = tqdm(seeds, desc="scenes", unit="img")
+        from .progress import progress_bar
+        seeds = progress_bar(seeds, desc="scenes", unit="img")
     for s in seeds:
         img, lbl = generate_scene(s, size)
         cv2.imwrite(str(out / "images" / f"scene_{s:06d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
@@ -581,10 +581,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=100, help="number of scenes")
     p.add_argument("--seed", type=int, default=0, help="first scene seed (scene i uses seed+i)")
     p.add_argument("--size", type=hw_type(32), default=(240, 320), help="HxW (default 240x320)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none anyway when stderr is not a terminal)")
     args = p.parse_args(argv)
     if args.count < 1:
         p.error("--count must be >= 1")
-    write_dataset(args.out, args.count, args.seed, args.size, progress=True)
+    write_dataset(args.out, args.count, args.seed, args.size, progress=not args.no_progress)
     print(f"wrote {args.count} scenes to {args.out}")
     return 0
 

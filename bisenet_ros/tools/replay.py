@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-overlays", type=Path, default=None,
                         help="write the node's overlay frames here (PNG per frame + overlay.mp4)")
     parser.add_argument("--out", type=Path, default=None, help="write metrics.json, report.md and plots here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is none anyway when stderr is not a terminal)")
     g = parser.add_argument_group("starting the node (when --weights is given)")
     g.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra node parameter, repeatable (e.g. publish_color:=false)")
