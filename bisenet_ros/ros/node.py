@@ -44,6 +44,7 @@ from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline,
 from .conversions import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
 from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain,
                          reload_changes, validate_changes)
+from .points import SemanticOutputs, check_class_parameters
 
 NODE_NAME = "segmentation"
 ERROR_THROTTLE_S = 5.0
@@ -100,6 +101,7 @@ class Frame:
     image: np.ndarray | None = None  # raw images are checked and viewed in the callback
     encoding: str = ""
     taken: float = 0.0  # time.perf_counter() when the worker took it
+    size: tuple[int, int] = (0, 0)  # the camera image's (H, W), known once decoded
 
 
 @dataclass
@@ -132,6 +134,9 @@ class SegmentationNode(Node):
         if reason:
             raise ConfigError(reason)
         self.pipeline: SegmentationPipeline = build_pipeline(pipeline_options(self._values))
+        reason = check_class_parameters(self._values, self.pipeline.preset.class_names)
+        if reason:
+            raise ConfigError(reason)
 
         self._cond = threading.Condition()
         self._param_lock = threading.RLock()
@@ -178,6 +183,10 @@ class SegmentationNode(Node):
         compressed = self._values["input_transport"] == "compressed"
         mode, depth = self._values["input_reliability"], self._values["input_depth"]
         self.cameras = [Camera(name) for name in (self._values["cameras"] or [""])]
+        # depth images: fixed reliability (best effort unless input_reliability is reliable)
+        depth_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,
+                               reliability=ReliabilityPolicy.RELIABLE if mode == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+        self._semantic = SemanticOutputs(self, self._values, depth_qos)
         for cam in self.cameras:
             prefix = f"{cam.name}/" if cam.name else ""
             out = f"~/{prefix}"
@@ -193,6 +202,7 @@ class SegmentationNode(Node):
                 cam.publishers[kind] = self.create_publisher(Image, out + kind, out_qos)
             cam.publishers["camera_info"] = self.create_publisher(CameraInfo, out + "camera_info", out_qos)
             cam.publishers["timing"] = self.create_publisher(DiagnosticArray, out + "timing", out_qos)
+            cam.publishers.update(self._semantic.add_camera(cam.label, prefix, out_qos))
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._legend_pub = self.create_publisher(String, "~/legend", latched)
@@ -283,6 +293,7 @@ class SegmentationNode(Node):
                 with self._cond:
                     cam.dropped += 1
                 continue
+            frame.size = image.shape[:2]
             ready.append((cam, frame))
             images.append(image)
             encodings.append(encoding)
@@ -295,10 +306,11 @@ class SegmentationNode(Node):
                     wanted.add(output)
         results = pipeline.run_batch(images, encodings, outputs=wanted)
         for (cam, frame), result in zip(ready, results):
-            self._publish(cam, frame, result, len(ready), pipeline.info.get("device", ""))
+            self._publish(cam, frame, result, len(ready), pipeline)
 
     def _publish(self, cam: Camera, frame: Frame, res: SegmentationResult, batch_size: int,
-                 device: str) -> None:
+                 pipeline: SegmentationPipeline) -> None:
+        device = pipeline.info.get("device", "")
         header = frame.msg.header
         pubs = cam.publishers
         pubs["labels"].publish(array_to_image_msg(res.labels, "mono16" if res.labels.dtype.itemsize == 2
@@ -313,6 +325,7 @@ class SegmentationNode(Node):
         info = cam.camera_info
         if info is not None and info.width and info.height and (info.width, info.height) != (out_w, out_h):
             pubs["camera_info"].publish(scale_camera_info(info, header, out_w, out_h))
+        extra = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
         stamp_ns = _stamp_ns(header)
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else float("nan")
@@ -324,7 +337,7 @@ class SegmentationNode(Node):
             self._frames_since_diag += 1
         if self._values["publish_timing"]:
             values = dict(wait_ms=(frame.taken - frame.received) * 1e3, **res.timings,
-                          total_ms=total_ms, latency_ms=latency_ms)
+                          total_ms=total_ms, latency_ms=latency_ms, **extra)
             status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: {cam.label} timing",
                                       hardware_id=str(device))
             status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
@@ -332,6 +345,8 @@ class SegmentationNode(Node):
                               KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
+            status.values += [KeyValue(key=k, value=f"{v:.4f}")
+                              for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
 
     # -- legend and diagnostics ----------------------------------------------------------------------
@@ -363,9 +378,10 @@ class SegmentationNode(Node):
         total = latency_stats(t for t, _ in window)
         latency = latency_stats(lat for _, lat in window if lat == lat)
         info = self.pipeline.info
-        warnings = self._transport_warnings()
-        if self._last_error or warnings:
-            level, message = DiagnosticStatus.WARN, "; ".join(filter(None, [self._last_error, *warnings]))
+        points_warning, points_values = self._semantic.status()
+        warnings = [w for w in (self._last_error, *self._transport_warnings(), points_warning) if w]
+        if warnings:
+            level, message = DiagnosticStatus.WARN, "; ".join(warnings)
         elif processed == 0:
             level, message = DiagnosticStatus.OK, "waiting for images"
         else:
@@ -385,6 +401,7 @@ class SegmentationNode(Node):
             "precision": str(info.get("precision")), "input_size": str(info.get("input_size")),
             "dataset": str(info.get("dataset")), "cameras": ",".join(c.label for c in self.cameras),
             "last_error": self._last_error,
+            **points_values,
         }
         status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: segmentation",
                                   message=message, hardware_id=str(info.get("device")))
@@ -400,7 +417,8 @@ class SegmentationNode(Node):
             if self._reverting:
                 return SetParametersResult(successful=True)
             changes = {p.name: plain(p.name, p.value) for p in params}
-            reason = validate_changes(self._values, changes)
+            reason = validate_changes(self._values, changes) or check_class_parameters(
+                changes, self.pipeline.preset.class_names)
             if not reason and reload_changes(self._values, changes) and self._reloading():
                 reason = "a model reload is in progress; try again when it finishes"
             return SetParametersResult(successful=not reason, reason=reason or "")
