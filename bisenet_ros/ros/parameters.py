@@ -27,7 +27,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "precision": ("auto", "fp32", "fp16"),
     "output_resolution": ("camera", "model"),
     "input_transport": ("raw", "compressed"),
-    "input_reliability": ("best_effort", "reliable"),
+    "input_reliability": ("auto", "best_effort", "reliable"),
     "output_reliability": ("reliable", "best_effort"),
 }
 #: parameters whose change needs a new pipeline (loaded in the background)
@@ -98,14 +98,29 @@ PARAMETERS: dict[str, ParamSpec] = {
     "input_transport": ParamSpec("raw", "raw: sensor_msgs/Image on 'image'; compressed: "
                                         "sensor_msgs/CompressedImage on '<resolved image>/compressed'",
                                  read_only=True),
-    "input_reliability": ParamSpec("best_effort", "image subscription reliability (best_effort "
-                                                  "also connects to reliable publishers)", read_only=True),
+    "input_reliability": ParamSpec("auto", "image/camera_info subscription reliability: auto = follow the "
+                                           "publishers (reliable when all are), best_effort or reliable",
+                                   read_only=True),
     "input_depth": ParamSpec(1, "image subscription queue depth", int_range=(1, 100, 1), read_only=True),
     "output_reliability": ParamSpec("reliable", "reliability of the output publishers", read_only=True),
     "output_depth": ParamSpec(1, "queue depth of the output publishers", int_range=(1, 100, 1),
                               read_only=True),
     "diagnostics_period": ParamSpec(1.0, "seconds between /diagnostics messages",
                                     float_range=(0.1, 60.0), read_only=True),
+    # semantic point cloud and class mask (bisenet_ros/ros/points.py), live; class names are checked
+    # against the model's classes by the node (points.check_class_parameters)
+    "publish_points": ParamSpec(False, "publish ~/points (PointCloud2 x,y,z,rgb,label) from the registered "
+                                       "depth image 'depth', subscribed only while ~/points has subscribers"),
+    "points_min_depth": ParamSpec(0.0, "metres; nearer depth pixels give no point", float_range=(0.0, 1000.0)),
+    "points_max_depth": ParamSpec(0.0, "metres; farther depth pixels give no point; 0 = no limit",
+                                  float_range=(0.0, 1000.0)),
+    "points_stride": ParamSpec(1, "use every n-th depth pixel in rows and columns", int_range=(1, 64, 1)),
+    "points_classes": ParamSpec(Parameter.Type.STRING_ARRAY, "class names or ids (as strings) kept in "
+                                                             "~/points; unset/empty = all"),
+    "depth_tolerance_ms": ParamSpec(0.0, "largest stamp difference between image and depth; 0 = equal stamps",
+                                    float_range=(0.0, 10000.0)),
+    "mask_classes": ParamSpec(Parameter.Type.STRING_ARRAY, "class names or ids (as strings): ~/mask is 255 "
+                                                           "on them, 0 elsewhere; unset/empty = no ~/mask"),
 }
 
 
