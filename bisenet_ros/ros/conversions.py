@@ -8,20 +8,23 @@ whose one-line message names the problem. ``array_to_image_msg`` fills ``msg.dat
 from __future__ import annotations
 
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from ..errors import ImageError
-from ..images import NATIVE_BIG_ENDIAN, decode_compressed, raw_image_to_array
+from ..images import (MAX_PIXELS, NATIVE_BIG_ENDIAN, check_compressed, decode_compressed, raw_depth_to_array,
+                      raw_image_to_array)
+from ..pointcloud import POINT_DTYPE, POINT_FIELDS
 
 
-def image_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:
+def image_msg_to_array(msg: Image, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
     """View an Image's pixels as (H, W) for mono, (H, W, C) otherwise; return (array, encoding).
 
     The array shares the message buffer (no copy) except for big-endian mono16 and packed
     YUV 4:2:2, which are converted (to native mono16, resp. rgb8 -- the returned encoding says).
+    Images above ``max_pixels`` are refused from the header fields, before any work.
     """
-    return raw_image_to_array(msg)
+    return raw_image_to_array(msg, max_pixels=max_pixels)
 
 
 def default_encoding(array: np.ndarray) -> str:
@@ -47,6 +50,41 @@ def array_to_image_msg(array: np.ndarray, encoding: str, header: Header | None =
     return msg
 
 
-def compressed_msg_to_array(msg: CompressedImage) -> tuple[np.ndarray, str]:
-    """Decode a CompressedImage (JPEG, PNG, ...) -> (array, 'bgr8' | 'bgra8' | 'mono8' | 'mono16')."""
-    return decode_compressed(msg)
+def compressed_msg_to_array(msg: CompressedImage, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Decode a CompressedImage (JPEG or PNG) -> (array, 'bgr8' | 'bgra8' | 'mono8' | 'mono16');
+    the size in its header is checked against ``max_pixels`` first."""
+    return decode_compressed(msg, max_pixels)
+
+
+def check_compressed_msg(msg: CompressedImage, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """Header-only check of a CompressedImage (JPEG or PNG, size within ``max_pixels``), cheap
+    enough for a subscription callback; returns (width, height)."""
+    return check_compressed(msg.data, f"compressed image ({msg.format or 'no format'})", max_pixels)
+
+
+def depth_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:
+    """View a depth Image (16UC1 millimetres or 32FC1 metres) as (H, W) uint16/float32 -> (array, encoding)."""
+    return raw_depth_to_array(msg)
+
+
+def points_to_cloud_msg(points: np.ndarray, header: Header) -> PointCloud2:
+    """An unorganised PointCloud2 (height 1) of a :data:`~bisenet_ros.pointcloud.POINT_DTYPE` array:
+    fields x, y, z, rgb (float32) and label (uint16), little-endian, ``data = points.tobytes()``."""
+    if points.dtype != POINT_DTYPE:
+        raise ValueError(f"points must have dtype POINT_DTYPE, got {points.dtype}")
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = 1, int(points.size)
+    msg.fields = [PointField(name=name, offset=offset, datatype=datatype, count=1)
+                  for name, offset, datatype in POINT_FIELDS]
+    msg.is_bigendian = False  # POINT_DTYPE is little-endian on every host
+    msg.point_step = POINT_DTYPE.itemsize
+    msg.row_step = msg.point_step * msg.width
+    msg.data = points.tobytes()
+    msg.is_dense = True  # only valid points are sent
+    return msg
+
+
+def stamp_ns(header: Header) -> int:
+    """A header's stamp in nanoseconds."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec

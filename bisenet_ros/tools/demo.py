@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BisenetError, ConfigError, one_line
+from ..options import PipelineOptions
 from ..outputs import atomic_file, check_own_dir, prepare_dir, terminate_as_interrupt, write_text
 from .common import hw_type, number
 
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> dict:
     for old in overlays.glob("overlay_*.png"):
         old.unlink()
     report = replay_bag(bag, image_topic=IMAGE_TOPIC, label_topic=LABEL_TOPIC, rate=args.rate,
-                        node_args={"weights": str(weights.resolve()), "device": args.device},
+                        node_args=PipelineOptions(weights=str(weights), device=args.device).to_parameters(),
                         save_overlays=overlays, timeout_s=args.timeout, progress=sys.stderr.isatty())
     pop_latency_samples(report)
 

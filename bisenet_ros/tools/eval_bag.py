@@ -38,6 +38,12 @@ from ..report import check_report_dir, write_report
 from .common import add_model_arguments, number, pipeline_from_args
 
 HELP = "evaluate accuracy (mIoU vs ground-truth labels) and speed on a ROS 2 bag (mcap/sqlite3)"
+EXAMPLES = """\
+  bisenet-ros eval-bag demo_output/sample_recording --label-topic /camera/labels \\
+      --weights models/bisenetv2_synthetic_street.pth --out eval_demo
+  bisenet-ros eval-bag cityscapes_val_bag --label-topic /camera/labels --label-map labelIds \\
+      --weights model_final_v2_city.pth --input-size 512x1024 --out eval_city --pred-bag eval_city/pred
+"""
 
 FPS_DEFINITION = ("frames / sum of per-frame pipeline time (preprocess + inference + postprocess, "
                   "bag reading excluded); wall_fps includes reading and scoring")
@@ -55,17 +61,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stamp-tolerance", type=number(float, 0, 3.6e6), default=0.0, metavar="MS",
                         help="pair a label with the nearest image stamp within MS milliseconds (default: exact)")
     parser.add_argument("--max-frames", type=number(int, 0), default=0, help="stop after N camera images (0 = all)")
-    parser.add_argument("--warmup", type=number(int, 0), default=1,
-                        help="untimed pipeline runs on the first image before timing (default 1)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed frames before timing: the first image through the pipeline "
+                             "N times (default 1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default: ./eval_<bag name>)")
     parser.add_argument("--strict", action="store_true",
                         help="stop with an error at the first unusable frame instead of counting a warning")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is none anyway when stderr is not a terminal)")
     g = parser.add_argument_group("prediction bag")
     g.add_argument("--pred-bag", type=Path, default=None,
                    help="also write the predictions to this new bag (labels, colour, overlay; original stamps)")
-    g.add_argument("--pred-storage", choices=STORAGES, default="mcap")
+    g.add_argument("--pred-storage", choices=STORAGES, default="mcap", help="storage plugin of --pred-bag")
     g.add_argument("--pred-namespace", default="/segmentation",
                    help="topic prefix of the prediction bag (default /segmentation, as the node)")
     g.add_argument("--pred-with-image", action="store_true",
@@ -187,9 +195,9 @@ def evaluate_bag(
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=total, unit="frame", desc="eval-bag", file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(total=total, unit="frame", desc="eval-bag")
     writer = BagWriter(pred_bag, storage=pred_storage, overwrite=overwrite, inputs=[bag],
                        tool="bisenet-ros eval-bag") if pred_bag else None
     t_start = time.perf_counter()
@@ -364,6 +372,12 @@ def run(args: argparse.Namespace) -> int:
                          confusion=ev.confusion.matrix if ev.confusion is not None else None,
                          latency_samples=ev.latencies.samples, title=f"eval-bag: {bag.name}", tool="eval-bag")
     print(summary_line(ev.report))
+    if args.label_topic and ev.report.get("miou") is None:  # labelled frames, not one pixel of a known class
+        oor = ev.report["warning_messages"].get("out_of_range_pixels")
+        raise BagError(f"no ground-truth pixel on '{args.label_topic}' holds a class id 0..{pipeline.num_classes - 1} "
+                       f"(every pixel of {ev.report['labelled_frames']} labelled frames is the ignore index "
+                       f"{args.ignore_index} or out of range{': ' + oor if oor else ''}); check --label-map and "
+                       f"--ignore-index (report: {paths['report']})")
     for kind, msg in ev.report["warning_messages"].items():
         print(f"warning: {kind} ({ev.report['warnings'][kind]}): {msg}", file=sys.stderr)
     print(f"report: {paths['report']}")

@@ -14,13 +14,20 @@ import yaml
 
 from ..datasets import load_preset
 from ..errors import ConfigError
+from ..options import PipelineOptions
 from ..outputs import check_own_dir, prepare_dir
 from ..report import check_report_dir, write_report
 from .common import add_model_arguments, number
-from .common import node_parameters as model_node_parameters
 from .eval_bag import resolve_label_map
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
+EXAMPLES = """\
+  # start the node for you and replay at the recorded rate
+  bisenet-ros replay demo_output/sample_recording --label-topic /camera/labels \\
+      --weights models/bisenetv2_synthetic_street.pth --out replay_demo
+  # against a node you started yourself, twice as fast
+  bisenet-ros replay my_bag --image-topic /camera/image_raw --rate 2
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-namespace", default="/segmentation",
                         help="where the node's outputs are (<ns>/labels, <ns>/timing; default /segmentation)")
     parser.add_argument("--max-frames", type=number(int, 0), default=0, help="stop after N images (0 = all)")
-    parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed warm-up frames through the node first")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed frames before timing: copies of the first image sent through "
+                             "the node first (default 1)")
     parser.add_argument("--timeout", type=number(float, 0.1), default=60.0,
                         help="seconds to wait for the node (start-up, model load, first reply)")
     parser.add_argument("--drain", type=number(float, 0), default=2.0,
@@ -50,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="write metrics.json, report.md and plots here")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace report files / write overlays into a directory bisenet-ros did not create")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is none anyway when stderr is not a terminal)")
     g = parser.add_argument_group("starting the node (when --weights is given)")
     g.add_argument("--node-param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra node parameter, repeatable (e.g. publish_color:=false)")
@@ -59,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def node_parameters(args: argparse.Namespace) -> dict:
     """The model options of this command, plus ``--node-param``, as segmentation_node parameters."""
-    params = model_node_parameters(args)
+    params = PipelineOptions.from_args(args).to_parameters()
     for item in args.node_param:
         name, sep, value = item.partition(":=")
         if not sep or not name:

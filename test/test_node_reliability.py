@@ -1,0 +1,239 @@
+"""The node under hostile input (issue 13): what one message may cost, one bad frame never costs
+another camera its frame, every failure is counted and reported, logs cannot be forged, wrong
+stamps stay out of the latency statistics, a reload racing shutdown is quiet."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+
+import cv2
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+
+from bisenet_ros.errors import ImageError  # noqa: E402
+from bisenet_ros.images import check_compressed  # noqa: E402
+from node_client import RosClient, frame, start_node, values  # noqa: E402
+from test_hostile_inputs import huge_jpeg  # noqa: E402
+
+pytestmark = pytest.mark.ros
+NODE = "/segmentation"
+
+
+@pytest.fixture
+def client(ros_env):
+    c = RosClient("test_reliability_client")
+    yield c
+    c.close()
+
+
+def _compressed(bgr: np.ndarray, frame_id: str, stamp_sec: int | None = None) -> CompressedImage:
+    msg = CompressedImage(format="jpeg")
+    msg.header.frame_id = frame_id
+    if stamp_sec is not None:
+        msg.header.stamp.sec = stamp_sec
+    msg.data = cv2.imencode(".jpg", bgr)[1].tobytes()
+    return msg
+
+
+def test_hostile_jpeg_header_check_is_cheap():
+    """The 630-byte JPEG claiming 32768x32768 is refused from its header: no pixel decoded."""
+    data = huge_jpeg()
+    assert len(data) < 700
+    tracemalloc.start()
+    with pytest.raises(ImageError, match="32768x32768"):
+        check_compressed(data, "compressed image (jpeg)")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 64 * 1024  # bytes: nothing image-sized is ever allocated
+
+
+def test_hostile_frames_never_displace_a_good_camera(ros_env, tiny_checkpoints, tmp_path, client):
+    """cameras good + bad, compressed input: the bad camera streams 32768^2 JPEG headers and frames
+    with negative stamps; the good camera keeps its answers; failures turn /diagnostics WARN."""
+    node = start_node(ros_env, ["-p", f"weights:={tiny_checkpoints['bisenetv2']}", "-p", "cameras:=[good, bad]",
+                                "-p", "input_transport:=compressed", "-p", "max_frame_age_ms:=5000.0"],
+                      tmp_path / "node.log")
+    try:
+        client.subscribe(f"{NODE}/good/labels", Image)
+        client.subscribe(f"{NODE}/bad/labels", Image)
+        client.subscribe("/diagnostics", DiagnosticArray)
+        for cam in ("good", "bad"):
+            assert client.wait_matched(f"/{cam}/image/compressed", CompressedImage, timeout=90), node.log
+        good = _compressed(frame(48, 64, 1)[:, :, ::-1].copy(), "good_0")
+        assert client.request("/good/image/compressed", good, f"{NODE}/good/labels", timeout=60), node.log
+        hostile = CompressedImage(format="jpeg")
+        hostile.data = huge_jpeg()
+        negative = _compressed(frame(48, 64, 2), "negative", stamp_sec=-5)
+        good_pub = client.publisher("/good/image/compressed", CompressedImage)
+        bad_pub = client.publisher("/bad/image/compressed", CompressedImage)
+        sent = 30
+        for i in range(sent):
+            for _ in range(2):
+                hostile.header.frame_id = f"hostile_{i}"
+                bad_pub.publish(hostile)
+            bad_pub.publish(negative)  # together with the good frame: one batch
+            good.header.frame_id = f"good_{i + 1}"
+            good.header.stamp = client.node.get_clock().now().to_msg()
+            good_pub.publish(good)
+            client.wait_for(f"{NODE}/good/labels", lambda m, fid=good.header.frame_id: m.header.frame_id == fid, 2.0)
+        answered = {m.header.frame_id for m in client.messages(f"{NODE}/good/labels")}
+        got = sum(f"good_{i + 1}" in answered for i in range(sent))
+        assert got >= 0.95 * sent, f"good camera answered {got}/{sent}\n{node.log}"
+        assert not client.messages(f"{NODE}/bad/labels")
+        diag = client.wait_for("/diagnostics", lambda m: "bad:" in m.status[0].message, 15)
+        assert diag is not None, node.log
+        status = diag.status[0]
+        assert status.level == status.WARN and "out of range" in status.message
+        assert int(values(status)["rejected_frames"]) > 0
+    finally:
+        rc = node.stop()
+    assert rc == 0 and "Traceback" not in node.log, node.log
+
+
+def test_forged_log_lines_and_implausible_stamps(ros_env, tiny_checkpoints, tmp_path, client):
+    node = start_node(ros_env, ["-r", "image:=/cam", "-p", f"weights:={tiny_checkpoints['bisenetv2']}"],
+                      tmp_path / "node.log")
+    try:
+        client.subscribe(f"{NODE}/labels", Image)
+        client.subscribe("/diagnostics", DiagnosticArray)
+        assert client.wait_matched("/cam", Image, timeout=90), node.log
+        forged = "cam\n[ERROR] [0.0] [segmentation]: forged line \x1b[31mred" + "A" * 200_000
+        client.publish_image("/cam", frame(8, 8, 3)[:, :, 0], "bayer_rggb8", forged)
+        assert client.wait_until(lambda: "unsupported encoding" in node.log, 20), node.log
+        line = next(ln for ln in node.log.splitlines() if "unsupported encoding" in ln)
+        assert "\\n[ERROR]" in line and "\\x1b[31m" in line and len(line) < 1000
+        assert "forged line" not in node.log.replace(line, "")  # no second, forged line
+        # a frame stamped -5 s and one far in the future: answered, but not in the latency figures
+        img = frame(48, 64, 4)
+        for sec in (-5, 2_000_000_000):
+            msg = Image(height=48, width=64, encoding="rgb8", step=64 * 3, data=img.tobytes())
+            msg.header.stamp.sec = sec
+            msg.header.frame_id = f"stamp_{sec}"
+            assert client.request("/cam", msg, f"{NODE}/labels"), node.log
+        diag = client.wait_for("/diagnostics", lambda m: int(values(m.status[0])["frames_processed"]) >= 2, 15)
+        assert diag is not None, node.log
+        assert values(diag.status[0])["latency_ms_max"] == ""  # no plausible latency at all
+    finally:
+        rc = node.stop()
+    assert rc == 0 and "Traceback" not in node.log, node.log
+
+
+# -- in-process: the node class with its own context -----------------------------------------------
+
+
+@pytest.fixture
+def inproc(ros_env, tiny_checkpoints):
+    from bisenet_ros.ros.node import SegmentationNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = SegmentationNode(context=ctx, parameter_overrides=[
+        Parameter("weights", value=str(tiny_checkpoints["bisenetv2"])),
+        Parameter("cameras", value=["a", "b"])])
+    yield node, ctx
+    node.close()
+    rclpy.try_shutdown(context=ctx)
+
+
+def test_one_failing_frame_costs_no_other_camera_and_is_reported(inproc):
+    """A worker exception (here MemoryError for camera b's frame) is isolated from the batch,
+    counted per camera and reported by /diagnostics as WARN with the reason."""
+    from bisenet_ros.ros.node import Frame
+
+    node, _ = inproc
+    cam_a, cam_b = node.cameras
+    published, diagnostics = [], []
+    node._publish = lambda cam, frame, res, n, pipe: published.append(cam.label)
+    node._diag_pub.publish = diagnostics.append
+    real = node.pipeline.run_batch
+
+    def run_batch(images, encodings, outputs=()):
+        if any(img.shape[0] == 40 for img in images):
+            raise MemoryError("cannot allocate 3.5 GB")
+        return real(images, encodings, outputs)
+
+    node.pipeline.run_batch = run_batch
+    frames = []
+    for cam, h in ((cam_a, 48), (cam_b, 40)):
+        msg = Image(height=h, width=64, encoding="rgb8", step=64 * 3, data=frame(h, 64, 5).tobytes())
+        msg.header.frame_id = f"{cam.label}_frame"
+        f = Frame(msg, time.perf_counter(), image=frame(h, 64, 5), encoding="rgb8")
+        frames.append((cam, f))
+    node.process(frames)
+    assert published == ["a"]
+    assert (cam_a.failed, cam_b.failed) == (0, 1)
+    node._publish_diagnostics()
+    status = diagnostics[-1].status[0]
+    assert status.level == status.WARN and "b: 1 frames failed (cannot allocate 3.5 GB)" in status.message
+    assert values(status)["failed_frames"] == "1"
+    node._publish_diagnostics()  # reported once: the next period is clean again
+    assert "frames failed" not in diagnostics[-1].status[0].message
+
+
+def test_reload_racing_shutdown_is_quiet(inproc, tiny_checkpoints):
+    """SIGINT right after a weights change: the context goes away while the reload runs."""
+    import bisenet_ros.ros.node as node_module
+
+    node, ctx = inproc
+    started, release = threading.Event(), threading.Event()
+    real = node_module.build_pipeline
+
+    def slow_build(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    errors = []
+    old_hook = threading.excepthook
+    threading.excepthook = lambda info: errors.append(info)
+    node_module.build_pipeline = slow_build
+    try:
+        assert node.set_parameters([Parameter("weights", value=str(tiny_checkpoints["bisenetv1"]))])[0].successful
+        assert started.wait(30)
+        rclpy.try_shutdown(context=ctx)  # what SIGINT does
+        release.set()
+        node._reload_thread.join(60)
+    finally:
+        node_module.build_pipeline = real
+        threading.excepthook = old_hook
+    assert not errors, [str(e.exc_value) for e in errors]
+
+
+def test_worker_memory_per_frame_is_bounded(tiny_checkpoints, tmp_path):
+    """Peak memory of one frame at the pixel budget, measured in a child process (RSS high-water
+    mark); the frame one pixel row over the budget costs nothing."""
+    script = tmp_path / "peak.py"
+    script.write_text(f"""
+import resource, sys, numpy as np
+from bisenet_ros.errors import ImageError
+from bisenet_ros.pipeline import build_pipeline
+side = 1024
+pipe = build_pipeline(weights={str(tiny_checkpoints['bisenetv2'])!r}, device="cpu", backend="torch",
+                      max_pixels=side * side)
+pipe(np.zeros((64, 64, 3), np.uint8), "rgb8")
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    pipe(np.zeros((side + 1, side, 3), np.uint8), "rgb8", outputs=("color", "overlay", "confidence"))
+    sys.exit("over the budget but not refused")
+except ImageError:
+    pass
+assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss == before
+pipe(np.zeros((side, side, 3), np.uint8), "rgb8", outputs=("color", "overlay", "confidence"))
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(peak * 1024 / (side * side))
+""")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    bytes_per_pixel = float(out.stdout.strip().splitlines()[-1])
+    # 5 classes: logits, softmax and outputs at camera resolution, about 200 bytes per pixel
+    assert bytes_per_pixel < 400, bytes_per_pixel
