@@ -29,9 +29,9 @@ ENCODINGS: dict[str, tuple[int, tuple[int, int, int] | None]] = {
 MAX_SIDE = 16384
 
 #: default budget of pixels per image (width x height), checked before anything is decoded or
-#: allocated: 4096 x 4096 (16.8 MP, e.g. a 12 MP camera fits). The node's ``max_pixels`` parameter
+#: allocated: 4096 x 2048 (8.4 MP: a 4K UHD camera fits). The node's ``max_pixels`` parameter
 #: and the tools' ``--max-pixels`` option change it; never more than :data:`MAX_PIXELS_LIMIT`.
-MAX_PIXELS = 4096 * 4096
+MAX_PIXELS = 4096 * 2048
 MAX_PIXELS_LIMIT = 8192 * 8192
 
 #: OpenCV-style aliases some drivers and label tools write, read as these encodings

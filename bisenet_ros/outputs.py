@@ -261,6 +261,15 @@ def _remove(path: Path) -> None:
             pass
 
 
+def _with_parent(path: str | Path) -> Path:
+    path = Path(path).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot create {path.parent} ({exc.strerror or exc})") from None
+    return path
+
+
 @contextmanager
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix); renamed over ``path`` on success.
@@ -268,11 +277,7 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     On any exception (including KeyboardInterrupt and SIGTERM via :func:`terminate_as_interrupt`)
     the temporary is removed and ``path`` is left as it was.
     """
-    path = Path(path).expanduser()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot create {path.parent} ({exc.strerror or exc})") from None
+    path = _with_parent(path)
     tmp = _partial_name(path)
     try:
         yield tmp
@@ -291,11 +296,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     An existing ``path`` (already approved by :func:`check_output`) is replaced only once the new
     directory is complete.
     """
-    path = Path(path).expanduser()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot create {path.parent} ({exc.strerror or exc})") from None
+    path = _with_parent(path)
     tmp = _partial_name(path)
     _remove(tmp)
     try:

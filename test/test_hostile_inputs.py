@@ -304,3 +304,45 @@ def test_console_script_prints_one_line(files):
         f"bisenet-ros eval-bag: error: --pred-bag {files['bag']} is the input {files['bag']}; "
         "choose another output path"]
     assert bags.list_topics(files["bag"])["/camera/image_raw"].count == 3  # the recording is intact
+
+
+def test_non_finite_verification_error_is_refused():
+    """`nan >= tol` is False: a NaN relative error must never pass as verified (export, auto, bench)."""
+    from bisenet_ros.export import ExportError, relative_error
+
+    ref = torch.ones(1, 3, 4, 4)
+    out = ref.clone()
+    out[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ExportError, match="the output holds NaN/inf"):
+        relative_error(out, ref)
+    with pytest.raises(ExportError, match="the reference holds NaN/inf"):
+        relative_error(ref, out)
+    assert relative_error(ref, ref) == 0.0
+
+
+def test_constant_model_output_gets_a_warning(files, tmp_path, capsys):
+    state = torch.load(files["weights"], weights_only=True)
+    zeroed = {k: (torch.zeros_like(v) if v.is_floating_point() and not k.endswith("running_var") else v)
+              for k, v in state.items()}
+    torch.save(zeroed, tmp_path / "zero.pth")
+    rc = main(["segment", str(files["image"]), "--out", str(tmp_path / "o"), "--weights", str(tmp_path / "zero.pth"),
+               "--device", "cpu", "--backend", "torch"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "warning: the model predicts class 0 for every pixel of a random calibration input" in err
+    rc = main(["segment", str(files["image"]), "--out", str(tmp_path / "o2"), "--weights", str(files["weights"]),
+               "--device", "cpu", "--backend", "torch"])
+    assert rc == 0 and "warning:" not in capsys.readouterr().err
+
+
+def test_png_header_over_the_budget_is_refused_unread():
+    """A PNG claiming 16384x16384 (the 783 KB case): refused from its IHDR, before decoding."""
+    from bisenet_ros.errors import ImageError
+    from bisenet_ros.images import compressed_size, decode_image_bytes
+
+    ok, buf = cv2.imencode(".png", np.zeros((8, 8), np.uint8))
+    data = bytearray(buf.tobytes())
+    data[16:20] = (16384).to_bytes(4, "big")
+    data[20:24] = (16384).to_bytes(4, "big")
+    assert compressed_size(bytes(data)) == (16384, 16384)
+    with pytest.raises(ImageError, match="exceeds the budget"):
+        decode_image_bytes(bytes(data), "png")

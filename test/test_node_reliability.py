@@ -237,3 +237,35 @@ print(peak * 1024 / (side * side))
     bytes_per_pixel = float(out.stdout.strip().splitlines()[-1])
     # 5 classes: logits, softmax and outputs at camera resolution, about 200 bytes per pixel
     assert bytes_per_pixel < 400, bytes_per_pixel
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-p", "weights:={nan}"], "non-finite values"),
+    (["-p", "weights:={ints}"], "weights must be floating point"),
+    (["-p", "weights:={v2}", "-p", "mean:=[.nan, 0.4, 0.4]"], "mean must be finite"),
+    (["-p", "weights:={v2}", "-p", "std:=[.inf, 0.2, 0.2]"], "std must be finite"),
+    (["-p", "weights:={v2}", "-p", "max_pixels:=0"], "max_pixels"),
+    (["-p", "weights:={sidecar}"], "checkpoint sidecar"),
+])
+def test_node_hostile_start_table(ros_env, tiny_checkpoints, tmp_path, args, message):
+    """The node's row of the hostile-input table: one [ERROR] line, exit 2, no traceback."""
+    import shutil
+
+    import torch
+
+    from node_client import NODE_EXE
+
+    state = torch.load(tiny_checkpoints["bisenetv2"], weights_only=True)
+    nan = {k: (v.clone().fill_(float("nan")) if k.endswith("running_mean") else v) for k, v in state.items()}
+    torch.save(nan, tmp_path / "nan.pth")
+    torch.save({k: (v.to(torch.int32) if v.is_floating_point() else v) for k, v in state.items()}, tmp_path / "ints.pth")
+    shutil.copy(tiny_checkpoints["bisenetv2"], tmp_path / "side.pth")
+    (tmp_path / "side.yaml").write_bytes(b"num_classes: \xff\xfe\n")
+    args = [a.format(nan=tmp_path / "nan.pth", ints=tmp_path / "ints.pth", v2=tiny_checkpoints["bisenetv2"],
+                     sidecar=tmp_path / "side.pth") for a in args]
+    proc = subprocess.run([str(NODE_EXE), "--ros-args", *args], env=ros_env, capture_output=True, text=True,
+                          timeout=180)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out, out
+    errors = [line for line in out.splitlines() if "[ERROR]" in line]
+    assert len(errors) == 1 and message in errors[0], out

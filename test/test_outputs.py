@@ -175,3 +175,20 @@ def test_training_saves_its_state_before_dying_on_a_data_error(tmp_path, monkeyp
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and "data error at iteration 3" in err[-1] and "--resume" in err[-1], err
     assert (tmp_path / "m.state.pth").is_file() and not out.exists()
+
+
+def test_segment_reads_16_bit_colour_png_as_the_node_does(tiny_checkpoints, tmp_path):
+    """One decoder for files and compressed messages: a 16-bit colour PNG becomes 8-bit bgr8."""
+    from bisenet_ros.images import decode_image_bytes
+    from bisenet_ros.pipeline import build_pipeline
+
+    img16 = (np.random.default_rng(3).integers(0, 256, (24, 40, 3)).astype(np.uint16) * 257)
+    path = tmp_path / "deep.png"
+    cv2.imwrite(str(path), img16)
+    rc = main(["segment", str(path), "--out", str(tmp_path / "o"), "--weights", str(tiny_checkpoints["bisenetv2"]),
+               "--device", "cpu"])
+    assert rc == 0
+    image, encoding = decode_image_bytes(path.read_bytes(), "x")
+    assert encoding == "bgr8" and image.dtype == np.uint8
+    expected = build_pipeline(weights=tiny_checkpoints["bisenetv2"], device="cpu")(image, "bgr8").labels
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "o" / "deep_labels.png"), cv2.IMREAD_UNCHANGED), expected)

@@ -83,7 +83,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                         "matches eager PyTorch, see config/backends.yaml)")
     g.add_argument("--max-pixels", type=number(int, 1, MAX_PIXELS_LIMIT), default=MAX_PIXELS,
                    help=f"refuse images with more pixels (width x height) than this, checked before decoding "
-                        f"(default {MAX_PIXELS} = 4096x4096, at most {MAX_PIXELS_LIMIT} = 8192x8192)")
+                        f"(default {MAX_PIXELS} = 4096x2048, at most {MAX_PIXELS_LIMIT} = 8192x8192)")
 
 
 def pipeline_from_args(args: argparse.Namespace, **overrides) -> SegmentationPipeline:
