@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from node_client import RosClient, frame, start_node  # noqa: E402
+from node_client import RosClient, frame, start_node, values  # noqa: E402
 from test_hostile_inputs import huge_jpeg  # noqa: E402
 
 
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hostile-rate", type=float, default=20.0, help="hostile JPEGs per second (default 20)")
     p.add_argument("--good-rate", type=float, default=5.0, help="good camera rate in Hz (default 5)")
     args = p.parse_args(argv)
+    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import CompressedImage, Image
 
     env = {**os.environ, "ROS_DOMAIN_ID": str(random.randint(101, 200)), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     client = RosClient("hostile_stream")
     try:
         client.subscribe("/segmentation/good/labels", Image)
+        client.subscribe("/diagnostics", DiagnosticArray)
         good_pub = client.publisher("/good/image/compressed", CompressedImage)
         bad_pub = client.publisher("/bad/image/compressed", CompressedImage)
         for topic in ("/good/image/compressed", "/bad/image/compressed"):
@@ -102,8 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         n_hostile = _paced(args.seconds, args.hostile_rate, send_hostile)
         time.sleep(1.0)
         c = _proc(pid)
+        diag = client.wait_for("/diagnostics", lambda m: m.header.stamp.sec > 0 and
+                               time.time() - m.header.stamp.sec < 2, 10)  # a fresh one
+        refused = int(values(diag.status[0])["rejected_frames"]) if diag else n_hostile
         idle_cpu = b["cpu_s"] - a["cpu_s"]
-        per_msg_ms = max(0.0, (c["cpu_s"] - b["cpu_s"]) - idle_cpu) / n_hostile * 1e3
+        per_msg_ms = max(0.0, (c["cpu_s"] - b["cpu_s"]) - idle_cpu) / max(1, refused) * 1e3
 
         every = max(1, round(args.hostile_rate / args.good_rate))
 
@@ -135,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     growth = d["hwm_mb"] - a["hwm_mb"]
     print(f"CPU: {_cpu_model()} ({os.cpu_count()} cores), load average {os.getloadavg()[0]:.1f}")
     print(f"hostile JPEG: {len(huge_jpeg())} bytes claiming 32768x32768, {n_hostile} sent at "
-          f"{args.hostile_rate:g}/s for {args.seconds:g} s")
+          f"{args.hostile_rate:g}/s for {args.seconds:g} s, {refused} refused by the node")
     print(f"node CPU per hostile message (above idle): {per_msg_ms:.2f} ms")
     print(f"node RSS before {a['rss_mb']:.0f} MB, after {d['rss_mb']:.0f} MB; peak (VmHWM) growth over both "
           f"hostile phases {growth:.1f} MB")

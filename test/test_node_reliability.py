@@ -76,11 +76,12 @@ def test_hostile_frames_never_displace_a_good_camera(ros_env, tiny_checkpoints, 
         good_pub = client.publisher("/good/image/compressed", CompressedImage)
         bad_pub = client.publisher("/bad/image/compressed", CompressedImage)
         sent = 30
-        for i in range(sent):
-            for _ in range(2):
+        for i in range(sent):  # one bad message per good frame (depth 1: a burst would keep only its last)
+            if i % 3 == 2:
+                bad_pub.publish(negative)  # waiting together with the good frame: one batch
+            else:
                 hostile.header.frame_id = f"hostile_{i}"
                 bad_pub.publish(hostile)
-            bad_pub.publish(negative)  # together with the good frame: one batch
             good.header.frame_id = f"good_{i + 1}"
             good.header.stamp = client.node.get_clock().now().to_msg()
             good_pub.publish(good)
