@@ -9,9 +9,13 @@ only what is asked for is copied back):
 1. uint8 image (any supported encoding) -> RGB float, ``/255``, normalise by the dataset mean/std;
 2. bilinear resize (``align_corners=False``) of the normalised tensor to the model input size
    (fixed ``HxW``, or ``auto32``: each side rounded up to a multiple of 32);
-3. forward pass (eager PyTorch or another backend, see :mod:`bisenet_ros.backends`);
+3. forward pass (eager PyTorch or another backend, see :mod:`bisenet_ros.backends`); the runner
+   may return the model's logits before its final bilinear x``s`` upsampling (1/``s`` of the
+   input, as :func:`build_pipeline` sets it up), which is then done together with step 4;
 4. bilinear resize of the logits back to the camera resolution (unless ``output_resolution`` is
-   ``model``), then argmax; class ids are never resized themselves;
+   ``model``), then argmax; class ids are never resized themselves. On the CPU the labels come
+   from :func:`bisenet_ros.postprocess.labels`, which computes full-resolution logits only near
+   class boundaries (same labels, a fraction of the cost);
 5. optional max-softmax confidence, palette colour mask and alpha-blended overlay.
 """
 from __future__ import annotations
@@ -25,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import postprocess
 from .datasets import DatasetPreset, load_preset, preset_from_dict
 from .errors import ConfigError, ImageError
 from .images import ENCODINGS, MAX_SIDE
@@ -202,8 +207,10 @@ class SegmentationPipeline:
         logits = self.runner(batch)
         t2 = self._tick()
         results = []
+        stride = logit_stride(tuple(logits.shape[-2:]), size)
         for i, ((rgb, native), image, enc) in enumerate(zip(uploaded, images, encodings)):
-            results.append(self._postprocess(logits[i:i + 1], rgb, native, image.shape[:2], enc, wanted))
+            results.append(self._postprocess(logits[i:i + 1], stride, size, rgb, native, image.shape[:2],
+                                             enc, wanted))
         t3 = self._tick()
         n = len(images)
         for res in results:
@@ -215,27 +222,37 @@ class SegmentationPipeline:
             }
         return results
 
+    def _labels(self, logits: torch.Tensor, stride: int, out_hw: tuple[int, int], wanted: set[str]):
+        """(labels (H, W) long tensor, confidence uint8 numpy or None) for (1, C, h, w) logits."""
+        if self.device.type == "cpu" and "confidence" not in wanted:
+            fast = postprocess.labels(logits[0].float().numpy(), stride, out_hw, torch.get_num_threads())
+            return torch.from_numpy(fast).long(), None
+        if self.device.type == "cpu":
+            full = torch.from_numpy(postprocess.dense_logits(logits[0].float().numpy(), stride, out_hw))
+        else:
+            full = postprocess.naive_logits(logits, stride, out_hw)[0]
+        conf_t, labels_t = full.max(dim=0)
+        if "confidence" not in wanted:
+            return labels_t, None
+        prob = 1.0 / torch.exp(full - conf_t.unsqueeze(0)).sum(dim=0)  # max softmax = 1/sum(exp(l - max))
+        return labels_t, self._to_numpy((prob * 255.0).round().to(torch.uint8))
+
     def _postprocess(
         self,
         logits: torch.Tensor,
+        stride: int,
+        model_hw: tuple[int, int],
         rgb: torch.Tensor,
         native: torch.Tensor,
         camera_hw: tuple[int, int],
         encoding: str,
         wanted: set[str],
     ) -> SegmentationResult:
-        out_hw = tuple(camera_hw) if self.output_resolution == "camera" else tuple(logits.shape[-2:])
-        logits = logits.float()
-        if tuple(logits.shape[-2:]) != out_hw:
-            logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
-        conf_t, labels_t = logits[0].max(dim=0)
-        res = SegmentationResult(labels=self._to_numpy(labels_t.to(self.label_dtype)))
+        out_hw = tuple(camera_hw) if self.output_resolution == "camera" else tuple(model_hw)
+        labels_t, confidence = self._labels(logits, stride, out_hw, wanted)
+        res = SegmentationResult(labels=self._to_numpy(labels_t.to(self.label_dtype)), confidence=confidence)
         if self.label_dtype == torch.int16:
             res.labels = res.labels.view(np.uint16)
-        if "confidence" in wanted:
-            # max softmax = 1 / sum(exp(l - max))
-            prob = 1.0 / torch.exp(logits[0] - conf_t.unsqueeze(0)).sum(dim=0)
-            res.confidence = self._to_numpy((prob * 255.0).round().to(torch.uint8))
         if wanted & {"color", "overlay"}:
             color = self._palette[labels_t.long()]  # (H, W, 3) RGB
             if "color" in wanted:
@@ -266,6 +283,17 @@ class SegmentationPipeline:
         return t.contiguous().cpu().numpy()
 
 
+def logit_stride(logits_hw: tuple[int, int], model_hw: tuple[int, int]) -> int:
+    """1 for logits at the model input size, ``s`` for logits at exactly 1/``s`` of it."""
+    if tuple(logits_hw) == tuple(model_hw):
+        return 1
+    s = model_hw[0] // max(1, logits_hw[0])
+    if s < 1 or (logits_hw[0] * s, logits_hw[1] * s) != tuple(model_hw):
+        raise ConfigError(f"the model returned {logits_hw[0]}x{logits_hw[1]} logits for a "
+                          f"{model_hw[0]}x{model_hw[1]} input (expected the input size or 1/s of it)")
+    return s
+
+
 def build_pipeline(
     model: str | None = None,
     weights: str | Path | None = None,
@@ -287,7 +315,7 @@ def build_pipeline(
     ``input_size=None`` means the sidecar's input size, else ``auto32``.
     """
     from .backends import create_runner
-    from .models import load_model, resolve_device
+    from .models import load_model, low_res_view, resolve_device
 
     dev = resolve_device(device)
     net = load_model(model, weights=weights, num_classes=num_classes, device=dev)
@@ -305,7 +333,9 @@ def build_pipeline(
     if input_size is None:  # the checkpoint's own input size, else auto32
         input_size = sidecar.get("input_size")
     size = parse_input_size(input_size)
-    runner = create_runner(net, backend=backend, device=dev, precision=precision, input_size=size)
+    # the runner returns the 1/8 logits; the pipeline upsamples them once, exactly (postprocess.py)
+    runner = create_runner(low_res_view(net), backend=backend, device=dev, precision=precision,
+                           input_size=size)
     info = {
         "model": meta["arch"],
         "weights": meta["weights"],
