@@ -266,20 +266,28 @@ def array_to_image(array: np.ndarray, encoding: str, stamp: int, frame_id: str):
                  is_bigendian=0, step=w * channels * np.dtype(dtype).itemsize, data=data)
 
 
-def camera_info(height: int, width: int, stamp: int, frame_id: str):
-    """A nominal pinhole CameraInfo (focal length = image width, principal point at the centre).
+def camera_info(height: int, width: int, stamp: int, frame_id: str,
+                intrinsics: Sequence[float] | None = None):
+    """The CameraInfo of a ``width`` x ``height`` camera: uncalibrated unless ``intrinsics`` are given.
 
-    Recordings made from videos or image folders carry no calibration; this keeps tools that
-    expect CameraInfo next to the image (rviz2, Foxglove) working.
+    Uncalibrated is the CameraInfo convention for "no calibration": K, R and P all zero (what
+    camera_info_manager publishes without a calibration file), so consumers (image_geometry,
+    rviz2's Camera display) do not project with invented numbers. ``intrinsics`` = (fx, fy, cx, cy)
+    of a pinhole camera without distortion: K, P from them, R = identity, ``plumb_bob`` with zero D.
     """
     ts = typestore()
-    f, cx, cy = float(width), (width - 1) / 2.0, (height - 1) / 2.0
     Info = ts.types[CAMERA_INFO_TYPE]
     Roi = ts.types["sensor_msgs/msg/RegionOfInterest"]
+    if intrinsics is None:
+        model, d, k, r, p = "", np.zeros(0), np.zeros(9), np.zeros(9), np.zeros(12)
+    else:
+        fx, fy, cx, cy = (float(v) for v in intrinsics)
+        model, d, r = "plumb_bob", np.zeros(5), np.eye(3).reshape(-1)
+        k = np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], dtype=np.float64)
+        p = np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], dtype=np.float64)
     return Info(
-        header=make_header(stamp, frame_id), height=height, width=width, distortion_model="plumb_bob",
-        d=np.zeros(5), k=np.array([f, 0, cx, 0, f, cy, 0, 0, 1], dtype=np.float64),
-        r=np.eye(3).reshape(-1), p=np.array([f, 0, cx, 0, 0, f, cy, 0, 0, 0, 1, 0], dtype=np.float64),
+        header=make_header(stamp, frame_id), height=height, width=width, distortion_model=model,
+        d=d.astype(np.float64), k=k.astype(np.float64), r=r.astype(np.float64), p=p.astype(np.float64),
         binning_x=0, binning_y=0, roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
     )
 
@@ -348,12 +356,14 @@ def write_image_bag(
     encoding: str = "rgb8",
     start_ns: int | None = None,
     overwrite: bool = False,
+    intrinsics: Sequence[float] | None = None,
 ) -> int:
     """Write a camera recording: per frame an Image, its ground-truth labels (mono8, or mono16
     for uint16 labels) when given, and a CameraInfo, all with the same header stamp.
 
     ``frames`` yields ``(rgb uint8 HxWx3, labels HxW or None)``. Stamps start at ``start_ns``
-    (default: now) and advance by ``1/fps``; the bag's receive times equal the stamps.
+    (default: now) and advance by ``1/fps``; the bag's receive times equal the stamps. The
+    CameraInfo is uncalibrated (all-zero K) unless ``intrinsics`` (fx, fy, cx, cy) are given.
     ``encoding`` is ``rgb8`` or ``bgr8`` (the image is converted). Returns the frames written.
     """
     import time
@@ -383,7 +393,7 @@ def write_image_bag(
                 lab_enc = "mono16" if labels.dtype == np.uint16 else "mono8"
                 bag.write(label_topic, array_to_image(labels, lab_enc, stamp, frame_id), stamp)
             if info_topic:
-                bag.write(info_topic, camera_info(image.shape[0], image.shape[1], stamp, frame_id), stamp)
+                bag.write(info_topic, camera_info(image.shape[0], image.shape[1], stamp, frame_id, intrinsics), stamp)
             n += 1
         if n == 0:
             raise BagError("no frames to write")

@@ -61,33 +61,59 @@ def raw_image_to_array(msg: Any, encoding: str | None = None) -> tuple[np.ndarra
     """
     encoding = str(msg.encoding) if encoding is None else encoding
     channels, nbytes = _channels_and_bytes(encoding)
+    if encoding in YUV422 and int(msg.width) % 2:
+        raise ImageError(f"{encoding} image width {int(msg.width)} must be even")
+    buf = _pixel_rows(msg, channels, nbytes)
+    h, w = buf.shape[0], int(msg.width)
+    if encoding in YUV422:
+        rgb = cv2.cvtColor(np.ascontiguousarray(buf).reshape(h, w, 2), YUV422[encoding])
+        return rgb, "rgb8"
+    arr = _native(buf, np.uint16, bool(msg.is_bigendian)) if nbytes == 2 else buf
+    return (arr if channels == 1 else arr.reshape(h, w, channels)), encoding
+
+
+def _pixel_rows(msg: Any, channels: int, nbytes: int) -> np.ndarray:
+    """The (H, width*channels*nbytes) uint8 view of an Image's pixel rows, after the size, step
+    and data-length checks (:class:`ImageError` naming the problem)."""
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h < 1 or w < 1 or h > MAX_SIDE or w > MAX_SIDE:
         raise ImageError(f"image size {w}x{h} is out of range (1..{MAX_SIDE} per side)")
     row = w * channels * nbytes
-    if encoding in YUV422 and w % 2:
-        raise ImageError(f"{encoding} image width {w} must be even")
     if step < row:
         raise ImageError(f"step {step} is smaller than width*channels*bytes = {w}*{channels}*{nbytes} = {row}")
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size < h * step:
         raise ImageError(f"data has {data.size} bytes, fewer than height*step = {h}*{step} = {h * step}")
-    buf = data[: h * step].reshape(h, step)[:, :row]
-    if encoding in YUV422:
-        rgb = cv2.cvtColor(np.ascontiguousarray(buf).reshape(h, w, 2), YUV422[encoding])
-        return rgb, "rgb8"
-    if nbytes == 2:
-        if step % 2:
-            buf = buf.copy()  # rows not 2-byte aligned: copy before viewing as uint16
-        big = bool(msg.is_bigendian)
-        arr = buf.view(">u2" if big else "<u2")
-        if big != NATIVE_BIG_ENDIAN:
-            arr = arr.astype(np.uint16)
-        else:
-            arr = arr.view(np.uint16)
-    else:
-        arr = buf
-    return (arr if channels == 1 else arr.reshape(h, w, channels)), encoding
+    return data[: h * step].reshape(h, step)[:, :row]
+
+
+def _native(buf: np.ndarray, dtype: type, big_endian: bool) -> np.ndarray:
+    """uint8 rows viewed as ``dtype`` in native byte order (a copy only when unaligned or swapped)."""
+    item = np.dtype(dtype).itemsize
+    if buf.strides[0] % item or buf.ctypes.data % item:
+        buf = buf.copy()  # rows not aligned to the item size: copy before viewing
+    arr = buf.view(np.dtype(dtype).newbyteorder(">" if big_endian else "<"))
+    return arr.astype(dtype) if big_endian != NATIVE_BIG_ENDIAN else arr.view(dtype)
+
+
+#: depth encodings (REP 118): bytes per pixel and the scale to metres
+DEPTH_ENCODINGS: dict[str, tuple[type, float]] = {
+    "16UC1": (np.uint16, 1e-3),  # millimetres, 0 = no measurement
+    "mono16": (np.uint16, 1e-3),  # what some drivers call 16UC1
+    "32FC1": (np.float32, 1.0),  # metres, NaN/inf/<=0 = no measurement
+}
+
+
+def raw_depth_to_array(msg: Any) -> tuple[np.ndarray, str]:
+    """View a depth Image (16UC1 millimetres or 32FC1 metres) as (H, W) uint16/float32, native
+    byte order, sharing the buffer when possible; return (array, encoding)."""
+    encoding = str(msg.encoding)
+    if encoding not in DEPTH_ENCODINGS:
+        raise ImageError(f"depth encoding '{encoding or '(empty)'}' is not supported "
+                         "(16UC1 in millimetres or 32FC1 in metres)")
+    dtype = DEPTH_ENCODINGS[encoding][0]
+    buf = _pixel_rows(msg, 1, np.dtype(dtype).itemsize)
+    return _native(buf, dtype, bool(msg.is_bigendian)), encoding
 
 
 def decode_compressed(msg: Any) -> tuple[np.ndarray, str]:

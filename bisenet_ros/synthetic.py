@@ -6,7 +6,9 @@ parks), trees, parked and moving cars, pedestrians, and a sky with clouds. :meth
 the ground and facade planes per pixel for a pinhole camera at any position/heading, draws the
 objects far-to-near, then applies lighting, shadows, colour cast, blur and sensor noise.
 Each render returns an RGB ``uint8`` image and a ``uint8`` label image with the class ids of
-:data:`CLASSES` (the ``synthetic_street`` preset).
+:data:`CLASSES` (the ``synthetic_street`` preset); :meth:`StreetWorld.render_with_depth` also
+returns the exact depth (metres along the optical axis, ``inf`` for sky) of the surface drawn at
+every pixel centre, for the pinhole :func:`camera_matrix`.
 
 >>> img, lbl = generate_scene(seed=3, size=(240, 320))
 >>> frames = list(drive_sequence(seed=7, num_frames=80, size=(240, 320), fps=10))
@@ -54,6 +56,51 @@ def _sample(tex: np.ndarray, a: np.ndarray, b: np.ndarray, scale: float) -> np.n
     i = (np.floor(a * scale).astype(np.int64)) % n
     j = (np.floor(b * scale).astype(np.int64)) % n
     return tex[i, j]
+
+
+def camera_matrix(size: tuple[int, int], fov_deg: float = 70.0) -> np.ndarray:
+    """The renderer's pinhole K (3x3, row-major as in CameraInfo) for an image ``size`` (H, W)
+    and horizontal field of view: square pixels, principal point at the image centre."""
+    h, w = int(size[0]), int(size[1])
+    f = 0.5 * w / math.tan(math.radians(fov_deg) / 2)
+    return np.array([[f, 0.0, (w - 1) / 2], [0.0, f, (h - 1) / 2], [0.0, 0.0, 1.0]])
+
+
+@dataclass
+class _Rays:
+    """Per-pixel camera rays of one render and its depth buffer (z along the optical axis).
+
+    ``dirs`` (H, W, 3, world frame) have a camera-frame z of 1, so a ray parameter is a depth.
+    """
+
+    cam: np.ndarray
+    dirs: np.ndarray
+    depth: np.ndarray
+    focal: float
+
+    def paint(self, mask: np.ndarray, surface: np.ndarray) -> None:
+        """Depth of ``surface`` at the pixels of ``mask``: (2, 3) = an axis-aligned box (lo, hi),
+        nearest entry; (N >= 3, 3) = the plane through the first three points."""
+        d = self.dirs[mask]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if surface.shape[0] == 2:
+                t, miss = self._slab(d, surface[0], surface[1])
+                # polygon fill marks pixels whose centre ray just misses the silhouette (< 1 px):
+                # those take the box grown by one pixel's footprint at their depth
+                grow = np.where(np.isfinite(t), t, 0.0)[miss, None] * 1.5 / self.focal
+                t[miss] = self._slab(d[miss], surface[0] - grow, surface[1] + grow)[0]
+            else:
+                n = np.cross(surface[1] - surface[0], surface[2] - surface[0])
+                t = (n @ (surface[0] - self.cam)) / (d @ n)
+        ok = np.isfinite(t) & (t > 0)
+        self.depth[mask] = np.where(ok, t, self.depth[mask])
+
+    def _slab(self, d: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Entry ray parameter into the box(es) [lo, hi] and whether each ray misses."""
+        t1, t2 = (lo - self.cam) / d, (hi - self.cam) / d
+        near = np.nanmax(np.minimum(t1, t2), axis=1)
+        far = np.nanmin(np.maximum(t1, t2), axis=1)
+        return near, ~(near <= far)
 
 
 @dataclass
@@ -184,11 +231,28 @@ class StreetWorld:
         ``t`` (seconds) moves cars and pedestrians; ``rng`` draws the sensor noise (default: a
         generator seeded from the world seed and the pose, so renders are reproducible).
         """
+        img, lbl, _ = self.render_with_depth(size, cam_z, cam_x, cam_h, yaw_deg, pitch_deg, t, fov_deg, rng)
+        return img, lbl
+
+    def render_with_depth(
+        self,
+        size: tuple[int, int] = (240, 320),
+        cam_z: float = 0.0,
+        cam_x: float = 0.0,
+        cam_h: float = 1.5,
+        yaw_deg: float = 0.0,
+        pitch_deg: float = 0.0,
+        t: float = 0.0,
+        fov_deg: float = 70.0,
+        rng: np.random.Generator | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`render` plus the depth (float64 metres along the optical axis, ``inf`` = sky) of
+        the surface drawn at each pixel centre (K: :func:`camera_matrix`)."""
         h, w = int(size[0]), int(size[1])
         if rng is None:
             rng = np.random.default_rng([self.seed, int(cam_z * 1000) & 0xFFFFFFF, int(t * 1000) & 0xFFFFFFF])
-        f = 0.5 * w / math.tan(math.radians(fov_deg) / 2)
-        cx, cy = (w - 1) / 2, (h - 1) / 2
+        k = camera_matrix((h, w), fov_deg)
+        f, cx, cy = k[0, 0], k[0, 2], k[1, 2]
         cyaw, syaw = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))
         cp, sp = math.cos(math.radians(pitch_deg)), math.sin(math.radians(pitch_deg))
         # camera -> world rotation (pitch about X, then yaw about Y); camera axes x right, y up, z fwd
@@ -219,8 +283,9 @@ class StreetWorld:
             fy = np.where(ok, cam_h + np.where(ok, tf, 0) * dy, -1.0)
             fz = np.where(ok, cam_z + np.where(ok, tf, 0) * dz, 0.0)
             self._facade(img, lbl, depth, side, tf, fy, fz)
-        self._draw_objects(img, lbl, rot, cam, f, cx, cy, t, h, w)
-        return self._finish(img, rng), lbl
+        rays = _Rays(cam, dirs, depth, f)
+        self._draw_objects(img, lbl, rot, rays, f, cx, cy, t)
+        return self._finish(img, rng), lbl, depth
 
     def _sky(self, img: np.ndarray, dy: np.ndarray, dz: np.ndarray, dx: np.ndarray) -> None:
         elev = np.clip(dy / np.sqrt(dx ** 2 + dy ** 2 + dz ** 2), -0.2, 1.0)[..., None]
@@ -300,8 +365,8 @@ class StreetWorld:
         lbl[vis] = BUILDING
         depth[vis] = tf[vis]
 
-    def _draw_objects(self, img, lbl, rot, cam, f, cx, cy, t, h, w) -> None:
-        inv = rot.T
+    def _draw_objects(self, img, lbl, rot, rays: _Rays, f, cx, cy, t) -> None:
+        inv, cam = rot.T, rays.cam
         items = []
         for ob in self.objects:
             z = ob.z + ob.vz * t
@@ -322,14 +387,15 @@ class StreetWorld:
         for dist, ob, z in items:
             scale = f / dist
             if ob.kind == "tree":
-                self._tree(img, lbl, ob, z, project, scale)
+                self._tree(img, lbl, ob, z, project, scale, rays)
             elif ob.kind == "car":
-                self._car_draw(img, lbl, ob, z, project, cam)
+                self._car_draw(img, lbl, ob, z, project, rays)
             else:
-                self._person(img, lbl, ob, z, project, scale)
+                self._person(img, lbl, ob, z, project, scale, rays)
 
     @staticmethod
-    def _fill(img, lbl, pts: np.ndarray, color, cls: int | None, shade: np.ndarray | None = None) -> None:
+    def _fill(img, lbl, pts: np.ndarray, color, cls: int | None, shade: np.ndarray | None = None,
+              rays: _Rays | None = None, surface: np.ndarray | None = None) -> None:
         poly = np.round(pts * 4).astype(np.int32).reshape(-1, 1, 2)  # 2 bits of sub-pixel precision
         mask = np.zeros(lbl.shape, np.uint8)
         cv2.fillPoly(mask, [poly], 1, lineType=cv2.LINE_8, shift=2)
@@ -340,11 +406,14 @@ class StreetWorld:
         img[m] = c if shade is None else c * shade[m][:, None]
         if cls is not None:
             lbl[m] = cls
+        if rays is not None and surface is not None:
+            rays.paint(m, surface)
 
     def _box(self, x0, x1, y0, y1, z0, z1) -> np.ndarray:
         return np.array([[x, y, z] for x in (x0, x1) for y in (y0, y1) for z in (z0, z1)], np.float64)
 
-    def _car_draw(self, img, lbl, ob, z, project, cam) -> None:
+    def _car_draw(self, img, lbl, ob, z, project, rays: _Rays) -> None:
+        cam = rays.cam
         wdt, hgt, length = ob.size
         x0, x1 = ob.x - wdt / 2, ob.x + wdt / 2
         z0, z1 = z - length / 2, z + length / 2
@@ -354,45 +423,52 @@ class StreetWorld:
                                [x1 + 0.2, 0.01, z1 + 0.3], [x0 - 0.2, 0.01, z1 + 0.3]]))
         self._fill(img, lbl, sh, img[min(max(int(sh[0, 1]), 0), lbl.shape[0] - 1),
                                      min(max(int(sh[0, 0]), 0), lbl.shape[1] - 1)] * 0.45, None)
-        body = project(self._box(x0, x1, 0.25, hgt * 0.55, z0, z1))
-        cabin = project(self._box(x0 + 0.15, x1 - 0.15, hgt * 0.5, hgt, z0 + length * 0.22, z1 - length * 0.25))
+        body_box = np.array([[x0, 0.25, z0], [x1, hgt * 0.55, z1]])
+        cabin_box = np.array([[x0 + 0.15, hgt * 0.5, z0 + length * 0.22], [x1 - 0.15, hgt, z1 - length * 0.25]])
         for wz in (z0 + 0.8, z1 - 0.8):  # wheels
             for wx in (x0 + 0.05, x1 - 0.25):
-                self._fill(img, lbl, self._hull(project(self._box(wx, wx + 0.2, 0.0, 0.6, wz - 0.33, wz + 0.33))),
-                           (0.05, 0.05, 0.05), CAR)
-        self._fill(img, lbl, self._hull(cabin), ob.color2 * 1.2, CAR, shade)
-        self._fill(img, lbl, self._hull(body), ob.color, CAR, shade)
+                wheel = np.array([[wx, 0.0, wz - 0.33], [wx + 0.2, 0.6, wz + 0.33]])
+                self._fill(img, lbl, self._hull(project(self._box(*wheel.T.ravel()))), (0.05, 0.05, 0.05), CAR,
+                           rays=rays, surface=wheel)
+        self._fill(img, lbl, self._hull(project(self._box(*cabin_box.T.ravel()))), ob.color2 * 1.2, CAR, shade,
+                   rays, cabin_box)
+        self._fill(img, lbl, self._hull(project(self._box(*body_box.T.ravel()))), ob.color, CAR, shade,
+                   rays, body_box)
         # face towards the camera (rear or front), with lights and a dark window band
         zf = z0 if cam[2] < z0 else z1
-        face = project(np.array([[x0, 0.25, zf], [x1, 0.25, zf], [x1, hgt * 0.55, zf], [x0, hgt * 0.55, zf]]))
-        self._fill(img, lbl, face, ob.color * 0.85, CAR, shade)
-        win = project(np.array([[x0 + 0.25, hgt * 0.58, zf + (0.9 if zf == z0 else -0.9)],
-                                [x1 - 0.25, hgt * 0.58, zf + (0.9 if zf == z0 else -0.9)],
-                                [x1 - 0.3, hgt * 0.95, zf + (1.3 if zf == z0 else -1.3)],
-                                [x0 + 0.3, hgt * 0.95, zf + (1.3 if zf == z0 else -1.3)]]))
-        self._fill(img, lbl, win, ob.color2, CAR)
+        face = np.array([[x0, 0.25, zf], [x1, 0.25, zf], [x1, hgt * 0.55, zf], [x0, hgt * 0.55, zf]])
+        self._fill(img, lbl, project(face), ob.color * 0.85, CAR, shade, rays, face)
+        win = np.array([[x0 + 0.25, hgt * 0.58, zf + (0.9 if zf == z0 else -0.9)],
+                        [x1 - 0.25, hgt * 0.58, zf + (0.9 if zf == z0 else -0.9)],
+                        [x1 - 0.3, hgt * 0.95, zf + (1.3 if zf == z0 else -1.3)],
+                        [x0 + 0.3, hgt * 0.95, zf + (1.3 if zf == z0 else -1.3)]])
+        self._fill(img, lbl, project(win), ob.color2, CAR, rays=rays, surface=win)
         light = (0.85, 0.1, 0.08) if zf == z0 else (0.95, 0.95, 0.8)
         for lx in (x0 + 0.1, x1 - 0.35):
-            self._fill(img, lbl, project(np.array([[lx, hgt * 0.4, zf], [lx + 0.25, hgt * 0.4, zf],
-                                                   [lx + 0.25, hgt * 0.5, zf], [lx, hgt * 0.5, zf]])), light, CAR)
+            lamp = np.array([[lx, hgt * 0.4, zf], [lx + 0.25, hgt * 0.4, zf], [lx + 0.25, hgt * 0.5, zf],
+                             [lx, hgt * 0.5, zf]])
+            self._fill(img, lbl, project(lamp), light, CAR, rays=rays, surface=lamp)
 
     @staticmethod
     def _hull(pts: np.ndarray) -> np.ndarray:
         return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
 
-    def _person(self, img, lbl, ob, z, project, scale) -> None:
+    def _person(self, img, lbl, ob, z, project, scale, rays: _Rays) -> None:
         wdt, hgt, _ = ob.size
         x = ob.x
         legs = hgt * 0.47
+        plane = np.array([[x, 0.0, z], [x + 1.0, 0.0, z], [x, 1.0, z]])  # a flat figure at Z = z
 
         def quad(xa, xb, ya, yb):
             return project(np.array([[xa, ya, z], [xb, ya, z], [xb, yb, z], [xa, yb, z]]))
 
         for lx in (x - wdt * 0.22, x + wdt * 0.05):
-            self._fill(img, lbl, quad(lx, lx + wdt * 0.17, 0.0, legs), ob.color2, PERSON)
-        self._fill(img, lbl, quad(x - wdt / 2, x + wdt / 2, legs * 0.95, hgt * 0.84), ob.color, PERSON)
+            self._fill(img, lbl, quad(lx, lx + wdt * 0.17, 0.0, legs), ob.color2, PERSON, rays=rays, surface=plane)
+        self._fill(img, lbl, quad(x - wdt / 2, x + wdt / 2, legs * 0.95, hgt * 0.84), ob.color, PERSON,
+                   rays=rays, surface=plane)
         for ax in (x - wdt / 2 - 0.08, x + wdt / 2):  # arms
-            self._fill(img, lbl, quad(ax, ax + 0.08, hgt * 0.45, hgt * 0.82), ob.color * 0.8, PERSON)
+            self._fill(img, lbl, quad(ax, ax + 0.08, hgt * 0.45, hgt * 0.82), ob.color * 0.8, PERSON,
+                       rays=rays, surface=plane)
         c = project(np.array([x, hgt * 0.92, z]))
         r = max(1, int(round(hgt * 0.08 * scale)))
         mask = np.zeros(lbl.shape, np.uint8)
@@ -400,13 +476,15 @@ class StreetWorld:
         m = mask.astype(bool)
         img[m] = np.array([0.85, 0.65, 0.5]) * (0.5 + 0.5 * (ob.color2.sum() / 1.8))
         lbl[m] = PERSON
+        rays.paint(m, plane)
 
-    def _tree(self, img, lbl, ob, z, project, scale) -> None:
+    def _tree(self, img, lbl, ob, z, project, scale, rays: _Rays) -> None:
         r, trunk_h, _ = ob.size
         x = ob.x
+        plane = np.array([[x, 0.0, z], [x + 1.0, 0.0, z], [x, 1.0, z]])  # trunk and crown drawn flat at Z = z
         self._fill(img, lbl, project(np.array([[x - 0.15, 0, z], [x + 0.15, 0, z],
                                                [x + 0.12, trunk_h + r * 0.5, z], [x - 0.12, trunk_h + r * 0.5, z]])),
-                   ob.color2, VEGETATION)
+                   ob.color2, VEGETATION, rays=rays, surface=plane)
         mask = np.zeros(lbl.shape, np.uint8)
         rng = np.random.default_rng(int(abs(x) * 1000 + z * 10))
         for _ in range(6):
@@ -419,6 +497,7 @@ class StreetWorld:
             n = _sample(self.tex[2], *np.indices(lbl.shape), 1.0)[m]
             img[m] = ob.color * (0.55 + 0.9 * n)[:, None]
             lbl[m] = VEGETATION
+            rays.paint(m, plane)
 
     def _finish(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = img * self.sun_gain * self.tint
@@ -446,19 +525,21 @@ def generate_scene(seed: int, size: tuple[int, int] = (240, 320)) -> tuple[np.nd
 
 @dataclass
 class Frame:
-    """One frame of a drive: time (s), RGB image, labels."""
+    """One frame of a drive: time (s), RGB image, labels; depth (metres, inf = sky) when asked for."""
 
     t: float
     image: np.ndarray
     labels: np.ndarray
+    depth: np.ndarray | None = None
 
 
 def drive_sequence(
     seed: int, num_frames: int = 80, size: tuple[int, int] = (240, 320), fps: float = 10.0,
-    speed: float = 8.0,
+    speed: float = 8.0, with_depth: bool = False,
 ) -> Iterator[Frame]:
     """A smooth drive down one street: the camera moves forward at ``speed`` m/s with a gentle
-    lateral sway and heading change; cars and pedestrians move too."""
+    lateral sway and heading change; cars and pedestrians move too. ``with_depth``: each frame
+    also carries the exact depth (K = :func:`camera_matrix` of ``size``, 70 degrees)."""
     world = StreetWorld(seed)
     lane = world.road_half / world.lanes * 0.5
     # keep the ego path clear: no car or pedestrian the camera would drive through
@@ -466,11 +547,12 @@ def drive_sequence(
                      if o.kind == "tree" or abs(o.x - lane) > o.size[0] / 2 + 1.4]
     for i in range(num_frames):
         t = i / fps
-        yield Frame(t, *world.render(
+        img, lbl, depth = world.render_with_depth(
             size, cam_z=5.0 + speed * t, cam_x=lane + 0.4 * math.sin(0.5 * t),
             yaw_deg=3.0 * math.sin(0.35 * t), pitch_deg=-1.0 + 0.5 * math.sin(1.3 * t), t=t,
             rng=np.random.default_rng([seed, i]),
-        ))
+        )
+        yield Frame(t, img, lbl, depth if with_depth else None)
 
 
 def write_dataset(out: str | Path, count: int, seed: int = 0, size: tuple[int, int] = (240, 320),
@@ -481,8 +563,8 @@ def write_dataset(out: str | Path, count: int, seed: int = 0, size: tuple[int, i
     (out / "labels").mkdir(parents=True, exist_ok=True)
     seeds = range(seed, seed + count)
     if progress:
-        from tqdm import tqdm
-        seeds = tqdm(seeds, desc="scenes", unit="img")
+        from .progress import progress_bar
+        seeds = progress_bar(seeds, desc="scenes", unit="img")
     for s in seeds:
         img, lbl = generate_scene(s, size)
         cv2.imwrite(str(out / "images" / f"scene_{s:06d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
@@ -499,10 +581,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=int, default=100, help="number of scenes")
     p.add_argument("--seed", type=int, default=0, help="first scene seed (scene i uses seed+i)")
     p.add_argument("--size", type=hw_type(32), default=(240, 320), help="HxW (default 240x320)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none anyway when stderr is not a terminal)")
     args = p.parse_args(argv)
     if args.count < 1:
         p.error("--count must be >= 1")
-    write_dataset(args.out, args.count, args.seed, args.size, progress=True)
+    write_dataset(args.out, args.count, args.seed, args.size, progress=not args.no_progress)
     print(f"wrote {args.count} scenes to {args.out}")
     return 0
 

@@ -3,6 +3,11 @@
     ros2 launch bisenet_ros segment.launch.py weights:=/path/model_final_v2_city.pth \\
         input_width:=1024 input_height:=512 image:=/camera/image_raw use_rviz:=true
 
+``image`` defaults to the relative ``camera/image_raw``, so it resolves inside ``namespace``
+(``namespace:=robot1`` -> ``/robot1/camera/image_raw``). ``use_sim_time`` and ``log_level`` reach the
+node (and rviz2) as usual for ROS 2 launch files; rviz2's Fixed Frame is the camera's frame
+(``camera_frame``), so the Image displays work without any TF.
+
 Node parameters come from ``params_file`` (default: config/cityscapes_bisenetv2.yaml of this
 package); launch arguments given on the command line override the file, arguments left empty keep
 the file's value. Needs a ROS 2 install (launch, launch_ros, rviz2 for use_rviz).
@@ -29,9 +34,15 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "precision": ("", "auto | fp32 | fp16; empty = the params file's"),
     "backend": ("", "inference backend; empty = the params file's"),
     "output_resolution": ("", "camera | model; empty = the params file's"),
-    "image": ("/camera/image_raw", "input image topic (remaps the node's 'image')"),
+    "image": ("camera/image_raw", "input image topic (remaps the node's 'image'); a relative name "
+                                  "resolves in the namespace"),
     "camera_info": ("", "camera_info topic; empty = 'camera_info' beside the image topic"),
+    "depth": ("", "registered depth image for ~/points (16UC1 mm or 32FC1 m, with publish_points); "
+                  "empty = 'depth' beside the image topic"),
     "namespace": ("", "namespace of the node (outputs: /<namespace>/segmentation/...)"),
+    "use_sim_time": ("false", "true: the node (and rviz2) use the /clock topic (simulation, bag replay)"),
+    "log_level": ("info", "log level of the node: debug, info, warn, error or fatal"),
+    "camera_frame": ("camera", "rviz2's Fixed Frame: the camera's frame_id (the images need no TF)"),
     "params_file": ("", f"node parameter file; empty = config/{DEFAULT_PARAMS_FILE} of {PACKAGE}"),
     "use_rviz": ("false", "start rviz2 with the shipped view (overlay, colour, labels)"),
 }
@@ -41,6 +52,30 @@ PARAMETER_ARGUMENTS: dict[str, type] = {
     "weights": str, "model": str, "dataset": str, "input_width": int, "input_height": int,
     "device": str, "precision": str, "backend": str, "output_resolution": str,
 }
+
+
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal")
+
+
+def flag(values: dict[str, str], name: str) -> bool:
+    """A true/false launch argument (as launch's IfCondition reads them)."""
+    text = (values.get(name) or ARGUMENTS[name][0]).strip().lower()
+    if text not in ("true", "false", "1", "0"):
+        raise ValueError(f"launch argument {name}:={text} must be true or false")
+    return text in ("true", "1")
+
+
+def ros_arguments(values: dict[str, str]) -> list[str]:
+    """``--ros-args`` of the node: its log level."""
+    level = values.get("log_level", "").strip().lower() or ARGUMENTS["log_level"][0]
+    if level not in LOG_LEVELS:
+        raise ValueError(f"launch argument log_level:={level} must be one of {', '.join(LOG_LEVELS)}")
+    return ["--log-level", level]
+
+
+def rviz_arguments(share_dir: str, frame: str) -> list[str]:
+    """rviz2's command line: the shipped view, Fixed Frame = the camera frame (no TF needed)."""
+    return ["-d", os.path.join(share_dir, "config", RVIZ_CONFIG), "-f", frame or ARGUMENTS["camera_frame"][0]]
 
 
 def sibling_topic(image_topic: str, name: str = "camera_info") -> str:
@@ -67,10 +102,12 @@ def node_settings(values: dict[str, str], share_dir: str) -> dict:
     params_file = values.get("params_file") or os.path.join(share_dir, "config", DEFAULT_PARAMS_FILE)
     image = values.get("image") or ARGUMENTS["image"][0]
     camera_info = values.get("camera_info") or sibling_topic(image)
+    depth = values.get("depth") or sibling_topic(image, "depth")
     return {
         "namespace": values.get("namespace", ""),
-        "parameters": [params_file, parameter_overrides(values)],
-        "remappings": [("image", image), ("camera_info", camera_info)],
+        "parameters": [params_file, {**parameter_overrides(values), "use_sim_time": flag(values, "use_sim_time")}],
+        "remappings": [("image", image), ("camera_info", camera_info), ("depth", depth)],
+        "ros_arguments": ros_arguments(values),
     }
 
 
@@ -90,18 +127,21 @@ def generate_launch_description():
         return [Node(
             package=PACKAGE, executable="segmentation_node", name="segmentation",
             namespace=settings["namespace"], parameters=[p for p in settings["parameters"] if p],
-            remappings=settings["remappings"], output="screen", emulate_tty=True,
+            remappings=settings["remappings"], ros_arguments=settings["ros_arguments"],
+            output="screen", emulate_tty=True,
         )]
 
-    rviz = Node(  # the view's topics are relative: segmentation/overlay in the node's namespace
-        package="rviz2", executable="rviz2", name="rviz2", output="screen",
-        namespace=LaunchConfiguration("namespace"),
-        arguments=["-d", os.path.join(share_dir, "config", RVIZ_CONFIG)],
-        condition=IfCondition(LaunchConfiguration("use_rviz")),
-    )
+    def launch_rviz(context):
+        values = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+        return [Node(  # the view's topics are relative: segmentation/overlay in the node's namespace
+            package="rviz2", executable="rviz2", name="rviz2", output="screen", namespace=values["namespace"],
+            arguments=rviz_arguments(share_dir, values["camera_frame"]),
+            parameters=[{"use_sim_time": flag(values, "use_sim_time")}],
+        )]
+
     return LaunchDescription([
         *(DeclareLaunchArgument(name, default_value=default, description=description)
           for name, (default, description) in ARGUMENTS.items()),
         OpaqueFunction(function=launch_node),
-        rviz,
+        OpaqueFunction(function=launch_rviz, condition=IfCondition(LaunchConfiguration("use_rviz"))),
     ])

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,6 +14,8 @@ from bisenet_ros.cli import main
 from bisenet_ros.errors import ConfigError
 from bisenet_ros.export import export_onnx, onnx_session, relative_error, verify_onnx
 from bisenet_ros.models import load_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("arch", ["bisenetv1", "bisenetv2"])
@@ -36,6 +40,33 @@ def test_export_onnx_command_round_trip(tiny_checkpoints, tmp_path, capsys, arch
         got = session.run(None, {"input": x.numpy()})[0]
         assert got.shape == (n, 5, 64, 96)
         assert relative_error(got, ref) < 1e-3
+
+
+def test_export_onnx_takes_the_shared_model_options(tiny_checkpoints, tmp_path, capsys):
+    out = tmp_path / "camvid.onnx"
+    rc = main(["export-onnx", "--weights", str(tiny_checkpoints["bisenetv2"]), "--out", str(out),
+               "--model", "bisenetv2", "--num-classes", "5", "--dataset", "camvid", "--mean", "0.5,0.5,0.5",
+               "--std", "0.25,0.25,0.25", "--input-size", "64x64", "--device", "cpu", "--precision", "fp32",
+               "--backend", "auto", "--no-verify"])
+    assert rc == 0, capsys.readouterr().err
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["bisenet_ros.dataset"] == "camvid" and meta["bisenet_ros.num_classes"] == "5"
+    assert json.loads(meta["bisenet_ros.mean"]) == [0.5] * 3 and json.loads(meta["bisenet_ros.std"]) == [0.25] * 3
+    assert json.loads(meta["bisenet_ros.class_names"])[0] == "sky" and meta["bisenet_ros.input_size"] == "64x64"
+    # refused with one line: what cannot apply to an ONNX export
+    for argv, needle in ([["--precision", "fp16"], "float32 graph"], [["--backend", "onnxruntime"], "does not apply"]):
+        assert main(["export-onnx", "--weights", str(tiny_checkpoints["bisenetv2"]), "--out", str(out), *argv]) == 2
+        assert needle in capsys.readouterr().err
+
+
+def test_export_onnx_input_size_from_the_sidecar(tmp_path, capsys):
+    weights = REPO / "models" / "bisenetv2_synthetic_street.pth"  # its sidecar says 256x320, 7 classes
+    out = tmp_path / "demo.onnx"
+    assert main(["export-onnx", "--weights", str(weights), "--out", str(out), "--no-verify"]) == 0
+    graph = onnx.load(str(out))
+    assert [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim[1:]] == [3, 256, 320]
+    meta = {p.key: p.value for p in graph.metadata_props}
+    assert meta["bisenet_ros.dataset"] == "synthetic_street" and meta["bisenet_ros.num_classes"] == "7"
 
 
 def test_dynamic_size_export_runs_other_sizes(tiny_checkpoints):

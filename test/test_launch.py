@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bisenet_ros.ros.node import PARAMETERS, validate_config, validate_parameter
+from bisenet_ros.ros.parameters import PARAMETERS, validate_config, validate_parameter
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
@@ -79,15 +79,55 @@ def test_launch_files_use_the_real_launch_api(filename):
     assert performs, "arguments are never read"
 
 
-def test_rviz_is_started_only_with_use_rviz():
-    tree = ast.parse((LAUNCH / "segment.launch.py").read_text())
-    rviz = [keywords(c) for c in calls(tree, "Node") if "executable" in keywords(c)
-            and constant(tree, keywords(c)["executable"]) == "rviz2"]
+@pytest.mark.parametrize("filename", ["segment.launch.py", "multi_camera.launch.py"])
+def test_rviz_is_started_only_with_use_rviz(filename):
+    tree = ast.parse((LAUNCH / filename).read_text())
+    rviz = [keywords(c) for c in calls(tree, "OpaqueFunction")
+            if isinstance(keywords(c).get("function"), ast.Name) and keywords(c)["function"].id == "launch_rviz"]
     assert len(rviz) == 1
     cond = rviz[0]["condition"]
     assert isinstance(cond, ast.Call) and cond.func.id == "IfCondition"
     assert ast.literal_eval(cond.args[0].args[0]) == "use_rviz"
-    assert ast.unparse(rviz[0]["arguments"]).startswith("['-d'")
+
+
+def test_rviz_fixed_frame_is_the_camera_frame():
+    seg = load_launch("segment.launch.py")
+    assert seg.rviz_arguments("/share", "cam_optical") == ["-d", "/share/config/bisenet.rviz", "-f", "cam_optical"]
+    assert seg.rviz_arguments("/share", "")[-2:] == ["-f", "camera"]  # the frame_id the tools write
+    view = yaml.safe_load((CONFIG / "bisenet.rviz").read_text())
+    assert view["Visualization Manager"]["Global Options"]["Fixed Frame"] == "camera"
+    multi = load_launch("multi_camera.launch.py")
+    values = {name: d for name, (d, _) in multi.ARGUMENTS.items()}
+    views = multi.rviz_settings({**values, "use_sim_time": "true"}, "/share")
+    assert [(v["namespace"], v["arguments"][-1], v["remappings"]) for v in views] == [
+        ("front", "front", []), ("rear", "rear", [])]
+    assert views[0]["parameters"] == [{"use_sim_time": True}]
+    batched = multi.rviz_settings({**values, "batch": "true", "frame_pattern": "{camera}_optical"}, "/share")
+    assert [(v["name"], v["namespace"], v["arguments"][-1]) for v in batched] == [
+        ("rviz2_front", "", "front_optical"), ("rviz2_rear", "", "rear_optical")]
+    assert ("segmentation/overlay", "segmentation/rear/overlay") in batched[1]["remappings"]
+
+
+def test_use_sim_time_log_level_and_namespaced_image_default():
+    seg = load_launch("segment.launch.py")
+    defaults = {name: d for name, (d, _) in seg.ARGUMENTS.items()}
+    s = seg.node_settings({**defaults, "namespace": "robot1"}, "/share")
+    # relative default: resolves to /robot1/camera/image_raw in the namespace
+    assert s["remappings"] == [("image", "camera/image_raw"), ("camera_info", "camera/camera_info"),
+                               ("depth", "camera/depth")]
+    s = seg.node_settings({"depth": "/camera/aligned_depth_to_color/image_raw"}, "/share")
+    assert s["remappings"][2] == ("depth", "/camera/aligned_depth_to_color/image_raw")
+    assert s["parameters"][1]["use_sim_time"] is False and s["ros_arguments"] == ["--log-level", "info"]
+    s = seg.node_settings({**defaults, "use_sim_time": "true", "log_level": "DEBUG"}, "/share")
+    assert s["parameters"][1]["use_sim_time"] is True and s["ros_arguments"] == ["--log-level", "debug"]
+    with pytest.raises(ValueError, match="log_level:=loud"):
+        seg.node_settings({**defaults, "log_level": "loud"}, "/share")
+    with pytest.raises(ValueError, match="use_sim_time:=maybe"):
+        seg.node_settings({**defaults, "use_sim_time": "maybe"}, "/share")
+    multi = load_launch("multi_camera.launch.py")
+    mdefaults = {name: d for name, (d, _) in multi.ARGUMENTS.items()}
+    for s in multi.node_settings({**mdefaults, "use_sim_time": "true", "log_level": "warn"}, "/share"):
+        assert s["parameters"][1]["use_sim_time"] is True and s["ros_arguments"] == ["--log-level", "warn"]
 
 
 # -- wiring (node_settings) ------------------------------------------------------------------------
@@ -105,12 +145,16 @@ def test_issue_arguments_are_declared_and_reach_the_node():
     assert s["namespace"] == "robot"
     assert s["parameters"] == ["/p.yaml", {"weights": "/w.pth", "model": "bisenetv1", "dataset": "camvid",
                                            "input_width": 1024, "input_height": 512, "device": "cuda:1",
-                                           "precision": "fp16"}]
-    assert s["remappings"] == [("image", "/front/image_raw"), ("camera_info", "/front/camera_info")]
+                                           "precision": "fp16", "use_sim_time": False}]
+    assert s["remappings"] == [("image", "/front/image_raw"), ("camera_info", "/front/camera_info"),
+                               ("depth", "/front/depth")]
     # unset arguments keep the params file's values; the default file is the shipped one
     s = seg.node_settings({name: d for name, (d, _) in seg.ARGUMENTS.items()}, "/share")
-    assert s["parameters"] == ["/share/config/cityscapes_bisenetv2.yaml", {}]
-    assert s["remappings"] == [("image", "/camera/image_raw"), ("camera_info", "/camera/camera_info")]
+    assert s["parameters"] == ["/share/config/cityscapes_bisenetv2.yaml", {"use_sim_time": False}]
+    assert s["remappings"] == [("image", "camera/image_raw"), ("camera_info", "camera/camera_info"),
+                               ("depth", "camera/depth")]
+    s = seg.node_settings({"depth": "/camera/aligned_depth_to_color/image_raw"}, "/share")
+    assert s["remappings"][2] == ("depth", "/camera/aligned_depth_to_color/image_raw")
     assert (CONFIG / seg.DEFAULT_PARAMS_FILE).is_file() and (CONFIG / seg.RVIZ_CONFIG).is_file()
     with pytest.raises(ValueError, match="input_width:=wide must be an int"):
         seg.node_settings({"input_width": "wide"}, "/share")
@@ -122,13 +166,17 @@ def test_multi_camera_settings():
     values.update(weights="/w.pth", input_width="640", input_height="480")
     per_camera = multi.node_settings(values, "/share")
     assert [s["namespace"] for s in per_camera] == ["front", "rear"]
-    assert per_camera[1]["remappings"] == [("image", "/rear/image_raw"), ("camera_info", "/rear/camera_info")]
-    assert per_camera[0]["parameters"][1] == {"weights": "/w.pth", "input_width": 640, "input_height": 480}
+    assert per_camera[1]["remappings"] == [("image", "/rear/image_raw"), ("camera_info", "/rear/camera_info"),
+                                           ("depth", "/rear/depth")]
+    assert per_camera[0]["parameters"][1] == {"weights": "/w.pth", "input_width": 640, "input_height": 480,
+                                              "use_sim_time": False}
     batched = multi.node_settings({**values, "batch": "true", "cameras": "left, right"}, "/share")
     assert len(batched) == 1 and batched[0]["namespace"] == ""
     assert batched[0]["parameters"][1]["cameras"] == ["left", "right"]
     assert batched[0]["remappings"] == [("left/image", "/left/image_raw"), ("left/camera_info", "/left/camera_info"),
-                                        ("right/image", "/right/image_raw"), ("right/camera_info", "/right/camera_info")]
+                                        ("left/depth", "/left/depth"),
+                                        ("right/image", "/right/image_raw"), ("right/camera_info", "/right/camera_info"),
+                                        ("right/depth", "/right/depth")]
     assert validate_parameter("cameras", ["left", "right"]) is None
     with pytest.raises(ValueError, match="at least one camera"):
         multi.node_settings({**values, "cameras": " , "}, "/share")
@@ -139,7 +187,7 @@ LOAD_PARAMS = """
 import json, sys
 import rclpy
 from rclpy.node import Node
-from bisenet_ros.ros.node import PARAMETERS
+from bisenet_ros.ros.parameters import PARAMETERS
 out = {}
 for path in sys.argv[1:]:
     for ns in ("/", "/front"):
@@ -187,6 +235,8 @@ def test_rviz_config_shows_overlay_and_labels():
     displays = view["Visualization Manager"]["Displays"]
     topics = {d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"}
     assert {"segmentation/overlay", "segmentation/labels", "segmentation/color"} <= topics
+    clouds = [d for d in displays if d["Class"] == "rviz_default_plugins/PointCloud2"]
+    assert [(d["Topic"]["Value"], d["Color Transformer"]) for d in clouds] == [("segmentation/points", "RGB8")]
     assert all(d["Topic"]["Reliability Policy"] == "Reliable" for d in displays)
 
 

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from bisenet_ros.datasets import load_preset
-from bisenet_ros.synthetic import CLASSES, PERSON, drive_sequence, generate_scene, main, write_dataset
+from bisenet_ros.synthetic import (
+    CAR, CLASSES, PERSON, SKY, StreetWorld, camera_matrix, drive_sequence, generate_scene, main, write_dataset,
+)
 
 
 def test_same_seed_same_scene_other_seed_other_scene():
@@ -67,3 +69,42 @@ def test_write_dataset_and_cli(tmp_path, capsys):
         assert lbl.shape == (64, 96) and lbl.ndim == 2 and lbl.max() < len(CLASSES)
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "c"), "--size", "ten"])
+
+
+def test_rendered_depth_is_the_geometry_drawn_at_each_pixel():
+    """Back-projected with camera_matrix, ground pixels lie on the ground, facades on their plane,
+    people on their plane, car pixels on their car; the sky has no depth; image and labels are
+    those of render()."""
+    world = StreetWorld(7)
+    pose = dict(cam_z=30.0, cam_x=1.0, cam_h=1.6, yaw_deg=4.0, pitch_deg=-2.0, t=1.0)
+    img, lbl, depth = world.render_with_depth((240, 320), **pose, rng=np.random.default_rng(0))
+    img2, lbl2 = world.render((240, 320), **pose, rng=np.random.default_rng(0))
+    assert np.array_equal(img, img2) and np.array_equal(lbl, lbl2)
+    k = camera_matrix((240, 320))
+    v, u = np.indices(lbl.shape)
+    cam_pts = np.stack([(u - k[0, 2]) / k[0, 0], -(v - k[1, 2]) / k[1, 1], np.ones_like(u, float)], -1) * depth[..., None]
+    yaw, pitch = np.radians(4.0), np.radians(-2.0)
+    rot = np.array([[np.cos(yaw), 0, np.sin(yaw)], [0, 1, 0], [-np.sin(yaw), 0, np.cos(yaw)]]) @ np.array(
+        [[1, 0, 0], [0, np.cos(pitch), -np.sin(pitch)], [0, np.sin(pitch), np.cos(pitch)]])
+    with np.errstate(invalid="ignore"):
+        world_pts = cam_pts @ rot.T + np.array([1.0, 1.6, 30.0])
+    assert np.isinf(depth[lbl == SKY]).all() and np.isfinite(depth[lbl != SKY]).all()
+    ground = (lbl == 0) | (lbl == 1)
+    np.testing.assert_allclose(world_pts[ground][:, 1], 0.0, atol=1e-6)
+    building = lbl == 2
+    np.testing.assert_allclose(np.abs(world_pts[building][:, 0]), world.facade_x, atol=1e-6)
+    person = lbl == PERSON
+    assert person.sum() > 20
+    zs = {round(o.z + o.vz * 1.0, 6) for o in world.objects if o.kind == "person"}
+    assert all(min(abs(z - p) for p in zs) < 1e-6 for z in world_pts[person][:, 2])
+    car = lbl == CAR
+    assert car.sum() > 200
+    boxes = [(o.x, o.z + o.vz * 1.0, o.size) for o in world.objects if o.kind == "car"]
+
+    def off_box(p):  # distance outside the nearest car's bounding box (metres)
+        return min(np.linalg.norm(np.maximum(0, np.abs(p - [x, s[1] / 2, z]) - [s[0] / 2, s[1] / 2, s[2] / 2]))
+                   for x, z, s in boxes)
+    off = np.array([off_box(p) for p in world_pts[car]])
+    footprint = depth[car] / k[0, 0]  # metres per pixel at that depth
+    # on the box, except silhouette pixels of the polygon fill: within its edge (< 3 px footprints)
+    assert np.median(off) < 1e-6 and (off < 3 * footprint).all(), np.percentile(off / footprint, [50, 99, 100])

@@ -353,10 +353,10 @@ def replay_bag(
         # the replay itself
         bar = None
         if progress:
-            from tqdm import tqdm
+            from ..progress import progress_bar
 
             total = topics[image_topic].count if not max_frames else min(max_frames, topics[image_topic].count)
-            bar = tqdm(total=total, unit="frame", desc="replay", file=sys.stderr, dynamic_ncols=True)
+            bar = progress_bar(total=total, unit="frame", desc="replay")
         n_pub = 0
         t0_bag = first[2]
         t0 = time.perf_counter()

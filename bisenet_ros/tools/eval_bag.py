@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output directory (default: ./eval_<bag name>)")
     parser.add_argument("--strict", action="store_true",
                         help="stop with an error at the first unusable frame instead of counting a warning")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is none anyway when stderr is not a terminal)")
     g = parser.add_argument_group("prediction bag")
     g.add_argument("--pred-bag", type=Path, default=None,
                    help="also write the predictions to this new bag (labels, colour, overlay; original stamps)")
@@ -185,9 +186,9 @@ def evaluate_bag(
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=total, unit="frame", desc="eval-bag", file=sys.stderr, dynamic_ncols=True)
+        bar = progress_bar(total=total, unit="frame", desc="eval-bag")
     writer = BagWriter(pred_bag, storage=pred_storage, overwrite=overwrite) if pred_bag else None
     t_start = time.perf_counter()
     try:

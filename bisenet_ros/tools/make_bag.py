@@ -9,7 +9,6 @@ images by name: the same stem (``a.jpg`` <-> ``a.png``), or Cityscapes pairs
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -19,6 +18,7 @@ import numpy as np
 from ..bags import STORAGES, BagError, write_image_bag
 from ..datasets import load_preset
 from ..errors import ConfigError
+from ..progress import progress_bar
 
 HELP = "write a ROS 2 bag (Image + ground-truth labels + CameraInfo) from a video or image folder"
 
@@ -43,11 +43,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-topic", default="/camera/labels", help="ground-truth label topic")
     parser.add_argument("--info-topic", default="/camera/camera_info", help="CameraInfo topic ('' for none)")
     parser.add_argument("--frame-id", default="camera", help="header frame_id")
+    parser.add_argument("--intrinsics", type=intrinsics_type, default=None, metavar="FX,FY,CX,CY",
+                        help="pinhole intrinsics in pixels for the CameraInfo (no distortion); "
+                             "default: none, the CameraInfo says uncalibrated (all-zero K)")
     parser.add_argument("--encoding", choices=["rgb8", "bgr8"], default="rgb8", help="image encoding in the bag")
     parser.add_argument("--storage", choices=STORAGES, default="mcap", help="bag storage plugin")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = all)")
     parser.add_argument("--every", type=int, default=1, help="video: keep every N-th frame")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing bag at --out")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is none anyway when stderr is not a terminal)")
+
+
+def intrinsics_type(text: str) -> tuple[float, float, float, float]:
+    """``'600,600,320,240'`` -> (fx, fy, cx, cy) (argparse type): focal lengths positive."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not FX,FY,CX,CY (four numbers)") from None
+    if len(values) != 4 or not all(np.isfinite(values)):
+        raise argparse.ArgumentTypeError(f"'{text}' needs four finite numbers FX,FY,CX,CY")
+    if values[0] <= 0 or values[1] <= 0:
+        raise argparse.ArgumentTypeError(f"focal lengths must be positive, got fx={values[0]:g} fy={values[1]:g}")
+    return values  # type: ignore[return-value]
 
 
 def _stem_key(path: Path) -> str:
@@ -185,18 +203,13 @@ def run(args: argparse.Namespace) -> int:
         labels = match_labels(images, args.labels, args.label_map) if args.labels is not None else None
         frames = folder_frames(images, labels, lut)
         fps = args.fps or 10.0
-    try:
-        from tqdm import tqdm
-
-        frames = tqdm(_limit(frames, args.max_frames), unit="frame", desc="make-bag", file=sys.stderr,
-                      total=(len(images) if args.video is None else None))
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        frames = _limit(frames, args.max_frames)
+    frames = progress_bar(_limit(frames, args.max_frames), enabled=not args.no_progress, unit="frame",
+                          desc="make-bag", total=(len(images) if args.video is None else None))
     n = write_image_bag(
         args.out, frames, fps=fps, image_topic=args.topic,
         label_topic=args.label_topic if (args.video is None and args.labels is not None) else None,
         info_topic=args.info_topic or None, frame_id=args.frame_id, storage=args.storage,
-        encoding=args.encoding, overwrite=args.overwrite,
+        encoding=args.encoding, overwrite=args.overwrite, intrinsics=args.intrinsics,
     )
     print(f"{args.out}: {n} frames at {fps:g} fps on {args.topic}"
           + (f" with labels on {args.label_topic}" if args.video is None and args.labels is not None else "")

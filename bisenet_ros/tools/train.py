@@ -68,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--input-size", type=hw_type(), default=None,
                    help="input size for the sidecar (default: training image size rounded up to x32)")
     g.add_argument("--log-every", type=int, default=0, help="also print a log line every N iterations")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none anyway when stderr is not a terminal)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -284,7 +284,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainRe
 
 def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: dict, hp: dict, warmup: int,
            device: torch.device) -> TrainResult:
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     _seed_everything(cfg.seed, device)
     use_amp = bool(cfg.amp and device.type == "cuda")
@@ -321,8 +321,8 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
     losses: list[float] = []
     ema = None
     t0 = time.perf_counter()
-    bar = tqdm(total=cfg.iters, initial=start, disable=not cfg.progress, desc=f"train {arch}", unit="it",
-               dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0, file=sys.stderr)
+    bar = progress_bar(total=cfg.iters, initial=start, enabled=cfg.progress, desc=f"train {arch}", unit="it",
+                       mininterval=1.0)
     for it in range(start, cfg.iters):
         lr = lr_at(it, cfg.iters, hp["lr"], warmup, float(defaults["warmup_ratio"]), float(defaults["poly_power"]))
         for group in optimizer.param_groups:

@@ -1,0 +1,227 @@
+"""Semantic point clouds, class masks and class areas from labels + a registered depth image (ROS-free).
+
+The node's ``~/points``, ``~/mask`` and per-class area values are computed here; the ROS layer only
+wraps the arrays in messages (``bisenet_ros/ros/conversions.py``).
+
+- :func:`depth_to_metres`: a 16UC1 (millimetres) or 32FC1 (metres) depth array -> float32 metres,
+  NaN where there is no measurement (0, NaN, +-inf, negative).
+- :func:`depth_intrinsics`: the colour camera's K (CameraInfo of size ``W x H``) for a depth image
+  or label image of another resolution of the same optical frame (pixel-centre convention, as the
+  pipeline resizes), refusing sizes that are not a clean scale of the camera's.
+- :class:`PointCloudBuilder`: vectorised back-projection ``X = (u - cx) z / fx``, ``Y = (v - cy) z / fy``,
+  ``Z = z`` (undistorted depth assumed), with stride, depth limits and a class filter, each depth
+  pixel labelled with the label pixel under its centre; packed into a structured array with the
+  PointCloud2 layout :data:`POINT_DTYPE` (x, y, z float32, rgb float32 packed as PCL/rviz2 read it,
+  label uint16).
+- :func:`class_mask`, :func:`class_areas`, :func:`resolve_classes`;
+- :class:`DepthBuffer`: a few recent depth messages, paired with an image by stamp.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .errors import ConfigError, ImageError
+from .images import DEPTH_ENCODINGS
+
+#: PointField datatype codes (sensor_msgs/PointField)
+FLOAT32, UINT16 = 7, 4
+#: the point layout: (name, offset, PointField datatype); point_step = POINT_DTYPE.itemsize
+POINT_FIELDS: tuple[tuple[str, int, int], ...] = (
+    ("x", 0, FLOAT32), ("y", 4, FLOAT32), ("z", 8, FLOAT32), ("rgb", 12, FLOAT32), ("label", 16, UINT16))
+POINT_DTYPE = np.dtype({"names": [f[0] for f in POINT_FIELDS],
+                        "formats": ["<f4", "<f4", "<f4", "<u4", "<u2"],  # rgb: the float's bits
+                        "offsets": [f[1] for f in POINT_FIELDS], "itemsize": 20})
+
+
+def depth_to_metres(depth: np.ndarray, encoding: str) -> np.ndarray:
+    """Depth in metres (float32), NaN where there is no valid measurement."""
+    if encoding not in DEPTH_ENCODINGS:
+        raise ImageError(f"depth encoding '{encoding}' is not supported (16UC1 in millimetres or 32FC1 in metres)")
+    scale = DEPTH_ENCODINGS[encoding][1]
+    out = depth.astype(np.float32) if scale == 1.0 else depth.astype(np.float32) * np.float32(scale)
+    with np.errstate(invalid="ignore"):
+        out[~(np.isfinite(out) & (out > 0))] = np.nan
+    return out
+
+
+def scale_k(k: Sequence[float], src: tuple[int, int], dst: tuple[int, int]) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) of row-major K for an image ``src`` (H, W) resized to ``dst`` (H, W).
+
+    Pixel-centre convention (as ``align_corners=False`` resizing): ``c' = (c + 0.5) s - 0.5``.
+    """
+    sy, sx = dst[0] / src[0], dst[1] / src[1]
+    return (float(k[0]) * sx, float(k[4]) * sy, (float(k[2]) + 0.5) * sx - 0.5, (float(k[5]) + 0.5) * sy - 0.5)
+
+
+def check_clean_scale(what: str, size: tuple[int, int], camera: tuple[int, int]) -> None:
+    """Refuse ``size`` (H, W) unless it is the camera's (H, W) scaled by one factor (1 px rounding)."""
+    h, w = size
+    ch, cw = camera
+    if abs(h - ch * w / cw) > 1.0 or abs(w - cw * h / ch) > 1.0:
+        raise ImageError(f"{what} size {w}x{h} is not a scale of the camera's {cw}x{ch}")
+
+
+def depth_intrinsics(k: Sequence[float], info_size: tuple[int, int], depth_size: tuple[int, int],
+                     image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """(fx, fy, cx, cy) for the depth image: K is the CameraInfo's, for ``info_size`` (H, W; zeros =
+    the colour image's ``image_size``); the depth image is the same optical frame at any clean scale."""
+    if len(k) != 9 or not (float(k[0]) > 0 and float(k[4]) > 0):
+        raise ImageError("camera_info has no valid K (fx, fy must be > 0)")
+    if not (info_size[0] and info_size[1]):
+        info_size = image_size
+    check_clean_scale("camera_info", image_size, info_size)
+    check_clean_scale("depth", depth_size, info_size)
+    return scale_k(k, info_size, depth_size)
+
+
+def resolve_classes(spec: Sequence[str | int], class_names: Sequence[str]) -> np.ndarray:
+    """Class ids of ``spec`` (names or ids, as strings or ints); ConfigError naming unknown entries."""
+    ids, unknown = [], []
+    lookup = {name: i for i, name in enumerate(class_names)}
+    for item in spec:
+        text = str(item).strip()
+        if text in lookup:
+            ids.append(lookup[text])
+        elif text.isdigit() and int(text) < len(class_names):
+            ids.append(int(text))
+        else:
+            unknown.append(text)
+    if unknown:
+        raise ConfigError(f"unknown classes {unknown} (ids 0..{len(class_names) - 1} or names such as "
+                          f"{', '.join(class_names[:4])})")
+    return np.unique(np.asarray(ids, np.int64))
+
+
+def class_table(ids: np.ndarray | None, num_classes: int) -> np.ndarray | None:
+    """Boolean lookup table over label values (None = all classes kept)."""
+    if ids is None:
+        return None
+    table = np.zeros(max(num_classes, 1 + int(ids.max(initial=0))), bool)
+    table[ids] = True
+    return table
+
+
+def class_mask(labels: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """mono8 mask: 255 where the label's class is in ``table``, 0 elsewhere (labels out of range: 0)."""
+    lut = np.zeros(max(len(table), int(labels.max(initial=0)) + 1), np.uint8)
+    lut[: len(table)][table] = 255
+    return lut[labels]
+
+
+def class_areas(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, float]:
+    """Fraction of the pixels per class present ({name: fraction}, classes with no pixel left out)."""
+    counts = np.bincount(labels.ravel(), minlength=len(class_names))
+    total = max(int(labels.size), 1)
+    return {(class_names[i] if i < len(class_names) else str(i)): counts[i] / total
+            for i in np.flatnonzero(counts)}
+
+
+def pack_rgb(palette: np.ndarray) -> np.ndarray:
+    """Palette (N, 3) uint8 RGB -> uint32 0x00RRGGBB per class: the bits of PCL's float ``rgb``."""
+    p = palette.astype(np.uint32)
+    return (p[:, 0] << 16) | (p[:, 1] << 8) | p[:, 2]
+
+
+@dataclass
+class CloudOptions:
+    """What goes into the cloud: every ``stride``-th pixel (rows and columns from 0), depth in
+    [``min_depth``, ``max_depth``] metres (``max_depth`` 0 = no limit), classes in ``classes`` (None = all)."""
+
+    stride: int = 1
+    min_depth: float = 0.0
+    max_depth: float = 0.0
+    classes: np.ndarray | None = None
+
+
+class PointCloudBuilder:
+    """Back-projects depth pixels into labelled points; caches the per-pixel ray factors per size."""
+
+    def __init__(self) -> None:
+        self._rays: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+    def rays(self, size: tuple[int, int], fx: float, fy: float, cx: float, cy: float,
+             stride: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x/z, y/z) of the strided pixel grid, (h, w) float32 each (cached; at most 8 kept)."""
+        key = (size, fx, fy, cx, cy, stride)
+        if key not in self._rays:
+            if len(self._rays) >= 8:
+                self._rays.pop(next(iter(self._rays)))
+            u = (np.arange(0, size[1], stride, dtype=np.float64) - cx) / fx
+            v = (np.arange(0, size[0], stride, dtype=np.float64) - cy) / fy
+            self._rays[key] = (np.broadcast_to(u.astype(np.float32), (len(v), len(u))),
+                               np.broadcast_to(v.astype(np.float32)[:, None], (len(v), len(u))))
+        return self._rays[key]
+
+    def build(self, depth_m: np.ndarray, intrinsics: tuple[float, float, float, float],
+              labels: np.ndarray, palette: np.ndarray, options: CloudOptions) -> np.ndarray:
+        """Structured array (:data:`POINT_DTYPE`) of the valid, kept depth pixels in row-major order.
+
+        ``depth_m`` (H, W) float32 metres with NaN for no measurement (:func:`depth_to_metres`);
+        ``labels`` (h, w) at any clean scale of the depth: each depth pixel takes the label pixel
+        under its centre.
+        """
+        s = max(int(options.stride), 1)
+        z = depth_m[::s, ::s]
+        lab = sample_labels(labels, depth_m.shape, s)
+        with np.errstate(invalid="ignore"):
+            keep = np.isfinite(z) & (z > 0) & (z >= options.min_depth)
+            if options.max_depth > 0:
+                keep &= z <= options.max_depth
+        if options.classes is not None:
+            table = class_table(options.classes, len(palette))
+            keep &= table[np.minimum(lab, len(table) - 1)] & (lab < len(table))
+        xr, yr = self.rays(depth_m.shape, *intrinsics, s)
+        zk = z[keep]
+        out = np.zeros(zk.size, POINT_DTYPE)  # zeros: the padding bytes are defined
+        out["x"] = xr[keep] * zk
+        out["y"] = yr[keep] * zk
+        out["z"] = zk
+        lk = lab[keep]
+        colours = pack_rgb(palette)
+        out["rgb"] = colours[np.minimum(lk, len(colours) - 1)]
+        out["label"] = lk
+        return out
+
+
+def sample_labels(labels: np.ndarray, depth_size: tuple[int, int], stride: int = 1) -> np.ndarray:
+    """The label under the centre of every ``stride``-th depth pixel: ``floor((u + 0.5) w / W)``."""
+    h, w = labels.shape[:2]
+    dh, dw = depth_size
+    if (h, w) == (dh, dw):
+        return labels[::stride, ::stride]
+    rows = ((np.arange(0, dh, stride) + 0.5) * h / dh).astype(np.int64)
+    cols = ((np.arange(0, dw, stride) + 0.5) * w / dw).astype(np.int64)
+    return labels[np.minimum(rows, h - 1)[:, None], np.minimum(cols, w - 1)[None, :]]
+
+
+class DepthBuffer:
+    """The last ``size`` depth messages of one camera, found again by stamp (thread-safe)."""
+
+    def __init__(self, size: int = 5) -> None:
+        self._items: deque[tuple[int, object]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.received = 0
+
+    def add(self, stamp_ns: int, item: object) -> None:
+        with self._lock:
+            self._items.append((stamp_ns, item))
+            self.received += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def match(self, stamp_ns: int, tolerance_ns: int) -> tuple[object | None, int | None]:
+        """(item, |stamp difference| ns) of the nearest stamp if within ``tolerance_ns``, else
+        (None, nearest difference or None when empty)."""
+        with self._lock:
+            items = list(self._items)
+        if not items:
+            return None, None
+        diff, item = min(((abs(s - stamp_ns), it) for s, it in items), key=lambda p: p[0])
+        return (item if diff <= tolerance_ns else None), diff
