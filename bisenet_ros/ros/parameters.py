@@ -24,7 +24,7 @@ from ..options import PipelineOptions
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": ("auto", "bisenetv1", "bisenetv2"),
-    "precision": ("auto", "fp32", "fp16"),
+    "precision": ("auto", "fp32", "fp16", "bf16", "int8"),
     "output_resolution": ("camera", "model"),
     "input_transport": ("raw", "compressed"),
     "input_reliability": ("best_effort", "reliable"),
@@ -79,7 +79,8 @@ PARAMETERS: dict[str, ParamSpec] = {
     "input_height": ParamSpec(0, "model input height, multiple of 32; 0 = see input_width",
                               int_range=(0, MAX_SIDE, 32)),
     "device": ParamSpec("auto", "auto (CUDA when available), cpu, cuda or cuda:N"),
-    "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU), fp32 or fp16"),
+    "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 (CUDA), "
+                                    "bf16 (CPU with AVX-512 BF16/AMX) or int8 (quantized .onnx weights)"),
     "backend": ParamSpec("auto", "inference backend (auto, torch, ...; see bisenet-ros bench)"),
     "output_resolution": ParamSpec("camera", "resolution of labels/color/overlay: camera or model "
                                              "(model also publishes a scaled camera_info)"),

@@ -49,7 +49,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                    help="model input HxW (e.g. 512x1024) or auto32 (sides rounded up to x32); "
                         "default: the checkpoint sidecar's, else auto32")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
+                   help="auto (fp16 on CUDA, fp32 on the CPU), fp32, fp16 (CUDA), bf16 (CPUs with "
+                        "AVX-512 BF16 or AMX), int8 (a model made by 'bisenet-ros quantize')")
     g.add_argument("--backend", default="auto", help="inference backend (auto, torch, ...)")
 
 
