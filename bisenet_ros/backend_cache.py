@@ -41,10 +41,7 @@ def library_versions() -> str:
 
 
 def model_key(model: torch.nn.Module) -> str:
-    """What decides the speed: architecture, classes, which output (1/8 or full logits), or an
-    ONNX file's content."""
-    if getattr(model, "onnx_sha256", None):
-        return f"onnx:{model.onnx_sha256}"
+    """What decides the speed: architecture, classes, which output (1/8 or full logits)."""
     inner = getattr(model, "net", model)
     info = getattr(model, "bisenet_info", None) or {}
     classes = info.get("num_classes") or getattr(inner, "num_classes", "?")
@@ -53,10 +50,15 @@ def model_key(model: torch.nn.Module) -> str:
 
 
 def cache_key(model: torch.nn.Module, input_size: Sequence[int] | None, precision: str) -> str:
+    return cache_key_for(model_key(model), input_size, precision)
+
+
+def cache_key_for(model_description: str, input_size: Sequence[int] | None, precision: str) -> str:
+    """``CPU model | model | input size | precision | library versions``."""
     from .cpu import cpu_model
 
     size = f"{input_size[0]}x{input_size[1]}" if input_size else "auto32"
-    return " | ".join((cpu_model(), model_key(model), size, precision, library_versions()))
+    return " | ".join((cpu_model(), model_description, size, precision, library_versions()))
 
 
 def _load() -> dict:

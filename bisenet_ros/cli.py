@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "bench": "bench",
     "export-onnx": "export_onnx",
     "node-bench": "node_bench",
+    "quantize": "quantize",
 }
 
 

@@ -155,6 +155,13 @@ class SegmentationPipeline:
                 results[i] = res
         return results  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def model_input(self, image: np.ndarray, encoding: str = "rgb8") -> torch.Tensor:
+        """The normalised (1, 3, H, W) model input of one frame, exactly as :meth:`run_batch` makes it."""
+        check_image(image, encoding)
+        rgb, _ = self._upload(image, encoding)
+        return self.preprocess(rgb, self.model_size_for(*image.shape[:2]))
+
     # -- stages -------------------------------------------------------------------------------
     def _upload(self, image: np.ndarray, encoding: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(3,H,W) float RGB in 0..255 and the (C,H,W) uint8 image in input order for overlays."""
@@ -294,12 +301,15 @@ def build_pipeline(options: PipelineOptions | str | None = None, /, **keywords) 
 
 
 def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
-    from .backends import create_runner
-    from .models import load_model, low_res_view, resolve_device
+    from .models import resolve_device
+    from .onnx_model import is_onnx
 
-    dev = resolve_device(opts.device)
-    net = load_model(opts.model, weights=opts.weights, num_classes=opts.num_classes, device=dev)
-    meta = net.bisenet_info
+    if is_onnx(opts.weights):  # an int8 model from `bisenet-ros quantize`, with its sidecar
+        meta, runner, size = _load_onnx_model(opts)
+        dev = torch.device("cpu")
+    else:
+        dev = resolve_device(opts.device)
+        meta, runner, size = _load_torch_model(opts, dev)
     sidecar = meta.get("sidecar") or {}
     dataset = opts.dataset
     if isinstance(dataset, DatasetPreset):
@@ -311,11 +321,6 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
     else:
         preset = load_preset(sidecar.get("dataset") or "cityscapes")
     preset = preset.with_overrides(mean=opts.mean, std=opts.std, num_classes=meta["num_classes"])
-    # the checkpoint's own input size, else auto32
-    size = fixed_input_size(sidecar.get("input_size") if opts.input_size == CHECKPOINT else opts.input_size)
-    # the runner returns the 1/8 logits; the pipeline upsamples them once, exactly (postprocess.py)
-    runner = create_runner(low_res_view(net), backend=opts.backend, device=dev, precision=opts.precision,
-                           input_size=size)
     info = {
         "model": meta["arch"],
         "weights": meta["weights"],
@@ -326,4 +331,33 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
         "precision": getattr(runner, "precision", opts.precision),
         "input_size": "auto32" if size is None else f"{size[0]}x{size[1]}",
     }
+    if sidecar.get("source_weights"):
+        info["source_weights"] = sidecar["source_weights"]
     return SegmentationPipeline(runner, preset, size, dev, opts.output_resolution, opts.overlay_alpha, info)
+
+
+def _load_torch_model(opts: PipelineOptions, dev: torch.device):
+    """(model info, runner, fixed input size or None) for a PyTorch checkpoint."""
+    from .backends import create_runner
+    from .models import load_model, low_res_view
+
+    net = load_model(opts.model, weights=opts.weights, num_classes=opts.num_classes, device=dev)
+    sidecar = net.bisenet_info.get("sidecar") or {}
+    # the checkpoint's own input size, else auto32
+    size = fixed_input_size(sidecar.get("input_size") if opts.input_size == CHECKPOINT else opts.input_size)
+    # the runner returns the 1/8 logits; the pipeline upsamples them once, exactly (postprocess.py)
+    runner = create_runner(low_res_view(net), backend=opts.backend, device=dev, precision=opts.precision,
+                           input_size=size)
+    return net.bisenet_info, runner, size
+
+
+def _load_onnx_model(opts: PipelineOptions):
+    """(model info, runner, input size) for an ONNX model file and its sidecar."""
+    from .onnx_model import check_options, create_file_runner, read_onnx_sidecar
+
+    sidecar = read_onnx_sidecar(opts.weights)
+    size = check_options(opts, sidecar, opts.weights)
+    runner = create_file_runner(opts.weights, opts.backend, str(sidecar["precision"]), size)
+    meta = {"arch": sidecar["arch"], "num_classes": int(sidecar["num_classes"]), "weights": str(opts.weights),
+            "sidecar": sidecar}
+    return meta, runner, size
