@@ -36,16 +36,19 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from ..errors import BisenetError, ConfigError, ImageError
-from .transport import apply_fastdds_profile
+from .inputs import AdaptiveSubscription, reliability_name
+from .loss import LossMonitor, LossReport, loss_message
+from .transport import apply_fastdds_profile, tuning_decision
 from ..metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
-from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain,
+from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain, usage_text,
                          reload_changes, validate_changes)
 from .points import SemanticOutputs, check_class_parameters
 
 NODE_NAME = "segmentation"
 ERROR_THROTTLE_S = 5.0
+INPUT_REFRESH_S = 1.0  # how often input_reliability auto looks at the publishers again
 STATS_WINDOW = 300  # frames kept for the latency percentiles in /diagnostics
 
 
@@ -109,6 +112,9 @@ class Camera:
     publishers: dict[str, Publisher] = field(default_factory=dict)
     pending: Frame | None = None
     camera_info: CameraInfo | None = None
+    inputs: list[AdaptiveSubscription] = field(default_factory=list)  # image, camera_info
+    loss: LossMonitor = field(default_factory=LossMonitor)
+    last_loss: LossReport | None = None
     dropped: int = 0  # replaced by a newer frame before processing, or too old
     rejected: int = 0  # malformed messages
     processed: int = 0
@@ -145,6 +151,7 @@ class SegmentationNode(Node):
         self._make_topics()
         self._publish_legend()
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
+        self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
@@ -165,26 +172,32 @@ class SegmentationNode(Node):
             values[name] = plain(name, param.value)
         return values
 
-    def _qos(self, prefix: str) -> QoSProfile:
-        reliability = (ReliabilityPolicy.RELIABLE if self._values[f"{prefix}_reliability"] == "reliable"
+    def _output_qos(self) -> QoSProfile:
+        reliability = (ReliabilityPolicy.RELIABLE if self._values["output_reliability"] == "reliable"
                        else ReliabilityPolicy.BEST_EFFORT)
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values[f"{prefix}_depth"],
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values["output_depth"],
                           reliability=reliability, durability=DurabilityPolicy.VOLATILE)
 
     def _make_topics(self) -> None:
-        in_qos, out_qos = self._qos("input"), self._qos("output")
+        out_qos = self._output_qos()
         compressed = self._values["input_transport"] == "compressed"
+        mode, depth = self._values["input_reliability"], self._values["input_depth"]
         self.cameras = [Camera(name) for name in (self._values["cameras"] or [""])]
-        self._semantic = SemanticOutputs(self, self._values, in_qos)
+        # depth images: fixed reliability (best effort unless input_reliability is reliable)
+        depth_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,
+                               reliability=ReliabilityPolicy.RELIABLE if mode == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+        self._semantic = SemanticOutputs(self, self._values, depth_qos)
         for cam in self.cameras:
             prefix = f"{cam.name}/" if cam.name else ""
             out = f"~/{prefix}"
+            image_type, image_topic = Image, f"{prefix}image"
             if compressed:
-                topic = self.resolve_topic_name(f"{prefix}image") + "/compressed"
-                self.create_subscription(CompressedImage, topic, self._on_image(cam), in_qos)
-            else:
-                self.create_subscription(Image, f"{prefix}image", self._on_image(cam), in_qos)
-            self.create_subscription(CameraInfo, f"{prefix}camera_info", self._on_camera_info(cam), in_qos)
+                image_type, image_topic = CompressedImage, self.resolve_topic_name(f"{prefix}image") + "/compressed"
+            cam.inputs = [  # reliability fixed, or following the publishers (input_reliability auto)
+                AdaptiveSubscription(self, image_type, image_topic, self._on_image(cam), mode, depth,
+                                     on_lost=cam.loss.on_middleware_lost),
+                AdaptiveSubscription(self, CameraInfo, f"{prefix}camera_info", self._on_camera_info(cam), mode, depth),
+            ]
             for kind in ("labels", "color", "overlay", "confidence"):
                 cam.publishers[kind] = self.create_publisher(Image, out + kind, out_qos)
             cam.publishers["camera_info"] = self.create_publisher(CameraInfo, out + "camera_info", out_qos)
@@ -199,6 +212,7 @@ class SegmentationNode(Node):
     def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage], None]:
         def callback(msg: Image | CompressedImage) -> None:
             frame = Frame(msg, time.perf_counter())
+            cam.loss.on_image(_stamp_ns(msg.header))
             if isinstance(msg, Image):  # cheap checks here, so a bad frame never displaces a good one
                 try:
                     frame.image, frame.encoding = image_msg_to_array(msg)
@@ -217,7 +231,19 @@ class SegmentationNode(Node):
     def _on_camera_info(self, cam: Camera) -> Callable[[CameraInfo], None]:
         def callback(msg: CameraInfo) -> None:
             cam.camera_info = msg
+            cam.loss.on_camera_info(_stamp_ns(msg.header), time.monotonic())
         return callback
+
+    def _refresh_inputs(self) -> None:
+        """input_reliability auto: follow the publishers' reliability as they come and go."""
+        for cam in self.cameras:
+            changed = [sub for sub in cam.inputs if sub.refresh()]
+            for sub in changed:
+                offered = ", ".join(reliability_name(r) for r in sub.publisher_reliabilities()) or "nothing"
+                self.get_logger().info(f"{sub.topic}: publishers offer {offered}; subscribed "
+                                       f"{reliability_name(sub.reliability)}")
+            if changed:
+                cam.loss.forget_pending()
 
     # -- worker --------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -316,6 +342,7 @@ class SegmentationNode(Node):
                                       hardware_id=str(device))
             status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
             status.values += [KeyValue(key="dropped_frames", value=str(dropped)),
+                              KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
             status.values += [KeyValue(key=k, value=f"{v:.4f}")
@@ -325,6 +352,18 @@ class SegmentationNode(Node):
     # -- legend and diagnostics ----------------------------------------------------------------------
     def _publish_legend(self) -> None:
         self._legend_pub.publish(String(data=legend_json(self.pipeline)))
+
+    def _transport_warnings(self) -> list[str]:
+        """Close the loss monitors' period; one warning per camera losing images in transport."""
+        now = time.monotonic()
+        warnings = []
+        for cam in self.cameras:
+            report = cam.last_loss = cam.loss.evaluate(now)
+            if report.warn:
+                image_sub = cam.inputs[0]
+                offered = [reliability_name(r) for r in image_sub.publisher_reliabilities()]
+                warnings.append(loss_message(cam.label, report, reliability_name(image_sub.reliability), offered))
+        return warnings
 
     def _publish_diagnostics(self) -> None:
         now = time.perf_counter()
@@ -340,10 +379,9 @@ class SegmentationNode(Node):
         latency = latency_stats(lat for _, lat in window if lat == lat)
         info = self.pipeline.info
         points_warning, points_values = self._semantic.status()
-        if self._last_error:
-            level, message = DiagnosticStatus.WARN, self._last_error
-        elif points_warning:
-            level, message = DiagnosticStatus.WARN, points_warning
+        warnings = [w for w in (self._last_error, *self._transport_warnings(), points_warning) if w]
+        if warnings:
+            level, message = DiagnosticStatus.WARN, "; ".join(warnings)
         elif processed == 0:
             level, message = DiagnosticStatus.OK, "waiting for images"
         else:
@@ -353,6 +391,9 @@ class SegmentationNode(Node):
             "frames_processed": str(processed),
             "dropped_frames": str(dropped),
             "rejected_frames": str(rejected),
+            "frames_lost_in_transport": str(sum(c.loss.total_lost for c in self.cameras)),
+            "input_reliability": ",".join(reliability_name(c.inputs[0].reliability) for c in self.cameras),
+            "transport": tuning_decision().reason,
             **{f"total_ms_{k}": _fmt(total[k]) for k in ("p50", "p90", "p99", "max")},
             **{f"latency_ms_{k}": _fmt(latency[k]) for k in ("p50", "p90", "p99", "max")},
             "device": str(info.get("device")), "model": str(info.get("model")),
@@ -376,8 +417,8 @@ class SegmentationNode(Node):
             if self._reverting:
                 return SetParametersResult(successful=True)
             changes = {p.name: plain(p.name, p.value) for p in params}
-            reason = validate_changes(self._values, changes) or check_class_parameters(
-                changes, self.pipeline.preset.class_names)
+            reason = validate_changes(self._values, changes, self.pipeline.info.get("num_classes")) \
+                or check_class_parameters(changes, self.pipeline.preset.class_names)
             if not reason and reload_changes(self._values, changes) and self._reloading():
                 reason = "a model reload is in progress; try again when it finishes"
             return SetParametersResult(successful=not reason, reason=reason or "")
@@ -457,9 +498,21 @@ def _one_line(exc: BaseException) -> str:
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``segmentation_node``: run the node until SIGINT/SIGTERM."""
+    own = list(sys.argv[1:] if args is None else args)
+    own = own[:own.index("--ros-args")] if "--ros-args" in own else own  # ours: before --ros-args
+    if {"-h", "--help"} & set(own):
+        print(usage_text())
+        return 0
+    if "--version" in own:
+        from .. import __version__
+
+        print(f"segmentation_node (bisenet_ros) {__version__}")
+        return 0
+    transport = tuning_decision()
     apply_fastdds_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
     rclpy.init(args=args)
     logger = rclpy.logging.get_logger(NODE_NAME)
+    logger.info(f"transport: {transport.reason}")
     node: SegmentationNode | None = None
     code = 0
     try:

@@ -18,16 +18,22 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 
+from ..backends import BACKENDS
 from ..errors import BisenetError
 from ..images import MAX_SIDE
 from ..options import PipelineOptions
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": ("auto", "bisenetv1", "bisenetv2"),
+<<<<<<< HEAD
     "precision": ("auto", "fp32", "fp16", "bf16", "int8"),
+=======
+    "precision": ("auto", "fp32", "fp16"),
+    "backend": BACKENDS,
+>>>>>>> main
     "output_resolution": ("camera", "model"),
     "input_transport": ("raw", "compressed"),
-    "input_reliability": ("best_effort", "reliable"),
+    "input_reliability": ("auto", "best_effort", "reliable"),
     "output_reliability": ("reliable", "best_effort"),
 }
 #: parameters whose change needs a new pipeline (loaded in the background)
@@ -79,9 +85,15 @@ PARAMETERS: dict[str, ParamSpec] = {
     "input_height": ParamSpec(0, "model input height, multiple of 32; 0 = see input_width",
                               int_range=(0, MAX_SIDE, 32)),
     "device": ParamSpec("auto", "auto (CUDA when available), cpu, cuda or cuda:N"),
+<<<<<<< HEAD
     "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 (CUDA), "
                                     "bf16 (CPU with AVX-512 BF16/AMX) or int8 (quantized .onnx weights)"),
     "backend": ParamSpec("auto", "inference backend (auto, torch, ...; see bisenet-ros bench)"),
+=======
+    "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU), fp32 or fp16"),
+    "backend": ParamSpec("auto", "how the forward pass runs; auto = the fastest available backend that "
+                                 "matches eager PyTorch (see bisenet-ros bench)"),
+>>>>>>> main
     "output_resolution": ParamSpec("camera", "resolution of labels/color/overlay: camera or model "
                                              "(model also publishes a scaled camera_info)"),
     # live settings
@@ -99,8 +111,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     "input_transport": ParamSpec("raw", "raw: sensor_msgs/Image on 'image'; compressed: "
                                         "sensor_msgs/CompressedImage on '<resolved image>/compressed'",
                                  read_only=True),
-    "input_reliability": ParamSpec("best_effort", "image subscription reliability (best_effort "
-                                                  "also connects to reliable publishers)", read_only=True),
+    "input_reliability": ParamSpec("auto", "image/camera_info subscription reliability: auto = follow the "
+                                           "publishers (reliable when all are), best_effort or reliable",
+                                   read_only=True),
     "input_depth": ParamSpec(1, "image subscription queue depth", int_range=(1, 100, 1), read_only=True),
     "output_reliability": ParamSpec("reliable", "reliability of the output publishers", read_only=True),
     "output_depth": ParamSpec(1, "queue depth of the output publishers", int_range=(1, 100, 1),
@@ -122,6 +135,34 @@ PARAMETERS: dict[str, ParamSpec] = {
     "mask_classes": ParamSpec(Parameter.Type.STRING_ARRAY, "class names or ids (as strings): ~/mask is 255 "
                                                            "on them, 0 elsewhere; unset/empty = no ~/mask"),
 }
+
+
+USAGE = """\
+usage: segmentation_node [-h] [--version] --ros-args -p weights:=CHECKPOINT [-p NAME:=VALUE ...] [-r image:=TOPIC]
+
+The bisenet_ros segmentation node: subscribes 'image' (and optional 'camera_info'), publishes
+~/labels, ~/color, ~/overlay, ~/confidence, ~/camera_info, ~/timing, ~/legend and /diagnostics.
+Parameters (-p NAME:=VALUE; ros2 param set at run time unless marked fixed at start):
+"""
+EPILOG = """
+examples:
+  segmentation_node --ros-args -r image:=/camera/image_raw -p weights:=models/bisenetv2_synthetic_street.pth
+  segmentation_node --ros-args -p weights:=model_final_v2_city.pth -p input_width:=1024 -p input_height:=512 \\
+      -p dataset:=cityscapes -p backend:=onnxruntime
+  ros2 launch bisenet_ros segment.launch.py weights:=/path/model.pth image:=/camera/image_raw
+docs/node.md has every topic, parameter and QoS setting.
+"""
+
+
+def usage_text() -> str:
+    """``segmentation_node --help``: how to start it and every parameter with its default."""
+    lines = [USAGE]
+    for name, spec in PARAMETERS.items():
+        default = "unset" if isinstance(spec.default, Parameter.Type) else repr(spec.default)
+        extra = f"; one of: {', '.join(CHOICES[name])}" if name in CHOICES else ""
+        fixed = " (fixed at start)" if spec.read_only else ""
+        lines.append(f"  {name} (default {default}){fixed}\n      {spec.description}{extra}")
+    return "\n".join(lines) + "\n" + EPILOG
 
 
 def validate_parameter(name: str, value: Any) -> str | None:
@@ -165,13 +206,33 @@ def validate_config(values: dict[str, Any]) -> str | None:
     return None
 
 
-def validate_changes(values: dict[str, Any], changes: dict[str, Any]) -> str | None:
-    """Why ``changes`` (plain values) cannot apply on top of ``values``, or None: the on-set check."""
+def validate_changes(values: dict[str, Any], changes: dict[str, Any], model_classes: int | None = None) -> str | None:
+    """Why ``changes`` (plain values) cannot apply on top of ``values``, or None: the on-set check.
+    ``model_classes``: the running model's class count (a new ``dataset`` must have as many)."""
     for name, value in changes.items():
         reason = validate_parameter(name, value)
         if reason:
             return reason
-    return validate_config({**values, **changes})
+    return validate_config({**values, **changes}) or check_dataset_classes(values, changes, model_classes)
+
+
+def check_dataset_classes(values: dict[str, Any], changes: dict[str, Any], model_classes: int | None) -> str | None:
+    """Why a run-time ``dataset`` change does not fit the model's class count, or None.
+
+    Names, colours and mean/std of a preset with another class count would silently mislabel
+    every class; unless ``weights``/``model`` change with it (the new checkpoint decides)."""
+    if not changes.get("dataset") or "weights" in changes or "model" in changes:
+        return None
+    n = changes.get("num_classes", values.get("num_classes")) or model_classes
+    if not n:
+        return None
+    from ..datasets import load_preset
+
+    preset = load_preset(changes["dataset"])
+    if preset.num_classes != n:
+        return (f"dataset '{changes['dataset']}' has {preset.num_classes} classes but the model has {n}; "
+                "change weights (and num_classes) together with it")
+    return None
 
 
 def reload_changes(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
