@@ -53,6 +53,14 @@ def default_weights() -> Path:
     return candidates[0]
 
 
+def demo_weights(given: Path | None) -> Path:
+    """``given``, else the shipped demo weights; ConfigError when the file is not there."""
+    weights = given or default_weights()
+    if not weights.is_file():
+        raise ConfigError(f"{weights}: demo weights not found (they ship in models/; see models/README.md)")
+    return weights
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bisenet_ros.tools.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
@@ -161,9 +169,7 @@ def run(args: argparse.Namespace) -> dict:
     """Run the demo; returns the metrics written to ``metrics.json``."""
     from ..checkpoint import read_sidecar
 
-    weights = args.weights or default_weights()
-    if not weights.is_file():
-        raise ConfigError(f"{weights}: demo weights not found (they ship in models/; see models/README.md)")
+    weights = demo_weights(args.weights)
     if args.frames < 2:
         raise ConfigError(f"--frames must be >= 2, got {args.frames}")
     side = read_sidecar(weights)
