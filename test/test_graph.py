@@ -98,9 +98,12 @@ class Proc:
         return self.proc.returncode
 
 
-def start_node(env: dict, weights: Path, tmp: Path, netns: str | None = None, image: str = "/cam/image_raw") -> Proc:
+def start_node(env: dict, weights: Path, tmp: Path, *params: str, netns: str | None = None,
+               image: str = "/cam/image_raw") -> Proc:
+    """The node with its defaults but ``weights`` (and ``params``: name:=value)."""
+    args = [arg for p in (f"weights:={weights}", *params) for arg in ("-p", p)]
     return Proc([str(NODE_EXE), "--ros-args", "-r", f"image:={image}", "-r",
-                 f"camera_info:={image.rpartition('/')[0]}/camera_info", "-p", f"weights:={weights}"],
+                 f"camera_info:={image.rpartition('/')[0]}/camera_info", *args],
                 env, netns, log=tmp / f"node{next(_names)}.log")
 
 
@@ -234,3 +237,61 @@ def test_two_hosts_both_directions_and_lost_images_warn(two_hosts, ros_env, tiny
             proc.stop()
     node.wait_line(lambda ln: False, 2)
     assert any("transport: Fast DDS profile" in line for line in node.seen), node.seen[:5]
+
+
+#: (camera middleware, camera reliability) -> what must reach the node; 12 frames 640x480 rgb8
+#: (921 KB, larger than Fast DDS' default 512 KB shared-memory segment), 4 Hz, camera_info alongside
+FAST_MODEL = ("input_width:=96", "input_height:=64", "output_resolution:=model")
+LARGE_FRAME_CAMERAS = [("defaults", "reliable"), ("large_data", "reliable"), ("profile", "best_effort"),
+                       ("defaults", "best_effort")]
+
+
+def segmented(viewer: Proc, node: Proc, middleware: str, qos: str, env: dict) -> int:
+    run_camera(middleware_env(env, middleware), f"{middleware}_{qos}_", "--rate", "4", "--size", "480x640",
+               "--camera-info", *["--best-effort"] * (qos == "best_effort"))
+    got = received(viewer, f"{middleware}_{qos}_", 12)
+    diags = diagnostics(viewer)
+    print(f"camera with {middleware} ({qos}): {got} of 12 large frames segmented; node: {diags[-1] if diags else None}")
+    return got
+
+
+def test_large_frames_from_cameras_with_their_own_middleware_settings(ros_env, tiny_checkpoints, tmp_path):
+    """One node at its defaults; camera drivers one after another with Fast DDS defaults, LARGE_DATA
+    (camera only) or the recommended profile, reliable and best effort (the node's input follows)."""
+    # a small model input keeps the pipeline faster than the camera on a loaded CPU: every frame
+    # that arrives is segmented (none skipped by the newest-frame policy)
+    node = start_node(middleware_env(ros_env, "node"), tiny_checkpoints["bisenetv2"], tmp_path, *FAST_MODEL)
+    viewer = None
+    try:
+        viewer = start_viewer(middleware_env(ros_env, "defaults"), topic="/segmentation/labels")
+        for middleware, qos in LARGE_FRAME_CAMERAS:
+            got = segmented(viewer, node, middleware, qos, ros_env)
+            if (middleware, qos) == ("defaults", "best_effort"):  # lossy by nature: delivered or reported
+                warned = viewer.wait_line(lambda ln: ln.startswith(f"diag {WARN} ") and "lost" in ln, 12)
+                assert got >= 11 or warned, diagnostics(viewer)
+            else:
+                assert got >= 11, (diagnostics(viewer), node.drain()[-10:])
+                assert all(d.level < WARN for d in diagnostics(viewer)), diagnostics(viewer)
+        assert any("subscribed best_effort" in line for line in node.drain())  # auto followed the cameras
+        assert any("subscribed reliable" in line for line in node.seen)
+    finally:
+        for proc in (viewer, node):
+            if proc is not None:
+                proc.stop()
+
+
+def test_large_frames_with_large_data_on_both_sides(ros_env, tiny_checkpoints, tmp_path):
+    """FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA exported for camera and node (as the Fast DDS docs
+    advise): the node keeps it instead of forcing its own profile."""
+    env = middleware_env(ros_env, "large_data")
+    node = start_node(env, tiny_checkpoints["bisenetv2"], tmp_path, *FAST_MODEL)
+    viewer = None
+    try:
+        viewer = start_viewer(env, topic="/segmentation/labels")
+        assert segmented(viewer, node, "large_data", "reliable", ros_env) >= 11, diagnostics(viewer)
+    finally:
+        for proc in (viewer, node):
+            if proc is not None:
+                proc.stop()
+    node.wait_line(lambda ln: False, 2)
+    assert any("transport: left to your FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA" in ln for ln in node.seen), node.seen[:5]

@@ -52,6 +52,14 @@ def test_middleware_count_is_not_added_to_the_other_signs():
     assert report.lost == 25 and set(report.sources) >= {"camera_info", "middleware"}
 
 
+def test_a_sign_seeing_the_same_loss_a_period_later_is_not_counted_twice():
+    m = LossMonitor()
+    feed(m, range(30), lambda i: i not in (10, 11, 12))
+    assert m.evaluate(now=10.0).total_lost == 3  # camera_info saw them
+    m.on_middleware_lost(3)  # the middleware reports the same three a period later
+    assert m.evaluate(now=11.0).total_lost == 3
+
+
 def test_images_that_never_arrive_warn_only_after_a_few_periods():
     m = LossMonitor()
     for second in range(2):  # start-up: CameraInfo flows, the image subscription has not matched

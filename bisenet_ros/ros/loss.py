@@ -1,7 +1,8 @@
 """Images lost in transport, per camera: what the camera sent versus what reached the node.
 
-Three independent signs, each a lower bound of the loss, are combined per evaluation period by
-taking the largest (they see the same missing frames from different angles, so they are not added):
+Three independent signs, each a lower bound of the loss, are combined by taking the largest of
+their running totals (they see the same missing frames from different angles, sometimes one
+period apart, so they are never added):
 
 - **camera_info without its image**: a driver publishes one CameraInfo per image with the same
   stamp; the small CameraInfo gets through when the large image does not. Once at least one image
@@ -66,6 +67,7 @@ class LossMonitor:
         self._gap_lost = 0  # since the last evaluation
         self._middleware_lost = 0
         self._received = 0
+        self._cumulative = {"camera_info": 0, "stamps": 0, "middleware": 0}
         self._window: deque[tuple[int, int, tuple[str, ...]]] = deque(maxlen=window)  # (received, lost, sources)
 
     # -- events (subscription callbacks) -----------------------------------------------------------
@@ -129,8 +131,10 @@ class LossMonitor:
         counts = {"camera_info": self._camera_info_lost(now, received), "stamps": self._gap_lost,
                   "middleware": self._middleware_lost}
         self._gap_lost = self._middleware_lost = 0
-        lost = max(counts.values())
-        self.total_lost += lost
+        for source, count in counts.items():  # a sign may see a loss a period after another did
+            self._cumulative[source] += count
+        total = max(self._cumulative.values())
+        lost, self.total_lost = total - self.total_lost, total
         self._window.append((received, lost, tuple(k for k, v in counts.items() if v)))
         return LossReport(received=sum(r for r, _, _ in self._window), lost=sum(lo for _, lo, _ in self._window),
                           total_lost=self.total_lost,
