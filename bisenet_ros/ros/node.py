@@ -42,7 +42,7 @@ from .transport import apply_fastdds_profile, tuning_decision
 from ..metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
-from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain,
+from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain, usage_text,
                          reload_changes, validate_changes)
 from .points import SemanticOutputs, check_class_parameters
 
@@ -417,8 +417,8 @@ class SegmentationNode(Node):
             if self._reverting:
                 return SetParametersResult(successful=True)
             changes = {p.name: plain(p.name, p.value) for p in params}
-            reason = validate_changes(self._values, changes) or check_class_parameters(
-                changes, self.pipeline.preset.class_names)
+            reason = validate_changes(self._values, changes, self.pipeline.info.get("num_classes")) \
+                or check_class_parameters(changes, self.pipeline.preset.class_names)
             if not reason and reload_changes(self._values, changes) and self._reloading():
                 reason = "a model reload is in progress; try again when it finishes"
             return SetParametersResult(successful=not reason, reason=reason or "")
@@ -498,6 +498,16 @@ def _one_line(exc: BaseException) -> str:
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``segmentation_node``: run the node until SIGINT/SIGTERM."""
+    own = list(sys.argv[1:] if args is None else args)
+    own = own[:own.index("--ros-args")] if "--ros-args" in own else own  # ours: before --ros-args
+    if {"-h", "--help"} & set(own):
+        print(usage_text())
+        return 0
+    if "--version" in own:
+        from .. import __version__
+
+        print(f"segmentation_node (bisenet_ros) {__version__}")
+        return 0
     transport = tuning_decision()
     apply_fastdds_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
     rclpy.init(args=args)
