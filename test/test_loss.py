@@ -102,3 +102,10 @@ def test_messages_name_cause_and_fix():
     assert "of 50 images lost in transport" in text and "reliable" in text and "LARGE_DATA" in text
     assert "input_reliability to auto" in loss_message("image", report, "best_effort", ["reliable"])
     assert "net.core.rmem_max" in loss_message("image", report, "reliable", ["reliable"])
+
+
+def test_a_camera_that_pauses_or_restarts_is_not_losing_frames():
+    m = LossMonitor()
+    feed(m, range(20), lambda i: True, info=False)
+    feed(m, range(100, 120), lambda i: True, info=False)  # 8 s later the stream goes on
+    assert m.evaluate(now=20.0).lost == 0
