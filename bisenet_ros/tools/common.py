@@ -4,8 +4,14 @@ from __future__ import annotations
 import argparse
 
 from ..backends import BACKENDS
+from ..cpu import cpu_model
 from ..options import PipelineOptions, fixed_input_size
 from ..pipeline import SegmentationPipeline, build_pipeline
+
+
+def cpu_name() -> str:
+    """The CPU model (named with every speed figure)."""
+    return cpu_model()
 
 
 def float_triple(text: str) -> list[float]:

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BisenetError, ConfigError
-from .common import hw_type
-from .demo import default_weights
+from .common import cpu_name, hw_type
+from .demo import demo_weights
 
 IMAGE, DEPTH, INFO = "/camera/image_raw", "/camera/depth", "/camera/camera_info"
 NODE = "/segmentation"
@@ -170,9 +170,7 @@ def run(args: argparse.Namespace) -> dict:
     from ..images import raw_image_to_array
     from ..ros.conversions import cloud_msg_to_points
 
-    weights = args.weights or default_weights()
-    if not weights.is_file():
-        raise ConfigError(f"{weights}: demo weights not found (they ship in models/; see models/README.md)")
+    weights = demo_weights(args.weights)
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -224,7 +222,7 @@ def _wait_ready(col: Collector, child, timeout: float) -> None:
 
 def summarise(results: list[dict], args: argparse.Namespace, weights: Path, exit_code) -> dict:
     """Print and return the figures."""
-    cpu = _cpu_model()
+    cpu = cpu_name()
     ms = np.array([r["points_ms"] for r in results])
     lines = []
     for enc in ("16UC1", "32FC1"):
@@ -243,17 +241,6 @@ def summarise(results: list[dict], args: argparse.Namespace, weights: Path, exit
             "points_ms_p50": float(np.median(ms)), "points_ms_max": float(ms.max()), "node_exit_code": exit_code,
             "all_ok": all(r["one_point_per_pixel"] and r["labels_equal"] and (r["max_deviation_mm"] or 0) < 2.0
                           for r in results)}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown"
 
 
 def write_picture(path: Path, image: np.ndarray, labels: np.ndarray, cloud: np.ndarray, max_depth: float) -> None:
