@@ -48,7 +48,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
     g.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None,
                    help="architecture (default: from the checkpoint's sidecar or key layout)")
     g.add_argument("--weights", required=weights_required,
-                   help="checkpoint (.pth/.pt/.safetensors), e.g. the public model_final_v2_city.pth")
+                   help="checkpoint (.pth/.pt/.safetensors), e.g. the public model_final_v2_city.pth, "
+                        "or an int8 .onnx made by 'bisenet-ros quantize'")
     g.add_argument("--num-classes", type=int, default=None,
                    help="class count (default: from the checkpoint)")
     g.add_argument("--dataset", default=None,

@@ -29,6 +29,11 @@ from ..progress import progress_bar
 from .common import float_triple
 
 HELP = "int8 post-training quantization (ONNX) from unlabelled images, a video or a bag topic"
+EXAMPLES = """\
+  bisenet-ros quantize --weights models/bisenetv2_synthetic_street.pth --calibration frames/ --out street_int8.onnx
+  bisenet-ros quantize --weights model.pth --calibration drive.mcap --topic /camera/image_raw --out m_int8.onnx --val val/
+  bisenet-ros segment img.png --out seg/ --weights street_int8.onnx
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,11 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bench-runs", type=int, default=10, help="timed model runs of each precision")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (none off a terminal anyway)")
     g = parser.add_argument_group("model")
-    g.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None)
-    g.add_argument("--num-classes", type=int, default=None)
-    g.add_argument("--dataset", default=None, help="preset name or YAML (default: the sidecar's)")
-    g.add_argument("--mean", type=float_triple, default=None)
-    g.add_argument("--std", type=float_triple, default=None)
+    g.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None,
+                   help="architecture (default: from the checkpoint's sidecar or key layout)")
+    g.add_argument("--num-classes", type=int, default=None, help="class count (default: from the checkpoint)")
+    g.add_argument("--dataset", default=None, help="preset name or YAML (default: the sidecar's, else cityscapes)")
+    g.add_argument("--mean", type=float_triple, default=None, help="override mean, R,G,B on a 0-1 scale")
+    g.add_argument("--std", type=float_triple, default=None, help="override std, R,G,B on a 0-1 scale")
     g.add_argument("--input-size", default=None,
                    help="the fixed model input HxW of the int8 model (default: the checkpoint sidecar's)")
 
