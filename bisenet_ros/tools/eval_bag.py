@@ -32,6 +32,7 @@ from ..datasets import DatasetPreset, build_label_lut
 from ..errors import BisenetError, ConfigError
 from ..metrics import ConfusionMatrix, GroundTruthScorer, LatencyRecorder, WarningCounter, fps_from_latencies
 from ..pipeline import SegmentationPipeline
+from ..remap import ground_truth_lut
 from ..report import write_report
 from .common import add_model_arguments, pipeline_from_args
 
@@ -338,7 +339,9 @@ def run(args: argparse.Namespace) -> int:
     if args.label_topic:
         check_image_topic(topics, args.label_topic, bag, "label")
     pipeline = pipeline_from_args(args)
-    lut = resolve_label_map(args.label_map, pipeline.preset, args.ignore_index)
+    lut = resolve_label_map(args.label_map, pipeline.source_preset, args.ignore_index)
+    if pipeline.remap is not None and args.label_topic:  # ground truth in the model's classes -> output classes
+        lut = ground_truth_lut(pipeline.remap, lut, args.ignore_index)
     if args.label_map and not args.label_topic:
         raise ConfigError("--label-map needs --label-topic")
     out = args.out or Path(f"eval_{bag.stem or bag.name}")
