@@ -325,7 +325,7 @@ class SegmentationNode(Node):
         info = cam.camera_info
         if info is not None and info.width and info.height and (info.width, info.height) != (out_w, out_h):
             pubs["camera_info"].publish(scale_camera_info(info, header, out_w, out_h))
-        extra = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
+        extra, counts = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
         stamp_ns = _stamp_ns(header)
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else float("nan")
@@ -345,6 +345,7 @@ class SegmentationNode(Node):
                               KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
+            status.values += [KeyValue(key=k, value=str(v)) for k, v in counts.items()]
             status.values += [KeyValue(key=k, value=f"{v:.4f}")
                               for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
