@@ -18,7 +18,7 @@ from bisenet_ros import bags, cli
 from bisenet_ros.bags import BagError, BagWriter, array_to_image, write_image_bag
 from bisenet_ros.datasets import preset_from_dict
 from bisenet_ros.pipeline import SegmentationPipeline, build_pipeline
-from bisenet_ros.tools.eval_bag import evaluate_bag
+from bisenet_ros.evaluation import evaluate_bag
 
 T0 = 1_700_000_000_000_000_000
 STEP = 100_000_000  # 10 fps
@@ -288,7 +288,7 @@ def test_compressed_camera_topic_and_yaml_label_map(tmp_path, capsys):
                                                   data=np.frombuffer(png, np.uint8)), t)
             if lab is not None:
                 w.write("/gt", array_to_image(np.vectorize(raw.get)(lab).astype(np.uint8), "mono8", t, "cam"), t)
-    from bisenet_ros.tools.eval_bag import resolve_label_map
+    from bisenet_ros.evaluation import resolve_label_map
 
     (tmp_path / "map.yaml").write_text("7: 0\n8: 1\n11: 2\n")
     lut = resolve_label_map(str(tmp_path / "map.yaml"), PRESET, 255)

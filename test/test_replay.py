@@ -12,7 +12,7 @@ from bisenet_ros import cli
 from bisenet_ros.bags import write_image_bag
 from bisenet_ros.pipeline import build_pipeline
 from bisenet_ros.ros.replay import NodeProcess, ReplayError, node_command, replay_bag
-from bisenet_ros.tools.eval_bag import evaluate_bag
+from bisenet_ros.evaluation import evaluate_bag
 
 N = 8
 T0 = 1_700_000_000_000_000_000

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import detect_architecture, read_state_dict
 from ..datasets import DatasetPreset, generate_palette, load_preset
-from ..errors import BisenetError, CheckpointError, ConfigError
+from ..errors import BisenetError, CheckpointError, ConfigError, one_line
 from ..metrics import ConfusionMatrix
 from ..models import build_model, resolve_device
 from ..pipeline import SegmentationPipeline, auto32
@@ -422,7 +422,7 @@ def _resume(cfg: TrainConfig, model, optimizer, scaler, arch: str, num_classes: 
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise TrainingError(f"{path}: unreadable training state ({str(exc).splitlines()[0][:150]})") from None
+        raise TrainingError(f"{path}: unreadable training state ({one_line(exc)})") from None
     if state.get("arch") != arch or state.get("num_classes") != num_classes:
         raise TrainingError(f"{path}: state is a {state.get('arch')} with {state.get('num_classes')} classes, "
                             f"not a {arch} with {num_classes}")
