@@ -37,16 +37,25 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 
 from ..errors import BisenetError
-from ..images import stamp_ns
+from ..images import stamp_ns as header_stamp_ns
 from .conversions import array_to_image_msg, image_msg_to_array
 from .transport import apply_fastdds_profile
 
+class NodeError(BisenetError):
+    """The node could not be reached or started, or it exited (also: bad replay input)."""
+
+
+def qos_profile(reliable: bool = True, depth: int = 10, latched: bool = False) -> QoSProfile:
+    """Keep-last ``depth``; reliable or best effort; ``latched``: transient local (late joiners get the last)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
 MESSAGE_TYPES: dict[str, type] = {"image": Image, "compressed": CompressedImage, "camera_info": CameraInfo,
                                   "diagnostics": DiagnosticArray, "string": String}
-RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
-BEST_EFFORT = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE = qos_profile(depth=200)
+LATCHED = qos_profile(depth=1, latched=True)
 
 
 # -- the node in a child process ----------------------------------------------------------------------
@@ -60,7 +69,7 @@ def node_command(node_args: Sequence[str] | Mapping[str, Any] | None, image_topi
     """
     if compressed:
         if not image_topic.endswith("/compressed"):
-            raise BisenetError(f"a CompressedImage topic for the node must end in /compressed, got "
+            raise NodeError(f"a CompressedImage topic for the node must end in /compressed, got "
                                f"'{image_topic}' (use publish_topic / --publish-topic)")
         image_topic = image_topic[: -len("/compressed")]
     if isinstance(node_args, Mapping):
@@ -127,9 +136,9 @@ class NodeProcess:
         return " | ".join(line.strip() for line in self.log.strip().splitlines()[-lines:])
 
     def check_alive(self) -> None:
-        """A :class:`BisenetError` with the log's last lines if the node has exited."""
+        """A :class:`NodeError` with the log's last lines if the node has exited."""
         if not self.alive():
-            raise BisenetError(f"segmentation_node exited with code {self.proc.returncode}: {self.log_tail(3)}")
+            raise NodeError(f"segmentation_node exited with code {self.proc.returncode}: {self.log_tail(3)}")
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGINT (the node shuts down cleanly), then SIGTERM, then SIGKILL; returns the exit code."""
@@ -156,7 +165,7 @@ class Received:
 
     @property
     def stamp_ns(self) -> int:
-        return stamp_ns(self.msg.header)
+        return header_stamp_ns(self.msg.header)
 
     def image(self) -> tuple[np.ndarray, str]:
         """An Image's pixels (zero-copy view) and encoding; :class:`BisenetError` if malformed."""
@@ -270,12 +279,12 @@ class RosClient:
         return self.wait_until(lambda: pub.get_subscription_count() > 0, timeout)
 
     def publish_image(self, topic: str, array: np.ndarray, encoding: str, frame_id: str,
-                      stamp: int | None = None) -> Image:
-        """Publish ``array`` as an Image stamped ``stamp`` (ns; default now); returns the message."""
+                      stamp_ns: int | None = None) -> Image:
+        """Publish ``array`` as an Image stamped ``stamp_ns`` (default now); returns the message."""
         msg = array_to_image_msg(array, encoding)
         msg.header.frame_id = frame_id
-        stamp = self.node.get_clock().now().nanoseconds if stamp is None else stamp
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+        stamp_ns = self.node.get_clock().now().nanoseconds if stamp_ns is None else stamp_ns
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
         self.publisher(topic, Image).publish(msg)
         return msg
 
@@ -330,7 +339,7 @@ def run_camera(rate: float, frame_size: tuple[int, int], duration: float, topic:
         m.header.frame_id = "bench_camera"
     sent, elapsed = 0, 0.0
     with RosClient("bench_camera") as client:
-        pub = client.publisher(topic, Image, BEST_EFFORT)
+        pub = client.publisher(topic, Image, qos_profile(reliable=False, depth=1))
         client.wait_until(lambda: pub.get_subscription_count() > 0, 30.0, poll=0.05)
         period = 1.0 / rate
         start = next_t = time.monotonic()
@@ -352,7 +361,7 @@ def run_camera(rate: float, frame_size: tuple[int, int], duration: float, topic:
     return {"published": sent, "elapsed_s": elapsed, "rate_hz": sent / elapsed if elapsed else 0.0}
 
 
-def legend(received: Received) -> dict | None:
+def parse_legend(received: Received) -> dict | None:
     """The node's class legend (JSON on ``~/legend``), None if unreadable."""
     try:
         return json.loads(received.msg.data)
