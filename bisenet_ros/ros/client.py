@@ -33,7 +33,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
 from ..errors import BisenetError
@@ -53,7 +53,7 @@ def qos_profile(reliable: bool = True, depth: int = 10, latched: bool = False) -
 
 
 MESSAGE_TYPES: dict[str, type] = {"image": Image, "compressed": CompressedImage, "camera_info": CameraInfo,
-                                  "diagnostics": DiagnosticArray, "string": String}
+                                  "diagnostics": DiagnosticArray, "string": String, "points": PointCloud2}
 RELIABLE = qos_profile(depth=200)
 LATCHED = qos_profile(depth=1, latched=True)
 

@@ -36,16 +36,20 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from ..errors import BisenetError, ConfigError, ImageError, one_line
-from .transport import apply_fastdds_profile
 from ..images import stamp_ns
+from .inputs import AdaptiveSubscription, reliability_name
+from .loss import LossMonitor, LossReport, loss_message
+from .transport import apply_fastdds_profile, tuning_decision
 from ..metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
-from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain,
+from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain, usage_text,
                          reload_changes, validate_changes)
+from .points import SemanticOutputs, check_class_parameters
 
 NODE_NAME = "segmentation"
 ERROR_THROTTLE_S = 5.0
+INPUT_REFRESH_S = 1.0  # how often input_reliability auto looks at the publishers again
 STATS_WINDOW = 300  # frames kept for the latency percentiles in /diagnostics
 
 
@@ -98,6 +102,7 @@ class Frame:
     image: np.ndarray | None = None  # raw images are checked and viewed in the callback
     encoding: str = ""
     taken: float = 0.0  # time.perf_counter() when the worker took it
+    size: tuple[int, int] = (0, 0)  # the camera image's (H, W), known once decoded
 
 
 @dataclass
@@ -108,6 +113,9 @@ class Camera:
     publishers: dict[str, Publisher] = field(default_factory=dict)
     pending: Frame | None = None
     camera_info: CameraInfo | None = None
+    inputs: list[AdaptiveSubscription] = field(default_factory=list)  # image, camera_info
+    loss: LossMonitor = field(default_factory=LossMonitor)
+    last_loss: LossReport | None = None
     dropped: int = 0  # replaced by a newer frame before processing, or too old
     rejected: int = 0  # malformed messages
     processed: int = 0
@@ -127,6 +135,9 @@ class SegmentationNode(Node):
         if reason:
             raise ConfigError(reason)
         self.pipeline: SegmentationPipeline = build_pipeline(pipeline_options(self._values))
+        reason = check_class_parameters(self._values, self.pipeline.preset.class_names)
+        if reason:
+            raise ConfigError(reason)
 
         self._cond = threading.Condition()
         self._param_lock = threading.RLock()
@@ -141,6 +152,7 @@ class SegmentationNode(Node):
         self._make_topics()
         self._publish_legend()
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
+        self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
@@ -161,29 +173,37 @@ class SegmentationNode(Node):
             values[name] = plain(name, param.value)
         return values
 
-    def _qos(self, prefix: str) -> QoSProfile:
-        reliability = (ReliabilityPolicy.RELIABLE if self._values[f"{prefix}_reliability"] == "reliable"
+    def _output_qos(self) -> QoSProfile:
+        reliability = (ReliabilityPolicy.RELIABLE if self._values["output_reliability"] == "reliable"
                        else ReliabilityPolicy.BEST_EFFORT)
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values[f"{prefix}_depth"],
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values["output_depth"],
                           reliability=reliability, durability=DurabilityPolicy.VOLATILE)
 
     def _make_topics(self) -> None:
-        in_qos, out_qos = self._qos("input"), self._qos("output")
+        out_qos = self._output_qos()
         compressed = self._values["input_transport"] == "compressed"
+        mode, depth = self._values["input_reliability"], self._values["input_depth"]
         self.cameras = [Camera(name) for name in (self._values["cameras"] or [""])]
+        # depth images: fixed reliability (best effort unless input_reliability is reliable)
+        depth_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,
+                               reliability=ReliabilityPolicy.RELIABLE if mode == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+        self._semantic = SemanticOutputs(self, self._values, depth_qos)
         for cam in self.cameras:
             prefix = f"{cam.name}/" if cam.name else ""
             out = f"~/{prefix}"
+            image_type, image_topic = Image, f"{prefix}image"
             if compressed:
-                topic = self.resolve_topic_name(f"{prefix}image") + "/compressed"
-                self.create_subscription(CompressedImage, topic, self._on_image(cam), in_qos)
-            else:
-                self.create_subscription(Image, f"{prefix}image", self._on_image(cam), in_qos)
-            self.create_subscription(CameraInfo, f"{prefix}camera_info", self._on_camera_info(cam), in_qos)
+                image_type, image_topic = CompressedImage, self.resolve_topic_name(f"{prefix}image") + "/compressed"
+            cam.inputs = [  # reliability fixed, or following the publishers (input_reliability auto)
+                AdaptiveSubscription(self, image_type, image_topic, self._on_image(cam), mode, depth,
+                                     on_lost=cam.loss.on_middleware_lost),
+                AdaptiveSubscription(self, CameraInfo, f"{prefix}camera_info", self._on_camera_info(cam), mode, depth),
+            ]
             for kind in ("labels", "color", "overlay", "confidence"):
                 cam.publishers[kind] = self.create_publisher(Image, out + kind, out_qos)
             cam.publishers["camera_info"] = self.create_publisher(CameraInfo, out + "camera_info", out_qos)
             cam.publishers["timing"] = self.create_publisher(DiagnosticArray, out + "timing", out_qos)
+            cam.publishers.update(self._semantic.add_camera(cam.label, prefix, out_qos))
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._legend_pub = self.create_publisher(String, "~/legend", latched)
@@ -193,6 +213,7 @@ class SegmentationNode(Node):
     def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage], None]:
         def callback(msg: Image | CompressedImage) -> None:
             frame = Frame(msg, time.perf_counter())
+            cam.loss.on_image(stamp_ns(msg.header))
             if isinstance(msg, Image):  # cheap checks here, so a bad frame never displaces a good one
                 try:
                     frame.image, frame.encoding = image_msg_to_array(msg)
@@ -211,7 +232,19 @@ class SegmentationNode(Node):
     def _on_camera_info(self, cam: Camera) -> Callable[[CameraInfo], None]:
         def callback(msg: CameraInfo) -> None:
             cam.camera_info = msg
+            cam.loss.on_camera_info(stamp_ns(msg.header), time.monotonic())
         return callback
+
+    def _refresh_inputs(self) -> None:
+        """input_reliability auto: follow the publishers' reliability as they come and go."""
+        for cam in self.cameras:
+            changed = [sub for sub in cam.inputs if sub.refresh()]
+            for sub in changed:
+                offered = ", ".join(reliability_name(r) for r in sub.publisher_reliabilities()) or "nothing"
+                self.get_logger().info(f"{sub.topic}: publishers offer {offered}; subscribed "
+                                       f"{reliability_name(sub.reliability)}")
+            if changed:
+                cam.loss.forget_pending()
 
     # -- worker --------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -261,6 +294,7 @@ class SegmentationNode(Node):
                 with self._cond:
                     cam.dropped += 1
                 continue
+            frame.size = image.shape[:2]
             ready.append((cam, frame))
             images.append(image)
             encodings.append(encoding)
@@ -273,10 +307,11 @@ class SegmentationNode(Node):
                     wanted.add(output)
         results = pipeline.run_batch(images, encodings, outputs=wanted)
         for (cam, frame), result in zip(ready, results):
-            self._publish(cam, frame, result, len(ready), pipeline.info.get("device", ""))
+            self._publish(cam, frame, result, len(ready), pipeline)
 
     def _publish(self, cam: Camera, frame: Frame, res: SegmentationResult, batch_size: int,
-                 device: str) -> None:
+                 pipeline: SegmentationPipeline) -> None:
+        device = pipeline.info.get("device", "")
         header = frame.msg.header
         pubs = cam.publishers
         pubs["labels"].publish(array_to_image_msg(res.labels, "mono16" if res.labels.dtype.itemsize == 2
@@ -291,6 +326,7 @@ class SegmentationNode(Node):
         info = cam.camera_info
         if info is not None and info.width and info.height and (info.width, info.height) != (out_w, out_h):
             pubs["camera_info"].publish(scale_camera_info(info, header, out_w, out_h))
+        extra = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
         stamp = stamp_ns(header)
         latency_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6 if stamp else float("nan")
@@ -302,18 +338,33 @@ class SegmentationNode(Node):
             self._frames_since_diag += 1
         if self._values["publish_timing"]:
             values = dict(wait_ms=(frame.taken - frame.received) * 1e3, **res.timings,
-                          total_ms=total_ms, latency_ms=latency_ms)
+                          total_ms=total_ms, latency_ms=latency_ms, **extra)
             status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: {cam.label} timing",
                                       hardware_id=str(device))
             status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
             status.values += [KeyValue(key="dropped_frames", value=str(dropped)),
+                              KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
+            status.values += [KeyValue(key=k, value=f"{v:.4f}")
+                              for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
 
     # -- legend and diagnostics ----------------------------------------------------------------------
     def _publish_legend(self) -> None:
         self._legend_pub.publish(String(data=legend_json(self.pipeline)))
+
+    def _transport_warnings(self) -> list[str]:
+        """Close the loss monitors' period; one warning per camera losing images in transport."""
+        now = time.monotonic()
+        warnings = []
+        for cam in self.cameras:
+            report = cam.last_loss = cam.loss.evaluate(now)
+            if report.warn:
+                image_sub = cam.inputs[0]
+                offered = [reliability_name(r) for r in image_sub.publisher_reliabilities()]
+                warnings.append(loss_message(cam.label, report, reliability_name(image_sub.reliability), offered))
+        return warnings
 
     def _publish_diagnostics(self) -> None:
         now = time.perf_counter()
@@ -328,8 +379,10 @@ class SegmentationNode(Node):
         total = latency_stats(t for t, _ in window)
         latency = latency_stats(lat for _, lat in window if lat == lat)
         info = self.pipeline.info
-        if self._last_error:
-            level, message = DiagnosticStatus.WARN, self._last_error
+        points_warning, points_values = self._semantic.status()
+        warnings = [w for w in (self._last_error, *self._transport_warnings(), points_warning) if w]
+        if warnings:
+            level, message = DiagnosticStatus.WARN, "; ".join(warnings)
         elif processed == 0:
             level, message = DiagnosticStatus.OK, "waiting for images"
         else:
@@ -339,6 +392,9 @@ class SegmentationNode(Node):
             "frames_processed": str(processed),
             "dropped_frames": str(dropped),
             "rejected_frames": str(rejected),
+            "frames_lost_in_transport": str(sum(c.loss.total_lost for c in self.cameras)),
+            "input_reliability": ",".join(reliability_name(c.inputs[0].reliability) for c in self.cameras),
+            "transport": tuning_decision().reason,
             **{f"total_ms_{k}": _fmt(total[k]) for k in ("p50", "p90", "p99", "max")},
             **{f"latency_ms_{k}": _fmt(latency[k]) for k in ("p50", "p90", "p99", "max")},
             "device": str(info.get("device")), "model": str(info.get("model")),
@@ -346,6 +402,7 @@ class SegmentationNode(Node):
             "precision": str(info.get("precision")), "input_size": str(info.get("input_size")),
             "dataset": str(info.get("dataset")), "cameras": ",".join(c.label for c in self.cameras),
             "last_error": self._last_error,
+            **points_values,
         }
         status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: segmentation",
                                   message=message, hardware_id=str(info.get("device")))
@@ -361,7 +418,8 @@ class SegmentationNode(Node):
             if self._reverting:
                 return SetParametersResult(successful=True)
             changes = {p.name: plain(p.name, p.value) for p in params}
-            reason = validate_changes(self._values, changes)
+            reason = validate_changes(self._values, changes, self.pipeline.info.get("num_classes")) \
+                or check_class_parameters(changes, self.pipeline.preset.class_names)
             if not reason and reload_changes(self._values, changes) and self._reloading():
                 reason = "a model reload is in progress; try again when it finishes"
             return SetParametersResult(successful=not reason, reason=reason or "")
@@ -432,9 +490,21 @@ def _fmt(value: float | None) -> str:
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``segmentation_node``: run the node until SIGINT/SIGTERM."""
+    own = list(sys.argv[1:] if args is None else args)
+    own = own[:own.index("--ros-args")] if "--ros-args" in own else own  # ours: before --ros-args
+    if {"-h", "--help"} & set(own):
+        print(usage_text())
+        return 0
+    if "--version" in own:
+        from .. import __version__
+
+        print(f"segmentation_node (bisenet_ros) {__version__}")
+        return 0
+    transport = tuning_decision()
     apply_fastdds_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
     rclpy.init(args=args)
     logger = rclpy.logging.get_logger(NODE_NAME)
+    logger.info(f"transport: {transport.reason}")
     node: SegmentationNode | None = None
     code = 0
     try:

@@ -4,7 +4,8 @@ Three processes: a *camera* publishing ``sensor_msgs/Image`` (bgr8, ``--frame-si
 ``--rate`` Hz, best effort (like a camera driver); the *node* (``segmentation_node``, the shipped
 console script, with the model options given here as parameters); and this command as the
 *collector*, subscribed to ``/segmentation/labels``, ``color``, ``overlay`` (so the node computes
-them, as for a viewer) and ``timing``. After ``--warmup`` seconds it measures for ``--duration``:
+them, as for a viewer) and ``timing``. After ``--warmup`` camera frames (``--warmup / --rate``
+seconds of load) it measures for ``--duration`` seconds:
 
 * ``node_fps``: labels messages received per second;
 * ``latency_ms``: receipt time minus the camera stamp (same host clock), p50/p90/p99;
@@ -31,10 +32,13 @@ import numpy as np
 from ..errors import BisenetError, ConfigError
 from ..metrics import latency_stats
 from .bench import DEFAULT_FRAME_SIZE, machine_info, time_calls
-from ..options import PipelineOptions
-from .common import add_model_arguments, hw_type, pipeline_from_args
+from .common import add_model_arguments, hw_type, input_size_of, options_from_args, pipeline_from_args
 
 HELP = "benchmark the ROS 2 node under load (camera process, node process, collector)"
+EXAMPLES = """\
+  bisenet-ros node-bench --weights models/bisenetv2_synthetic_street.pth --frame-size 240x320 --rate 10
+  bisenet-ros node-bench --model bisenetv2 --input-size 512x1024 --rate 30 --duration 60 --json node.json
+"""
 
 #: the criteria of the node under load (docs/benchmarks.md)
 MIN_FPS_RATIO = 0.8
@@ -44,14 +48,15 @@ NODE_START_TIMEOUT_S = 180.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser, weights_required=False)
-    parser.set_defaults(input_size="512x1024")
+    add_model_arguments(parser, weights_required=False, input_size_fallback="512x1024")
     g = parser.add_argument_group("load")
     g.add_argument("--frame-size", type=hw_type(), default=hw_type()(DEFAULT_FRAME_SIZE),
                    help=f"camera frame HxW (default {DEFAULT_FRAME_SIZE})")
     g.add_argument("--rate", type=float, default=30.0, help="camera rate in Hz (default 30)")
     g.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
-    g.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring (default 5)")
+    g.add_argument("--warmup", type=int, default=150,
+                   help="untimed frames before timing: camera frames of load before measuring "
+                        "(default 150, i.e. 5 s at 30 Hz)")
     g.add_argument("--outputs", default="color,overlay",
                    help="optional outputs the collector subscribes to (default color,overlay; labels always)")
     g.add_argument("--pipeline-fps", type=float, default=None,
@@ -91,7 +96,7 @@ def _child_env() -> dict[str, str]:
 def _node_command(args: argparse.Namespace) -> list[str]:
     from ..ros.client import node_command
 
-    return node_command(PipelineOptions.from_args(args).to_parameters(), "image")
+    return node_command(options_from_args(args).to_parameters(), "image")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,6 +179,7 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
     """Node and camera in child processes, this process collecting: the measured window."""
     from ..ros.client import LATCHED, NodeProcess, RosClient, qos_profile
 
+    warmup_s = args.warmup / args.rate
     env = _child_env()
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
     node = NodeProcess(_node_command(args), env, tmp / "node.log")
@@ -196,13 +202,13 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
                 raise BisenetError(f"the node did not come up within {NODE_START_TIMEOUT_S:.0f} s "
                                    f"(exit {node.proc.poll()}): {node.log_tail(1) or '(no output)'}")
             startup_s = time.monotonic() - t0
-            camera_proc = subprocess.Popen(_camera_command(args), env=env, stdout=subprocess.PIPE,
+            camera_proc = subprocess.Popen(_camera_command(args, warmup_s), env=env, stdout=subprocess.PIPE,
                                            stderr=subprocess.PIPE, text=True)
             if not wait(lambda: bool(out.received), 60.0):
                 raise BisenetError("no segmentation output within 60 s of the camera starting")
-            t_start = time.monotonic() + args.warmup
+            t_start = time.monotonic() + warmup_s
             t_end = t_start + args.duration
-            wait(lambda: time.monotonic() >= t_end, args.warmup + args.duration + 5)
+            wait(lambda: time.monotonic() >= t_end, warmup_s + args.duration + 5)
             cam_out, cam_err = camera_proc.communicate(timeout=30)
             wait(lambda: False, 1.0)  # let the last outputs arrive
     finally:
@@ -213,17 +219,17 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
         camera = json.loads(cam_out.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise BisenetError(f"the camera process failed: {(cam_err.strip().splitlines() or ['?'])[-1]}") from None
-    return _summarize(args, outputs, out, camera, (t_start, t_end), startup_s, node.log.splitlines())
+    return _summarize(args, outputs, out, camera, (t_start, t_end), warmup_s, startup_s, node.log.splitlines())
 
 
-def _camera_command(args: argparse.Namespace) -> list[str]:
+def _camera_command(args: argparse.Namespace, warmup_s: float) -> list[str]:
     return [sys.executable, "-m", "bisenet_ros.tools.node_bench", "camera", "--rate", str(args.rate),
             "--frame-size", f"{args.frame_size[0]}x{args.frame_size[1]}",
-            "--duration", str(args.warmup + args.duration)]
+            "--duration", str(warmup_s + args.duration)]
 
 
 def _summarize(args: argparse.Namespace, outputs: list[str], out: _Outputs, camera: dict,
-               window_s: tuple[float, float], startup_s: float, log_lines: list[str]) -> dict:
+               window_s: tuple[float, float], warmup_s: float, startup_s: float, log_lines: list[str]) -> dict:
     """The figures of the measured window."""
     import torch
 
@@ -250,9 +256,10 @@ def _summarize(args: argparse.Namespace, outputs: list[str], out: _Outputs, came
         "frame_size": f"{args.frame_size[0]}x{args.frame_size[1]}",
         "rate_hz": args.rate,
         "duration_s": args.duration,
-        "warmup_s": args.warmup,
+        "warmup_frames": args.warmup,
+        "warmup_s": warmup_s,
         "outputs": ["labels", *outputs],
-        "input_size": args.input_size,
+        "input_size": input_size_of(args),
         "backend_requested": args.backend,
         "machine": machine_info(torch.device(args.device if args.device.startswith("cuda") else "cpu")),
     }
