@@ -216,3 +216,16 @@ def plot_latency_histogram(samples: Mapping[str, Sequence[float]], path: Path) -
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` model name), named with every speed figure."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"

@@ -106,12 +106,9 @@ class Collector:
             self.latency.append((msg.received - sent) * 1e3)
             if not self.score_labels or self.matcher is None:
                 return
-            try:
-                pred, _ = msg.image()
-            except BisenetError as exc:
-                self.warn.add("bad_predictions", f"labels from the node: {exc}")
-                return
-            self.matcher.add_prediction(self.original[stamp], pred.copy())
+            pred = self._image(msg, "bad_predictions", "labels")
+            if pred is not None:
+                self.matcher.add_prediction(self.original[stamp], pred[0].copy())
 
     def on_timing(self, msg: Received) -> None:
         values: dict[str, float] = {}
@@ -142,12 +139,17 @@ class Collector:
         with self.lock:
             if stamp not in self.published or stamp in self.warmup:
                 return
+        overlay = self._image(msg, "bad_overlays", "overlay")
+        if overlay is not None:
+            self.overlays.put(stamp, *overlay)
+
+    def _image(self, msg: Received, warning: str, what: str) -> tuple[np.ndarray, str] | None:
+        """The message's pixels and encoding, or None with a counted ``warning`` if it is malformed."""
         try:
-            arr, enc = msg.image()
+            return msg.image()
         except BisenetError as exc:
-            self.warn.add("bad_overlays", f"overlay from the node: {exc}")
-            return
-        self.overlays.put(stamp, arr, enc)
+            self.warn.add(warning, f"{what} from the node: {exc}")
+            return None
 
     def holds(self, predicate) -> bool:
         with self.lock:

@@ -180,7 +180,9 @@ def _wait_ready(client, child, timeout: float) -> None:
 
 def summarise(results: list[dict], args: argparse.Namespace, weights: Path, exit_code) -> dict:
     """Print and return the figures."""
-    cpu = _cpu_model()
+    from ..report import cpu_name
+
+    cpu = cpu_name()
     ms = np.array([r["points_ms"] for r in results])
     lines = []
     for enc in ("16UC1", "32FC1"):
@@ -199,17 +201,6 @@ def summarise(results: list[dict], args: argparse.Namespace, weights: Path, exit
             "points_ms_p50": float(np.median(ms)), "points_ms_max": float(ms.max()), "node_exit_code": exit_code,
             "all_ok": all(r["one_point_per_pixel"] and r["labels_equal"] and (r["max_deviation_mm"] or 0) < 2.0
                           for r in results)}
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or "unknown"
 
 
 def write_picture(path: Path, image: np.ndarray, labels: np.ndarray, cloud: np.ndarray, max_depth: float) -> None:
