@@ -28,8 +28,7 @@ from ..errors import ConfigError
 from ..export import relative_error
 from ..metrics import latency_stats
 from ..models import build_model, load_model
-from ..report import cpu_name
-from .common import add_model_arguments, hw_type, pipeline_from_args
+from .common import add_model_arguments, cpu_name, hw_type, pipeline_from_args
 
 HELP = "benchmark model-only and full-pipeline speed (fps, latency percentiles, error vs eager)"
 EXAMPLES = """\
@@ -92,6 +91,7 @@ def machine_info(device: torch.device) -> dict:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
     return info
+
 
 
 def run(args: argparse.Namespace) -> int:

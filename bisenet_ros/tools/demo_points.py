@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BisenetError, ConfigError
-from .common import hw_type
-from .demo import default_weights
+from .common import cpu_name, hw_type
+from .demo import demo_weights
 
 IMAGE, DEPTH, INFO = "/camera/image_raw", "/camera/depth", "/camera/camera_info"
 NODE = "/segmentation"
@@ -126,9 +126,7 @@ def run(args: argparse.Namespace) -> dict:
     from ..images import raw_image_to_array
     from ..ros.conversions import cloud_msg_to_points
 
-    weights = args.weights or default_weights()
-    if not weights.is_file():
-        raise ConfigError(f"{weights}: demo weights not found (they ship in models/; see models/README.md)")
+    weights = demo_weights(args.weights)
     if args.frames < 1:
         raise ConfigError(f"--frames must be >= 1, got {args.frames}")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -180,8 +178,6 @@ def _wait_ready(client, child, timeout: float) -> None:
 
 def summarise(results: list[dict], args: argparse.Namespace, weights: Path, exit_code) -> dict:
     """Print and return the figures."""
-    from ..report import cpu_name
-
     cpu = cpu_name()
     ms = np.array([r["points_ms"] for r in results])
     lines = []
