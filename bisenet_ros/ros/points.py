@@ -34,7 +34,8 @@ from ..pointcloud import (
     CloudOptions, DepthBuffer, PointCloudBuilder, class_areas, class_mask, class_table, depth_intrinsics,
     depth_to_metres, resolve_classes,
 )
-from .conversions import array_to_image_msg, depth_msg_to_array, points_to_cloud_msg, stamp_ns
+from ..images import stamp_ns
+from .conversions import array_to_image_msg, depth_msg_to_array, points_to_cloud_msg
 
 DEPTH_BUFFER = 5  # depth messages kept per camera for pairing by stamp
 FOLLOW_PERIOD_S = 0.5  # how often depth subscriptions follow ~/points' subscribers

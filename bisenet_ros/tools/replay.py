@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..report import write_report
 from .common import add_model_arguments
 from ..options import PipelineOptions
-from .eval_bag import resolve_label_map
+from ..evaluation import resolve_label_map
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
 EXAMPLES = """\
