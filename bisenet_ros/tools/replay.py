@@ -17,7 +17,7 @@ from ..report import write_report
 from ..remap import ground_truth_lut, load_remap
 from .common import add_model_arguments, model_preset
 from ..options import PipelineOptions
-from .eval_bag import resolve_label_map
+from ..evaluation import resolve_label_map
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
 EXAMPLES = """\
