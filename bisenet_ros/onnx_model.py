@@ -120,7 +120,7 @@ def create_file_runner(path: str | Path, backend: str, precision: str, size: tup
     """The runner for an ONNX model file: the named backend, or (auto) the fastest of
     :data:`FILE_BACKENDS` on this CPU, measured once and cached like float models' auto."""
     from . import backend_cache
-    from .backends import _first_line
+    from .errors import one_line
 
     if backend != "auto":
         runner = build_file_runner(backend, path, precision)
@@ -131,7 +131,7 @@ def create_file_runner(path: str | Path, backend: str, precision: str, size: tup
         try:
             built.append(build_file_runner(name, path, precision))
         except Exception as exc:  # a backend that cannot load the file is skipped
-            notes.append(f"{name}: failed ({_first_line(exc)})")
+            notes.append(f"{name}: failed ({one_line(exc)})")
     if not built:
         raise ConfigError(f"{Path(path).name}: no backend could load it ({'; '.join(notes)})")
     key = backend_cache.cache_key_for(f"onnx {file_sha256(path)}", size, precision)

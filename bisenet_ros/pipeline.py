@@ -32,7 +32,8 @@ from . import postprocess
 from .datasets import DatasetPreset, load_preset, preset_from_dict
 from .errors import ConfigError, ImageError
 from .images import ENCODINGS, MAX_SIDE
-from .options import CHECKPOINT, PipelineOptions, fixed_input_size
+from .options import CHECKPOINT, PipelineOptions, fixed_input_size, unknown_label
+from .remap import ClassRemap, load_remap
 from .options import fixed_input_size as parse_input_size  # noqa: F401  (its old name)
 
 OUTPUTS = frozenset({"color", "overlay", "confidence"})
@@ -89,9 +90,14 @@ class SegmentationPipeline:
         output_resolution: str = "camera",
         overlay_alpha: float = 0.5,
         info: dict | None = None,
+        *,
+        remap: ClassRemap | None = None,
+        confidence_threshold: float = 0.0,
     ) -> None:
         self.runner = runner
-        self.preset = preset
+        self.source_preset = preset  # the model's classes (normalisation, ground-truth label maps)
+        self.remap = remap
+        self.preset = remap.preset if remap is not None else preset  # the output classes
         self.input_size = fixed_input_size(input_size)  # None = auto32
         self.device = torch.device(device)
         if output_resolution not in ("camera", "model"):
@@ -99,14 +105,20 @@ class SegmentationPipeline:
         self.output_resolution = output_resolution
         self.overlay_alpha = overlay_alpha
         self.info = dict(info or {})
-        self.num_classes = preset.num_classes
+        self.num_classes = self.preset.num_classes
         self.label_dtype = torch.uint8 if self.num_classes <= 256 else torch.int16
+        self.unknown_label = unknown_label(self.num_classes)
+        self.confidence_threshold = confidence_threshold
         std = torch.tensor(preset.std, dtype=torch.float32)
         mean = torch.tensor(preset.mean, dtype=torch.float32)
         # x_norm = (x/255 - mean)/std = x * scale + shift, per RGB channel
         self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)
         self._shift = (-mean / std).view(1, 3, 1, 1).to(self.device)
-        self._palette = torch.from_numpy(np.ascontiguousarray(preset.palette)).to(self.device)
+        # palette with a black row at the unknown label (low-confidence pixels)
+        table = np.zeros((max(self.num_classes, self.unknown_label + 1), 3), np.uint8)
+        table[:self.num_classes] = self.preset.palette
+        self._palette = torch.from_numpy(table).to(self.device)
+        self._lut = torch.from_numpy(remap.lut).to(self.device) if remap is not None else None
         self._sync = self.device.type == "cuda"
 
     # -- public API -------------------------------------------------------------------------
@@ -119,6 +131,19 @@ class SegmentationPipeline:
         if not 0.0 <= float(value) <= 1.0:
             raise ConfigError(f"overlay_alpha must be in [0, 1], got {value}")
         self._alpha = float(value)
+
+    @property
+    def confidence_threshold(self) -> float:
+        """Pixels whose max softmax is below this get :attr:`unknown_label` (0 = off)."""
+        return self._threshold
+
+    @confidence_threshold.setter
+    def confidence_threshold(self, value: float) -> None:
+        if not 0.0 <= float(value) < 1.0:
+            raise ConfigError(f"confidence_threshold must be in [0, 1), got {value}")
+        if value and self.label_dtype == torch.uint8 and self.unknown_label > 255:
+            raise ConfigError("confidence_threshold needs a free label value: not available with exactly 256 classes")
+        self._threshold = float(value)
 
     def model_size_for(self, h: int, w: int) -> tuple[int, int]:
         """The (H, W) the model runs at for a camera frame of ``h`` x ``w``."""
@@ -208,21 +233,6 @@ class SegmentationPipeline:
             }
         return results
 
-    def _labels(self, logits: torch.Tensor, stride: int, out_hw: tuple[int, int], wanted: set[str]):
-        """(labels (H, W) long tensor, confidence uint8 numpy or None) for (1, C, h, w) logits."""
-        if self.device.type == "cpu" and "confidence" not in wanted:
-            fast = postprocess.labels(logits[0].float().numpy(), stride, out_hw, torch.get_num_threads())
-            return torch.from_numpy(fast).long(), None
-        if self.device.type == "cpu":
-            full = torch.from_numpy(postprocess.dense_logits(logits[0].float().numpy(), stride, out_hw))
-        else:
-            full = postprocess.naive_logits(logits, stride, out_hw)[0]
-        conf_t, labels_t = full.max(dim=0)
-        if "confidence" not in wanted:
-            return labels_t, None
-        prob = 1.0 / torch.exp(full - conf_t.unsqueeze(0)).sum(dim=0)  # max softmax = 1/sum(exp(l - max))
-        return labels_t, self._to_numpy((prob * 255.0).round().to(torch.uint8))
-
     def _postprocess(
         self,
         logits: torch.Tensor,
@@ -235,10 +245,12 @@ class SegmentationPipeline:
         wanted: set[str],
     ) -> SegmentationResult:
         out_hw = tuple(camera_hw) if self.output_resolution == "camera" else tuple(model_hw)
-        labels_t, confidence = self._labels(logits, stride, out_hw, wanted)
-        res = SegmentationResult(labels=self._to_numpy(labels_t.to(self.label_dtype)), confidence=confidence)
+        labels_t, prob, unknown = self._labels(logits, stride, out_hw, "confidence" in wanted)
+        res = SegmentationResult(labels=self._to_numpy(labels_t.to(self.label_dtype)))
         if self.label_dtype == torch.int16:
             res.labels = res.labels.view(np.uint16)
+        if "confidence" in wanted:
+            res.confidence = self._to_numpy((prob * 255.0).round().to(torch.uint8))
         if wanted & {"color", "overlay"}:
             color = self._palette[labels_t.long()]  # (H, W, 3) RGB
             if "color" in wanted:
@@ -255,9 +267,36 @@ class SegmentationPipeline:
                 a = int(round(self._alpha * 256))
                 blended = (base.permute(1, 2, 0).to(torch.int16) * (256 - a)
                            + color_in_order.to(torch.int16) * a + 128) >> 8
+                if unknown is not None:  # unknown pixels: the camera image, untinted
+                    blended = torch.where(unknown.unsqueeze(-1), base.permute(1, 2, 0).to(torch.int16), blended)
                 res.overlay = self._to_numpy(blended.to(torch.uint8))
                 res.overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
         return res
+
+    def _labels(self, logits: torch.Tensor, stride: int, out_hw: tuple[int, int], want_confidence: bool):
+        """(1,C,h,w) logits at 1/``stride`` of the model input -> output class ids at ``out_hw``
+        (remapped, low confidence -> unknown), the max softmax (when asked for or thresholded,
+        else None) and the unknown mask (or None). Without a softmax to compute, the CPU takes
+        the exact cheap path (:func:`bisenet_ros.postprocess.labels`)."""
+        need_prob = want_confidence or self._threshold > 0
+        prob = unknown = None
+        if self.device.type == "cpu" and not need_prob:
+            fast = postprocess.labels(logits[0].float().numpy(), stride, out_hw, torch.get_num_threads())
+            labels_t = torch.from_numpy(fast).long()
+        else:
+            if self.device.type == "cpu":
+                full = torch.from_numpy(postprocess.dense_logits(logits[0].float().numpy(), stride, out_hw))
+            else:
+                full = postprocess.naive_logits(logits, stride, out_hw)[0]
+            conf_t, labels_t = full.max(dim=0)
+            if need_prob:
+                prob = 1.0 / torch.exp(full - conf_t.unsqueeze(0)).sum(dim=0)  # max softmax = 1/sum(exp(l-max))
+        if self._lut is not None:
+            labels_t = self._lut[labels_t]
+        if self._threshold > 0:
+            unknown = prob < self._threshold
+            labels_t = labels_t.masked_fill(unknown, self.unknown_label)
+        return labels_t, prob, unknown
 
     def _tick(self) -> float:
         if self._sync:
@@ -333,7 +372,11 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
     }
     if sidecar.get("source_weights"):
         info["source_weights"] = sidecar["source_weights"]
-    return SegmentationPipeline(runner, preset, size, dev, opts.output_resolution, opts.overlay_alpha, info)
+    remap = load_remap(opts.class_remap, preset) if opts.class_remap else None
+    if remap is not None:
+        info["class_remap"] = remap.name
+    return SegmentationPipeline(runner, preset, size, dev, opts.output_resolution, opts.overlay_alpha, info,
+                                remap=remap, confidence_threshold=opts.confidence_threshold)
 
 
 def _load_torch_model(opts: PipelineOptions, dev: torch.device):
