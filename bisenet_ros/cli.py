@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import BisenetError, one_line
+from .errors import BisenetError, safe_text
 from .outputs import Terminated, terminate_as_interrupt
 
 #: subcommand -> module in bisenet_ros.tools
@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "bench": "bench",
     "export-onnx": "export_onnx",
     "node-bench": "node_bench",
+    "quantize": "quantize",
 }
 
 
@@ -78,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except BisenetError as exc:
-        print(f"bisenet-ros {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"bisenet-ros {args.command}: error: {safe_text(str(exc))}", file=sys.stderr)
         return 2
     except OSError as exc:  # the file system refused (permissions, disk full, ...): the user's to fix
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"bisenet-ros {args.command}: error: {one_line(exc.strerror or str(exc))}{where}", file=sys.stderr)
+        print(f"bisenet-ros {args.command}: error: {safe_text(exc.strerror or str(exc))}{where}", file=sys.stderr)
         return 2
     except Terminated:
         print(f"bisenet-ros {args.command}: terminated", file=sys.stderr)

@@ -26,7 +26,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -146,7 +146,7 @@ def preset_from_dict(data: Mapping, source: str) -> DatasetPreset:
     try:
         return _preset_from_dict(data, source)
     except (TypeError, ValueError, AttributeError, OverflowError) as exc:  # a value of the wrong type
-        raise ConfigError(f"{source}: malformed preset ({_first_line(exc)[:200]})") from None
+        raise ConfigError(f"{source}: malformed preset ({one_line(exc, 200)})") from None
 
 
 def _preset_from_dict(data: Mapping, source: str) -> DatasetPreset:
@@ -213,9 +213,5 @@ def load_preset(name_or_path: str | Path) -> DatasetPreset:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: cannot read preset ({_first_line(exc)})") from None
+        raise ConfigError(f"{path}: cannot read preset ({one_line(exc)})") from None
     return preset_from_dict(data, str(path))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -21,7 +21,14 @@ class ImageError(BisenetError):
     """An image (array or ROS message) cannot be segmented as given."""
 
 
-def one_line(text: str, limit: int = 500) -> str:
-    """``text`` safe for one log or terminal line: control characters escaped, long text cut."""
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message (at most ``limit`` characters), or its type name."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
+
+
+def safe_text(text: str, limit: int = 500) -> str:
+    """``text`` safe for one log or terminal line: control characters escaped, long text cut
+    (text that came from outside: file names, frame_ids, messages of errors about them)."""
     out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
     return out if len(out) <= limit else out[:limit] + f"... ({len(out) - limit} more characters)"

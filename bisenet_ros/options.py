@@ -31,7 +31,16 @@ AUTO32 = "auto32"
 InputSize = Union[str, tuple[int, int]]  # CHECKPOINT, AUTO32 or (H, W)
 
 #: node parameter values that mean "not set" (the node cannot declare None)
-_UNSET_PARAMETER = {"weights": "", "model": "auto", "num_classes": 0, "dataset": "", "mean": [], "std": []}
+_UNSET_PARAMETER = {"weights": "", "model": "auto", "num_classes": 0, "dataset": "", "mean": [], "std": [],
+                    "class_remap": ""}
+
+#: the label of pixels below ``confidence_threshold`` ("unknown"), when the classes leave it free
+UNKNOWN_LABEL = 255
+
+
+def unknown_label(num_classes: int) -> int:
+    """255 for up to 255 classes (mono8 labels), else 65535 (mono16)."""
+    return UNKNOWN_LABEL if num_classes <= UNKNOWN_LABEL else 65535
 
 
 def parse_input_size(value: str | Sequence[int] | None) -> InputSize:
@@ -78,6 +87,8 @@ class PipelineOptions:
     output_resolution: str = "camera"
     overlay_alpha: float = 0.5
     max_pixels: int = MAX_PIXELS  # per frame, checked from the header before decoding
+    confidence_threshold: float = 0.0  # max softmax below this -> unknown_label; 0 = off
+    class_remap: str | None = None  # remap name (presets/remaps/) or YAML file; None = the model's classes
 
     # -- constructors (the boundaries) -----------------------------------------------------------
     @classmethod
@@ -125,7 +136,7 @@ class PipelineOptions:
         """
         params: dict[str, Any] = {}
         for name, value in self._fields().items():
-            if name in ("input_size", "output_resolution", "overlay_alpha", "max_pixels"):
+            if name in ("input_size", "output_resolution", "overlay_alpha", "confidence_threshold", "max_pixels"):
                 continue
             if value is None:
                 if defaults and name in _UNSET_PARAMETER:
@@ -146,6 +157,8 @@ class PipelineOptions:
             params["overlay_alpha"] = self.overlay_alpha
         if defaults or self.max_pixels != MAX_PIXELS:
             params["max_pixels"] = self.max_pixels
+        if defaults or self.confidence_threshold:
+            params["confidence_threshold"] = self.confidence_threshold
         return params
 
     @property

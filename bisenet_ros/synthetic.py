@@ -13,14 +13,12 @@ every pixel centre, for the pinhole :func:`camera_matrix`.
 >>> img, lbl = generate_scene(seed=3, size=(240, 320))
 >>> frames = list(drive_sequence(seed=7, num_frames=80, size=(240, 320), fps=10))
 
-``python -m bisenet_ros.synthetic --out DIR --count N --seed S --size 240x320`` writes a folder
+``python -m bisenet_ros.tools.synthetic --out DIR --count N --seed S --size 240x320`` writes a folder
 dataset (``images/*.png`` + ``labels/*.png``) that ``bisenet-ros train`` reads.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -214,24 +212,11 @@ class StreetWorld:
         return _Object("car", x, z, vz, size, np.clip(col, 0, 1), np.array([0.08, 0.1, 0.13]))
 
     # -- rendering ----------------------------------------------------------------------------
-    def render(
-        self,
-        size: tuple[int, int] = (240, 320),
-        cam_z: float = 0.0,
-        cam_x: float = 0.0,
-        cam_h: float = 1.5,
-        yaw_deg: float = 0.0,
-        pitch_deg: float = 0.0,
-        t: float = 0.0,
-        fov_deg: float = 70.0,
-        rng: np.random.Generator | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 image and uint8 class-id labels of the street seen from the given pose.
-
-        ``t`` (seconds) moves cars and pedestrians; ``rng`` draws the sensor noise (default: a
-        generator seeded from the world seed and the pose, so renders are reproducible).
-        """
-        img, lbl, _ = self.render_with_depth(size, cam_z, cam_x, cam_h, yaw_deg, pitch_deg, t, fov_deg, rng)
+    def render(self, size: tuple[int, int] = (240, 320), **pose) -> tuple[np.ndarray, np.ndarray]:
+        """RGB uint8 image and uint8 class-id labels of the street seen from the given pose
+        (``cam_z``, ``cam_x``, ``cam_h``, ``yaw_deg``, ``pitch_deg``, ``t``, ``fov_deg``, ``rng``: see
+        :meth:`render_with_depth`)."""
+        img, lbl, _ = self.render_with_depth(size, **pose)
         return img, lbl
 
     def render_with_depth(
@@ -246,8 +231,12 @@ class StreetWorld:
         fov_deg: float = 70.0,
         rng: np.random.Generator | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`render` plus the depth (float64 metres along the optical axis, ``inf`` = sky) of
-        the surface drawn at each pixel centre (K: :func:`camera_matrix`)."""
+        """RGB uint8 image, uint8 class-id labels and the depth (float64 metres along the optical
+        axis, ``inf`` = sky) of the surface drawn at each pixel centre (K: :func:`camera_matrix`).
+
+        ``t`` (seconds) moves cars and pedestrians; ``rng`` draws the sensor noise (default: a
+        generator seeded from the world seed and the pose, so renders are reproducible).
+        """
         h, w = int(size[0]), int(size[1])
         if rng is None:
             rng = np.random.default_rng([self.seed, int(cam_z * 1000) & 0xFFFFFFF, int(t * 1000) & 0xFFFFFFF])
@@ -570,26 +559,3 @@ def write_dataset(out: str | Path, count: int, seed: int = 0, size: tuple[int, i
         cv2.imwrite(str(out / "images" / f"scene_{s:06d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         cv2.imwrite(str(out / "labels" / f"scene_{s:06d}.png"), lbl)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .tools.common import hw_type  # the CLI only: keeps the generator free of torch imports
-
-    p = argparse.ArgumentParser(prog="python -m bisenet_ros.synthetic",
-                                description="write a synthetic street-scene folder dataset (images/ + labels/)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--count", type=int, default=100, help="number of scenes")
-    p.add_argument("--seed", type=int, default=0, help="first scene seed (scene i uses seed+i)")
-    p.add_argument("--size", type=hw_type(32), default=(240, 320), help="HxW (default 240x320)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (there is none anyway when stderr is not a terminal)")
-    args = p.parse_args(argv)
-    if args.count < 1:
-        p.error("--count must be >= 1")
-    write_dataset(args.out, args.count, args.seed, args.size, progress=not args.no_progress)
-    print(f"wrote {args.count} scenes to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

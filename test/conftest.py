@@ -16,6 +16,13 @@ def reference_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "bisenet-reference"
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own XDG_CACHE_HOME: the measured `auto` backend choice
+    (bisenet_ros.backend_cache) is never read from or written to the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+
+
 @pytest.fixture(scope="session")
 def reference() -> Path:
     path = reference_dir()
@@ -67,3 +74,39 @@ def ros_env(tmp_path_factory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+def tracked_files(pattern: str) -> list[str]:
+    """Files of the checkout matching a git pathspec (what a colcon build of the package sees)."""
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", pattern], cwd=REPO, capture_output=True, text=True)
+    return out.stdout.split()
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory) -> Path:
+    """The package built the ROS way (``colcon build`` of a copy of the tracked files) into a temp
+    install; returns the package's prefix (``<install>/bisenet_ros``). Built once per session."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not (REPO / ".git").exists():
+        pytest.skip("needs a git checkout to list the package files")
+    colcon = Path(sys.executable).with_name("colcon")
+    assert colcon.exists(), "colcon is part of the dev requirements (make setup)"
+    root = tmp_path_factory.mktemp("colcon")
+    src = root / "src" / "bisenet_ros"
+    for rel in tracked_files("*"):
+        if (REPO / rel).is_file():
+            dst = src / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst)
+    proc = subprocess.run(
+        [str(colcon), "build", "--base-paths", "src", "--build-base", "build", "--install-base", "install",
+         "--event-handlers", "console_direct-"],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return root / "install" / "bisenet_ros"

@@ -34,15 +34,16 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from ..errors import BisenetError, ConfigError, ImageError, one_line
+from ..errors import BisenetError, ConfigError, ImageError, one_line, safe_text
+from ..images import stamp_ns
 from .inputs import AdaptiveSubscription, reliability_name
 from .loss import LossMonitor, LossReport, loss_message
 from .transport import apply_fastdds_profile, tuning_decision
 from ..metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import array_to_image_msg, check_compressed_msg, compressed_msg_to_array, image_msg_to_array
-from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain, usage_text,
-                         reload_changes, validate_changes)
+from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, pipeline_options, plain,
+                         reload_changes, usage_text, validate_changes)
 from .points import SemanticOutputs, check_class_parameters
 
 NODE_NAME = "segmentation"
@@ -217,7 +218,7 @@ class SegmentationNode(Node):
     def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage], None]:
         def callback(msg: Image | CompressedImage) -> None:
             frame = Frame(msg, time.perf_counter())
-            cam.loss.on_image(_stamp_ns(msg.header))
+            cam.loss.on_image(stamp_ns(msg.header))
             max_pixels = self.pipeline.max_pixels
             try:  # cheap header checks here, so a bad frame never displaces a good waiting one
                 if isinstance(msg, Image):
@@ -239,7 +240,7 @@ class SegmentationNode(Node):
     def _on_camera_info(self, cam: Camera) -> Callable[[CameraInfo], None]:
         def callback(msg: CameraInfo) -> None:
             cam.camera_info = msg
-            cam.loss.on_camera_info(_stamp_ns(msg.header), time.monotonic())
+            cam.loss.on_camera_info(stamp_ns(msg.header), time.monotonic())
         return callback
 
     def _refresh_inputs(self) -> None:
@@ -250,7 +251,7 @@ class SegmentationNode(Node):
                 offered = ", ".join(reliability_name(r) for r in sub.publisher_reliabilities()) or "nothing"
                 self.get_logger().info(f"{sub.topic}: publishers offer {offered}; subscribed "
                                        f"{reliability_name(sub.reliability)}")
-            if changed:
+            if changed or cam.inputs[0].publishers_changed:  # a new camera: no gap to its predecessor
                 cam.loss.forget_pending()
 
     # -- worker --------------------------------------------------------------------------------------
@@ -275,19 +276,19 @@ class SegmentationNode(Node):
 
     def _reject(self, cam: Camera, msg: Image | CompressedImage, reason: str) -> None:
         cam.rejected += 1
-        cam.last_reject = one_line(reason, 300)
+        cam.last_reject = safe_text(reason, 300)
         self.get_logger().error(  # frame_id and reason come from the sender: escaped and cut
-            f"dropping {cam.label} frame (frame_id '{one_line(msg.header.frame_id, 80)}'): {one_line(reason, 300)}",
+            f"dropping {cam.label} frame (frame_id '{safe_text(msg.header.frame_id, 80)}'): {safe_text(reason, 300)}",
             throttle_duration_sec=ERROR_THROTTLE_S)
 
     def _fail(self, cam: Camera, frame: Frame, exc: BaseException) -> None:
         """A frame lost to an error in the worker: counted per camera, logged, and /diagnostics WARN."""
-        reason = one_line(_one_line(exc), 300)
+        reason = safe_text(one_line(exc), 300)
         with self._cond:
             cam.failed += 1
             cam.last_failure = reason
         self.get_logger().error(
-            f"{cam.label} frame (frame_id '{one_line(frame.msg.header.frame_id, 80)}') failed: {reason}",
+            f"{cam.label} frame (frame_id '{safe_text(frame.msg.header.frame_id, 80)}') failed: {reason}",
             throttle_duration_sec=ERROR_THROTTLE_S)
 
     def process(self, batch: list[tuple[Camera, Frame]]) -> None:
@@ -307,7 +308,7 @@ class SegmentationNode(Node):
                     with self._cond:
                         self._reject(cam, frame.msg, str(exc))
                     continue
-            stamp = _stamp_ns(frame.msg.header)
+            stamp = stamp_ns(frame.msg.header)
             if max_age > 0 and stamp and now_ns - stamp > max_age * 1e6:  # any stamp, even negative
                 with self._cond:
                     cam.dropped += 1
@@ -362,10 +363,10 @@ class SegmentationNode(Node):
         info = cam.camera_info
         if info is not None and info.width and info.height and (info.width, info.height) != (out_w, out_h):
             pubs["camera_info"].publish(scale_camera_info(info, header, out_w, out_h))
-        extra = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
+        extra, counts = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
-        stamp_ns = _stamp_ns(header)
-        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else float("nan")
+        stamp = stamp_ns(header)
+        latency_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6 if stamp else float("nan")
         with self._cond:
             cam.processed += 1
             dropped = cam.dropped
@@ -382,6 +383,7 @@ class SegmentationNode(Node):
                               KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
+            status.values += [KeyValue(key=k, value=str(v)) for k, v in counts.items()]
             status.values += [KeyValue(key=k, value=f"{v:.4f}")
                               for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
@@ -459,6 +461,7 @@ class SegmentationNode(Node):
                 return SetParametersResult(successful=True)
             changes = {p.name: plain(p.name, p.value) for p in params}
             reason = validate_changes(self._values, changes, self.pipeline.info.get("num_classes")) \
+                or check_remap(changes, self.pipeline.source_preset) \
                 or check_class_parameters(changes, self.pipeline.preset.class_names)
             if not reason and reload_changes(self._values, changes) and self._reloading():
                 reason = "a model reload is in progress; try again when it finishes"
@@ -481,6 +484,8 @@ class SegmentationNode(Node):
                     self._values[name] = value
                     if name == "overlay_alpha":
                         self.pipeline.overlay_alpha = value
+                    elif name == "confidence_threshold":
+                        self.pipeline.confidence_threshold = value
 
     def _reloading(self) -> bool:
         return self._reload_thread is not None and self._reload_thread.is_alive()
@@ -492,7 +497,7 @@ class SegmentationNode(Node):
         except Exception as exc:  # noqa: BLE001
             if self._stop.is_set() or not self.context.ok():
                 return  # the context went away under the reload: nothing left to tell
-            self._last_error = f"reload failed: {one_line(_one_line(exc), 300)}"
+            self._last_error = f"reload failed: {safe_text(one_line(exc), 300)}"
             self.get_logger().error(self._last_error)
 
     def _load(self, candidate: dict[str, Any], old: dict[str, Any]) -> None:
@@ -502,7 +507,7 @@ class SegmentationNode(Node):
         try:
             pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
-            reason = f"reload with {changed} failed, keeping {self.pipeline.info.get('weights')}: {_one_line(exc)}"
+            reason = f"reload with {changed} failed, keeping {self.pipeline.info.get('weights')}: {one_line(exc)}"
             self._last_error = reason
             self.get_logger().error(reason)
             with self._param_lock:
@@ -513,6 +518,7 @@ class SegmentationNode(Node):
                     self._reverting = False
             return
         pipeline.overlay_alpha = self._values["overlay_alpha"]
+        pipeline.confidence_threshold = self._values["confidence_threshold"]
         self.pipeline = pipeline
         with self._param_lock:
             self._values.update({k: candidate[k] for k in old})
@@ -559,17 +565,8 @@ def failure_warnings(cameras: list[Camera]) -> list[str]:
     return warnings
 
 
-def _stamp_ns(header: Header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0] if text else type(exc).__name__
 
 
 def main(args: list[str] | None = None) -> int:
@@ -603,7 +600,7 @@ def main(args: list[str] | None = None) -> int:
         code = 2
     except Exception as exc:  # parameter type/range errors from rclpy, torch errors at start
         if rclpy.ok():
-            logger.error(f"cannot start: {_one_line(exc)}")
+            logger.error(f"cannot start: {one_line(exc)}")
             code = 2
     finally:
         if node is not None:

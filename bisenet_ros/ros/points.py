@@ -34,11 +34,13 @@ from ..pointcloud import (
     CloudOptions, DepthBuffer, PointCloudBuilder, class_areas, class_mask, class_table, depth_intrinsics,
     depth_to_metres, resolve_classes,
 )
-from .conversions import array_to_image_msg, depth_msg_to_array, points_to_cloud_msg, stamp_ns
+from ..images import stamp_ns
+from .conversions import array_to_image_msg, depth_msg_to_array, points_to_cloud_msg
 
 DEPTH_BUFFER = 5  # depth messages kept per camera for pairing by stamp
 FOLLOW_PERIOD_S = 0.5  # how often depth subscriptions follow ~/points' subscribers
 DEPTH_GRACE_S = 3.0  # "no depth received" is a problem only this long after subscribing
+DEPTH_WAIT_S = 0.1  # labels ready before their depth arrived: wait this long for it (worker thread)
 LOG_THROTTLE_S = 5.0
 PROBLEM_HOLD_S = 5.0  # a problem keeps /diagnostics at WARN this long
 CLASS_PARAMETERS = ("points_classes", "mask_classes")
@@ -66,6 +68,7 @@ class CameraDepth:
     buffer: DepthBuffer = field(default_factory=lambda: DepthBuffer(DEPTH_BUFFER))
     subscription: Subscription | None = None
     subscribed_at: float = 0.0
+    resolved: str = ""  # the depth subscription's full topic name (for messages)
     clouds: int = 0
     skipped: int = 0
 
@@ -99,7 +102,7 @@ class SemanticOutputs:
             wanted = bool(self._values["publish_points"]) and cam.points.get_subscription_count() > 0
             if wanted and cam.subscription is None:
                 cam.subscription = self._node.create_subscription(Image, cam.topic, self._on_depth(cam), self._qos)
-                cam.subscribed_at = time.monotonic()
+                cam.subscribed_at, cam.resolved = time.monotonic(), cam.subscription.topic_name
             elif not wanted and cam.subscription is not None:
                 self._node.destroy_subscription(cam.subscription)
                 cam.subscription = None
@@ -110,45 +113,45 @@ class SemanticOutputs:
             try:
                 depth_msg_to_array(msg)  # cheap checks (a view); the conversion runs when paired
             except ImageError as exc:
-                self._report(f"depth on '{cam.subscription.topic_name if cam.subscription else cam.topic}' "
-                             f"refused: {exc}")
+                self._report(f"depth on '{cam.resolved}' refused: {exc}")
                 return
             cam.buffer.add(stamp_ns(msg.header), msg)
         return callback
 
     # -- per frame (worker thread) ------------------------------------------------------------------
     def publish(self, label: str, header: Header, labels: np.ndarray, camera_size: tuple[int, int],
-                info: CameraInfo | None, preset: DatasetPreset) -> dict[str, float]:
-        """Publish the mask and the cloud of one labelled frame if wanted; returns timing values."""
+                info: CameraInfo | None, preset: DatasetPreset) -> tuple[dict[str, float], dict[str, int]]:
+        """Publish the mask and the cloud of one labelled frame if wanted; returns the timing values
+        (``points_ms``) and counts (``points``) for ``~/timing``, empty when no cloud was made."""
         cam = self._cameras[label]
         if self._values["mask_classes"] and cam.mask.get_subscription_count() > 0:
             table = self._table("mask_classes", preset)
             if table is not None:
                 cam.mask.publish(array_to_image_msg(class_mask(labels, table), "mono8", header))
         if cam.subscription is None or not self._values["publish_points"]:
-            return {}
+            return {}, {}
         start = time.perf_counter()
         try:
             cloud = self._cloud(cam, header, labels, camera_size, info, preset)
         except BisenetError as exc:
             cam.skipped += 1
             self._report(f"no point cloud for the {cam.label} frame: {exc}")
-            return {}
+            return {}, {}
         if cloud is None:
             cam.skipped += 1
-            return {}
+            return {}, {}
         cam.points.publish(cloud)
         cam.clouds += 1
-        return {"points_ms": (time.perf_counter() - start) * 1e3, "points": float(cloud.width)}
+        return {"points_ms": (time.perf_counter() - start) * 1e3}, {"points": int(cloud.width)}
 
     def _cloud(self, cam: CameraDepth, header: Header, labels: np.ndarray, camera_size: tuple[int, int],
                info: CameraInfo | None, preset: DatasetPreset) -> PointCloud2 | None:
         tolerance_ns = int(round(self._values["depth_tolerance_ms"] * 1e6))
-        msg, diff = cam.buffer.match(stamp_ns(header), tolerance_ns)
+        msg, diff = cam.buffer.match(stamp_ns(header), tolerance_ns, DEPTH_WAIT_S)
         if msg is None:
             if diff is None:
                 if cam.buffer.received or time.monotonic() - cam.subscribed_at > DEPTH_GRACE_S:
-                    raise ImageError(f"no depth image received on '{cam.subscription.topic_name}'")
+                    raise ImageError(f"no depth image received on '{cam.resolved}'")
                 return None  # just subscribed: the first depth images are on their way
             raise ImageError(f"no depth image within depth_tolerance_ms = {self._values['depth_tolerance_ms']:g} "
                              f"of the image stamp (nearest {diff / 1e6:.1f} ms away)")

@@ -6,9 +6,15 @@ import math
 import sys
 
 from ..backends import BACKENDS
+from ..cpu import cpu_model
 from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT
 from ..options import PipelineOptions, fixed_input_size
 from ..pipeline import SegmentationPipeline, build_pipeline
+
+
+def cpu_name() -> str:
+    """The CPU model (named with every speed figure)."""
+    return cpu_model()
 
 
 def float_triple(text: str) -> list[float]:
@@ -63,7 +69,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
     g.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None,
                    help="architecture (default: from the checkpoint's sidecar or key layout)")
     g.add_argument("--weights", required=weights_required,
-                   help="checkpoint (.pth/.pt/.safetensors), e.g. the public model_final_v2_city.pth")
+                   help="checkpoint (.pth/.pt/.safetensors), e.g. the public model_final_v2_city.pth, "
+                        "or an int8 .onnx made by 'bisenet-ros quantize'")
     g.add_argument("--num-classes", type=number(int, 1, 65535), default=None,
                    help="class count (default: from the checkpoint)")
     g.add_argument("--dataset", default=None,
@@ -76,14 +83,23 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                         f"default: the checkpoint sidecar's, else {input_size_fallback}")
     parser.set_defaults(input_size_fallback=input_size_fallback)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available)")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"],
-                   help="number format of the forward pass (default: auto = fp16 on CUDA, fp32 on the CPU)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
+                   help="number format of the forward pass (default: auto = fp16 on CUDA, fp32 on the CPU); "
+                        "fp16 needs CUDA, bf16 a CPU with AVX-512 BF16 or AMX, int8 a model made by "
+                        "'bisenet-ros quantize'")
     g.add_argument("--backend", default="auto", choices=list(BACKENDS),
                    help="how the forward pass runs (default: auto = the fastest available backend that "
                         "matches eager PyTorch, see config/backends.yaml)")
     g.add_argument("--max-pixels", type=number(int, 1, MAX_PIXELS_LIMIT), default=MAX_PIXELS,
                    help=f"refuse images with more pixels (width x height) than this, checked before decoding "
                         f"(default {MAX_PIXELS} = 4096x2048, at most {MAX_PIXELS_LIMIT} = 8192x8192)")
+    g = parser.add_argument_group("outputs")
+    g.add_argument("--class-remap", default=None, metavar="REMAP",
+                   help="merge/rename the model's classes for every output: a shipped remap "
+                        "(cityscapes_driving, synthetic_street_driving) or a YAML file (default: none)")
+    g.add_argument("--confidence-threshold", type=number(float, 0, 1), default=0.0, metavar="P",
+                   help="pixels whose max softmax is below P get the unknown label 255 (65535 above 255 "
+                        "classes): black in the colour mask, untinted in the overlay (default: 0 = off)")
 
 
 def pipeline_from_args(args: argparse.Namespace, **overrides) -> SegmentationPipeline:
@@ -119,3 +135,17 @@ def sidecar_input_size(weights) -> tuple[int, int] | None:
 
     size = (read_sidecar(weights) or {}).get("input_size")
     return fixed_input_size(size) if size else None
+
+
+def model_preset(args: argparse.Namespace):
+    """The model's label set without loading it: ``--dataset``, else the checkpoint sidecar's, else
+    Cityscapes (what the pipeline would use; for tools that start a node instead)."""
+    from ..checkpoint import read_sidecar
+    from ..datasets import load_preset, preset_from_dict
+
+    if args.dataset:
+        return load_preset(args.dataset)
+    side = read_sidecar(args.weights) if args.weights else {}
+    if isinstance(side.get("dataset"), dict):
+        return preset_from_dict(side["dataset"], f"{args.weights} sidecar")
+    return load_preset(side.get("dataset") or "cityscapes")

@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..datasets import load_preset
 from ..errors import ConfigError
+from ..evaluation import resolve_label_map
 from ..options import PipelineOptions
 from ..outputs import check_own_dir, prepare_dir
+from ..remap import ground_truth_lut, load_remap
 from ..report import check_report_dir, write_report
-from .common import add_model_arguments, number
-from .eval_bag import resolve_label_map
+from .common import add_model_arguments, model_preset, number
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
 EXAMPLES = """\
@@ -104,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if args.save_overlays:
         check_own_dir(args.save_overlays, inputs, overwrite=args.overwrite, option="--save-overlays")
         prepare_dir(args.save_overlays, "replay")
-    lut = resolve_label_map(args.label_map, load_preset(args.dataset or "cityscapes"), args.ignore_index)
+    source = model_preset(args)
+    lut = resolve_label_map(args.label_map, source, args.ignore_index)
+    if args.class_remap and args.label_topic:  # the node labels remapped classes: so must the ground truth
+        lut = ground_truth_lut(load_remap(args.class_remap, source), lut, args.ignore_index)
     node_args = node_parameters(args) if args.weights else None
     if node_args is None and args.node_param:
         raise ConfigError("--node-param only applies when the node is started here (give --weights)")

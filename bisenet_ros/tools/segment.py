@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import BisenetError, ImageError, one_line
+from ..errors import BisenetError, ImageError, safe_text
 from ..images import check_pixels, decode_image_bytes
 from ..outputs import MARKER, REPORT_DIR, OutputError, atomic_file, check_in_dir, check_output, check_own_dir, prepare_dir
 from ..video import VideoWriter
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 out = segment_image(pipeline, path, args.out, stems[path])
         except BisenetError as exc:
-            failed.append(one_line(str(exc)))
+            failed.append(safe_text(str(exc)))
             print(f"bisenet-ros segment: skipped: {failed[-1]}", file=sys.stderr)
             continue
         print(out)

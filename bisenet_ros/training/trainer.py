@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import detect_architecture, read_state_dict
 from ..datasets import DatasetPreset, generate_palette, load_preset
-from ..errors import BisenetError, CheckpointError, ConfigError
+from ..errors import BisenetError, CheckpointError, ConfigError, one_line
 from ..metrics import ConfusionMatrix
 from ..models import build_model, check_tensor_values, resolve_device
 from ..pipeline import SegmentationPipeline, auto32
@@ -344,22 +344,11 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
         for group in optimizer.param_groups:
             group["lr"] = lr
         try:
-            images, labels = next(batches)
+            batch = next(batches)
         except Exception as exc:  # a file changed or vanished since the check: keep what was trained
             raise _data_failure(exc, it, start, out, model, optimizer, scaler, history, arch,
                                 preset.num_classes) from None
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            outputs = model(images)
-        loss, main = criterion(outputs, labels)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at iteration {it}; lower --lr or check the labels")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        value = float(loss.detach())
+        value, main = _step(model, criterion, optimizer, scaler, batch, device, use_amp, it)
         losses.append(value)
         ema = value if ema is None else 0.9 * ema + 0.1 * value
         bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", refresh=False)
@@ -403,6 +392,22 @@ def _data_failure(exc: Exception, it: int, start: int, out: Path, model, optimiz
     else:
         saved = ""
     return TrainingError(f"data error at iteration {it}: {reason}{saved}")
+
+
+def _step(model: nn.Module, criterion: SegmentationLoss, optimizer, scaler, batch, device: torch.device,
+          use_amp: bool, it: int) -> tuple[float, torch.Tensor]:
+    """One optimisation step on ``batch``; returns the loss and the main head's loss."""
+    images, labels = (t.to(device, non_blocking=True) for t in batch)
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        outputs = model(images)
+    loss, main = criterion(outputs, labels)
+    if not torch.isfinite(loss):
+        raise TrainingError(f"loss became {loss.item()} at iteration {it}; lower --lr or check the labels")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach()), main
 
 
 def _baseline(model: nn.Module, val_ds: SegmentationDataset, device: torch.device, init: str,
@@ -481,7 +486,7 @@ def _resume(cfg: TrainConfig, model, optimizer, scaler, arch: str, num_classes: 
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise TrainingError(f"{path}: unreadable training state ({str(exc).splitlines()[0][:150]})") from None
+        raise TrainingError(f"{path}: unreadable training state ({one_line(exc)})") from None
     if state.get("arch") != arch or state.get("num_classes") != num_classes:
         raise TrainingError(f"{path}: state is a {state.get('arch')} with {state.get('num_classes')} classes, "
                             f"not a {arch} with {num_classes}")
