@@ -187,6 +187,7 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("train sidecar over user yaml", [*train, "--out", str(_user_yaml(root / "X.pth"))], "exists already"),
         ("train overwrite user yaml", [*train, "--out", str(_user_yaml(root / "Y.pth")), "--overwrite"],
          "not a checkpoint sidecar"),
+        ("train curve over user csv", [*train, "--out", str(_user_curve(root / "Z.pth"))], "exists already"),
         ("train threads -1", [*train, "--out", str(root / "t.pth"), "--threads", "-1"], "out of range"),
         ("train bad label value", [*train[:4], str(f["bad_data"]), *train[5:], "--out", str(root / "t.pth")],
          "label values [9]"),
@@ -202,6 +203,15 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
                                    "--input-size", "64x64"], "not a ONNX model"),
         ("node-bench json over user file", ["node-bench", "--json", str(f["user_file"]), *model], "exists already"),
         ("node-bench rate 0", ["node-bench", "--rate", "0", *model], "out of range"),
+        # quantize (its own output checks: ONNX + sidecar written by bisenet-ros quantize only)
+        ("quantize out over user file", ["quantize", "--weights", w, "--calibration", str(f["data"] / "images"),
+                                         "--out", str(_user_onnx(root))], "was not written by"),
+        ("quantize out is the input", ["quantize", "--weights", w, "--calibration", str(f["data"]),
+                                       "--out", str(f["data"] / "q.onnx")], "write into the input"),
+        ("quantize max-frames 1", ["quantize", "--weights", w, "--calibration", str(f["data"]),
+                                   "--out", str(root / "q.onnx"), "--max-frames", "1"], "--max-frames must be"),
+        ("quantize nan weights", ["quantize", "--weights", str(f["nan_weights"]), "--calibration", str(f["data"]),
+                                  "--out", str(root / "q.onnx")], "non-finite"),
     ]
 
 
@@ -212,6 +222,11 @@ def _dir(path: Path) -> Path:
 
 def _user_yaml(pth: Path) -> Path:
     pth.with_suffix(".yaml").write_text("my: own notes\n")
+    return pth
+
+
+def _user_curve(pth: Path) -> Path:
+    pth.with_name(pth.stem + ".train.csv").write_text("my,own,table\n")
     return pth
 
 

@@ -2,7 +2,8 @@
 
 * :func:`check_outputs`: ``--out`` is a ``.pth``/``.pt`` file that is no input, its sidecar
   ``<stem>.yaml`` is not the checkpoint and no user file is replaced (``--overwrite`` only
-  replaces a checkpoint/sidecar), and an interrupted run's state is not silently discarded.
+  replaces a checkpoint/sidecar/training curve), and an interrupted run's state is not silently
+  discarded.
 * :func:`check_data`: one pass over every sample (progress bar): image sizes from the file
   header, labels decoded and their values checked, label and image sizes equal. All problems
   are collected and reported together in one line (the first few named).
@@ -14,7 +15,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, ImageError
 from ..images import compressed_size
-from ..outputs import CHECKPOINT, SIDECAR, OutputError, check_output
+from ..outputs import CHECKPOINT, SIDECAR, OutputError, check_output, kind_for
+from .curve import log_paths
 from .data import DataError, SegmentationDataset, read_image, read_label
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt")
@@ -30,6 +32,8 @@ def check_outputs(cfg, state_file: Path, sidecar: Path) -> None:
     try:
         check_output(out, inputs, kind=CHECKPOINT, overwrite=overwrite)
         check_output(sidecar, inputs, kind=SIDECAR, overwrite=overwrite, option="--out sidecar")
+        for path in log_paths(out):  # the training curve (CSV, PNG) beside the checkpoint
+            check_output(path, inputs, kind=kind_for(path), overwrite=overwrite, option="--out curve")
     except OutputError as exc:
         raise ConfigError(str(exc)) from None
     resuming = cfg.resume and (cfg.resume == "auto" or Path(cfg.resume).expanduser().resolve() == state_file.resolve())

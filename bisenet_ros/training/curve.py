@@ -12,6 +12,8 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..outputs import atomic_file
+
 COLUMNS = ("iteration", "loss", "loss_avg", "lr", "val_miou")
 
 
@@ -42,13 +44,14 @@ class TrainingLog:
         """Write the CSV and the PNG next to ``out``; returns their paths."""
         csv_path, png_path = log_paths(out)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        with csv_path.open("w", newline="") as f:
+        with atomic_file(csv_path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             for row in self.rows:
                 writer.writerow({k: "" if row[k] is None else (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])
                                  for k in COLUMNS})
-        self.plot(png_path)
+        with atomic_file(png_path) as tmp:
+            self.plot(tmp)
         return csv_path, png_path
 
     def plot(self, path: Path) -> Path:
