@@ -28,7 +28,6 @@ from .datasets import DatasetPreset, load_preset, preset_from_dict
 from .errors import ConfigError, ImageError
 from .images import ENCODINGS, MAX_SIDE
 from .options import CHECKPOINT, PipelineOptions, fixed_input_size
-from .options import fixed_input_size as parse_input_size  # noqa: F401  (its old name)
 
 OUTPUTS = frozenset({"color", "overlay", "confidence"})
 
@@ -267,12 +266,16 @@ def build_pipeline(options: PipelineOptions | str | None = None, /, **keywords) 
 
 def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
     from .backends import create_runner
-    from .models import load_model, resolve_device
+    from .checkpoint import Checkpoint
+    from .models import load_model, model_from_checkpoint, resolve_device
 
     dev = resolve_device(opts.device)
-    net = load_model(opts.model, weights=opts.weights, num_classes=opts.num_classes, device=dev)
+    if opts.weights:
+        ckpt = Checkpoint.read(opts.weights, opts.model, opts.num_classes)
+        net, sidecar = model_from_checkpoint(ckpt, dev), ckpt.sidecar
+    else:
+        net, sidecar = load_model(opts.model, num_classes=opts.num_classes, device=dev), {}
     meta = net.bisenet_info
-    sidecar = meta.get("sidecar") or {}
     dataset = opts.dataset
     if isinstance(dataset, DatasetPreset):
         preset = dataset
