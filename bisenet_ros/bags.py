@@ -302,7 +302,8 @@ class BagWriter:
         self.path = Path(path).expanduser()
         if self.path.exists():
             if not overwrite:
-                raise BagError(f"output bag '{path}' exists already (remove it or choose another path)")
+                raise BagError(f"output bag '{path}' exists already (pass overwrite=True / --overwrite to "
+                               "replace it, or choose another path)")
             if not (self.path.is_dir() and (self.path / "metadata.yaml").is_file()):
                 raise BagError(f"refusing to overwrite '{path}': it is not a ROS 2 bag directory")
             shutil.rmtree(self.path)

@@ -43,8 +43,8 @@ from .transport import apply_fastdds_profile, tuning_decision
 from ..metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
-from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain, usage_text,
-                         reload_changes, validate_changes)
+from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, pipeline_options, plain,
+                         reload_changes, usage_text, validate_changes)
 from .points import SemanticOutputs, check_class_parameters
 
 NODE_NAME = "segmentation"
@@ -326,7 +326,7 @@ class SegmentationNode(Node):
         info = cam.camera_info
         if info is not None and info.width and info.height and (info.width, info.height) != (out_w, out_h):
             pubs["camera_info"].publish(scale_camera_info(info, header, out_w, out_h))
-        extra = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
+        extra, counts = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
         stamp = stamp_ns(header)
         latency_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6 if stamp else float("nan")
@@ -346,6 +346,7 @@ class SegmentationNode(Node):
                               KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
+            status.values += [KeyValue(key=k, value=str(v)) for k, v in counts.items()]
             status.values += [KeyValue(key=k, value=f"{v:.4f}")
                               for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
@@ -419,6 +420,7 @@ class SegmentationNode(Node):
                 return SetParametersResult(successful=True)
             changes = {p.name: plain(p.name, p.value) for p in params}
             reason = validate_changes(self._values, changes, self.pipeline.info.get("num_classes")) \
+                or check_remap(changes, self.pipeline.source_preset) \
                 or check_class_parameters(changes, self.pipeline.preset.class_names)
             if not reason and reload_changes(self._values, changes) and self._reloading():
                 reason = "a model reload is in progress; try again when it finishes"
@@ -441,6 +443,8 @@ class SegmentationNode(Node):
                     self._values[name] = value
                     if name == "overlay_alpha":
                         self.pipeline.overlay_alpha = value
+                    elif name == "confidence_threshold":
+                        self.pipeline.confidence_threshold = value
 
     def _reloading(self) -> bool:
         return self._reload_thread is not None and self._reload_thread.is_alive()
@@ -463,6 +467,7 @@ class SegmentationNode(Node):
                     self._reverting = False
             return
         pipeline.overlay_alpha = self._values["overlay_alpha"]
+        pipeline.confidence_threshold = self._values["confidence_threshold"]
         self.pipeline = pipeline
         with self._param_lock:
             self._values.update({k: candidate[k] for k in old})

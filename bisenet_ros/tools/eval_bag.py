@@ -15,6 +15,7 @@ from pathlib import Path
 from ..bags import STORAGES, check_image_topic, list_topics
 from ..errors import ConfigError
 from ..evaluation import evaluate_bag, resolve_label_map
+from ..remap import ground_truth_lut
 from ..report import write_report
 from .common import add_model_arguments, pipeline_from_args
 
@@ -84,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
     if args.label_topic:
         check_image_topic(topics, args.label_topic, bag, "label")
     pipeline = pipeline_from_args(args)
-    lut = resolve_label_map(args.label_map, pipeline.preset, args.ignore_index)
+    lut = resolve_label_map(args.label_map, pipeline.source_preset, args.ignore_index)
+    if pipeline.remap is not None and args.label_topic:  # ground truth in the model's classes -> output classes
+        lut = ground_truth_lut(pipeline.remap, lut, args.ignore_index)
     if args.label_map and not args.label_topic:
         raise ConfigError("--label-map needs --label-topic")
     out = args.out or Path(f"eval_{bag.stem or bag.name}")
