@@ -15,7 +15,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={PACKAGE: ["presets/*.yaml", "config/*.xml", "config/*.yaml", "training/*.yaml"]},
+    package_data={PACKAGE: ["presets/*.yaml", "presets/remaps/*.yaml", "config/*.xml", "config/*.yaml", "training/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -39,6 +39,7 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "openvino": ["openvino>=2024.0"],  # bf16/int8 on the CPU (bisenet_ros.backends)
         "video": ["av>=12"],  # H.264 videos (PyAV ships FFmpeg with libx264)
         "test": ["pytest>=7"],
     },

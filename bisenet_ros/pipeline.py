@@ -9,9 +9,13 @@ only what is asked for is copied back):
 1. uint8 image (any supported encoding) -> RGB float, ``/255``, normalise by the dataset mean/std;
 2. bilinear resize (``align_corners=False``) of the normalised tensor to the model input size
    (fixed ``HxW``, or ``auto32``: each side rounded up to a multiple of 32);
-3. forward pass (eager PyTorch or another backend, see :mod:`bisenet_ros.backends`);
+3. forward pass (eager PyTorch or another backend, see :mod:`bisenet_ros.backends`); the runner
+   may return the model's logits before its final bilinear x``s`` upsampling (1/``s`` of the
+   input, as :func:`build_pipeline` sets it up), which is then done together with step 4;
 4. bilinear resize of the logits back to the camera resolution (unless ``output_resolution`` is
-   ``model``), then argmax; class ids are never resized themselves;
+   ``model``), then argmax; class ids are never resized themselves. On the CPU the labels come
+   from :func:`bisenet_ros.postprocess.labels`, which computes full-resolution logits only near
+   class boundaries (same labels, a fraction of the cost);
 5. optional max-softmax confidence, palette colour mask and alpha-blended overlay.
 """
 from __future__ import annotations
@@ -24,10 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import postprocess
 from .datasets import DatasetPreset, load_preset, preset_from_dict
 from .errors import ConfigError, ImageError
 from .images import ENCODINGS, MAX_SIDE
-from .options import CHECKPOINT, PipelineOptions, fixed_input_size
+from .options import CHECKPOINT, PipelineOptions, fixed_input_size, unknown_label
+from .remap import ClassRemap, load_remap
 from .options import fixed_input_size as parse_input_size  # noqa: F401  (its old name)
 
 OUTPUTS = frozenset({"color", "overlay", "confidence"})
@@ -84,9 +90,14 @@ class SegmentationPipeline:
         output_resolution: str = "camera",
         overlay_alpha: float = 0.5,
         info: dict | None = None,
+        *,
+        remap: ClassRemap | None = None,
+        confidence_threshold: float = 0.0,
     ) -> None:
         self.runner = runner
-        self.preset = preset
+        self.source_preset = preset  # the model's classes (normalisation, ground-truth label maps)
+        self.remap = remap
+        self.preset = remap.preset if remap is not None else preset  # the output classes
         self.input_size = fixed_input_size(input_size)  # None = auto32
         self.device = torch.device(device)
         if output_resolution not in ("camera", "model"):
@@ -94,14 +105,20 @@ class SegmentationPipeline:
         self.output_resolution = output_resolution
         self.overlay_alpha = overlay_alpha
         self.info = dict(info or {})
-        self.num_classes = preset.num_classes
+        self.num_classes = self.preset.num_classes
         self.label_dtype = torch.uint8 if self.num_classes <= 256 else torch.int16
+        self.unknown_label = unknown_label(self.num_classes)
+        self.confidence_threshold = confidence_threshold
         std = torch.tensor(preset.std, dtype=torch.float32)
         mean = torch.tensor(preset.mean, dtype=torch.float32)
         # x_norm = (x/255 - mean)/std = x * scale + shift, per RGB channel
         self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)
         self._shift = (-mean / std).view(1, 3, 1, 1).to(self.device)
-        self._palette = torch.from_numpy(np.ascontiguousarray(preset.palette)).to(self.device)
+        # palette with a black row at the unknown label (low-confidence pixels)
+        table = np.zeros((max(self.num_classes, self.unknown_label + 1), 3), np.uint8)
+        table[:self.num_classes] = self.preset.palette
+        self._palette = torch.from_numpy(table).to(self.device)
+        self._lut = torch.from_numpy(remap.lut).to(self.device) if remap is not None else None
         self._sync = self.device.type == "cuda"
 
     # -- public API -------------------------------------------------------------------------
@@ -114,6 +131,19 @@ class SegmentationPipeline:
         if not 0.0 <= float(value) <= 1.0:
             raise ConfigError(f"overlay_alpha must be in [0, 1], got {value}")
         self._alpha = float(value)
+
+    @property
+    def confidence_threshold(self) -> float:
+        """Pixels whose max softmax is below this get :attr:`unknown_label` (0 = off)."""
+        return self._threshold
+
+    @confidence_threshold.setter
+    def confidence_threshold(self, value: float) -> None:
+        if not 0.0 <= float(value) < 1.0:
+            raise ConfigError(f"confidence_threshold must be in [0, 1), got {value}")
+        if value and self.label_dtype == torch.uint8 and self.unknown_label > 255:
+            raise ConfigError("confidence_threshold needs a free label value: not available with exactly 256 classes")
+        self._threshold = float(value)
 
     def model_size_for(self, h: int, w: int) -> tuple[int, int]:
         """The (H, W) the model runs at for a camera frame of ``h`` x ``w``."""
@@ -150,6 +180,13 @@ class SegmentationPipeline:
                 results[i] = res
         return results  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def model_input(self, image: np.ndarray, encoding: str = "rgb8") -> torch.Tensor:
+        """The normalised (1, 3, H, W) model input of one frame, exactly as :meth:`run_batch` makes it."""
+        check_image(image, encoding)
+        rgb, _ = self._upload(image, encoding)
+        return self.preprocess(rgb, self.model_size_for(*image.shape[:2]))
+
     # -- stages -------------------------------------------------------------------------------
     def _upload(self, image: np.ndarray, encoding: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(3,H,W) float RGB in 0..255 and the (C,H,W) uint8 image in input order for overlays."""
@@ -181,8 +218,10 @@ class SegmentationPipeline:
         logits = self.runner(batch)
         t2 = self._tick()
         results = []
+        stride = logit_stride(tuple(logits.shape[-2:]), size)
         for i, ((rgb, native), image, enc) in enumerate(zip(uploaded, images, encodings)):
-            results.append(self._postprocess(logits[i:i + 1], rgb, native, image.shape[:2], enc, wanted))
+            results.append(self._postprocess(logits[i:i + 1], stride, size, rgb, native, image.shape[:2],
+                                             enc, wanted))
         t3 = self._tick()
         n = len(images)
         for res in results:
@@ -197,23 +236,20 @@ class SegmentationPipeline:
     def _postprocess(
         self,
         logits: torch.Tensor,
+        stride: int,
+        model_hw: tuple[int, int],
         rgb: torch.Tensor,
         native: torch.Tensor,
         camera_hw: tuple[int, int],
         encoding: str,
         wanted: set[str],
     ) -> SegmentationResult:
-        out_hw = tuple(camera_hw) if self.output_resolution == "camera" else tuple(logits.shape[-2:])
-        logits = logits.float()
-        if tuple(logits.shape[-2:]) != out_hw:
-            logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
-        conf_t, labels_t = logits[0].max(dim=0)
+        out_hw = tuple(camera_hw) if self.output_resolution == "camera" else tuple(model_hw)
+        labels_t, prob, unknown = self._labels(logits, stride, out_hw, "confidence" in wanted)
         res = SegmentationResult(labels=self._to_numpy(labels_t.to(self.label_dtype)))
         if self.label_dtype == torch.int16:
             res.labels = res.labels.view(np.uint16)
         if "confidence" in wanted:
-            # max softmax = 1 / sum(exp(l - max))
-            prob = 1.0 / torch.exp(logits[0] - conf_t.unsqueeze(0)).sum(dim=0)
             res.confidence = self._to_numpy((prob * 255.0).round().to(torch.uint8))
         if wanted & {"color", "overlay"}:
             color = self._palette[labels_t.long()]  # (H, W, 3) RGB
@@ -231,9 +267,36 @@ class SegmentationPipeline:
                 a = int(round(self._alpha * 256))
                 blended = (base.permute(1, 2, 0).to(torch.int16) * (256 - a)
                            + color_in_order.to(torch.int16) * a + 128) >> 8
+                if unknown is not None:  # unknown pixels: the camera image, untinted
+                    blended = torch.where(unknown.unsqueeze(-1), base.permute(1, 2, 0).to(torch.int16), blended)
                 res.overlay = self._to_numpy(blended.to(torch.uint8))
                 res.overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
         return res
+
+    def _labels(self, logits: torch.Tensor, stride: int, out_hw: tuple[int, int], want_confidence: bool):
+        """(1,C,h,w) logits at 1/``stride`` of the model input -> output class ids at ``out_hw``
+        (remapped, low confidence -> unknown), the max softmax (when asked for or thresholded,
+        else None) and the unknown mask (or None). Without a softmax to compute, the CPU takes
+        the exact cheap path (:func:`bisenet_ros.postprocess.labels`)."""
+        need_prob = want_confidence or self._threshold > 0
+        prob = unknown = None
+        if self.device.type == "cpu" and not need_prob:
+            fast = postprocess.labels(logits[0].float().numpy(), stride, out_hw, torch.get_num_threads())
+            labels_t = torch.from_numpy(fast).long()
+        else:
+            if self.device.type == "cpu":
+                full = torch.from_numpy(postprocess.dense_logits(logits[0].float().numpy(), stride, out_hw))
+            else:
+                full = postprocess.naive_logits(logits, stride, out_hw)[0]
+            conf_t, labels_t = full.max(dim=0)
+            if need_prob:
+                prob = 1.0 / torch.exp(full - conf_t.unsqueeze(0)).sum(dim=0)  # max softmax = 1/sum(exp(l-max))
+        if self._lut is not None:
+            labels_t = self._lut[labels_t]
+        if self._threshold > 0:
+            unknown = prob < self._threshold
+            labels_t = labels_t.masked_fill(unknown, self.unknown_label)
+        return labels_t, prob, unknown
 
     def _tick(self) -> float:
         if self._sync:
@@ -243,6 +306,17 @@ class SegmentationPipeline:
     @staticmethod
     def _to_numpy(t: torch.Tensor) -> np.ndarray:
         return t.contiguous().cpu().numpy()
+
+
+def logit_stride(logits_hw: tuple[int, int], model_hw: tuple[int, int]) -> int:
+    """1 for logits at the model input size, ``s`` for logits at exactly 1/``s`` of it."""
+    if tuple(logits_hw) == tuple(model_hw):
+        return 1
+    s = model_hw[0] // max(1, logits_hw[0])
+    if s < 1 or (logits_hw[0] * s, logits_hw[1] * s) != tuple(model_hw):
+        raise ConfigError(f"the model returned {logits_hw[0]}x{logits_hw[1]} logits for a "
+                          f"{model_hw[0]}x{model_hw[1]} input (expected the input size or 1/s of it)")
+    return s
 
 
 def build_pipeline(options: PipelineOptions | str | None = None, /, **keywords) -> SegmentationPipeline:
@@ -266,12 +340,15 @@ def build_pipeline(options: PipelineOptions | str | None = None, /, **keywords) 
 
 
 def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
-    from .backends import create_runner
-    from .models import load_model, resolve_device
+    from .models import resolve_device
+    from .onnx_model import is_onnx
 
-    dev = resolve_device(opts.device)
-    net = load_model(opts.model, weights=opts.weights, num_classes=opts.num_classes, device=dev)
-    meta = net.bisenet_info
+    if is_onnx(opts.weights):  # an int8 model from `bisenet-ros quantize`, with its sidecar
+        meta, runner, size = _load_onnx_model(opts)
+        dev = torch.device("cpu")
+    else:
+        dev = resolve_device(opts.device)
+        meta, runner, size = _load_torch_model(opts, dev)
     sidecar = meta.get("sidecar") or {}
     dataset = opts.dataset
     if isinstance(dataset, DatasetPreset):
@@ -283,9 +360,6 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
     else:
         preset = load_preset(sidecar.get("dataset") or "cityscapes")
     preset = preset.with_overrides(mean=opts.mean, std=opts.std, num_classes=meta["num_classes"])
-    # the checkpoint's own input size, else auto32
-    size = fixed_input_size(sidecar.get("input_size") if opts.input_size == CHECKPOINT else opts.input_size)
-    runner = create_runner(net, backend=opts.backend, device=dev, precision=opts.precision, input_size=size)
     info = {
         "model": meta["arch"],
         "weights": meta["weights"],
@@ -296,4 +370,37 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
         "precision": getattr(runner, "precision", opts.precision),
         "input_size": "auto32" if size is None else f"{size[0]}x{size[1]}",
     }
-    return SegmentationPipeline(runner, preset, size, dev, opts.output_resolution, opts.overlay_alpha, info)
+    if sidecar.get("source_weights"):
+        info["source_weights"] = sidecar["source_weights"]
+    remap = load_remap(opts.class_remap, preset) if opts.class_remap else None
+    if remap is not None:
+        info["class_remap"] = remap.name
+    return SegmentationPipeline(runner, preset, size, dev, opts.output_resolution, opts.overlay_alpha, info,
+                                remap=remap, confidence_threshold=opts.confidence_threshold)
+
+
+def _load_torch_model(opts: PipelineOptions, dev: torch.device):
+    """(model info, runner, fixed input size or None) for a PyTorch checkpoint."""
+    from .backends import create_runner
+    from .models import load_model, low_res_view
+
+    net = load_model(opts.model, weights=opts.weights, num_classes=opts.num_classes, device=dev)
+    sidecar = net.bisenet_info.get("sidecar") or {}
+    # the checkpoint's own input size, else auto32
+    size = fixed_input_size(sidecar.get("input_size") if opts.input_size == CHECKPOINT else opts.input_size)
+    # the runner returns the 1/8 logits; the pipeline upsamples them once, exactly (postprocess.py)
+    runner = create_runner(low_res_view(net), backend=opts.backend, device=dev, precision=opts.precision,
+                           input_size=size)
+    return net.bisenet_info, runner, size
+
+
+def _load_onnx_model(opts: PipelineOptions):
+    """(model info, runner, input size) for an ONNX model file and its sidecar."""
+    from .onnx_model import check_options, create_file_runner, read_onnx_sidecar
+
+    sidecar = read_onnx_sidecar(opts.weights)
+    size = check_options(opts, sidecar, opts.weights)
+    runner = create_file_runner(opts.weights, opts.backend, str(sidecar["precision"]), size)
+    meta = {"arch": sidecar["arch"], "num_classes": int(sidecar["num_classes"]), "weights": str(opts.weights),
+            "sidecar": sidecar}
+    return meta, runner, size

@@ -35,15 +35,16 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from ..errors import BisenetError, ConfigError, ImageError
+from ..errors import BisenetError, ConfigError, ImageError, one_line
+from ..images import stamp_ns
 from .inputs import AdaptiveSubscription, reliability_name
 from .loss import LossMonitor, LossReport, loss_message
 from .transport import apply_fastdds_profile, tuning_decision
 from ..metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
-from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain, usage_text,
-                         reload_changes, validate_changes)
+from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, pipeline_options, plain,
+                         reload_changes, usage_text, validate_changes)
 from .points import SemanticOutputs, check_class_parameters
 
 NODE_NAME = "segmentation"
@@ -212,7 +213,7 @@ class SegmentationNode(Node):
     def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage], None]:
         def callback(msg: Image | CompressedImage) -> None:
             frame = Frame(msg, time.perf_counter())
-            cam.loss.on_image(_stamp_ns(msg.header))
+            cam.loss.on_image(stamp_ns(msg.header))
             if isinstance(msg, Image):  # cheap checks here, so a bad frame never displaces a good one
                 try:
                     frame.image, frame.encoding = image_msg_to_array(msg)
@@ -231,7 +232,7 @@ class SegmentationNode(Node):
     def _on_camera_info(self, cam: Camera) -> Callable[[CameraInfo], None]:
         def callback(msg: CameraInfo) -> None:
             cam.camera_info = msg
-            cam.loss.on_camera_info(_stamp_ns(msg.header), time.monotonic())
+            cam.loss.on_camera_info(stamp_ns(msg.header), time.monotonic())
         return callback
 
     def _refresh_inputs(self) -> None:
@@ -262,7 +263,7 @@ class SegmentationNode(Node):
                 except Exception as exc:  # the node keeps serving whatever went wrong with a frame
                     if self._stop.is_set() or not self.context.ok():
                         return
-                    self.get_logger().error(f"frame processing failed: {_one_line(exc)}",
+                    self.get_logger().error(f"frame processing failed: {one_line(exc)}",
                                             throttle_duration_sec=ERROR_THROTTLE_S)
 
     def _reject(self, cam: Camera, msg: Image | CompressedImage, reason: str) -> None:
@@ -288,7 +289,7 @@ class SegmentationNode(Node):
                     with self._cond:
                         self._reject(cam, frame.msg, str(exc))
                     continue
-            if max_age > 0 and _stamp_ns(frame.msg.header) and \
+            if max_age > 0 and stamp_ns(frame.msg.header) and \
                     (now - Time.from_msg(frame.msg.header.stamp)).nanoseconds > max_age * 1e6:
                 with self._cond:
                     cam.dropped += 1
@@ -325,10 +326,10 @@ class SegmentationNode(Node):
         info = cam.camera_info
         if info is not None and info.width and info.height and (info.width, info.height) != (out_w, out_h):
             pubs["camera_info"].publish(scale_camera_info(info, header, out_w, out_h))
-        extra = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
+        extra, counts = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
-        stamp_ns = _stamp_ns(header)
-        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else float("nan")
+        stamp = stamp_ns(header)
+        latency_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6 if stamp else float("nan")
         with self._cond:
             cam.processed += 1
             dropped = cam.dropped
@@ -345,6 +346,7 @@ class SegmentationNode(Node):
                               KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
+            status.values += [KeyValue(key=k, value=str(v)) for k, v in counts.items()]
             status.values += [KeyValue(key=k, value=f"{v:.4f}")
                               for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
@@ -418,6 +420,7 @@ class SegmentationNode(Node):
                 return SetParametersResult(successful=True)
             changes = {p.name: plain(p.name, p.value) for p in params}
             reason = validate_changes(self._values, changes, self.pipeline.info.get("num_classes")) \
+                or check_remap(changes, self.pipeline.source_preset) \
                 or check_class_parameters(changes, self.pipeline.preset.class_names)
             if not reason and reload_changes(self._values, changes) and self._reloading():
                 reason = "a model reload is in progress; try again when it finishes"
@@ -440,6 +443,8 @@ class SegmentationNode(Node):
                     self._values[name] = value
                     if name == "overlay_alpha":
                         self.pipeline.overlay_alpha = value
+                    elif name == "confidence_threshold":
+                        self.pipeline.confidence_threshold = value
 
     def _reloading(self) -> bool:
         return self._reload_thread is not None and self._reload_thread.is_alive()
@@ -451,7 +456,7 @@ class SegmentationNode(Node):
         try:
             pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
-            reason = f"reload with {changed} failed, keeping {self.pipeline.info.get('weights')}: {_one_line(exc)}"
+            reason = f"reload with {changed} failed, keeping {self.pipeline.info.get('weights')}: {one_line(exc)}"
             self._last_error = reason
             self.get_logger().error(reason)
             with self._param_lock:
@@ -462,6 +467,7 @@ class SegmentationNode(Node):
                     self._reverting = False
             return
         pipeline.overlay_alpha = self._values["overlay_alpha"]
+        pipeline.confidence_threshold = self._values["confidence_threshold"]
         self.pipeline = pipeline
         with self._param_lock:
             self._values.update({k: candidate[k] for k in old})
@@ -483,17 +489,8 @@ class SegmentationNode(Node):
         self.destroy_node()
 
 
-def _stamp_ns(header: Header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0] if text else type(exc).__name__
 
 
 def main(args: list[str] | None = None) -> int:
@@ -527,7 +524,7 @@ def main(args: list[str] | None = None) -> int:
         code = 2
     except Exception as exc:  # parameter type/range errors from rclpy, torch errors at start
         if rclpy.ok():
-            logger.error(f"cannot start: {_one_line(exc)}")
+            logger.error(f"cannot start: {one_line(exc)}")
             code = 2
     finally:
         if node is not None:
