@@ -3,17 +3,26 @@
 Thin adapter over :class:`bisenet_ros.pipeline.SegmentationPipeline`:
 
 - subscription callbacks only keep the newest frame per camera (and count the ones replaced);
+  with nobody subscribed to any of a camera's outputs its frames are not segmented at all, as
+  image_proc does (``always_process`` forces it);
 - one worker thread runs the pipeline on the newest frames -- frames of several cameras that are
   waiting together run as one batch -- and publishes the results with the input's header;
-- outputs nobody subscribes to are not computed (labels always are);
-- ``/diagnostics`` once per ``diagnostics_period``; the class legend once, transient-local;
+- outputs nobody subscribes to are not computed;
+- ``/diagnostics`` once per ``diagnostics_period`` with input health (stopped, rate below
+  ``expected_rate``, stamps); the class legend once, transient-local;
 - parameters: live switches apply at once, model parameters reload in the background and are
   swapped in only on success (otherwise reverted, the old model keeps serving).
+
+:class:`SegmentationCore` is the behaviour in stages (declare parameters; configure = load the
+model; activate = topics and worker; deactivate; cleanup); :class:`SegmentationNode` runs them
+all in its constructor, :class:`bisenet_ros.ros.lifecycle.LifecycleSegmentationNode` on its
+lifecycle transitions.
 
 Topics, parameters and the legend's JSON format: docs/node.md.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -48,7 +57,8 @@ from .transport import apply_fastdds_profile
 from ..metrics import latency_stats
 from ..images import MAX_SIDE
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
-from .conversions import array_to_image_msg, compressed_msg_to_array, image_msg_to_array
+from .conversions import array_to_compressed_msg, array_to_image_msg, compressed_msg_to_array, image_msg_to_array
+from .health import Health, InputMonitor, worst
 
 NODE_NAME = "segmentation"
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -101,9 +111,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     "dataset": ParamSpec("", "preset name (cityscapes, camvid, cocostuff, ade20k) or preset YAML; "
                              "empty = checkpoint sidecar, else cityscapes"),
     "mean": ParamSpec(Parameter.Type.DOUBLE_ARRAY, "override normalisation mean, RGB on a 0-1 scale "
-                                                   "(unset = dataset preset)"),
+                                                   "(empty = dataset preset)"),
     "std": ParamSpec(Parameter.Type.DOUBLE_ARRAY, "override normalisation std, RGB on a 0-1 scale "
-                                                  "(unset = dataset preset)"),
+                                                  "(empty = dataset preset)"),
     "input_width": ParamSpec(0, "model input width, multiple of 32; 0 (with input_height 0) = "
                                 "checkpoint sidecar, else auto32 (camera size rounded up to x32)",
                              int_range=(0, MAX_SIDE, 32)),
@@ -122,8 +132,19 @@ PARAMETERS: dict[str, ParamSpec] = {
     "publish_timing": ParamSpec(True, "publish a DiagnosticArray with stage timings per frame"),
     "max_frame_age_ms": ParamSpec(0.0, "drop frames whose stamp is older than this when the worker "
                                        "takes them; 0 = off", float_range=(0.0, 3.6e6)),
+    "always_process": ParamSpec(False, "segment every frame even when nobody subscribes to any output "
+                                       "(default: as image_proc, no subscriber = no inference)"),
+    "jpeg_quality": ParamSpec(80, "JPEG quality of ~/overlay/compressed", int_range=(1, 100, 1)),
+    "png_level": ParamSpec(3, "PNG compression level of ~/labels/compressed", int_range=(0, 9, 1)),
+    "expected_rate": ParamSpec(0.0, "expected camera rate in Hz: /diagnostics WARNs when the input rate "
+                                    "falls below it by more than rate_tolerance; 0 = no rate check",
+                               float_range=(0.0, 1000.0)),
+    "rate_tolerance": ParamSpec(0.1, "allowed shortfall of the input rate, as a fraction of expected_rate",
+                                float_range=(0.0, 1.0)),
+    "input_timeout": ParamSpec(3.0, "seconds without an image after which /diagnostics WARNs "
+                                    "(input stopped); 0 = never", float_range=(0.0, 3600.0)),
     # fixed at start
-    "cameras": ParamSpec(Parameter.Type.STRING_ARRAY, "camera names; unset/empty = one camera on "
+    "cameras": ParamSpec(Parameter.Type.STRING_ARRAY, "camera names; empty = one camera on "
                                                       "'image', else '<name>/image' each, batched",
                          read_only=True),
     "input_transport": ParamSpec("raw", "raw: sensor_msgs/Image on 'image'; compressed: "
@@ -240,6 +261,21 @@ def scale_camera_info(info: CameraInfo, header: Header, width: int, height: int)
     return out
 
 
+def output_camera_info(info: CameraInfo | None, header: Header, width: int, height: int) -> CameraInfo:
+    """The CameraInfo published beside a labels frame of ``width`` x ``height`` with ``header``:
+    the camera's (scaled when the output is resized), else an uncalibrated one (all-zero K) that
+    still says the frame and size."""
+    if info is None or not info.width or not info.height:
+        out = CameraInfo(width=width, height=height)
+        out.header = header
+        return out
+    if (info.width, info.height) != (width, height):
+        return scale_camera_info(info, header, width, height)
+    out = copy.copy(info)
+    out.header = header
+    return out
+
+
 @dataclass
 class Frame:
     """A received message waiting for the worker."""
@@ -262,27 +298,43 @@ class Camera:
     dropped: int = 0  # replaced by a newer frame before processing, or too old
     rejected: int = 0  # malformed messages
     processed: int = 0
+    idle: int = 0  # received while nobody subscribed to any output: not segmented
 
     @property
     def label(self) -> str:
         return self.name or "image"
 
 
-class SegmentationNode(Node):
-    """The ``segmentation`` node; see the module docstring and docs/node.md."""
+#: per camera: publisher key -> (message type, topic below ~/<camera>/)
+OUTPUTS: dict[str, tuple[type, str]] = {
+    "labels": (Image, "labels"), "color": (Image, "color"), "overlay": (Image, "overlay"),
+    "confidence": (Image, "confidence"), "labels_png": (CompressedImage, "labels/compressed"),
+    "overlay_jpeg": (CompressedImage, "overlay/compressed"), "camera_info": (CameraInfo, "camera_info"),
+    "timing": (DiagnosticArray, "timing"),
+}
 
-    def __init__(self, **node_kwargs: Any) -> None:
-        super().__init__(NODE_NAME, **node_kwargs)
+
+def sibling_topic(topic: str, name: str = "camera_info") -> str:
+    """``/camera/image_raw`` -> ``/camera/camera_info`` (image_transport's camera_info rule)."""
+    head, sep, _ = topic.rpartition("/")
+    return f"{head}{sep}{name}" if sep else name
+
+
+class SegmentationCore:
+    """The node's behaviour, shared by :class:`SegmentationNode` and the lifecycle node.
+
+    Mixed into an rclpy ``Node`` (or ``LifecycleNode``) subclass, which calls the stages:
+    :meth:`_init_core` (parameters, diagnostics, parameter callback), :meth:`_configure_pipeline`
+    (check the parameters, load the model), :meth:`_activate` (topics, legend, worker),
+    :meth:`_deactivate` and :meth:`_cleanup_pipeline`.
+    """
+
+    def _init_core(self) -> None:
         self._values = self._declare_parameters()
-        for name in ("cameras", *RELOAD):
-            reason = validate_parameter(name, self._values[name])
-            if reason:
-                raise ConfigError(reason)
-        reason = validate_config(self._values)
-        if reason:
-            raise ConfigError(reason)
-        self.pipeline: SegmentationPipeline = build_pipeline(**pipeline_kwargs(self._values))
-
+        self.pipeline: SegmentationPipeline | None = None
+        self.cameras: list[Camera] = []
+        self._entities: list[Any] = []  # subscriptions and publishers made by _activate
+        self._active = False
         self._cond = threading.Condition()
         self._param_lock = threading.RLock()
         self._reverting = False
@@ -292,26 +344,82 @@ class SegmentationNode(Node):
         self._window: deque[tuple[float, float]] = deque(maxlen=STATS_WINDOW)  # (total, latency) ms
         self._frames_since_diag = 0
         self._last_diag = time.perf_counter()
-
-        self._make_topics()
-        self._publish_legend()
+        self._forward_passes = 0
+        self._input = InputMonitor()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self._stop = threading.Event()
+    def _configure_pipeline(self) -> None:
+        """Check the parameters and load the model (raises ConfigError / the loader's errors)."""
+        for name in ("cameras", *RELOAD):
+            reason = validate_parameter(name, self._values[name])
+            if reason:
+                raise ConfigError(reason)
+        reason = validate_config(self._values)
+        if reason:
+            raise ConfigError(reason)
+        self.pipeline = build_pipeline(**pipeline_kwargs(self._values))
+
+    def _activate(self) -> None:
+        """Subscribe, advertise, publish the legend and start the worker."""
+        self._make_topics()
+        self._publish_legend()
+        self._input.reset(time.perf_counter())
+        self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
         self._worker.start()
+        self._active = True
         info = self.pipeline.info
         self.get_logger().info(
             f"serving {info['model']} ({info['num_classes']} classes, {info['dataset']}) from "
             f"{info['weights']} on {info['device']} [{info['backend']}, {info['precision']}], input "
             f"{info['input_size']}; cameras: {', '.join(c.label for c in self.cameras)}")
 
+    def _deactivate(self) -> None:
+        """Stop the worker and remove the topics (the model stays loaded)."""
+        self._active = False
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._worker is not None and self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout=60.0)  # a native thread left running aborts at exit
+        self._worker = None
+        for entity in self._entities:
+            if isinstance(entity, Publisher):
+                self.destroy_publisher(entity)
+            else:
+                self.destroy_subscription(entity)
+        self._entities = []
+        with self._cond:
+            self.cameras = []
+
+    def _cleanup_pipeline(self) -> None:
+        """Release the model (after a reload in progress has finished)."""
+        if self._reload_thread is not None and self._reload_thread.is_alive():
+            self._reload_thread.join(timeout=60.0)
+        self.pipeline = None
+
     # -- set-up ----------------------------------------------------------------------------------
     def _declare_parameters(self) -> dict[str, Any]:
+        """Declare every parameter with a typed value, so that a batched get_parameters (``ros2
+        param dump``, rqt_reconfigure) answers all of them: arrays default to a typed empty list."""
         values = {}
         for name, spec in PARAMETERS.items():
-            param = self.declare_parameter(name, spec.default, spec.descriptor(name))
+            if isinstance(spec.default, Parameter.Type):  # typed array: [] unless given (rclpy would
+                writable = spec.descriptor(name)           # take a bare [] for a byte array)
+                writable.read_only = False
+                param = self.declare_parameter(name, spec.default, writable)
+                if param.type_ == Parameter.Type.NOT_SET:
+                    self.set_parameters([Parameter(name, spec.default, [])])
+                final = spec.descriptor(name)  # read-only again where the spec says so
+                final.type = spec.default.value
+                self.set_descriptor(name, final)
+                param = self.get_parameter(name)
+            else:
+                param = self.declare_parameter(name, spec.default, spec.descriptor(name))
             values[name] = _plain(name, param.value)
         return values
 
@@ -321,32 +429,57 @@ class SegmentationNode(Node):
         return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values[f"{prefix}_depth"],
                           reliability=reliability, durability=DurabilityPolicy.VOLATILE)
 
+    def _input_topics(self, prefix: str) -> tuple[str, str]:
+        """(image topic, camera_info topic) after remapping.
+
+        camera_info follows image_transport's rule: beside the resolved image topic (``-r
+        image:=/camera/image_raw`` -> ``/camera/camera_info``), unless ``camera_info`` itself is remapped.
+        """
+        image = self.resolve_topic_name(f"{prefix}image")
+        info = f"{prefix}camera_info"
+        remapped = self.resolve_topic_name(info) != self.resolve_topic_name(info, only_expand=True)
+        return image, (self.resolve_topic_name(info) if remapped else sibling_topic(image))
+
     def _make_topics(self) -> None:
         in_qos, out_qos = self._qos("input"), self._qos("output")
         compressed = self._values["input_transport"] == "compressed"
-        self.cameras = [Camera(name) for name in (self._values["cameras"] or [""])]
-        for cam in self.cameras:
+        cameras = [Camera(name) for name in (self._values["cameras"] or [""])]
+        for cam in cameras:
             prefix = f"{cam.name}/" if cam.name else ""
-            out = f"~/{prefix}"
+            image_topic, info_topic = self._input_topics(prefix)
             if compressed:
-                topic = self.resolve_topic_name(f"{prefix}image") + "/compressed"
-                self.create_subscription(CompressedImage, topic, self._on_image(cam), in_qos)
+                sub = self.create_subscription(CompressedImage, image_topic + "/compressed", self._on_image(cam),
+                                               in_qos)
             else:
-                self.create_subscription(Image, f"{prefix}image", self._on_image(cam), in_qos)
-            self.create_subscription(CameraInfo, f"{prefix}camera_info", self._on_camera_info(cam), in_qos)
-            for kind in ("labels", "color", "overlay", "confidence"):
-                cam.publishers[kind] = self.create_publisher(Image, out + kind, out_qos)
-            cam.publishers["camera_info"] = self.create_publisher(CameraInfo, out + "camera_info", out_qos)
-            cam.publishers["timing"] = self.create_publisher(DiagnosticArray, out + "timing", out_qos)
+                sub = self.create_subscription(Image, image_topic, self._on_image(cam), in_qos)
+            info_sub = self.create_subscription(CameraInfo, info_topic, self._on_camera_info(cam), in_qos)
+            for key, (msg_type, topic) in OUTPUTS.items():
+                cam.publishers[key] = self.create_publisher(msg_type, f"~/{prefix}{topic}", out_qos)
+            self._entities += [sub, info_sub, *cam.publishers.values()]
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._legend_pub = self.create_publisher(String, "~/legend", latched)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._entities.append(self._legend_pub)
+        with self._cond:
+            self.cameras = cameras
 
     # -- callbacks: keep only the newest frame -------------------------------------------------------
+    def _wanted(self, cam: Camera) -> bool:
+        """Whether anyone listens to this camera's outputs (or always_process forces the work)."""
+        if self._values["always_process"]:
+            return True
+        return any(pub.get_subscription_count() > 0 for pub in cam.publishers.values())
+
     def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage], None]:
         def callback(msg: Image | CompressedImage) -> None:
-            frame = Frame(msg, time.perf_counter())
+            received = time.perf_counter()
+            stamp_ns = _stamp_ns(msg.header)
+            self._input.tick(received, (self.get_clock().now().nanoseconds - stamp_ns) / 1e9 if stamp_ns else None)
+            if not self._wanted(cam):  # nobody listens: no inference, counted
+                with self._cond:
+                    cam.idle += 1
+                return
+            frame = Frame(msg, received)
             if isinstance(msg, Image):  # cheap checks here, so a bad frame never displaces a good one
                 try:
                     frame.image, frame.encoding = image_msg_to_array(msg)
@@ -393,9 +526,8 @@ class SegmentationNode(Node):
             f"dropping {cam.label} frame (frame_id '{msg.header.frame_id}'): {reason}",
             throttle_duration_sec=ERROR_THROTTLE_S)
 
-    def process(self, batch: list[tuple[Camera, Frame]]) -> None:
-        """Convert, segment (one batch) and publish the given frames."""
-        pipeline = self.pipeline  # a reload may swap it; this batch uses one pipeline throughout
+    def _ready(self, batch: list[tuple[Camera, Frame]]) -> tuple[list[tuple[Camera, Frame]], list, list]:
+        """The frames of ``batch`` to segment (decoded, not too old) with their images and encodings."""
         max_age = self._values["max_frame_age_ms"]
         now = self.get_clock().now()
         ready: list[tuple[Camera, Frame]] = []
@@ -418,14 +550,29 @@ class SegmentationNode(Node):
             ready.append((cam, frame))
             images.append(image)
             encodings.append(encoding)
-        if not ready:
-            return
+        return ready, images, encodings
+
+    def _wanted_outputs(self, cameras: list[Camera]) -> set[str]:
+        """Pipeline outputs someone subscribed to (with their publish_* switch on)."""
         wanted = set()
-        for cam, _ in ready:
+        for cam in cameras:
             for switch, output in SWITCHES.items():
-                if output and self._values[switch] and cam.publishers[output].get_subscription_count() > 0:
+                if not output or not self._values[switch]:
+                    continue
+                keys = (output, "overlay_jpeg") if output == "overlay" else (output,)
+                if any(cam.publishers[k].get_subscription_count() > 0 for k in keys):
                     wanted.add(output)
-        results = pipeline.run_batch(images, encodings, outputs=wanted)
+        return wanted
+
+    def process(self, batch: list[tuple[Camera, Frame]]) -> None:
+        """Convert, segment (one batch) and publish the given frames."""
+        pipeline = self.pipeline  # a reload may swap it; this batch uses one pipeline throughout
+        ready, images, encodings = self._ready(batch)
+        if not ready or pipeline is None:
+            return
+        results = pipeline.run_batch(images, encodings, outputs=self._wanted_outputs([c for c, _ in ready]))
+        with self._stats_lock:
+            self._forward_passes += 1
         for (cam, frame), result in zip(ready, results):
             self._publish(cam, frame, result, len(ready), pipeline.info.get("device", ""))
 
@@ -433,18 +580,17 @@ class SegmentationNode(Node):
                  device: str) -> None:
         header = frame.msg.header
         pubs = cam.publishers
-        pubs["labels"].publish(array_to_image_msg(res.labels, "mono16" if res.labels.dtype.itemsize == 2
-                                                  else "mono8", header))
+        label_encoding = "mono16" if res.labels.dtype.itemsize == 2 else "mono8"
+        pubs["labels"].publish(array_to_image_msg(res.labels, label_encoding, header))
         if res.color is not None and self._values["publish_color"]:
             pubs["color"].publish(array_to_image_msg(res.color, "rgb8", header))
         if res.overlay is not None and self._values["publish_overlay"]:
             pubs["overlay"].publish(array_to_image_msg(res.overlay, res.overlay_encoding, header))
         if res.confidence is not None and self._values["publish_confidence"]:
             pubs["confidence"].publish(array_to_image_msg(res.confidence, "mono8", header))
+        self._publish_compressed(pubs, res, label_encoding, header)
         out_h, out_w = res.labels.shape[:2]
-        info = cam.camera_info
-        if info is not None and info.width and info.height and (info.width, info.height) != (out_w, out_h):
-            pubs["camera_info"].publish(scale_camera_info(info, header, out_w, out_h))
+        pubs["camera_info"].publish(output_camera_info(cam.camera_info, header, out_w, out_h))
         total_ms = (time.perf_counter() - frame.received) * 1e3
         stamp_ns = _stamp_ns(header)
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else float("nan")
@@ -465,9 +611,47 @@ class SegmentationNode(Node):
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
 
+    def _publish_compressed(self, pubs: dict[str, Publisher], res: SegmentationResult, label_encoding: str,
+                            header: Header) -> None:
+        """PNG labels and JPEG overlay, encoded only when someone subscribed to them."""
+        if pubs["labels_png"].get_subscription_count() > 0:
+            pubs["labels_png"].publish(array_to_compressed_msg(res.labels, label_encoding, header, "png",
+                                                               self._values["png_level"]))
+        if res.overlay is not None and self._values["publish_overlay"] and \
+                pubs["overlay_jpeg"].get_subscription_count() > 0:
+            pubs["overlay_jpeg"].publish(array_to_compressed_msg(res.overlay, res.overlay_encoding, header, "jpeg",
+                                                                 self._values["jpeg_quality"]))
+
     # -- legend and diagnostics ----------------------------------------------------------------------
     def _publish_legend(self) -> None:
         self._legend_pub.publish(String(data=legend_json(self.pipeline)))
+
+    def _state(self) -> Health:
+        """What the node is doing: serving, or why not (lifecycle state, reload failure)."""
+        if self.pipeline is None:
+            return Health(DiagnosticStatus.OK, "unconfigured: no model loaded")
+        if not self._active:
+            return Health(DiagnosticStatus.OK, "inactive")
+        if self._last_error:
+            return Health(DiagnosticStatus.WARN, self._last_error)
+        return Health(DiagnosticStatus.OK, "segmenting")
+
+    def _health(self, now: float) -> tuple[Health, dict[str, str]]:
+        """The overall level and message (the worst of the checks) and the values behind them."""
+        state = self._state()
+        if not self._active:
+            return state, {}
+        v = self._values
+        health, values = self._input.check(now, v["expected_rate"], v["rate_tolerance"], v["input_timeout"])
+        result = worst([state, health])
+        if result.level == DiagnosticStatus.OK:
+            with self._cond:
+                cameras = list(self.cameras)
+            if self._input.last is None:
+                result = Health(DiagnosticStatus.OK, "waiting for images")
+            elif not any(self._wanted(c) for c in cameras):
+                result = Health(DiagnosticStatus.OK, "no subscribers: not segmenting")
+        return result, values
 
     def _publish_diagnostics(self) -> None:
         now = time.perf_counter()
@@ -475,24 +659,24 @@ class SegmentationNode(Node):
             window = list(self._window)
             frames, self._frames_since_diag = self._frames_since_diag, 0
             elapsed, self._last_diag = now - self._last_diag, now
+            forward_passes = self._forward_passes
         with self._cond:
             dropped = sum(c.dropped for c in self.cameras)
             rejected = sum(c.rejected for c in self.cameras)
             processed = sum(c.processed for c in self.cameras)
+            idle = sum(c.idle for c in self.cameras)
         total = latency_stats(t for t, _ in window)
         latency = latency_stats(lat for _, lat in window if lat == lat)
-        info = self.pipeline.info
-        if self._last_error:
-            level, message = DiagnosticStatus.WARN, self._last_error
-        elif processed == 0:
-            level, message = DiagnosticStatus.OK, "waiting for images"
-        else:
-            level, message = DiagnosticStatus.OK, "segmenting"
+        info = self.pipeline.info if self.pipeline is not None else {}
+        health, input_values = self._health(now)
         values = {
             "fps": f"{frames / elapsed:.2f}" if elapsed > 0 else "0",
             "frames_processed": str(processed),
             "dropped_frames": str(dropped),
             "rejected_frames": str(rejected),
+            "idle_frames": str(idle),
+            "forward_passes": str(forward_passes),
+            **input_values,
             **{f"total_ms_{k}": _fmt(total[k]) for k in ("p50", "p90", "p99", "max")},
             **{f"latency_ms_{k}": _fmt(latency[k]) for k in ("p50", "p90", "p99", "max")},
             "device": str(info.get("device")), "model": str(info.get("model")),
@@ -501,8 +685,8 @@ class SegmentationNode(Node):
             "dataset": str(info.get("dataset")), "cameras": ",".join(c.label for c in self.cameras),
             "last_error": self._last_error,
         }
-        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: segmentation",
-                                  message=message, hardware_id=str(info.get("device")))
+        status = DiagnosticStatus(level=health.level, name=f"{self.get_fully_qualified_name()}: segmentation",
+                                  message=health.message, hardware_id=str(info.get("device")))
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -523,6 +707,9 @@ class SegmentationNode(Node):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             reload = {k: changes[k] for k in RELOAD if k in changes and changes[k] != self._values[k]}
+            if self.pipeline is None:  # unconfigured (lifecycle): the values are used at configure
+                self._values.update(changes)
+                return SetParametersResult(successful=True)
             if reload:
                 if self._reload_thread is not None and self._reload_thread.is_alive():
                     return SetParametersResult(successful=False,
@@ -534,7 +721,7 @@ class SegmentationNode(Node):
             for name, value in changes.items():
                 if name not in RELOAD:
                     self._values[name] = value
-                    if name == "overlay_alpha":
+                    if name == "overlay_alpha" and self.pipeline is not None:
                         self.pipeline.overlay_alpha = value
             return SetParametersResult(successful=True)
 
@@ -547,7 +734,8 @@ class SegmentationNode(Node):
             kwargs["overlay_alpha"] = self._values["overlay_alpha"]
             pipeline = build_pipeline(**kwargs)
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
-            reason = f"reload with {changed} failed, keeping {self.pipeline.info.get('weights')}: {_one_line(exc)}"
+            keeping = self.pipeline.info.get("weights") if self.pipeline is not None else "no model"
+            reason = f"reload with {changed} failed, keeping {keeping}: {_one_line(exc)}"
             self._last_error = reason
             self.get_logger().error(reason)
             with self._param_lock:
@@ -562,21 +750,30 @@ class SegmentationNode(Node):
         with self._param_lock:
             self._values.update({k: candidate[k] for k in old})
         self._last_error = ""
-        self._publish_legend()
+        if self._active:
+            self._publish_legend()
         info = pipeline.info
         self.get_logger().info(f"now serving {info['model']} ({info['num_classes']} classes) from "
                                f"{info['weights']}, input {info['input_size']}")
 
     # -- shutdown ---------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the worker and release the node."""
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        for thread in (self._worker, self._reload_thread):  # a native thread left running aborts at exit
-            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-                thread.join(timeout=60.0)
+        """Stop the worker (and a background model load) and release the node."""
+        self._deactivate()
+        if self._reload_thread is not None and self._reload_thread.is_alive() \
+                and self._reload_thread is not threading.current_thread():
+            self._reload_thread.join(timeout=60.0)
         self.destroy_node()
+
+
+class SegmentationNode(SegmentationCore, Node):
+    """The ``segmentation`` node: configured and active from its constructor; see docs/node.md."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        Node.__init__(self, NODE_NAME, **node_kwargs)
+        self._init_core()
+        self._configure_pipeline()
+        self._activate()
 
 
 def _plain(name: str, value: Any) -> Any:
@@ -610,13 +807,19 @@ def _one_line(exc: BaseException) -> str:
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``segmentation_node``: run the node until SIGINT/SIGTERM."""
+    return spin(SegmentationNode, args)
+
+
+def spin(factory: Callable[[], SegmentationCore], args: list[str] | None = None) -> int:
+    """Create the node ``factory`` makes and spin it until SIGINT/SIGTERM; exit status 2 (one
+    error line) when it cannot start."""
     apply_fastdds_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
     rclpy.init(args=args)
     logger = rclpy.logging.get_logger(NODE_NAME)
-    node: SegmentationNode | None = None
+    node: SegmentationCore | None = None
     code = 0
     try:
-        node = SegmentationNode()
+        node = factory()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
