@@ -60,9 +60,9 @@ class DatasetPreset:
         """
         preset = self
         if mean is not None:
-            preset = replace(preset, mean=_triple(mean, "mean"))
+            preset = replace(preset, mean=triple(mean, "mean"))
         if std is not None:
-            std3 = _triple(std, "std")
+            std3 = triple(std, "std")
             if min(std3) <= 0:
                 raise ConfigError(f"std must be positive, got {list(std3)}")
             preset = replace(preset, std=std3)
@@ -103,7 +103,7 @@ class DatasetPreset:
         }
 
 
-def _triple(values: Sequence[float], what: str) -> tuple[float, float, float]:
+def triple(values: Sequence[float], what: str) -> tuple[float, float, float]:
     vals = [float(v) for v in values]
     if len(vals) != 3:
         raise ConfigError(f"{what} needs 3 values (R,G,B on a 0-1 scale), got {len(vals)}")
@@ -163,7 +163,7 @@ def preset_from_dict(data: Mapping, source: str) -> DatasetPreset:
         raise ConfigError(
             f"{source}: num_classes is {declared} but {len(names)} classes are listed"
         )
-    std = _triple(data.get("std", (0.229, 0.224, 0.225)), f"{source}: std")
+    std = triple(data.get("std", (0.229, 0.224, 0.225)), f"{source}: std")
     if min(std) <= 0:
         raise ConfigError(f"{source}: std must be positive")
     size = data.get("input_size")
@@ -175,7 +175,7 @@ def preset_from_dict(data: Mapping, source: str) -> DatasetPreset:
         name=str(data.get("name", Path(source).stem)),
         class_names=tuple(names),
         palette=palette,
-        mean=_triple(data.get("mean", (0.485, 0.456, 0.406)), f"{source}: mean"),
+        mean=triple(data.get("mean", (0.485, 0.456, 0.406)), f"{source}: mean"),
         std=std,
         ignore_index=int(data.get("ignore_index", 255)),
         input_size=(int(size[0]), int(size[1])) if size else None,

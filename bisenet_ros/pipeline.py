@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -28,30 +27,10 @@ import torch.nn.functional as F
 from .datasets import DatasetPreset, load_preset, preset_from_dict
 from .errors import ConfigError, ImageError
 from .images import ENCODINGS, MAX_SIDE
+from .options import CHECKPOINT, PipelineOptions, fixed_input_size
+from .options import fixed_input_size as parse_input_size  # noqa: F401  (its old name)
 
 OUTPUTS = frozenset({"color", "overlay", "confidence"})
-
-
-def parse_input_size(value: str | Sequence[int] | None) -> tuple[int, int] | None:
-    """``'auto32'``/None/(0, 0) -> None (auto), ``'512x1024'`` or (512, 1024) -> (H, W)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("", "auto", "auto32"):
-            return None
-        parts = text.replace(",", "x").split("x")
-        try:
-            h, w = (int(p) for p in parts)
-        except ValueError:
-            raise ConfigError(f"input size '{value}' must be auto32 or HxW, e.g. 512x1024") from None
-    else:
-        h, w = (int(v) for v in value)
-    if h == 0 and w == 0:
-        return None
-    if h < 32 or w < 32 or h % 32 or w % 32 or max(h, w) > MAX_SIDE:
-        raise ConfigError(f"input size {h}x{w} must be positive multiples of 32 (e.g. 512x1024)")
-    return (h, w)
 
 
 def auto32(h: int, w: int) -> tuple[int, int]:
@@ -108,7 +87,7 @@ class SegmentationPipeline:
     ) -> None:
         self.runner = runner
         self.preset = preset
-        self.input_size = parse_input_size(input_size)
+        self.input_size = fixed_input_size(input_size)  # None = auto32
         self.device = torch.device(device)
         if output_resolution not in ("camera", "model"):
             raise ConfigError(f"output_resolution must be 'camera' or 'model', got '{output_resolution}'")
@@ -266,54 +245,55 @@ class SegmentationPipeline:
         return t.contiguous().cpu().numpy()
 
 
-def build_pipeline(
-    model: str | None = None,
-    weights: str | Path | None = None,
-    num_classes: int | None = None,
-    dataset: str | DatasetPreset | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    input_size: str | Sequence[int] | None = "auto32",
-    device: str = "auto",
-    precision: str = "auto",
-    backend: str = "auto",
-    output_resolution: str = "camera",
-    overlay_alpha: float = 0.5,
-) -> SegmentationPipeline:
-    """Load the model and wire the pipeline from user-level options.
+def build_pipeline(options: PipelineOptions | str | None = None, /, **keywords) -> SegmentationPipeline:
+    """Load the model and wire the pipeline from :class:`~bisenet_ros.options.PipelineOptions`.
 
-    Precedence for architecture, classes, palette, mean/std and input size: explicit argument,
+    ``build_pipeline(options)`` or ``build_pipeline(options, overlay_alpha=0.3)`` (changes), or the
+    keyword form of the Python API: ``build_pipeline("bisenetv2", weights=..., input_size="512x1024")``
+    where the keyword default of ``input_size`` is ``"auto32"`` (``None``: the checkpoint's).
+
+    Precedence for architecture, classes, palette, mean/std and input size: explicit option,
     then the checkpoint's sidecar YAML, then the dataset preset (default Cityscapes).
-    ``input_size=None`` means the sidecar's input size, else ``auto32``.
     """
+    if isinstance(options, PipelineOptions):
+        opts = options.replace(**keywords) if keywords else options
+    else:
+        if options is not None:
+            keywords["model"] = options
+        keywords.setdefault("input_size", "auto32")
+        opts = PipelineOptions.of(**keywords)
+    return _load_pipeline(opts)
+
+
+def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
     from .backends import create_runner
     from .models import load_model, resolve_device
 
-    dev = resolve_device(device)
-    net = load_model(model, weights=weights, num_classes=num_classes, device=dev)
+    dev = resolve_device(opts.device)
+    net = load_model(opts.model, weights=opts.weights, num_classes=opts.num_classes, device=dev)
     meta = net.bisenet_info
     sidecar = meta.get("sidecar") or {}
+    dataset = opts.dataset
     if isinstance(dataset, DatasetPreset):
         preset = dataset
     elif dataset:
         preset = load_preset(dataset)
     elif isinstance(sidecar.get("dataset"), dict):
-        preset = preset_from_dict(sidecar["dataset"], f"{weights} sidecar")
+        preset = preset_from_dict(sidecar["dataset"], f"{opts.weights} sidecar")
     else:
         preset = load_preset(sidecar.get("dataset") or "cityscapes")
-    preset = preset.with_overrides(mean=mean, std=std, num_classes=meta["num_classes"])
-    if input_size is None:  # the checkpoint's own input size, else auto32
-        input_size = sidecar.get("input_size")
-    size = parse_input_size(input_size)
-    runner = create_runner(net, backend=backend, device=dev, precision=precision, input_size=size)
+    preset = preset.with_overrides(mean=opts.mean, std=opts.std, num_classes=meta["num_classes"])
+    # the checkpoint's own input size, else auto32
+    size = fixed_input_size(sidecar.get("input_size") if opts.input_size == CHECKPOINT else opts.input_size)
+    runner = create_runner(net, backend=opts.backend, device=dev, precision=opts.precision, input_size=size)
     info = {
         "model": meta["arch"],
         "weights": meta["weights"],
         "num_classes": meta["num_classes"],
         "dataset": preset.name,
         "device": str(dev),
-        "backend": getattr(runner, "name", backend),
-        "precision": getattr(runner, "precision", precision),
+        "backend": getattr(runner, "name", opts.backend),
+        "precision": getattr(runner, "precision", opts.precision),
         "input_size": "auto32" if size is None else f"{size[0]}x{size[1]}",
     }
-    return SegmentationPipeline(runner, preset, size, dev, output_resolution, overlay_alpha, info)
+    return SegmentationPipeline(runner, preset, size, dev, opts.output_resolution, opts.overlay_alpha, info)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bisenet_ros.ros.node import PARAMETERS, validate_config, validate_parameter
+from bisenet_ros.ros.parameters import PARAMETERS, validate_config, validate_parameter
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
@@ -177,7 +177,7 @@ LOAD_PARAMS = """
 import json, sys
 import rclpy
 from rclpy.node import Node
-from bisenet_ros.ros.node import PARAMETERS
+from bisenet_ros.ros.parameters import PARAMETERS
 out = {}
 for path in sys.argv[1:]:
     for ns in ("/", "/front"):

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import re
 import sys
 import threading
 import time
@@ -37,12 +35,7 @@ from typing import Any, Callable
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -55,170 +48,15 @@ from std_msgs.msg import Header, String
 from ..errors import BisenetError, ConfigError, ImageError
 from .transport import apply_fastdds_profile
 from ..metrics import latency_stats
-from ..images import MAX_SIDE
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import array_to_compressed_msg, array_to_image_msg, compressed_msg_to_array, image_msg_to_array
 from .health import Health, InputMonitor, worst
+from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain,
+                         reload_changes, validate_changes)
 
 NODE_NAME = "segmentation"
-CHOICES: dict[str, tuple[str, ...]] = {
-    "model": ("auto", "bisenetv1", "bisenetv2"),
-    "precision": ("auto", "fp32", "fp16"),
-    "output_resolution": ("camera", "model"),
-    "input_transport": ("raw", "compressed"),
-    "input_reliability": ("best_effort", "reliable"),
-    "output_reliability": ("reliable", "best_effort"),
-}
-#: parameters whose change needs a new pipeline (loaded in the background)
-RELOAD = ("model", "weights", "num_classes", "dataset", "mean", "std", "input_width", "input_height",
-          "device", "precision", "backend", "output_resolution")
-#: optional outputs: parameter switch -> pipeline output name (None: not a pipeline output)
-SWITCHES = {"publish_color": "color", "publish_overlay": "overlay", "publish_confidence": "confidence",
-            "publish_timing": None}
 ERROR_THROTTLE_S = 5.0
 STATS_WINDOW = 300  # frames kept for the latency percentiles in /diagnostics
-CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One node parameter: default (or rclpy type for 'unset'), description, range."""
-
-    default: Any
-    description: str
-    int_range: tuple[int, int, int] | None = None  # from, to, step
-    float_range: tuple[float, float] | None = None
-    read_only: bool = False  # fixed at start (topics, QoS)
-
-    def descriptor(self, name: str) -> ParameterDescriptor:
-        d = ParameterDescriptor(name=name, description=self.description, read_only=self.read_only)
-        if name in CHOICES:
-            d.additional_constraints = "one of: " + ", ".join(CHOICES[name])
-        if self.int_range:
-            d.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1],
-                                            step=self.int_range[2])]
-        if self.float_range:
-            d.floating_point_range = [FloatingPointRange(from_value=self.float_range[0],
-                                                         to_value=self.float_range[1], step=0.0)]
-        return d
-
-
-PARAMETERS: dict[str, ParamSpec] = {
-    # model and pipeline (changing one reloads the model in the background)
-    "model": ParamSpec("auto", "architecture; auto = from the checkpoint (sidecar YAML or key layout)"),
-    "weights": ParamSpec("", "checkpoint file (.pth/.pt/.safetensors); required"),
-    "num_classes": ParamSpec(0, "class count; 0 = from the checkpoint", int_range=(0, 65535, 1)),
-    "dataset": ParamSpec("", "preset name (cityscapes, camvid, cocostuff, ade20k) or preset YAML; "
-                             "empty = checkpoint sidecar, else cityscapes"),
-    "mean": ParamSpec(Parameter.Type.DOUBLE_ARRAY, "override normalisation mean, RGB on a 0-1 scale "
-                                                   "(empty = dataset preset)"),
-    "std": ParamSpec(Parameter.Type.DOUBLE_ARRAY, "override normalisation std, RGB on a 0-1 scale "
-                                                  "(empty = dataset preset)"),
-    "input_width": ParamSpec(0, "model input width, multiple of 32; 0 (with input_height 0) = "
-                                "checkpoint sidecar, else auto32 (camera size rounded up to x32)",
-                             int_range=(0, MAX_SIDE, 32)),
-    "input_height": ParamSpec(0, "model input height, multiple of 32; 0 = see input_width",
-                              int_range=(0, MAX_SIDE, 32)),
-    "device": ParamSpec("auto", "auto (CUDA when available), cpu, cuda or cuda:N"),
-    "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU), fp32 or fp16"),
-    "backend": ParamSpec("auto", "inference backend (auto, torch, ...; see bisenet-ros bench)"),
-    "output_resolution": ParamSpec("camera", "resolution of labels/color/overlay: camera or model "
-                                             "(model also publishes a scaled camera_info)"),
-    # live settings
-    "overlay_alpha": ParamSpec(0.5, "weight of the palette colour in the overlay", float_range=(0.0, 1.0)),
-    "publish_color": ParamSpec(True, "publish the rgb8 palette image (computed only when subscribed)"),
-    "publish_overlay": ParamSpec(True, "publish the overlay (computed only when subscribed)"),
-    "publish_confidence": ParamSpec(False, "publish mono8 max-softmax x 255 (computed only when subscribed)"),
-    "publish_timing": ParamSpec(True, "publish a DiagnosticArray with stage timings per frame"),
-    "max_frame_age_ms": ParamSpec(0.0, "drop frames whose stamp is older than this when the worker "
-                                       "takes them; 0 = off", float_range=(0.0, 3.6e6)),
-    "always_process": ParamSpec(False, "segment every frame even when nobody subscribes to any output "
-                                       "(default: as image_proc, no subscriber = no inference)"),
-    "jpeg_quality": ParamSpec(80, "JPEG quality of ~/overlay/compressed", int_range=(1, 100, 1)),
-    "png_level": ParamSpec(3, "PNG compression level of ~/labels/compressed", int_range=(0, 9, 1)),
-    "expected_rate": ParamSpec(0.0, "expected camera rate in Hz: /diagnostics WARNs when the input rate "
-                                    "falls below it by more than rate_tolerance; 0 = no rate check",
-                               float_range=(0.0, 1000.0)),
-    "rate_tolerance": ParamSpec(0.1, "allowed shortfall of the input rate, as a fraction of expected_rate",
-                                float_range=(0.0, 1.0)),
-    "input_timeout": ParamSpec(3.0, "seconds without an image after which /diagnostics WARNs "
-                                    "(input stopped); 0 = never", float_range=(0.0, 3600.0)),
-    # fixed at start
-    "cameras": ParamSpec(Parameter.Type.STRING_ARRAY, "camera names; empty = one camera on "
-                                                      "'image', else '<name>/image' each, batched",
-                         read_only=True),
-    "input_transport": ParamSpec("raw", "raw: sensor_msgs/Image on 'image'; compressed: "
-                                        "sensor_msgs/CompressedImage on '<resolved image>/compressed'",
-                                 read_only=True),
-    "input_reliability": ParamSpec("best_effort", "image subscription reliability (best_effort "
-                                                  "also connects to reliable publishers)", read_only=True),
-    "input_depth": ParamSpec(1, "image subscription queue depth", int_range=(1, 100, 1), read_only=True),
-    "output_reliability": ParamSpec("reliable", "reliability of the output publishers", read_only=True),
-    "output_depth": ParamSpec(1, "queue depth of the output publishers", int_range=(1, 100, 1),
-                              read_only=True),
-    "diagnostics_period": ParamSpec(1.0, "seconds between /diagnostics messages",
-                                    float_range=(0.1, 60.0), read_only=True),
-}
-
-
-def validate_parameter(name: str, value: Any) -> str | None:
-    """The reason ``value`` is not acceptable for parameter ``name``, or None if it is."""
-    if name in CHOICES and value not in CHOICES[name]:
-        return f"{name} must be one of {', '.join(CHOICES[name])}, got '{value}'"
-    if name == "weights":
-        if not value:
-            return "parameter 'weights' is required (a BiSeNet checkpoint, e.g. -p weights:=model.pth)"
-        path = Path(value).expanduser()
-        if not path.is_file():
-            return f"weights '{value}' not found"
-        if not os.access(path, os.R_OK):
-            return f"weights '{value}' is not readable"
-    if name in ("mean", "std") and value is not None and len(value) not in (0, 3):
-        return f"{name} needs three values (R, G, B on a 0-1 scale), got {list(value)}"
-    if name == "std" and value and min(value) <= 0:
-        return f"std must be positive, got {list(value)}"
-    if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)):
-        return f"device must be auto, cpu, cuda or cuda:N, got '{value}'"
-    if name == "dataset" and value:
-        from ..datasets import load_preset
-        try:
-            load_preset(value)
-        except BisenetError as exc:
-            return str(exc)
-    if name == "cameras" and value:
-        bad = [c for c in value if not CAMERA_NAME.match(c)]
-        if bad:
-            return f"camera names must be letters, digits and '_', starting with a letter: {bad}"
-        if len(set(value)) != len(value):
-            return f"camera names must be unique, got {list(value)}"
-    return None
-
-
-def validate_config(values: dict[str, Any]) -> str | None:
-    """Cross-parameter checks on a full configuration."""
-    if (values["input_width"] == 0) != (values["input_height"] == 0):
-        return ("input_width and input_height must both be 0 (auto) or both be set "
-                f"(got {values['input_width']}x{values['input_height']}); set them together")
-    return None
-
-
-def pipeline_kwargs(values: dict[str, Any]) -> dict[str, Any]:
-    """Node parameter values -> keyword arguments of :func:`build_pipeline`."""
-    h, w = values["input_height"], values["input_width"]
-    return dict(
-        model=None if values["model"] == "auto" else values["model"],
-        weights=values["weights"],
-        num_classes=values["num_classes"] or None,
-        dataset=values["dataset"] or None,
-        mean=list(values["mean"]) if values["mean"] else None,
-        std=list(values["std"]) if values["std"] else None,
-        input_size=None if h == 0 and w == 0 else (h, w),
-        device=values["device"],
-        precision=values["precision"],
-        backend=values["backend"],
-        output_resolution=values["output_resolution"],
-        overlay_alpha=values["overlay_alpha"],
-    )
 
 
 def legend_json(pipeline: SegmentationPipeline) -> str:
@@ -351,17 +189,14 @@ class SegmentationCore:
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
 
     def _configure_pipeline(self) -> None:
         """Check the parameters and load the model (raises ConfigError / the loader's errors)."""
-        for name in ("cameras", *RELOAD):
-            reason = validate_parameter(name, self._values[name])
-            if reason:
-                raise ConfigError(reason)
-        reason = validate_config(self._values)
+        reason = validate_changes(self._values, {k: self._values[k] for k in ("cameras", *RELOAD)})
         if reason:
             raise ConfigError(reason)
-        self.pipeline = build_pipeline(**pipeline_kwargs(self._values))
+        self.pipeline = build_pipeline(pipeline_options(self._values))
 
     def _activate(self) -> None:
         """Subscribe, advertise, publish the legend and start the worker."""
@@ -420,7 +255,7 @@ class SegmentationCore:
                 param = self.get_parameter(name)
             else:
                 param = self.declare_parameter(name, spec.default, spec.descriptor(name))
-            values[name] = _plain(name, param.value)
+            values[name] = plain(name, param.value)
         return values
 
     def _qos(self, prefix: str) -> QoSProfile:
@@ -694,28 +529,29 @@ class SegmentationCore:
 
     # -- run-time parameter changes -------------------------------------------------------------------
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        """Validation only: accept or refuse the whole change (no side effects here)."""
         with self._param_lock:
             if self._reverting:
                 return SetParametersResult(successful=True)
-            changes = {p.name: _plain(p.name, p.value) for p in params}
-            for name, value in changes.items():
-                reason = validate_parameter(name, value)
-                if reason:
-                    return SetParametersResult(successful=False, reason=reason)
-            candidate = {**self._values, **changes}
-            reason = validate_config(candidate)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-            reload = {k: changes[k] for k in RELOAD if k in changes and changes[k] != self._values[k]}
+            changes = {p.name: plain(p.name, p.value) for p in params}
+            reason = validate_changes(self._values, changes)
+            if not reason and reload_changes(self._values, changes) and self._reloading():
+                reason = "a model reload is in progress; try again when it finishes"
+            return SetParametersResult(successful=not reason, reason=reason or "")
+
+    def _on_parameters_set(self, params: list[Parameter]) -> None:
+        """Apply accepted changes: live settings at once, model changes by a background reload."""
+        with self._param_lock:
+            if self._reverting:
+                return
+            changes = {p.name: plain(p.name, p.value) for p in params}
             if self.pipeline is None:  # unconfigured (lifecycle): the values are used at configure
                 self._values.update(changes)
-                return SetParametersResult(successful=True)
+                return
+            reload = reload_changes(self._values, changes)
             if reload:
-                if self._reload_thread is not None and self._reload_thread.is_alive():
-                    return SetParametersResult(successful=False,
-                                               reason="a model reload is in progress; try again when it finishes")
                 old = {k: self._values[k] for k in reload}
-                self._reload_thread = threading.Thread(target=self._reload, args=(candidate, old),
+                self._reload_thread = threading.Thread(target=self._reload, args=({**self._values, **changes}, old),
                                                        name="segmentation_reload", daemon=True)
                 self._reload_thread.start()
             for name, value in changes.items():
@@ -723,16 +559,16 @@ class SegmentationCore:
                     self._values[name] = value
                     if name == "overlay_alpha" and self.pipeline is not None:
                         self.pipeline.overlay_alpha = value
-            return SetParametersResult(successful=True)
+
+    def _reloading(self) -> bool:
+        return self._reload_thread is not None and self._reload_thread.is_alive()
 
     def _reload(self, candidate: dict[str, Any], old: dict[str, Any]) -> None:
         """Build the pipeline for ``candidate``; swap it in, or revert the parameters to ``old``."""
         changed = ", ".join(f"{k}={candidate[k]}" for k in old)
         self.get_logger().info(f"loading model for {changed} in the background")
         try:
-            kwargs = pipeline_kwargs(candidate)
-            kwargs["overlay_alpha"] = self._values["overlay_alpha"]
-            pipeline = build_pipeline(**kwargs)
+            pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
             keeping = self.pipeline.info.get("weights") if self.pipeline is not None else "no model"
             reason = f"reload with {changed} failed, keeping {keeping}: {_one_line(exc)}"
@@ -741,7 +577,7 @@ class SegmentationCore:
             with self._param_lock:
                 self._reverting = True
                 try:
-                    self.set_parameters([_parameter(k, v) for k, v in old.items()])
+                    self.set_parameters([as_parameter(k, v) for k, v in old.items()])
                 finally:
                     self._reverting = False
             return
@@ -774,22 +610,6 @@ class SegmentationNode(SegmentationCore, Node):
         self._init_core()
         self._configure_pipeline()
         self._activate()
-
-
-def _plain(name: str, value: Any) -> Any:
-    """Array parameters as lists (unset -> []), other values unchanged."""
-    spec = PARAMETERS.get(name)
-    if spec is not None and isinstance(spec.default, Parameter.Type):
-        return list(value or [])
-    return value
-
-
-def _parameter(name: str, value: Any) -> Parameter:
-    """A Parameter of the declared type (so that [] stays a double/string array)."""
-    default = PARAMETERS[name].default
-    if isinstance(default, Parameter.Type):
-        return Parameter(name, default, list(value))
-    return Parameter(name, value=value)
 
 
 def _stamp_ns(header: Header) -> int:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..pipeline import SegmentationPipeline, build_pipeline, parse_input_size
+from ..options import PipelineOptions
+from ..pipeline import SegmentationPipeline, build_pipeline
 
 
 def float_triple(text: str) -> list[float]:
@@ -54,32 +54,5 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
 
 
 def pipeline_from_args(args: argparse.Namespace, **overrides) -> SegmentationPipeline:
-    """Build the shared pipeline from the options of :func:`add_model_arguments`."""
-    kwargs = dict(
-        model=args.model, weights=args.weights, num_classes=args.num_classes, dataset=args.dataset,
-        mean=args.mean, std=args.std, input_size=args.input_size, device=args.device,
-        precision=args.precision, backend=args.backend,
-    )
-    kwargs.update(overrides)
-    return build_pipeline(**kwargs)
-
-
-def node_parameters(args: argparse.Namespace) -> dict:
-    """The options of :func:`add_model_arguments` as ``segmentation_node`` parameters."""
-    params: dict = {"weights": str(Path(args.weights).expanduser().resolve())}
-    if args.model:
-        params["model"] = args.model
-    if args.num_classes:
-        params["num_classes"] = args.num_classes
-    if args.dataset:
-        params["dataset"] = args.dataset
-    if args.mean:
-        params["mean"] = [float(v) for v in args.mean]
-    if args.std:
-        params["std"] = [float(v) for v in args.std]
-    size = parse_input_size(args.input_size)
-    if size:
-        params["input_height"], params["input_width"] = size
-    for key in ("device", "precision", "backend"):
-        params[key] = getattr(args, key)
-    return params
+    """Build the shared pipeline from the options of :func:`add_model_arguments` (plus ``overrides``)."""
+    return build_pipeline(PipelineOptions.from_args(args, **overrides))

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BisenetError, ConfigError
+from ..options import PipelineOptions
 from .common import hw_type
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +134,7 @@ def run(args: argparse.Namespace) -> dict:
     for old in overlays.glob("overlay_*.png"):
         old.unlink()
     report = replay_bag(bag, image_topic=IMAGE_TOPIC, label_topic=LABEL_TOPIC, rate=args.rate,
-                        node_args={"weights": str(weights.resolve()), "device": args.device},
+                        node_args=PipelineOptions(weights=str(weights), device=args.device).to_parameters(),
                         save_overlays=overlays, timeout_s=args.timeout, progress=sys.stderr.isatty())
     pop_latency_samples(report)
 

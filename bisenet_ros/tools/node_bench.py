@@ -32,7 +32,8 @@ import numpy as np
 from ..errors import BisenetError, ConfigError
 from ..metrics import latency_stats
 from .bench import DEFAULT_FRAME_SIZE, machine_info, time_calls
-from .common import add_model_arguments, hw_type, node_parameters, pipeline_from_args
+from ..options import PipelineOptions
+from .common import add_model_arguments, hw_type, pipeline_from_args
 
 HELP = "benchmark the ROS 2 node under load (camera process, node process, collector)"
 
@@ -131,7 +132,7 @@ def _child_env() -> dict[str, str]:
 
 
 def _node_command(args: argparse.Namespace) -> list[str]:
-    params = node_parameters(args)
+    params = PipelineOptions.from_args(args).to_parameters()
     cmd = [sys.executable, "-m", "bisenet_ros.ros.node", "--ros-args"]
     for k, v in params.items():
         cmd += ["-p", f"{k}:={v}"]

@@ -16,7 +16,7 @@ from ..datasets import load_preset
 from ..errors import ConfigError
 from ..report import write_report
 from .common import add_model_arguments
-from .common import node_parameters as model_node_parameters
+from ..options import PipelineOptions
 from .eval_bag import resolve_label_map
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def node_parameters(args: argparse.Namespace) -> dict:
     """The model options of this command, plus ``--node-param``, as segmentation_node parameters."""
-    params = model_node_parameters(args)
+    params = PipelineOptions.from_args(args).to_parameters()
     for item in args.node_param:
         name, sep, value = item.partition(":=")
         if not sep or not name:

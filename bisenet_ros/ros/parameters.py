@@ -1,0 +1,202 @@
+"""The ``segmentation`` node's parameters: names, types, defaults, descriptors, allowed values and
+validation -- everything about them that needs no running Node (tested in test/test_parameters.py).
+
+A new node parameter is one :class:`ParamSpec` entry in :data:`PARAMETERS` (choices in
+:data:`CHOICES`, checks in :func:`validate_parameter` / :func:`validate_config`); one that changes
+the pipeline is also listed in :data:`RELOAD` and read in
+:meth:`bisenet_ros.options.PipelineOptions.from_parameters`. The node validates in its on-set
+callback only and applies changes (live switches, background reloads) in its post-set callback.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.parameter import Parameter
+
+from ..errors import BisenetError
+from ..images import MAX_SIDE
+from ..options import PipelineOptions
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model": ("auto", "bisenetv1", "bisenetv2"),
+    "precision": ("auto", "fp32", "fp16"),
+    "output_resolution": ("camera", "model"),
+    "input_transport": ("raw", "compressed"),
+    "input_reliability": ("best_effort", "reliable"),
+    "output_reliability": ("reliable", "best_effort"),
+}
+#: parameters whose change needs a new pipeline (loaded in the background)
+RELOAD = ("model", "weights", "num_classes", "dataset", "mean", "std", "input_width", "input_height",
+          "device", "precision", "backend", "output_resolution")
+#: optional outputs: parameter switch -> pipeline output name (None: not a pipeline output)
+SWITCHES = {"publish_color": "color", "publish_overlay": "overlay", "publish_confidence": "confidence",
+            "publish_timing": None}
+CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter: default (or rclpy type for 'unset'), description, range."""
+
+    default: Any  # a value, or the Parameter.Type of an array declared as a typed []
+    description: str
+    int_range: tuple[int, int, int] | None = None  # from, to, step
+    float_range: tuple[float, float] | None = None
+    read_only: bool = False  # fixed at start (topics, QoS)
+
+    def descriptor(self, name: str) -> ParameterDescriptor:
+        d = ParameterDescriptor(name=name, description=self.description, read_only=self.read_only)
+        if name in CHOICES:
+            d.additional_constraints = "one of: " + ", ".join(CHOICES[name])
+        if self.int_range:
+            d.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1],
+                                            step=self.int_range[2])]
+        if self.float_range:
+            d.floating_point_range = [FloatingPointRange(from_value=self.float_range[0],
+                                                         to_value=self.float_range[1], step=0.0)]
+        return d
+
+
+PARAMETERS: dict[str, ParamSpec] = {
+    # model and pipeline (changing one reloads the model in the background)
+    "model": ParamSpec("auto", "architecture; auto = from the checkpoint (sidecar YAML or key layout)"),
+    "weights": ParamSpec("", "checkpoint file (.pth/.pt/.safetensors); required"),
+    "num_classes": ParamSpec(0, "class count; 0 = from the checkpoint", int_range=(0, 65535, 1)),
+    "dataset": ParamSpec("", "preset name (cityscapes, camvid, cocostuff, ade20k) or preset YAML; "
+                             "empty = checkpoint sidecar, else cityscapes"),
+    "mean": ParamSpec(Parameter.Type.DOUBLE_ARRAY, "override normalisation mean, RGB on a 0-1 scale "
+                                                   "(empty = dataset preset)"),
+    "std": ParamSpec(Parameter.Type.DOUBLE_ARRAY, "override normalisation std, RGB on a 0-1 scale "
+                                                  "(empty = dataset preset)"),
+    "input_width": ParamSpec(0, "model input width, multiple of 32; 0 (with input_height 0) = "
+                                "checkpoint sidecar, else auto32 (camera size rounded up to x32)",
+                             int_range=(0, MAX_SIDE, 32)),
+    "input_height": ParamSpec(0, "model input height, multiple of 32; 0 = see input_width",
+                              int_range=(0, MAX_SIDE, 32)),
+    "device": ParamSpec("auto", "auto (CUDA when available), cpu, cuda or cuda:N"),
+    "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU), fp32 or fp16"),
+    "backend": ParamSpec("auto", "inference backend (auto, torch, ...; see bisenet-ros bench)"),
+    "output_resolution": ParamSpec("camera", "resolution of labels/color/overlay: camera or model "
+                                             "(model also publishes a scaled camera_info)"),
+    # live settings
+    "overlay_alpha": ParamSpec(0.5, "weight of the palette colour in the overlay", float_range=(0.0, 1.0)),
+    "publish_color": ParamSpec(True, "publish the rgb8 palette image (computed only when subscribed)"),
+    "publish_overlay": ParamSpec(True, "publish the overlay (computed only when subscribed)"),
+    "publish_confidence": ParamSpec(False, "publish mono8 max-softmax x 255 (computed only when subscribed)"),
+    "publish_timing": ParamSpec(True, "publish a DiagnosticArray with stage timings per frame"),
+    "max_frame_age_ms": ParamSpec(0.0, "drop frames whose stamp is older than this when the worker "
+                                       "takes them; 0 = off", float_range=(0.0, 3.6e6)),
+    "always_process": ParamSpec(False, "segment every frame even when nobody subscribes to any output "
+                                       "(default: as image_proc, no subscriber = no inference)"),
+    "jpeg_quality": ParamSpec(80, "JPEG quality of ~/overlay/compressed", int_range=(1, 100, 1)),
+    "png_level": ParamSpec(3, "PNG compression level of ~/labels/compressed", int_range=(0, 9, 1)),
+    "expected_rate": ParamSpec(0.0, "expected camera rate in Hz: /diagnostics WARNs when the input rate "
+                                    "falls below it by more than rate_tolerance; 0 = no rate check",
+                               float_range=(0.0, 1000.0)),
+    "rate_tolerance": ParamSpec(0.1, "allowed shortfall of the input rate, as a fraction of expected_rate",
+                                float_range=(0.0, 1.0)),
+    "input_timeout": ParamSpec(3.0, "seconds without an image after which /diagnostics WARNs "
+                                    "(input stopped); 0 = never", float_range=(0.0, 3600.0)),
+    # fixed at start
+    "cameras": ParamSpec(Parameter.Type.STRING_ARRAY, "camera names; empty = one camera on "
+                                                      "'image', else '<name>/image' each, batched",
+                         read_only=True),
+    "input_transport": ParamSpec("raw", "raw: sensor_msgs/Image on 'image'; compressed: "
+                                        "sensor_msgs/CompressedImage on '<resolved image>/compressed'",
+                                 read_only=True),
+    "input_reliability": ParamSpec("best_effort", "image subscription reliability (best_effort "
+                                                  "also connects to reliable publishers)", read_only=True),
+    "input_depth": ParamSpec(1, "image subscription queue depth", int_range=(1, 100, 1), read_only=True),
+    "output_reliability": ParamSpec("reliable", "reliability of the output publishers", read_only=True),
+    "output_depth": ParamSpec(1, "queue depth of the output publishers", int_range=(1, 100, 1),
+                              read_only=True),
+    "diagnostics_period": ParamSpec(1.0, "seconds between /diagnostics messages",
+                                    float_range=(0.1, 60.0), read_only=True),
+}
+
+
+def validate_parameter(name: str, value: Any) -> str | None:
+    """The reason ``value`` is not acceptable for parameter ``name``, or None if it is."""
+    if name in CHOICES and value not in CHOICES[name]:
+        return f"{name} must be one of {', '.join(CHOICES[name])}, got '{value}'"
+    if name == "weights":
+        if not value:
+            return "parameter 'weights' is required (a BiSeNet checkpoint, e.g. -p weights:=model.pth)"
+        path = Path(value).expanduser()
+        if not path.is_file():
+            return f"weights '{value}' not found"
+        if not os.access(path, os.R_OK):
+            return f"weights '{value}' is not readable"
+    if name in ("mean", "std") and value is not None and len(value) not in (0, 3):
+        return f"{name} needs three values (R, G, B on a 0-1 scale), got {list(value)}"
+    if name == "std" and value and min(value) <= 0:
+        return f"std must be positive, got {list(value)}"
+    if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)):
+        return f"device must be auto, cpu, cuda or cuda:N, got '{value}'"
+    if name == "dataset" and value:
+        from ..datasets import load_preset
+        try:
+            load_preset(value)
+        except BisenetError as exc:
+            return str(exc)
+    if name == "cameras" and value:
+        bad = [c for c in value if not CAMERA_NAME.match(c)]
+        if bad:
+            return f"camera names must be letters, digits and '_', starting with a letter: {bad}"
+        if len(set(value)) != len(value):
+            return f"camera names must be unique, got {list(value)}"
+    return None
+
+
+def validate_config(values: dict[str, Any]) -> str | None:
+    """Cross-parameter checks on a full configuration."""
+    if (values["input_width"] == 0) != (values["input_height"] == 0):
+        return ("input_width and input_height must both be 0 (auto) or both be set "
+                f"(got {values['input_width']}x{values['input_height']}); set them together")
+    return None
+
+
+def validate_changes(values: dict[str, Any], changes: dict[str, Any]) -> str | None:
+    """Why ``changes`` (plain values) cannot apply on top of ``values``, or None: the on-set check."""
+    for name, value in changes.items():
+        reason = validate_parameter(name, value)
+        if reason:
+            return reason
+    return validate_config({**values, **changes})
+
+
+def reload_changes(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The ``changes`` that need a new pipeline (a RELOAD parameter set to a new value)."""
+    return {k: changes[k] for k in RELOAD if k in changes and changes[k] != values[k]}
+
+
+def pipeline_options(values: dict[str, Any]) -> PipelineOptions:
+    """Node parameter values -> the pipeline's options."""
+    return PipelineOptions.from_parameters(values)
+
+
+def default_values() -> dict[str, Any]:
+    """Every parameter's value when nothing is set (unset arrays as [])."""
+    return {name: plain(name, None if isinstance(s.default, Parameter.Type) else s.default)
+            for name, s in PARAMETERS.items()}
+
+
+def plain(name: str, value: Any) -> Any:
+    """Array parameters as lists (unset -> []), other values unchanged."""
+    spec = PARAMETERS.get(name)
+    if spec is not None and isinstance(spec.default, Parameter.Type):
+        return list(value or [])
+    return value
+
+
+def as_parameter(name: str, value: Any) -> Parameter:
+    """A Parameter of the declared type (so that [] stays a double/string array)."""
+    default = PARAMETERS[name].default
+    if isinstance(default, Parameter.Type):
+        return Parameter(name, default, list(value))
+    return Parameter(name, value=value)
