@@ -57,10 +57,10 @@ def values(status: Any) -> dict[str, str]:
 class NodeProcess:
     """A ``segmentation_node`` child process with its log file."""
 
-    def __init__(self, env: dict, ros_args: list[str], log: Path) -> None:
+    def __init__(self, env: dict, ros_args: list[str], log: Path, command: list[str] | None = None) -> None:
         self.log_path = log
         self._log = open(log, "w")
-        self.proc = subprocess.Popen([str(NODE_EXE), "--ros-args", *ros_args], env=env,
+        self.proc = subprocess.Popen([*(command or [str(NODE_EXE)]), "--ros-args", *ros_args], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
@@ -79,8 +79,9 @@ class NodeProcess:
         return self.proc.returncode
 
 
-def start_node(env: dict, ros_args: list[str], log: Path) -> NodeProcess:
-    return NodeProcess(env, ros_args, log)
+def start_node(env: dict, ros_args: list[str], log: Path, command: list[str] | None = None) -> NodeProcess:
+    """``segmentation_node --ros-args ...`` (or ``command --ros-args ...``) in its own process."""
+    return NodeProcess(env, ros_args, log, command)
 
 
 class RosClient:
@@ -96,6 +97,7 @@ class RosClient:
         self._cond = threading.Condition()
         self._publishers: dict[str, Any] = {}
         self._param_clients: dict[str, AsyncParameterClient] = {}
+        self._clients: dict[tuple, Any] = {}
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -205,6 +207,16 @@ class RosClient:
         """Set parameters atomically through the node's service; returns its SetParametersResult."""
         params = [Parameter(k, value=v) for k, v in values.items()]
         return self._result(self._params(node_name).set_parameters_atomically(params)).result
+
+    def call(self, srv_type: type, service: str, request: Any, timeout: float = 30.0) -> Any:
+        """Call ``service`` once it is available; the response (TimeoutError if none)."""
+        key = (srv_type, service)
+        if key not in self._clients:
+            self._clients[key] = self.node.create_client(srv_type, service)
+        client = self._clients[key]
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {service} not available")
+        return self._result(client.call_async(request), timeout)
 
     def get_parameter(self, node_name: str, name: str) -> Any:
         values = self._result(self._params(node_name).get_parameters([name])).values

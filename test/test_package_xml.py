@@ -24,12 +24,13 @@ ROS_MODULES = {"rclpy", "launch", "launch_ros", "ament_index_python"}
 
 
 def _imports(path: Path) -> set[str]:
+    """Absolute module names imported by ``path`` (dotted, as written)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
+            names.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
 
 
@@ -48,8 +49,11 @@ def test_exec_depends_match_the_imports():
     root = ET.parse(REPO / "package.xml").getroot()
     declared = {e.text for e in root.findall("exec_depend")}
     files = list((REPO / "bisenet_ros").rglob("*.py")) + list((REPO / "launch").glob("*.launch.py"))
-    imported = set().union(*(_imports(f) for f in files)) - set(sys.stdlib_module_names) - {"bisenet_ros"}
+    modules = set().union(*(_imports(f) for f in files))
+    imported = {m.split(".")[0] for m in modules} - set(sys.stdlib_module_names) - {"bisenet_ros"}
     ros = {m for m in imported if m in ROS_MODULES or m.endswith(("_msgs", "_interfaces"))}
+    if "rclpy.lifecycle" in modules:  # the lifecycle node serves lifecycle_msgs services
+        ros.add("lifecycle_msgs")
     launched = set().union(*(_launched_packages(f) for f in (REPO / "launch").glob("*.launch.py")))
     third_party = imported - ros
     unknown = third_party - set(PYTHON_KEYS) - set(PIP_ONLY)
