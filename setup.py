@@ -39,6 +39,7 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "video": ["av>=12"],  # H.264 videos (PyAV ships FFmpeg with libx264)
         "test": ["pytest>=7"],
     },
     zip_safe=False,
@@ -46,7 +47,6 @@ setup(
     maintainer_email="maintainers@bisenet-ros.dev",
     description="BiSeNet V1/V2 real-time semantic segmentation for ROS 2",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "segmentation_node = bisenet_ros.ros.node:main",

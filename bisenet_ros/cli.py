@@ -1,7 +1,8 @@
 """``bisenet-ros``: offline segmentation, bag evaluation and replay, benchmarks, export, training.
 
-Each subcommand is a module in :mod:`bisenet_ros.tools` with ``HELP``, ``add_arguments(parser)``
-and ``run(args) -> int``. Errors from bad input are printed as one line, exit status 2.
+Each subcommand is a module in :mod:`bisenet_ros.tools` with ``HELP``, ``EXAMPLES`` (shown at
+the end of its ``--help``), ``add_arguments(parser)`` and ``run(args) -> int``. Errors from bad
+input are printed as one line, exit status 2. Every ``--help`` shows each option's default.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .errors import BisenetError
 
 #: subcommand -> module in bisenet_ros.tools
@@ -24,15 +26,47 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and appends ``(default: X)`` to every option whose help
+    does not already say its default (None, False and empty defaults are not shown)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text.lower()
+            or "%(default)" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or default == []
+            or isinstance(action, (argparse._HelpAction, argparse._VersionAction))
+            or not action.option_strings
+        ):
+            return text
+        shown = "x".join(str(v) for v in default) if isinstance(default, tuple) else "%(default)s"
+        return f"{text} (default: {shown})"
+
+
+def add_subcommand(sub, name: str, module) -> argparse.ArgumentParser:
+    """The subparser of one tool module: description, options, examples epilog."""
+    examples = getattr(module, "EXAMPLES", "").strip("\n")
+    p = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=HelpFormatter,
+                       epilog=f"examples:\n{examples}" if examples else None)
+    module.add_arguments(p)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bisenet-ros", description="BiSeNet V1/V2 semantic segmentation tools (ROS 2 package bisenet_ros)"
+        prog="bisenet-ros", description="BiSeNet V1/V2 semantic segmentation tools (ROS 2 package bisenet_ros)",
+        formatter_class=HelpFormatter,
+        epilog="examples:\n  bisenet-ros segment street.jpg --weights models/bisenetv2_synthetic_street.pth "
+               "--out out/\n  bisenet-ros COMMAND --help",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"bisenet_ros.tools.{module_name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(p)
+        p = add_subcommand(sub, name, module)
         p.set_defaults(_run=module.run)
     return parser
 

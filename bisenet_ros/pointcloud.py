@@ -13,10 +13,13 @@ wraps the arrays in messages (``bisenet_ros/ros/conversions.py``).
   pixel labelled with the label pixel under its centre; packed into a structured array with the
   PointCloud2 layout :data:`POINT_DTYPE` (x, y, z float32, rgb float32 packed as PCL/rviz2 read it,
   label uint16).
-- :func:`class_mask`, :func:`class_areas`, :func:`resolve_classes`.
+- :func:`class_mask`, :func:`class_areas`, :func:`resolve_classes`;
+- :class:`DepthBuffer`: a few recent depth messages, paired with an image by stamp.
 """
 from __future__ import annotations
 
+import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -194,3 +197,31 @@ def sample_labels(labels: np.ndarray, depth_size: tuple[int, int], stride: int =
     rows = ((np.arange(0, dh, stride) + 0.5) * h / dh).astype(np.int64)
     cols = ((np.arange(0, dw, stride) + 0.5) * w / dw).astype(np.int64)
     return labels[np.minimum(rows, h - 1)[:, None], np.minimum(cols, w - 1)[None, :]]
+
+
+class DepthBuffer:
+    """The last ``size`` depth messages of one camera, found again by stamp (thread-safe)."""
+
+    def __init__(self, size: int = 5) -> None:
+        self._items: deque[tuple[int, object]] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.received = 0
+
+    def add(self, stamp_ns: int, item: object) -> None:
+        with self._lock:
+            self._items.append((stamp_ns, item))
+            self.received += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def match(self, stamp_ns: int, tolerance_ns: int) -> tuple[object | None, int | None]:
+        """(item, |stamp difference| ns) of the nearest stamp if within ``tolerance_ns``, else
+        (None, nearest difference or None when empty)."""
+        with self._lock:
+            items = list(self._items)
+        if not items:
+            return None, None
+        diff, item = min(((abs(s - stamp_ns), it) for s, it in items), key=lambda p: p[0])
+        return (item if diff <= tolerance_ns else None), diff

@@ -58,9 +58,10 @@ def node_settings(values: dict[str, str], share_dir: str) -> list[dict]:
         settings = segment.node_settings({**values, "namespace": ""}, share_dir)
         settings["parameters"][1]["cameras"] = cameras
         settings["remappings"] = [pair for cam in cameras for pair in (
-            (f"{cam}/image", images[cam]), (f"{cam}/camera_info", segment.sibling_topic(images[cam])))]
+            (f"{cam}/image", images[cam]), (f"{cam}/camera_info", segment.sibling_topic(images[cam])),
+            (f"{cam}/depth", segment.sibling_topic(images[cam], "depth")))]
         return [settings]
-    return [segment.node_settings({**values, "namespace": cam, "image": images[cam], "camera_info": ""},
+    return [segment.node_settings({**values, "namespace": cam, "image": images[cam], "camera_info": "", "depth": ""},
                                   share_dir) for cam in cameras]
 
 
@@ -72,7 +73,7 @@ def rviz_settings(values: dict[str, str], share_dir: str) -> list[dict]:
     batch = values.get("batch", "false").lower() in ("true", "1", "yes")
     out = []
     for cam in cameras:
-        remaps = [(f"segmentation/{kind}", f"segmentation/{cam}/{kind}") for kind in ("overlay", "color", "labels")]
+        remaps = [(f"segmentation/{kind}", f"segmentation/{cam}/{kind}") for kind in ("overlay", "color", "labels", "points")]
         out.append({
             "name": f"rviz2_{cam}" if batch else "rviz2", "namespace": "" if batch else cam,
             "arguments": segment.rviz_arguments(share_dir, pattern.format(camera=cam)),

@@ -37,6 +37,8 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "image": ("camera/image_raw", "input image topic (remaps the node's 'image'); a relative name "
                                   "resolves in the namespace"),
     "camera_info": ("", "camera_info topic; empty = 'camera_info' beside the image topic"),
+    "depth": ("", "registered depth image for ~/points (16UC1 mm or 32FC1 m, with publish_points); "
+                  "empty = 'depth' beside the image topic"),
     "namespace": ("", "namespace of the node (outputs: /<namespace>/segmentation/...)"),
     "use_sim_time": ("false", "true: the node (and rviz2) use the /clock topic (simulation, bag replay)"),
     "log_level": ("info", "log level of the node: debug, info, warn, error or fatal"),
@@ -100,10 +102,11 @@ def node_settings(values: dict[str, str], share_dir: str) -> dict:
     params_file = values.get("params_file") or os.path.join(share_dir, "config", DEFAULT_PARAMS_FILE)
     image = values.get("image") or ARGUMENTS["image"][0]
     camera_info = values.get("camera_info") or sibling_topic(image)
+    depth = values.get("depth") or sibling_topic(image, "depth")
     return {
         "namespace": values.get("namespace", ""),
         "parameters": [params_file, {**parameter_overrides(values), "use_sim_time": flag(values, "use_sim_time")}],
-        "remappings": [("image", image), ("camera_info", camera_info)],
+        "remappings": [("image", image), ("camera_info", camera_info), ("depth", depth)],
         "ros_arguments": ros_arguments(values),
     }
 

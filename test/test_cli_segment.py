@@ -24,7 +24,7 @@ def test_segment_images_and_video(tiny_checkpoints, tmp_path, capsys):
     writer.release()
     out = tmp_path / "out"
     rc = main(["segment", str(tmp_path / "street.png"), str(tmp_path / "gray.png"), str(video),
-               "--weights", str(tiny_checkpoints["bisenetv2"]), "--out-dir", str(out), "--device", "cpu"])
+               "--weights", str(tiny_checkpoints["bisenetv2"]), "--out", str(out), "--device", "cpu"])
     assert rc == 0
     labels = cv2.imread(str(out / "street_labels.png"), cv2.IMREAD_UNCHANGED)
     color = cv2.imread(str(out / "street_color.png"))
@@ -41,6 +41,29 @@ def test_segment_images_and_video(tiny_checkpoints, tmp_path, capsys):
     while cap.read()[0]:
         frames += 1
     assert frames == 3
+    # the video's class ids too, one PNG per frame, equal to the pipeline's
+    video_labels = sorted((out / "clip_labels").glob("*.png"))
+    assert [p.name for p in video_labels] == ["000000.png", "000001.png", "000002.png"]
+    first = cv2.imread(str(video_labels[0]), cv2.IMREAD_UNCHANGED)
+    cap = cv2.VideoCapture(str(video))
+    np.testing.assert_array_equal(first, pipe(cap.read()[1], "bgr8").labels)
+
+
+def test_segment_video_is_h264_and_old_out_dir_spelling_works(tiny_checkpoints, tmp_path):
+    """Browsers play H.264 MP4s, not mp4v: with PyAV installed (requirements.txt) the video is H.264."""
+    from bisenet_ros.video import h264_available
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (71, 45))  # odd width
+    for i in range(2):
+        writer.write(np.full((45, 71, 3), 60 * i, np.uint8))
+    writer.release()
+    assert main(["segment", str(video), "--weights", str(tiny_checkpoints["bisenetv2"]),
+                 "--out-dir", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert h264_available()
+    cap = cv2.VideoCapture(str(tmp_path / "o" / "clip_overlay.mp4"))
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    assert fourcc in ("avc1", "h264", "H264"), fourcc
 
 
 def test_segment_errors_are_one_line(tiny_checkpoints, tmp_path):
@@ -53,10 +76,10 @@ def test_segment_errors_are_one_line(tiny_checkpoints, tmp_path):
     ]
     for inputs, fragment in cases:
         proc = subprocess.run([str(exe), "segment", *inputs, "--weights", str(tiny_checkpoints["bisenetv1"]),
-                               "--out-dir", str(tmp_path / "o")], capture_output=True, text=True)
+                               "--out", str(tmp_path / "o")], capture_output=True, text=True)
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert fragment in lines[-1] and "Traceback" not in proc.stderr
     proc = subprocess.run([str(exe), "segment", str(bad), "--weights", str(tmp_path / "none.pth"),
-                           "--out-dir", str(tmp_path / "o")], capture_output=True, text=True)
+                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2 and "weights file not found" in proc.stderr and "Traceback" not in proc.stderr

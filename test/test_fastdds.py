@@ -14,7 +14,7 @@ from bisenet_ros.ros import transport as fastdds
 NS = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
 
 
-def test_profile_has_large_shm_segment_and_loopback_udp():
+def test_profile_has_large_shm_segment_and_udp_on_every_interface():
     root = ET.parse(fastdds.PROFILE).getroot()
     transports = {d.findtext("f:transport_id", namespaces=NS): d
                   for d in root.iterfind("f:transport_descriptors/f:transport_descriptor", NS)}
@@ -22,12 +22,15 @@ def test_profile_has_large_shm_segment_and_loopback_udp():
     udp = [d for d in transports.values() if d.findtext("f:type", namespaces=NS) == "UDPv4"]
     assert len(shm) == 1 and int(shm[0].findtext("f:segment_size", namespaces=NS)) == 64 * 1024 * 1024
     assert len(udp) == 1
-    assert [a.text for a in udp[0].iterfind("f:interfaceWhiteList/f:address", NS)] == ["127.0.0.1"]
+    # never confined to loopback (or any interface): other hosts must reach the node
+    assert udp[0].find("f:interfaceWhiteList", NS) is None
+    assert int(udp[0].findtext("f:receiveBufferSize", namespaces=NS)) >= 4 * 1024 * 1024
     participant = root.find("f:participant", NS)
     assert participant.get("is_default_profile") == "true"
     assert participant.findtext("f:rtps/f:useBuiltinTransports", namespaces=NS) == "false"
     used = [t.text for t in participant.iterfind("f:rtps/f:userTransports/f:transport_id", NS)]
     assert sorted(used) == sorted(transports)
+    assert root.find(".//f:initialPeersList", NS) is None and root.find(".//f:discovery_config", NS) is None
 
 
 def test_profile_is_installed_as_package_data_and_share_file():
@@ -36,19 +39,38 @@ def test_profile_is_installed_as_package_data_and_share_file():
     assert 'f"{PACKAGE}/config/fastdds_profile.xml"' in setup_py  # share/bisenet_ros/config
 
 
-def test_apply_sets_both_variables_unless_user_set_one(monkeypatch):
-    for var in (fastdds.ENV_VAR, fastdds.LEGACY_ENV_VAR):
-        monkeypatch.delenv(var, raising=False)
-    assert fastdds.apply_fastdds_profile() == str(fastdds.PROFILE)
-    assert os.environ[fastdds.ENV_VAR] == os.environ[fastdds.LEGACY_ENV_VAR] == str(fastdds.PROFILE)
-    for var in (fastdds.ENV_VAR, fastdds.LEGACY_ENV_VAR):
-        monkeypatch.delenv(fastdds.ENV_VAR, raising=False)
-        monkeypatch.delenv(fastdds.LEGACY_ENV_VAR, raising=False)
-        monkeypatch.setenv(var, "/my/profile.xml")
-        assert fastdds.apply_fastdds_profile() is None
-        assert os.environ[var] == "/my/profile.xml"
-        other = fastdds.LEGACY_ENV_VAR if var == fastdds.ENV_VAR else fastdds.ENV_VAR
-        assert other not in os.environ
+def test_apply_sets_both_variables_in_a_plain_environment(tmp_path):
+    env = {"ROS_DOMAIN_ID": "3"}
+    assert fastdds.apply_fastdds_profile(env) == str(fastdds.PROFILE)
+    assert env[fastdds.ENV_VAR] == env[fastdds.LEGACY_ENV_VAR] == str(fastdds.PROFILE)
+    assert fastdds.apply_fastdds_profile(env) == str(fastdds.PROFILE)  # ours again: stays ours
+    for rmw in ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp"):
+        assert fastdds.tuning_decision({"RMW_IMPLEMENTATION": rmw}, tmp_path).profile == str(fastdds.PROFILE)
+
+
+@pytest.mark.parametrize("var, value, says", [
+    ("FASTRTPS_DEFAULT_PROFILES_FILE", "/my/profile.xml", "/my/profile.xml"),
+    ("FASTDDS_DEFAULT_PROFILES_FILE", "/my/profile.xml", "/my/profile.xml"),
+    ("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA", "LARGE_DATA"),
+    ("RMW_IMPLEMENTATION", "rmw_cyclonedds_cpp", "rmw_cyclonedds_cpp"),
+    ("RMW_IMPLEMENTATION", "rmw_zenoh_cpp", "rmw_zenoh_cpp"),
+    ("BISENET_ROS_TRANSPORT_TUNING", "off", "off"),
+    ("BISENET_ROS_TRANSPORT_TUNING", "0", "BISENET_ROS_TRANSPORT_TUNING=0"),
+])
+def test_the_users_middleware_choice_is_left_alone(var, value, says, tmp_path):
+    env = {var: value}
+    decision = fastdds.tuning_decision(env, tmp_path)
+    assert decision.profile is None and says in decision.reason
+    assert fastdds.apply_fastdds_profile(env) is None
+    assert env == {var: value}  # nothing added or changed
+
+
+def test_a_profile_in_the_working_directory_is_left_alone(tmp_path, monkeypatch):
+    (tmp_path / "DEFAULT_FASTRTPS_PROFILES.xml").write_text("<profiles/>")
+    assert fastdds.tuning_decision({}, tmp_path).profile is None
+    monkeypatch.chdir(tmp_path)
+    env: dict[str, str] = {}
+    assert fastdds.apply_fastdds_profile(env) is None and env == {}
 
 
 # One process publishes 1080p rgb8 best-effort at 30 Hz, the other counts what arrives.

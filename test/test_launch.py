@@ -113,7 +113,10 @@ def test_use_sim_time_log_level_and_namespaced_image_default():
     defaults = {name: d for name, (d, _) in seg.ARGUMENTS.items()}
     s = seg.node_settings({**defaults, "namespace": "robot1"}, "/share")
     # relative default: resolves to /robot1/camera/image_raw in the namespace
-    assert s["remappings"] == [("image", "camera/image_raw"), ("camera_info", "camera/camera_info")]
+    assert s["remappings"] == [("image", "camera/image_raw"), ("camera_info", "camera/camera_info"),
+                               ("depth", "camera/depth")]
+    s = seg.node_settings({"depth": "/camera/aligned_depth_to_color/image_raw"}, "/share")
+    assert s["remappings"][2] == ("depth", "/camera/aligned_depth_to_color/image_raw")
     assert s["parameters"][1]["use_sim_time"] is False and s["ros_arguments"] == ["--log-level", "info"]
     s = seg.node_settings({**defaults, "use_sim_time": "true", "log_level": "DEBUG"}, "/share")
     assert s["parameters"][1]["use_sim_time"] is True and s["ros_arguments"] == ["--log-level", "debug"]
@@ -143,11 +146,15 @@ def test_issue_arguments_are_declared_and_reach_the_node():
     assert s["parameters"] == ["/p.yaml", {"weights": "/w.pth", "model": "bisenetv1", "dataset": "camvid",
                                            "input_width": 1024, "input_height": 512, "device": "cuda:1",
                                            "precision": "fp16", "use_sim_time": False}]
-    assert s["remappings"] == [("image", "/front/image_raw"), ("camera_info", "/front/camera_info")]
+    assert s["remappings"] == [("image", "/front/image_raw"), ("camera_info", "/front/camera_info"),
+                               ("depth", "/front/depth")]
     # unset arguments keep the params file's values; the default file is the shipped one
     s = seg.node_settings({name: d for name, (d, _) in seg.ARGUMENTS.items()}, "/share")
     assert s["parameters"] == ["/share/config/cityscapes_bisenetv2.yaml", {"use_sim_time": False}]
-    assert s["remappings"] == [("image", "camera/image_raw"), ("camera_info", "camera/camera_info")]
+    assert s["remappings"] == [("image", "camera/image_raw"), ("camera_info", "camera/camera_info"),
+                               ("depth", "camera/depth")]
+    s = seg.node_settings({"depth": "/camera/aligned_depth_to_color/image_raw"}, "/share")
+    assert s["remappings"][2] == ("depth", "/camera/aligned_depth_to_color/image_raw")
     assert (CONFIG / seg.DEFAULT_PARAMS_FILE).is_file() and (CONFIG / seg.RVIZ_CONFIG).is_file()
     with pytest.raises(ValueError, match="input_width:=wide must be an int"):
         seg.node_settings({"input_width": "wide"}, "/share")
@@ -159,14 +166,17 @@ def test_multi_camera_settings():
     values.update(weights="/w.pth", input_width="640", input_height="480")
     per_camera = multi.node_settings(values, "/share")
     assert [s["namespace"] for s in per_camera] == ["front", "rear"]
-    assert per_camera[1]["remappings"] == [("image", "/rear/image_raw"), ("camera_info", "/rear/camera_info")]
+    assert per_camera[1]["remappings"] == [("image", "/rear/image_raw"), ("camera_info", "/rear/camera_info"),
+                                           ("depth", "/rear/depth")]
     assert per_camera[0]["parameters"][1] == {"weights": "/w.pth", "input_width": 640, "input_height": 480,
                                               "use_sim_time": False}
     batched = multi.node_settings({**values, "batch": "true", "cameras": "left, right"}, "/share")
     assert len(batched) == 1 and batched[0]["namespace"] == ""
     assert batched[0]["parameters"][1]["cameras"] == ["left", "right"]
     assert batched[0]["remappings"] == [("left/image", "/left/image_raw"), ("left/camera_info", "/left/camera_info"),
-                                        ("right/image", "/right/image_raw"), ("right/camera_info", "/right/camera_info")]
+                                        ("left/depth", "/left/depth"),
+                                        ("right/image", "/right/image_raw"), ("right/camera_info", "/right/camera_info"),
+                                        ("right/depth", "/right/depth")]
     assert validate_parameter("cameras", ["left", "right"]) is None
     with pytest.raises(ValueError, match="at least one camera"):
         multi.node_settings({**values, "cameras": " , "}, "/share")
@@ -225,6 +235,8 @@ def test_rviz_config_shows_overlay_and_labels():
     displays = view["Visualization Manager"]["Displays"]
     topics = {d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"}
     assert {"segmentation/overlay", "segmentation/labels", "segmentation/color"} <= topics
+    clouds = [d for d in displays if d["Class"] == "rviz_default_plugins/PointCloud2"]
+    assert [(d["Topic"]["Value"], d["Color Transformer"]) for d in clouds] == [("segmentation/points", "RGB8")]
     assert all(d["Topic"]["Reliability Policy"] == "Reliable" for d in displays)
 
 

@@ -244,6 +244,11 @@ def test_weights_swap_refused_failed_and_succeeded(client, node, tiny_checkpoint
     # inconsistent input size
     res = client.set_parameters(NODE, input_width=256)
     assert not res.successful and "input_height" in res.reason
+    # a misspelt backend, and a preset of another class count than the model's (5): refused at once
+    res = client.set_parameters(NODE, backend="torhc")
+    assert not res.successful and "backend must be one of auto, torch" in res.reason
+    res = client.set_parameters(NODE, dataset="cocostuff")
+    assert not res.successful and "171 classes but the model has 5" in res.reason
     # accepted, fails in the background: reverted, reason in /diagnostics, old model keeps serving
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"this is not a checkpoint")

@@ -46,6 +46,20 @@ def test_start_errors_are_one_line_and_exit_non_zero(ros_env, tiny_checkpoints, 
     assert len(errors) == 1 and message in errors[0], out
 
 
+def test_help_prints_usage_and_every_parameter(ros_env):
+    """`segmentation_node --help` is usage, not "[ERROR] parameter 'weights' is required"."""
+    from bisenet_ros.ros.parameters import PARAMETERS
+
+    proc = subprocess.run([str(NODE_EXE), "--help"], env=ros_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "[ERROR]" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.stdout.startswith("usage: segmentation_node") and "examples:" in proc.stdout
+    for name in PARAMETERS:
+        assert f"  {name} (default " in proc.stdout, name
+    assert "one of: auto, torch, torchscript, onnxruntime" in proc.stdout
+    proc = subprocess.run([str(NODE_EXE), "--version"], env=ros_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("segmentation_node (bisenet_ros) ")
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_ends_node_cleanly(ros_env, tiny_checkpoints, tmp_path, client, sig):
     node = start_node(ros_env, ["-r", "image:=/cam_sig", "-p", f"weights:={tiny_checkpoints['bisenetv2']}"],

@@ -44,6 +44,24 @@ def test_validation_is_per_change_and_across_parameters(tiny_checkpoints):
     assert reload_changes(values, {"device": values["device"]}) == {}
 
 
+def test_backend_and_dataset_are_refused_at_set_time(tiny_checkpoints):
+    """A misspelt backend lists the allowed values; a preset of another class count than the running
+    model's is refused at once (unless the checkpoint changes with it)."""
+    from bisenet_ros.backends import BACKENDS
+
+    values = {**default_values(), "weights": str(tiny_checkpoints["bisenetv2"])}
+    reason = validate_changes(values, {"backend": "torhc"})
+    assert reason == f"backend must be one of {', '.join(BACKENDS)}, got 'torhc'"
+    assert PARAMETERS["backend"].descriptor("backend").additional_constraints == "one of: " + ", ".join(BACKENDS)
+    assert validate_changes(values, {"backend": "onnxruntime"}) is None
+    reason = validate_changes(values, {"dataset": "cocostuff"}, model_classes=7)
+    assert reason and "171 classes but the model has 7" in reason
+    assert validate_changes(values, {"dataset": "synthetic_street"}, model_classes=7) is None
+    assert "19 classes but the model has 171" in validate_changes(
+        values, {"dataset": "cityscapes", "num_classes": 171}, model_classes=7)
+    assert validate_changes(values, {"dataset": "cocostuff", "weights": values["weights"]}, model_classes=7) is None
+
+
 def test_input_size_has_one_meaning():
     assert parse_input_size(None) == CHECKPOINT
     assert parse_input_size("auto32") == parse_input_size((0, 0)) == parse_input_size("") == AUTO32

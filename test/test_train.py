@@ -24,6 +24,7 @@ from bisenet_ros.training import (
     lr_at, state_path, train,
 )
 from bisenet_ros.training.data import SegmentationDataset, find_samples
+from bisenet_ros.training.trainer import resolve_preset
 
 
 def _shapes(root: Path, count: int, seed: int, size=(64, 64)) -> Path:
@@ -103,6 +104,56 @@ def test_cli_training_loss_falls_and_outputs_are_written(cli_run, capsys):
     assert not state_path(out).exists()  # removed once training finished
     assert [h["iteration"] for h in result.validation] == [15, 30]
     assert 0 <= result.validation[-1]["miou"] <= 1
+
+
+def test_each_run_writes_its_curve_csv_and_png(cli_run):
+    """A CSV row per iteration (loss, moving average, lr) with the validation mIoU on its rows, and
+    a PNG plot of the same, next to the checkpoint."""
+    import csv
+
+    from bisenet_ros.training import log_paths
+
+    out, losses, result = cli_run
+    csv_path, png_path = log_paths(out)
+    assert csv_path.name == "street.train.csv" and png_path.name == "street.train.png"
+    rows = list(csv.DictReader(csv_path.open()))
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 31))
+    assert [float(r["loss"]) for r in rows] == pytest.approx(losses, rel=1e-5)
+    val = {int(r["iteration"]): float(r["val_miou"]) for r in rows if r["val_miou"]}
+    assert val == pytest.approx({h["iteration"]: h["miou"] for h in result.validation}, abs=1e-5)
+    img = cv2.imread(str(png_path))
+    assert img is not None and img.shape[0] > 200 and img.shape[1] > 300
+
+
+def test_init_uses_fine_tuning_defaults_and_reports_the_baseline(tiny_checkpoints, tmp_path, capsys):
+    """--init: architecture from the checkpoint (no --model), the fine-tuning learning rate of
+    defaults.yaml, and the starting checkpoint's own validation mIoU before any step (iteration 0)."""
+    import csv
+
+    from bisenet_ros.training import log_paths, training_defaults
+
+    ckpt = tiny_checkpoints["bisenetv1"]  # 5 classes: no head re-initialised
+    data = _shapes(tmp_path / "d", 4, seed=8)
+    out = tmp_path / "ft" / "m.pth"
+    argv = ["train", "--init", str(ckpt), "--data", str(data), "--val", str(data), "--num-classes", "5",
+            "--iters", "3", "--batch-size", "2", "--crop", "64x64", "--device", "cpu", "--workers", "0",
+            "--threads", "1", "--no-progress", "--out", str(out)]
+    assert cli_main(argv) == 0
+    captured = capsys.readouterr()
+    ft_lr = training_defaults("bisenetv1")["finetune_lr"]
+    assert ft_lr < training_defaults("bisenetv1")["lr"]
+    assert f"fine-tuning: base learning rate {ft_lr:g}" in captured.err
+    preset = resolve_preset(TrainConfig(model="bisenetv1", data="", out="", iters=1, batch_size=2,
+                                        crop=(64, 64), num_classes=5))
+    val = SegmentationDataset(find_samples(str(data), "val", "auto")[0], preset)
+    baseline = evaluate(load_model("bisenetv1", weights=ckpt), val, torch.device("cpu"))["miou"]
+    assert f"scores val mIoU {baseline:.4f} before fine-tuning" in captured.err
+    assert "before fine-tuning" in captured.out  # the summary line repeats it
+    rows = list(csv.DictReader(log_paths(out)[0].open()))
+    assert rows[0]["iteration"] == "0" and float(rows[0]["val_miou"]) == pytest.approx(baseline, abs=1e-5)
+    assert max(float(r["lr"]) for r in rows[1:]) <= ft_lr + 1e-12
+    assert read_sidecar(out)["arch"] == "bisenetv1"
+    assert read_sidecar(out)["training"]["init_val_miou"] == pytest.approx(baseline, abs=1e-4)
 
 
 def test_checkpoint_has_the_public_key_layout_with_aux_heads(cli_run):
@@ -350,6 +401,7 @@ def test_evaluate_uses_the_shared_metric(tmp_path):
     (["--crop", "60x64"], "multiples of 32"),
     (["--data", "/nonexistent/x"], "dataset folder not found"),
     (["--init", "/nonexistent/x.pth"], "weights file not found"),
+    (["--model", None], "give --model bisenetv1 or bisenetv2 (or --init CHECKPOINT"),
 ])
 def test_bad_options_are_one_line_errors(argv, message, tmp_path, capsys):
     data = _shapes(tmp_path / "d", 2, seed=7)
@@ -357,6 +409,8 @@ def test_bad_options_are_one_line_errors(argv, message, tmp_path, capsys):
             "--batch-size": "2", "--crop": "64x64", "--device": "cpu", "--out": str(tmp_path / "m.pth")}
     for flag, value in zip(argv[::2], argv[1::2]):
         base[flag] = value
+        if value is None:
+            del base[flag]
     flat = ["train", "--no-progress", "--workers", "0"] + [x for kv in base.items() for x in kv]
     assert cli_main(flat) == 2
     err = capsys.readouterr().err.strip().splitlines()

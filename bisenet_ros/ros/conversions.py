@@ -8,11 +8,12 @@ whose one-line message names the problem. ``array_to_image_msg`` fills ``msg.dat
 from __future__ import annotations
 
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from ..errors import ImageError
-from ..images import NATIVE_BIG_ENDIAN, decode_compressed, raw_image_to_array
+from ..images import NATIVE_BIG_ENDIAN, decode_compressed, raw_depth_to_array, raw_image_to_array
+from ..pointcloud import POINT_DTYPE, POINT_FIELDS
 
 
 def image_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:
@@ -81,3 +82,31 @@ def array_to_compressed_msg(array: np.ndarray, encoding: str, header: Header | N
     msg.format = f"{encoding}; {fmt} compressed {stored}"
     msg.data = data.tobytes()
     return msg
+
+
+def depth_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:
+    """View a depth Image (16UC1 millimetres or 32FC1 metres) as (H, W) uint16/float32 -> (array, encoding)."""
+    return raw_depth_to_array(msg)
+
+
+def points_to_cloud_msg(points: np.ndarray, header: Header) -> PointCloud2:
+    """An unorganised PointCloud2 (height 1) of a :data:`~bisenet_ros.pointcloud.POINT_DTYPE` array:
+    fields x, y, z, rgb (float32) and label (uint16), little-endian, ``data = points.tobytes()``."""
+    if points.dtype != POINT_DTYPE:
+        raise ValueError(f"points must have dtype POINT_DTYPE, got {points.dtype}")
+    msg = PointCloud2()
+    msg.header = header
+    msg.height, msg.width = 1, int(points.size)
+    msg.fields = [PointField(name=name, offset=offset, datatype=datatype, count=1)
+                  for name, offset, datatype in POINT_FIELDS]
+    msg.is_bigendian = False  # POINT_DTYPE is little-endian on every host
+    msg.point_step = POINT_DTYPE.itemsize
+    msg.row_step = msg.point_step * msg.width
+    msg.data = points.tobytes()
+    msg.is_dense = True  # only valid points are sent
+    return msg
+
+
+def stamp_ns(header: Header) -> int:
+    """A header's stamp in nanoseconds."""
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec

@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -46,16 +47,20 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from ..errors import BisenetError, ConfigError, ImageError
-from .transport import apply_fastdds_profile
+from .inputs import AdaptiveSubscription, reliability_name
+from .loss import LossMonitor, LossReport, loss_message
+from .transport import apply_fastdds_profile, tuning_decision
 from ..metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import array_to_compressed_msg, array_to_image_msg, compressed_msg_to_array, image_msg_to_array
 from .health import Health, InputMonitor, worst
-from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain,
+from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain, usage_text,
                          reload_changes, validate_changes)
+from .points import SemanticOutputs, check_class_parameters
 
 NODE_NAME = "segmentation"
 ERROR_THROTTLE_S = 5.0
+INPUT_REFRESH_S = 1.0  # how often input_reliability auto looks at the publishers again
 STATS_WINDOW = 300  # frames kept for the latency percentiles in /diagnostics
 
 
@@ -123,6 +128,7 @@ class Frame:
     image: np.ndarray | None = None  # raw images are checked and viewed in the callback
     encoding: str = ""
     taken: float = 0.0  # time.perf_counter() when the worker took it
+    size: tuple[int, int] = (0, 0)  # the camera image's (H, W), known once decoded
 
 
 @dataclass
@@ -133,6 +139,9 @@ class Camera:
     publishers: dict[str, Publisher] = field(default_factory=dict)
     pending: Frame | None = None
     camera_info: CameraInfo | None = None
+    inputs: list[AdaptiveSubscription] = field(default_factory=list)  # image, camera_info
+    loss: LossMonitor = field(default_factory=LossMonitor)
+    last_loss: LossReport | None = None
     dropped: int = 0  # replaced by a newer frame before processing, or too old
     rejected: int = 0  # malformed messages
     processed: int = 0
@@ -188,6 +197,8 @@ class SegmentationCore:
         self._worker: threading.Thread | None = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
+        self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
+        self._semantic: SemanticOutputs | None = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
@@ -196,7 +207,11 @@ class SegmentationCore:
         reason = validate_changes(self._values, {k: self._values[k] for k in ("cameras", *RELOAD)})
         if reason:
             raise ConfigError(reason)
-        self.pipeline = build_pipeline(pipeline_options(self._values))
+        pipeline = build_pipeline(pipeline_options(self._values))
+        reason = check_class_parameters(self._values, pipeline.preset.class_names)
+        if reason:
+            raise ConfigError(reason)
+        self.pipeline = pipeline
 
     def _activate(self) -> None:
         """Subscribe, advertise, publish the legend and start the worker."""
@@ -225,9 +240,12 @@ class SegmentationCore:
         for entity in self._entities:
             if isinstance(entity, Publisher):
                 self.destroy_publisher(entity)
-            else:
-                self.destroy_subscription(entity)
+            else:  # an input (its subscription may have been re-created for another reliability)
+                self.destroy_subscription(entity.subscription)
         self._entities = []
+        if self._semantic is not None:
+            self._semantic.close()
+            self._semantic = None
         with self._cond:
             self.cameras = []
 
@@ -258,10 +276,10 @@ class SegmentationCore:
             values[name] = plain(name, param.value)
         return values
 
-    def _qos(self, prefix: str) -> QoSProfile:
-        reliability = (ReliabilityPolicy.RELIABLE if self._values[f"{prefix}_reliability"] == "reliable"
+    def _output_qos(self) -> QoSProfile:
+        reliability = (ReliabilityPolicy.RELIABLE if self._values["output_reliability"] == "reliable"
                        else ReliabilityPolicy.BEST_EFFORT)
-        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values[f"{prefix}_depth"],
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values["output_depth"],
                           reliability=reliability, durability=DurabilityPolicy.VOLATILE)
 
     def _input_topics(self, prefix: str) -> tuple[str, str]:
@@ -276,21 +294,29 @@ class SegmentationCore:
         return image, (self.resolve_topic_name(info) if remapped else sibling_topic(image))
 
     def _make_topics(self) -> None:
-        in_qos, out_qos = self._qos("input"), self._qos("output")
+        out_qos = self._output_qos()
         compressed = self._values["input_transport"] == "compressed"
+        mode, depth = self._values["input_reliability"], self._values["input_depth"]
         cameras = [Camera(name) for name in (self._values["cameras"] or [""])]
+        # depth images: fixed reliability (best effort unless input_reliability is reliable)
+        depth_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,
+                               reliability=ReliabilityPolicy.RELIABLE if mode == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+        self._semantic = SemanticOutputs(self, self._values, depth_qos)
         for cam in cameras:
             prefix = f"{cam.name}/" if cam.name else ""
             image_topic, info_topic = self._input_topics(prefix)
+            image_type = CompressedImage if compressed else Image
             if compressed:
-                sub = self.create_subscription(CompressedImage, image_topic + "/compressed", self._on_image(cam),
-                                               in_qos)
-            else:
-                sub = self.create_subscription(Image, image_topic, self._on_image(cam), in_qos)
-            info_sub = self.create_subscription(CameraInfo, info_topic, self._on_camera_info(cam), in_qos)
+                image_topic += "/compressed"
+            cam.inputs = [  # reliability fixed, or following the publishers (input_reliability auto)
+                AdaptiveSubscription(self, image_type, image_topic, self._on_image(cam), mode, depth,
+                                     on_lost=cam.loss.on_middleware_lost),
+                AdaptiveSubscription(self, CameraInfo, info_topic, self._on_camera_info(cam), mode, depth),
+            ]
             for key, (msg_type, topic) in OUTPUTS.items():
                 cam.publishers[key] = self.create_publisher(msg_type, f"~/{prefix}{topic}", out_qos)
-            self._entities += [sub, info_sub, *cam.publishers.values()]
+            cam.publishers.update(self._semantic.add_camera(cam.label, prefix, out_qos))
+            self._entities += [*cam.inputs, *cam.publishers.values()]
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._legend_pub = self.create_publisher(String, "~/legend", latched)
@@ -309,6 +335,7 @@ class SegmentationCore:
         def callback(msg: Image | CompressedImage) -> None:
             received = time.perf_counter()
             stamp_ns = _stamp_ns(msg.header)
+            cam.loss.on_image(stamp_ns)
             self._input.tick(received, (self.get_clock().now().nanoseconds - stamp_ns) / 1e9 if stamp_ns else None)
             if not self._wanted(cam):  # nobody listens: no inference, counted
                 with self._cond:
@@ -333,7 +360,21 @@ class SegmentationCore:
     def _on_camera_info(self, cam: Camera) -> Callable[[CameraInfo], None]:
         def callback(msg: CameraInfo) -> None:
             cam.camera_info = msg
+            cam.loss.on_camera_info(_stamp_ns(msg.header), time.monotonic())
         return callback
+
+    def _refresh_inputs(self) -> None:
+        """input_reliability auto: follow the publishers' reliability as they come and go."""
+        with self._cond:
+            cameras = list(self.cameras)
+        for cam in cameras:
+            changed = [sub for sub in cam.inputs if sub.refresh()]
+            for sub in changed:
+                offered = ", ".join(reliability_name(r) for r in sub.publisher_reliabilities()) or "nothing"
+                self.get_logger().info(f"{sub.topic}: publishers offer {offered}; subscribed "
+                                       f"{reliability_name(sub.reliability)}")
+            if changed:
+                cam.loss.forget_pending()
 
     # -- worker --------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -382,6 +423,7 @@ class SegmentationCore:
                 with self._cond:
                     cam.dropped += 1
                 continue
+            frame.size = image.shape[:2]
             ready.append((cam, frame))
             images.append(image)
             encodings.append(encoding)
@@ -409,10 +451,11 @@ class SegmentationCore:
         with self._stats_lock:
             self._forward_passes += 1
         for (cam, frame), result in zip(ready, results):
-            self._publish(cam, frame, result, len(ready), pipeline.info.get("device", ""))
+            self._publish(cam, frame, result, len(ready), pipeline)
 
     def _publish(self, cam: Camera, frame: Frame, res: SegmentationResult, batch_size: int,
-                 device: str) -> None:
+                 pipeline: SegmentationPipeline) -> None:
+        device = pipeline.info.get("device", "")
         header = frame.msg.header
         pubs = cam.publishers
         label_encoding = "mono16" if res.labels.dtype.itemsize == 2 else "mono8"
@@ -426,6 +469,7 @@ class SegmentationCore:
         self._publish_compressed(pubs, res, label_encoding, header)
         out_h, out_w = res.labels.shape[:2]
         pubs["camera_info"].publish(output_camera_info(cam.camera_info, header, out_w, out_h))
+        extra = self._semantic.publish(cam.label, header, res.labels, frame.size, cam.camera_info, pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
         stamp_ns = _stamp_ns(header)
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else float("nan")
@@ -437,13 +481,16 @@ class SegmentationCore:
             self._frames_since_diag += 1
         if self._values["publish_timing"]:
             values = dict(wait_ms=(frame.taken - frame.received) * 1e3, **res.timings,
-                          total_ms=total_ms, latency_ms=latency_ms)
+                          total_ms=total_ms, latency_ms=latency_ms, **extra)
             status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: {cam.label} timing",
                                       hardware_id=str(device))
             status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
             status.values += [KeyValue(key="dropped_frames", value=str(dropped)),
+                              KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
+            status.values += [KeyValue(key=k, value=f"{v:.4f}")
+                              for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
 
     def _publish_compressed(self, pubs: dict[str, Publisher], res: SegmentationResult, label_encoding: str,
@@ -471,14 +518,32 @@ class SegmentationCore:
             return Health(DiagnosticStatus.WARN, self._last_error)
         return Health(DiagnosticStatus.OK, "segmenting")
 
+    def _transport_warnings(self) -> list[str]:
+        """Close the loss monitors' period; one warning per camera losing images in transport."""
+        now = time.monotonic()
+        warnings = []
+        with self._cond:
+            cameras = list(self.cameras)
+        for cam in cameras:
+            report = cam.last_loss = cam.loss.evaluate(now)
+            if report.warn:
+                image_sub = cam.inputs[0]
+                offered = [reliability_name(r) for r in image_sub.publisher_reliabilities()]
+                warnings.append(loss_message(cam.label, report, reliability_name(image_sub.reliability), offered))
+        return warnings
+
     def _health(self, now: float) -> tuple[Health, dict[str, str]]:
-        """The overall level and message (the worst of the checks) and the values behind them."""
+        """Level and message of /diagnostics -- the worst of the node's state (reload failure), the
+        input checks, transport losses and point-cloud problems -- and the values behind them."""
         state = self._state()
         if not self._active:
             return state, {}
         v = self._values
         health, values = self._input.check(now, v["expected_rate"], v["rate_tolerance"], v["input_timeout"])
-        result = worst([state, health])
+        points_warning, points_values = self._semantic.status()
+        values.update(points_values)
+        warnings = [Health(DiagnosticStatus.WARN, w) for w in (*self._transport_warnings(), points_warning) if w]
+        result = worst([state, *warnings, health])
         if result.level == DiagnosticStatus.OK:
             with self._cond:
                 cameras = list(self.cameras)
@@ -511,6 +576,9 @@ class SegmentationCore:
             "rejected_frames": str(rejected),
             "idle_frames": str(idle),
             "forward_passes": str(forward_passes),
+            "frames_lost_in_transport": str(sum(c.loss.total_lost for c in self.cameras)),
+            "input_reliability": ",".join(reliability_name(c.inputs[0].reliability) for c in self.cameras),
+            "transport": tuning_decision().reason,
             **input_values,
             **{f"total_ms_{k}": _fmt(total[k]) for k in ("p50", "p90", "p99", "max")},
             **{f"latency_ms_{k}": _fmt(latency[k]) for k in ("p50", "p90", "p99", "max")},
@@ -534,7 +602,12 @@ class SegmentationCore:
             if self._reverting:
                 return SetParametersResult(successful=True)
             changes = {p.name: plain(p.name, p.value) for p in params}
-            reason = validate_changes(self._values, changes)
+            pipeline = self.pipeline  # None while unconfigured (lifecycle): checked at configure
+            if pipeline is None:
+                reason = validate_changes(self._values, changes)
+            else:
+                reason = validate_changes(self._values, changes, pipeline.info.get("num_classes")) \
+                    or check_class_parameters(changes, pipeline.preset.class_names)
             if not reason and reload_changes(self._values, changes) and self._reloading():
                 reason = "a model reload is in progress; try again when it finishes"
             return SetParametersResult(successful=not reason, reason=reason or "")
@@ -633,9 +706,21 @@ def main(args: list[str] | None = None) -> int:
 def spin(factory: Callable[[], SegmentationCore], args: list[str] | None = None) -> int:
     """Create the node ``factory`` makes and spin it until SIGINT/SIGTERM; exit status 2 (one
     error line) when it cannot start."""
+    own = list(sys.argv[1:] if args is None else args)
+    own = own[:own.index("--ros-args")] if "--ros-args" in own else own  # ours: before --ros-args
+    if {"-h", "--help"} & set(own):
+        print(usage_text())
+        return 0
+    if "--version" in own:
+        from .. import __version__
+
+        print(f"{Path(sys.argv[0]).name or 'segmentation_node'} (bisenet_ros) {__version__}")
+        return 0
+    transport = tuning_decision()
     apply_fastdds_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
     rclpy.init(args=args)
     logger = rclpy.logging.get_logger(NODE_NAME)
+    logger.info(f"transport: {transport.reason}")
     node: SegmentationCore | None = None
     code = 0
     try:

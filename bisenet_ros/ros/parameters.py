@@ -18,6 +18,7 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 
+from ..backends import BACKENDS
 from ..errors import BisenetError
 from ..images import MAX_SIDE
 from ..options import PipelineOptions
@@ -25,9 +26,10 @@ from ..options import PipelineOptions
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": ("auto", "bisenetv1", "bisenetv2"),
     "precision": ("auto", "fp32", "fp16"),
+    "backend": BACKENDS,
     "output_resolution": ("camera", "model"),
     "input_transport": ("raw", "compressed"),
-    "input_reliability": ("best_effort", "reliable"),
+    "input_reliability": ("auto", "best_effort", "reliable"),
     "output_reliability": ("reliable", "best_effort"),
 }
 #: parameters whose change needs a new pipeline (loaded in the background)
@@ -80,7 +82,8 @@ PARAMETERS: dict[str, ParamSpec] = {
                               int_range=(0, MAX_SIDE, 32)),
     "device": ParamSpec("auto", "auto (CUDA when available), cpu, cuda or cuda:N"),
     "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU), fp32 or fp16"),
-    "backend": ParamSpec("auto", "inference backend (auto, torch, ...; see bisenet-ros bench)"),
+    "backend": ParamSpec("auto", "how the forward pass runs; auto = the fastest available backend that "
+                                 "matches eager PyTorch (see bisenet-ros bench)"),
     "output_resolution": ParamSpec("camera", "resolution of labels/color/overlay: camera or model "
                                              "(model also publishes a scaled camera_info)"),
     # live settings
@@ -109,15 +112,58 @@ PARAMETERS: dict[str, ParamSpec] = {
     "input_transport": ParamSpec("raw", "raw: sensor_msgs/Image on 'image'; compressed: "
                                         "sensor_msgs/CompressedImage on '<resolved image>/compressed'",
                                  read_only=True),
-    "input_reliability": ParamSpec("best_effort", "image subscription reliability (best_effort "
-                                                  "also connects to reliable publishers)", read_only=True),
+    "input_reliability": ParamSpec("auto", "image/camera_info subscription reliability: auto = follow the "
+                                           "publishers (reliable when all are), best_effort or reliable",
+                                   read_only=True),
     "input_depth": ParamSpec(1, "image subscription queue depth", int_range=(1, 100, 1), read_only=True),
     "output_reliability": ParamSpec("reliable", "reliability of the output publishers", read_only=True),
     "output_depth": ParamSpec(1, "queue depth of the output publishers", int_range=(1, 100, 1),
                               read_only=True),
     "diagnostics_period": ParamSpec(1.0, "seconds between /diagnostics messages",
                                     float_range=(0.1, 60.0), read_only=True),
+    # semantic point cloud and class mask (bisenet_ros/ros/points.py), live; class names are checked
+    # against the model's classes by the node (points.check_class_parameters)
+    "publish_points": ParamSpec(False, "publish ~/points (PointCloud2 x,y,z,rgb,label) from the registered "
+                                       "depth image 'depth', subscribed only while ~/points has subscribers"),
+    "points_min_depth": ParamSpec(0.0, "metres; nearer depth pixels give no point", float_range=(0.0, 1000.0)),
+    "points_max_depth": ParamSpec(0.0, "metres; farther depth pixels give no point; 0 = no limit",
+                                  float_range=(0.0, 1000.0)),
+    "points_stride": ParamSpec(1, "use every n-th depth pixel in rows and columns", int_range=(1, 64, 1)),
+    "points_classes": ParamSpec(Parameter.Type.STRING_ARRAY, "class names or ids (as strings) kept in "
+                                                             "~/points; unset/empty = all"),
+    "depth_tolerance_ms": ParamSpec(0.0, "largest stamp difference between image and depth; 0 = equal stamps",
+                                    float_range=(0.0, 10000.0)),
+    "mask_classes": ParamSpec(Parameter.Type.STRING_ARRAY, "class names or ids (as strings): ~/mask is 255 "
+                                                           "on them, 0 elsewhere; unset/empty = no ~/mask"),
 }
+
+
+USAGE = """\
+usage: segmentation_node [-h] [--version] --ros-args -p weights:=CHECKPOINT [-p NAME:=VALUE ...] [-r image:=TOPIC]
+
+The bisenet_ros segmentation node: subscribes 'image' (and optional 'camera_info'), publishes
+~/labels, ~/color, ~/overlay, ~/confidence, ~/camera_info, ~/timing, ~/legend and /diagnostics.
+Parameters (-p NAME:=VALUE; ros2 param set at run time unless marked fixed at start):
+"""
+EPILOG = """
+examples:
+  segmentation_node --ros-args -r image:=/camera/image_raw -p weights:=models/bisenetv2_synthetic_street.pth
+  segmentation_node --ros-args -p weights:=model_final_v2_city.pth -p input_width:=1024 -p input_height:=512 \\
+      -p dataset:=cityscapes -p backend:=onnxruntime
+  ros2 launch bisenet_ros segment.launch.py weights:=/path/model.pth image:=/camera/image_raw
+docs/node.md has every topic, parameter and QoS setting.
+"""
+
+
+def usage_text() -> str:
+    """``segmentation_node --help``: how to start it and every parameter with its default."""
+    lines = [USAGE]
+    for name, spec in PARAMETERS.items():
+        default = "unset" if isinstance(spec.default, Parameter.Type) else repr(spec.default)
+        extra = f"; one of: {', '.join(CHOICES[name])}" if name in CHOICES else ""
+        fixed = " (fixed at start)" if spec.read_only else ""
+        lines.append(f"  {name} (default {default}){fixed}\n      {spec.description}{extra}")
+    return "\n".join(lines) + "\n" + EPILOG
 
 
 def validate_parameter(name: str, value: Any) -> str | None:
@@ -161,13 +207,33 @@ def validate_config(values: dict[str, Any]) -> str | None:
     return None
 
 
-def validate_changes(values: dict[str, Any], changes: dict[str, Any]) -> str | None:
-    """Why ``changes`` (plain values) cannot apply on top of ``values``, or None: the on-set check."""
+def validate_changes(values: dict[str, Any], changes: dict[str, Any], model_classes: int | None = None) -> str | None:
+    """Why ``changes`` (plain values) cannot apply on top of ``values``, or None: the on-set check.
+    ``model_classes``: the running model's class count (a new ``dataset`` must have as many)."""
     for name, value in changes.items():
         reason = validate_parameter(name, value)
         if reason:
             return reason
-    return validate_config({**values, **changes})
+    return validate_config({**values, **changes}) or check_dataset_classes(values, changes, model_classes)
+
+
+def check_dataset_classes(values: dict[str, Any], changes: dict[str, Any], model_classes: int | None) -> str | None:
+    """Why a run-time ``dataset`` change does not fit the model's class count, or None.
+
+    Names, colours and mean/std of a preset with another class count would silently mislabel
+    every class; unless ``weights``/``model`` change with it (the new checkpoint decides)."""
+    if not changes.get("dataset") or "weights" in changes or "model" in changes:
+        return None
+    n = changes.get("num_classes", values.get("num_classes")) or model_classes
+    if not n:
+        return None
+    from ..datasets import load_preset
+
+    preset = load_preset(changes["dataset"])
+    if preset.num_classes != n:
+        return (f"dataset '{changes['dataset']}' has {preset.num_classes} classes but the model has {n}; "
+                "change weights (and num_classes) together with it")
+    return None
 
 
 def reload_changes(values: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

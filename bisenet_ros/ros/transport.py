@@ -1,28 +1,78 @@
-"""Use the shipped Fast DDS profile (64 MB shared-memory segment, UDP on loopback).
+"""The node's default Fast DDS tuning, applied only where the user has not chosen their own.
 
-Fast DDS reads its profile file from an environment variable when the first participant is
-created, so :func:`apply_fastdds_profile` must run before ``rclpy.init``. The variable is
-``FASTRTPS_DEFAULT_PROFILES_FILE`` for Fast DDS 2.x (ROS 2 Jazzy ships 2.14) and
-``FASTDDS_DEFAULT_PROFILES_FILE`` for Fast DDS 3.x; both are set. If the user set either one,
-nothing is changed.
+Fast DDS' default shared-memory segment (512 KB) is smaller than one camera image. By default the
+node points Fast DDS at the shipped profile (``config/fastdds_profile.xml``: 64 MB shared-memory
+segment, UDPv4 on every interface with larger socket buffers), so local viewers get its outputs
+over shared memory and other hosts still reach it. Fast DDS reads the profile from an environment
+variable when the first participant is created, so :func:`apply_fastdds_profile` must run before
+``rclpy.init``: ``FASTRTPS_DEFAULT_PROFILES_FILE`` for Fast DDS 2.x (Jazzy ships 2.14) and
+``FASTDDS_DEFAULT_PROFILES_FILE`` for 3.x; both are set.
+
+Nothing is changed -- the user's middleware setup wins -- when any of these holds
+(:func:`tuning_decision` says which):
+
+- ``BISENET_ROS_TRANSPORT_TUNING`` is ``off`` (also ``0``, ``false``, ``no``): the documented switch;
+- ``RMW_IMPLEMENTATION`` names another middleware than Fast DDS (rmw_cyclonedds_cpp, rmw_zenoh_cpp, ...);
+- a Fast DDS profile file is set (either variable) or ``DEFAULT_FASTRTPS_PROFILES.xml`` /
+  ``DEFAULT_FASTDDS_PROFILES.xml`` is in the working directory (Fast DDS loads those by itself);
+- ``FASTDDS_BUILTIN_TRANSPORTS`` is set (e.g. ``LARGE_DATA``).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import MutableMapping
 
 ENV_VAR = "FASTDDS_DEFAULT_PROFILES_FILE"  # Fast DDS >= 3
 LEGACY_ENV_VAR = "FASTRTPS_DEFAULT_PROFILES_FILE"  # Fast DDS 2.x (Jazzy)
+BUILTIN_TRANSPORTS_VAR = "FASTDDS_BUILTIN_TRANSPORTS"
+SWITCH_VAR = "BISENET_ROS_TRANSPORT_TUNING"
+OFF_VALUES = ("off", "0", "false", "no")
+FASTDDS_RMWS = ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")
+CWD_PROFILES = ("DEFAULT_FASTRTPS_PROFILES.xml", "DEFAULT_FASTDDS_PROFILES.xml")
 #: the profile inside the Python package (package data; also installed to share/bisenet_ros/config)
 PROFILE = Path(__file__).resolve().parent.parent / "config" / "fastdds_profile.xml"
 
 
-def apply_fastdds_profile() -> str | None:
-    """Point Fast DDS at the shipped profile; return its path, or None if the user set their own."""
-    if os.environ.get(ENV_VAR) or os.environ.get(LEGACY_ENV_VAR):
-        return None
+@dataclass(frozen=True)
+class TuningDecision:
+    """Whether the node applies its profile, and why (one line for the log and /diagnostics)."""
+
+    profile: str | None  # the profile to apply, or None
+    reason: str
+
+
+def tuning_decision(environ: MutableMapping[str, str] | None = None, cwd: Path | None = None) -> TuningDecision:
+    """What :func:`apply_fastdds_profile` would do in ``environ`` (default: this process')."""
+    env = os.environ if environ is None else environ
+    switch = env.get(SWITCH_VAR, "").strip().lower()
+    if switch in OFF_VALUES:
+        return TuningDecision(None, f"off ({SWITCH_VAR}={env[SWITCH_VAR]}): middleware defaults")
+    rmw = env.get("RMW_IMPLEMENTATION", "").strip()
+    if rmw and rmw not in FASTDDS_RMWS:
+        return TuningDecision(None, f"left to RMW_IMPLEMENTATION={rmw}")
+    for var in (LEGACY_ENV_VAR, ENV_VAR, BUILTIN_TRANSPORTS_VAR):
+        if env.get(var) and env[var] != str(PROFILE):  # ours, set by an earlier call or a parent process
+            return TuningDecision(None, f"left to your {var}={env[var]}")
+    here = Path.cwd() if cwd is None else cwd
+    for name in CWD_PROFILES:
+        if (here / name).is_file():
+            return TuningDecision(None, f"left to {here / name} (Fast DDS loads it from the working directory)")
     if not PROFILE.is_file():  # broken install: run with Fast DDS defaults rather than fail
-        return None
-    os.environ[ENV_VAR] = str(PROFILE)
-    os.environ[LEGACY_ENV_VAR] = str(PROFILE)
-    return str(PROFILE)
+        return TuningDecision(None, f"Fast DDS defaults ({PROFILE} is missing)")
+    return TuningDecision(str(PROFILE), f"Fast DDS profile {PROFILE} (64 MB shared memory, UDPv4 on every "
+                                        f"interface; {SWITCH_VAR}=off turns it off)")
+
+
+def apply_fastdds_profile(environ: MutableMapping[str, str] | None = None) -> str | None:
+    """Point Fast DDS at the shipped profile unless the user chose their own middleware settings.
+
+    Returns the profile's path, or None when nothing was changed (see :func:`tuning_decision`).
+    """
+    env = os.environ if environ is None else environ
+    decision = tuning_decision(env)
+    if decision.profile is not None:
+        env[ENV_VAR] = decision.profile
+        env[LEGACY_ENV_VAR] = decision.profile
+    return decision.profile

@@ -31,19 +31,23 @@ from ..models import build_model, load_model
 from .common import add_model_arguments, hw_type, pipeline_from_args
 
 HELP = "benchmark model-only and full-pipeline speed (fps, latency percentiles, error vs eager)"
+EXAMPLES = """\
+  bisenet-ros bench --weights models/bisenetv2_synthetic_street.pth --frame-size 240x320
+  bisenet-ros bench --model bisenetv2 --input-size 512x1024 --frame-size 720x1280 --compare-eager --json b.json
+"""
 
 #: what a camera typically sends; the pipeline's own input size is --input-size
 DEFAULT_FRAME_SIZE = "720x1280"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser, weights_required=False)
-    parser.set_defaults(input_size="512x1024")
+    add_model_arguments(parser, weights_required=False, input_size_fallback="512x1024")
     g = parser.add_argument_group("benchmark")
     g.add_argument("--frame-size", type=hw_type(), default=hw_type()(DEFAULT_FRAME_SIZE),
                    help=f"camera frame HxW for the pipeline figures (default {DEFAULT_FRAME_SIZE})")
-    g.add_argument("--frames", type=int, default=50, help="timed iterations of each measurement")
-    g.add_argument("--warmup", type=int, default=5, help="untimed iterations before timing")
+    g.add_argument("--frames", type=int, default=50, help="timed frames (forward passes) of each measurement")
+    g.add_argument("--warmup", type=int, default=5,
+                   help="untimed frames before timing each measurement (default 5)")
     g.add_argument("--batch", type=int, default=1, help="model-only batch size")
     g.add_argument("--compare-eager", action="store_true",
                    help="also time eager PyTorch float32 (model only) and report the speed-up")

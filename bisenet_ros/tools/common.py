@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..options import PipelineOptions
+from ..backends import BACKENDS
+from ..options import PipelineOptions, fixed_input_size
 from ..pipeline import SegmentationPipeline, build_pipeline
 
 
@@ -31,8 +32,12 @@ def hw_type(min_side: int = 1):
     return parse
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool = True) -> None:
-    """--model --weights --num-classes --dataset --mean --std --input-size --device --precision --backend."""
+def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool = True,
+                        input_size_fallback: str = "auto32") -> None:
+    """--model --weights --num-classes --dataset --mean --std --input-size --device --precision --backend.
+
+    ``--input-size`` defaults to the checkpoint sidecar's everywhere; ``input_size_fallback`` is
+    what a checkpoint without one (or no checkpoint) runs at (see :func:`input_size_of`)."""
     g = parser.add_argument_group("model")
     g.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None,
                    help="architecture (default: from the checkpoint's sidecar or key layout)")
@@ -47,12 +52,43 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
     g.add_argument("--std", type=float_triple, default=None, help="override std, R,G,B on a 0-1 scale")
     g.add_argument("--input-size", default=None,
                    help="model input HxW (e.g. 512x1024) or auto32 (sides rounded up to x32); "
-                        "default: the checkpoint sidecar's, else auto32")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"])
-    g.add_argument("--backend", default="auto", help="inference backend (auto, torch, ...)")
+                        f"default: the checkpoint sidecar's, else {input_size_fallback}")
+    parser.set_defaults(input_size_fallback=input_size_fallback)
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"],
+                   help="number format of the forward pass (default: auto = fp16 on CUDA, fp32 on the CPU)")
+    g.add_argument("--backend", default="auto", choices=list(BACKENDS),
+                   help="how the forward pass runs (default: auto = the fastest available backend that "
+                        "matches eager PyTorch, see config/backends.yaml)")
 
 
 def pipeline_from_args(args: argparse.Namespace, **overrides) -> SegmentationPipeline:
     """Build the shared pipeline from the options of :func:`add_model_arguments` (plus ``overrides``)."""
-    return build_pipeline(PipelineOptions.from_args(args, **overrides))
+    return build_pipeline(options_from_args(args, **overrides))
+
+
+def options_from_args(args: argparse.Namespace, **overrides) -> PipelineOptions:
+    """:class:`PipelineOptions` of :func:`add_model_arguments`, ``--input-size`` resolved by
+    :func:`input_size_of` (the checkpoint sidecar's, else the command's fallback)."""
+    return PipelineOptions.from_args(args, **{"input_size": input_size_of(args), **overrides})
+
+
+def input_size_of(args: argparse.Namespace) -> str:
+    """``--input-size``, else the checkpoint sidecar's, else the command's fallback (auto32, or a
+    fixed size for the benchmarks), as ``'HxW'`` or ``'auto32'``."""
+    if args.input_size:
+        return args.input_size
+    side = sidecar_input_size(args.weights)
+    if side:
+        return f"{side[0]}x{side[1]}"
+    return getattr(args, "input_size_fallback", "auto32")
+
+
+def sidecar_input_size(weights) -> tuple[int, int] | None:
+    """The ``input_size`` of a checkpoint's sidecar YAML, or None (no weights, no sidecar)."""
+    if not weights:
+        return None
+    from ..checkpoint import read_sidecar
+
+    size = (read_sidecar(weights) or {}).get("input_size")
+    return fixed_input_size(size) if size else None

@@ -36,6 +36,12 @@ from ..report import write_report
 from .common import add_model_arguments, pipeline_from_args
 
 HELP = "evaluate accuracy (mIoU vs ground-truth labels) and speed on a ROS 2 bag (mcap/sqlite3)"
+EXAMPLES = """\
+  bisenet-ros eval-bag demo_output/sample_recording --label-topic /camera/labels \\
+      --weights models/bisenetv2_synthetic_street.pth --out eval_demo
+  bisenet-ros eval-bag cityscapes_val_bag --label-topic /camera/labels --label-map labelIds \\
+      --weights model_final_v2_city.pth --input-size 512x1024 --out eval_city --pred-bag eval_city/pred
+"""
 
 FPS_DEFINITION = ("frames / sum of per-frame pipeline time (preprocess + inference + postprocess, "
                   "bag reading excluded); wall_fps includes reading and scoring")
@@ -54,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pair a label with the nearest image stamp within MS milliseconds (default: exact)")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after N camera images (0 = all)")
     parser.add_argument("--warmup", type=int, default=1,
-                        help="untimed pipeline runs on the first image before timing (default 1)")
+                        help="untimed frames before timing: the first image through the pipeline "
+                             "N times (default 1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output directory (default: ./eval_<bag name>)")
     parser.add_argument("--strict", action="store_true",
@@ -64,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("prediction bag")
     g.add_argument("--pred-bag", type=Path, default=None,
                    help="also write the predictions to this new bag (labels, colour, overlay; original stamps)")
-    g.add_argument("--pred-storage", choices=STORAGES, default="mcap")
+    g.add_argument("--pred-storage", choices=STORAGES, default="mcap", help="storage plugin of --pred-bag")
     g.add_argument("--pred-namespace", default="/segmentation",
                    help="topic prefix of the prediction bag (default /segmentation, as the node)")
     g.add_argument("--pred-with-image", action="store_true",

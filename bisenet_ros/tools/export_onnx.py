@@ -21,6 +21,10 @@ from ..export import DEFAULT_OPSET, ExportError, export_onnx, verify_onnx
 from .common import add_model_arguments, pipeline_from_args
 
 HELP = "export the model to ONNX (dynamic batch) and verify it against eager PyTorch"
+EXAMPLES = """\
+  bisenet-ros export-onnx --weights models/bisenetv2_synthetic_street.pth --out street.onnx
+  bisenet-ros export-onnx --weights model_final_v2_city.pth --input-size 512x1024 --out city.onnx
+"""
 FALLBACK_SIZE = (512, 1024)  # without --input-size and without a sidecar size: Cityscapes' 512x1024
 
 

@@ -21,6 +21,11 @@ from ..errors import ConfigError
 from ..progress import progress_bar
 
 HELP = "write a ROS 2 bag (Image + ground-truth labels + CameraInfo) from a video or image folder"
+EXAMPLES = """\
+  bisenet-ros make-bag --video drive.mp4 --out drive_bag --every 2
+  bisenet-ros make-bag --images cityscapes/leftImg8bit/val --labels cityscapes/gtFine/val \\
+      --label-map labelIds --out city_val_bag
+"""
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
 CITY_IMAGE = "_leftImg8bit"

@@ -4,7 +4,8 @@ Three processes: a *camera* publishing ``sensor_msgs/Image`` (bgr8, ``--frame-si
 ``--rate`` Hz, best effort (like a camera driver); the *node* (``segmentation_node``, the shipped
 console script, with the model options given here as parameters); and this command as the
 *collector*, subscribed to ``/segmentation/labels``, ``color``, ``overlay`` (so the node computes
-them, as for a viewer) and ``timing``. After ``--warmup`` seconds it measures for ``--duration``:
+them, as for a viewer) and ``timing``. After ``--warmup`` camera frames (``--warmup / --rate``
+seconds of load) it measures for ``--duration`` seconds:
 
 * ``node_fps``: labels messages received per second;
 * ``latency_ms``: receipt time minus the camera stamp (same host clock), p50/p90/p99;
@@ -32,10 +33,13 @@ import numpy as np
 from ..errors import BisenetError, ConfigError
 from ..metrics import latency_stats
 from .bench import DEFAULT_FRAME_SIZE, machine_info, time_calls
-from ..options import PipelineOptions
-from .common import add_model_arguments, hw_type, pipeline_from_args
+from .common import add_model_arguments, hw_type, input_size_of, options_from_args, pipeline_from_args
 
 HELP = "benchmark the ROS 2 node under load (camera process, node process, collector)"
+EXAMPLES = """\
+  bisenet-ros node-bench --weights models/bisenetv2_synthetic_street.pth --frame-size 240x320 --rate 10
+  bisenet-ros node-bench --model bisenetv2 --input-size 512x1024 --rate 30 --duration 60 --json node.json
+"""
 
 #: the criteria of the node under load (docs/benchmarks.md)
 MIN_FPS_RATIO = 0.8
@@ -45,14 +49,15 @@ NODE_START_TIMEOUT_S = 180.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser, weights_required=False)
-    parser.set_defaults(input_size="512x1024")
+    add_model_arguments(parser, weights_required=False, input_size_fallback="512x1024")
     g = parser.add_argument_group("load")
     g.add_argument("--frame-size", type=hw_type(), default=hw_type()(DEFAULT_FRAME_SIZE),
                    help=f"camera frame HxW (default {DEFAULT_FRAME_SIZE})")
     g.add_argument("--rate", type=float, default=30.0, help="camera rate in Hz (default 30)")
     g.add_argument("--duration", type=float, default=30.0, help="measured seconds (default 30)")
-    g.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring (default 5)")
+    g.add_argument("--warmup", type=int, default=150,
+                   help="untimed frames before timing: camera frames of load before measuring "
+                        "(default 150, i.e. 5 s at 30 Hz)")
     g.add_argument("--outputs", default="color,overlay",
                    help="optional outputs the collector subscribes to (default color,overlay; labels always)")
     g.add_argument("--pipeline-fps", type=float, default=None,
@@ -132,7 +137,7 @@ def _child_env() -> dict[str, str]:
 
 
 def _node_command(args: argparse.Namespace) -> list[str]:
-    params = PipelineOptions.from_args(args).to_parameters()
+    params = options_from_args(args).to_parameters()
     cmd = [sys.executable, "-m", "bisenet_ros.ros.node", "--ros-args"]
     for k, v in params.items():
         cmd += ["-p", f"{k}:={v}"]
@@ -198,6 +203,7 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
+    warmup_s = args.warmup / args.rate
     env = _child_env()
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
     node_log = open(tmp / "node.log", "w+")
@@ -254,15 +260,15 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
         startup_s = time.monotonic() - t0
         camera_cmd = [sys.executable, "-m", "bisenet_ros.tools.node_bench", "camera", "--rate", str(args.rate),
                       "--frame-size", f"{args.frame_size[0]}x{args.frame_size[1]}",
-                      "--duration", str(args.warmup + args.duration)]
+                      "--duration", str(warmup_s + args.duration)]
         camera_proc = subprocess.Popen(camera_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                        text=True)
         if not spin_until(lambda: bool(received), 60.0):
             raise BisenetError("no segmentation output within 60 s of the camera starting")
         t_first = time.monotonic()
-        t_start = t_first + args.warmup
+        t_start = t_first + warmup_s
         t_end = t_start + args.duration
-        spin_until(lambda: time.monotonic() >= t_end, args.warmup + args.duration + 5)
+        spin_until(lambda: time.monotonic() >= t_end, warmup_s + args.duration + 5)
         cam_out, cam_err = camera_proc.communicate(timeout=30)
         spin_until(lambda: False, 1.0)  # let the last outputs arrive
     finally:
@@ -305,9 +311,10 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
         "frame_size": f"{args.frame_size[0]}x{args.frame_size[1]}",
         "rate_hz": args.rate,
         "duration_s": args.duration,
-        "warmup_s": args.warmup,
+        "warmup_frames": args.warmup,
+        "warmup_s": warmup_s,
         "outputs": ["labels", *outputs],
-        "input_size": args.input_size,
+        "input_size": input_size_of(args),
         "backend_requested": args.backend,
         "machine": machine_info(torch.device(args.device if args.device.startswith("cuda") else "cpu")),
     }

@@ -20,6 +20,13 @@ from ..options import PipelineOptions
 from .eval_bag import resolve_label_map
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
+EXAMPLES = """\
+  # start the node for you and replay at the recorded rate
+  bisenet-ros replay demo_output/sample_recording --label-topic /camera/labels \\
+      --weights models/bisenetv2_synthetic_street.pth --out replay_demo
+  # against a node you started yourself, twice as fast
+  bisenet-ros replay my_bag --image-topic /camera/image_raw --rate 2
+"""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-namespace", default="/segmentation",
                         help="where the node's outputs are (<ns>/labels, <ns>/timing; default /segmentation)")
     parser.add_argument("--max-frames", type=int, default=0, help="stop after N images (0 = all)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up frames through the node first")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed frames before timing: copies of the first image sent through "
+                             "the node first (default 1)")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for the node (start-up, model load, first reply)")
     parser.add_argument("--drain", type=float, default=2.0,

@@ -13,6 +13,14 @@ from ..errors import ConfigError
 from .common import hw_type
 
 HELP = "train or fine-tune BiSeNet V1/V2 on your own data (folder images/+labels/ or Cityscapes)"
+EXAMPLES = """\
+  bisenet-ros train --model bisenetv2 --data my_data/train --val my_data/val --num-classes 5 \\
+      --iters 20000 --batch-size 16 --crop 512x512 --out runs/robot/model.pth
+  # fine-tune (architecture from the checkpoint; fine-tuning learning rate, baseline mIoU first)
+  bisenet-ros train --init models/bisenetv2_synthetic_street.pth --dataset synthetic_street \\
+      --data /tmp/synthetic_street/train --val /tmp/synthetic_street/val --iters 20 --batch-size 8 \\
+      --crop 160x224 --device cpu --threads 1 --out runs/ft/model.pth
+"""
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -27,7 +35,9 @@ def _range(text: str) -> tuple[float, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("what to train")
-    g.add_argument("--model", required=True, choices=["bisenetv1", "bisenetv2"], help="architecture")
+    g.add_argument("--model", default=None, choices=["bisenetv1", "bisenetv2"],
+                   help="architecture (default: the --init checkpoint's sidecar or key layout; "
+                        "required when training from scratch)")
     g.add_argument("--data", required=True, help="training data: folder with images/ + labels/, or a Cityscapes root")
     g.add_argument("--val", default=None, help="validation data (same layouts; Cityscapes: --val-split)")
     g.add_argument("--num-classes", type=int, default=None, help="class count (default: the --dataset preset's)")
@@ -41,29 +51,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="Cityscapes label files (auto: *_labelTrainIds.png when present)")
     g.add_argument("--init", default=None,
                    help="fine-tune from this checkpoint (e.g. a public one); heads of another class "
-                        "count are re-initialised")
+                        "count are re-initialised; uses the fine-tuning learning rate and reports "
+                        "the checkpoint's own validation mIoU first")
     g.add_argument("--out", required=True, help="output checkpoint, e.g. out/model.pth (+ out/model.yaml)")
     g = parser.add_argument_group("schedule")
     g.add_argument("--iters", type=int, required=True, help="training iterations")
     g.add_argument("--batch-size", type=int, required=True, help="images per iteration (>= 2)")
     g.add_argument("--crop", type=hw_type(), required=True, help="training crop HxW, multiples of 32")
-    g.add_argument("--lr", type=float, default=None, help="base learning rate (default 0.01 V1, 0.05 V2)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="base learning rate (default from scratch: 0.01 V1, 0.05 V2; fine-tuning with "
+                        "--init: 0.002 V1, 0.01 V2; training/defaults.yaml)")
     g.add_argument("--momentum", type=float, default=None, help="SGD momentum (default 0.9)")
     g.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 5e-4)")
-    g.add_argument("--warmup-iters", type=int, default=None, help="linear warm-up iterations (default min(1000, iters/10))")
+    g.add_argument("--warmup-iters", type=int, default=None,
+                   help="linear learning-rate warm-up in iterations (default min(1000, iters/10))")
     g.add_argument("--scale", type=_range, default=None, help="random scale range MIN,MAX (default 0.75,1.5)")
     g.add_argument("--ohem", action="store_true", help="OHEM cross-entropy (hard pixels only)")
     g.add_argument("--aux-weight", type=float, default=None, help="weight of each auxiliary loss (default 1)")
     g = parser.add_argument_group("run")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    g.add_argument("--seed", type=int, default=0, help="random seed (runs with the same seed repeat exactly)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (runs with the same seed repeat exactly; default 0)")
     g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="STATE",
                    help="continue from STATE (default: <out stem>.state.pth)")
     g.add_argument("--val-every", type=int, default=0, help="validate every N iterations (and at the end)")
     g.add_argument("--save-every", type=int, default=0, help="write the resume state every N iterations")
     g.add_argument("--workers", type=int, default=2, help="data loader worker processes")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's, one per core; 1 is often fastest on a busy CPU)")
     g.add_argument("--save-dtype", default="float32", choices=["float32", "float16"], help="checkpoint dtype")
     g.add_argument("--input-size", type=hw_type(), default=None,
                    help="input size for the sidecar (default: training image size rounded up to x32)")
@@ -77,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.num_classes is None and args.dataset is None:
         raise ConfigError("give --num-classes (or --dataset with a preset that lists the classes)")
+    model = args.model or infer_model(args.init)
     cfg = TrainConfig(
-        model=args.model, data=args.data, out=args.out, iters=args.iters, batch_size=args.batch_size,
+        model=model, data=args.data, out=args.out, iters=args.iters, batch_size=args.batch_size,
         crop=args.crop, num_classes=args.num_classes, val=args.val, dataset=args.dataset,
         label_map=args.label_map, split=args.split, val_split=args.val_split,
         cityscapes_labels=args.cityscapes_labels, device=args.device, init=args.init, lr=args.lr,
@@ -90,9 +106,25 @@ def run(args: argparse.Namespace) -> int:
     )
     result = train(cfg)
     miou = f", val mIoU {result.validation[-1]['miou']:.4f}" if result.validation else ""
-    print(f"trained {args.model} for {result.iterations} iterations in {result.seconds:.0f} s{miou}: "
+    base = [v["miou"] for v in result.validation if v["iteration"] == 0 and v["miou"] is not None]
+    if base and len(result.validation) > 1:
+        miou += f" (the --init checkpoint scored {base[0]:.4f} before fine-tuning)"
+    print(f"trained {model} for {result.iterations} iterations in {result.seconds:.0f} s{miou}: "
           f"{result.checkpoint} + {result.sidecar}")
     return 0
+
+
+def infer_model(init: str | None) -> str:
+    """The architecture of the ``--init`` checkpoint (sidecar, else key layout), as every other
+    command infers it; from scratch there is nothing to infer from."""
+    if not init:
+        raise ConfigError("give --model bisenetv1 or bisenetv2 (or --init CHECKPOINT to take it from)")
+    from ..checkpoint import detect_architecture, read_sidecar, read_state_dict
+
+    arch = read_sidecar(init).get("arch") or detect_architecture(read_state_dict(init))
+    if arch not in ("bisenetv1", "bisenetv2"):
+        raise ConfigError(f"{init}: architecture not recognised; give --model bisenetv1 or bisenetv2")
+    return arch
 
 
 if __name__ == "__main__":  # pragma: no cover

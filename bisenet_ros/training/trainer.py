@@ -30,6 +30,7 @@ from ..errors import BisenetError, CheckpointError, ConfigError
 from ..metrics import ConfusionMatrix
 from ..models import build_model, resolve_device
 from ..pipeline import SegmentationPipeline, auto32
+from .curve import TrainingLog, log_paths
 from .data import Augment, DataError, IterationSampler, SegmentationDataset, cityscapes_needs_map, find_samples
 from .losses import SegmentationLoss
 
@@ -271,6 +272,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainRe
     defaults = training_defaults(arch)
     hp = {k: (getattr(cfg, k) if getattr(cfg, k, None) is not None else defaults[k])
           for k in ("lr", "momentum", "weight_decay", "scale", "aux_weight")}
+    if cfg.init and cfg.lr is None:  # fine-tuning refines the checkpoint instead of overwriting it
+        hp["lr"] = float(defaults["finetune_lr"])
+        log(f"fine-tuning: base learning rate {hp['lr']:g} (the {arch} fine-tuning default; --lr to change)")
     warmup = cfg.warmup_iters if cfg.warmup_iters is not None else min(defaults["warmup_iters"], cfg.iters // 10)
     device = resolve_device(cfg.device)
     saved_threads = torch.get_num_threads()
@@ -307,9 +311,13 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
 
     start, history = 0, []
     out = Path(cfg.out)
+    curve = TrainingLog(f"{arch} on {cfg.data}" + (f", fine-tuned from {Path(cfg.init).name}" if cfg.init else ""))
     if cfg.resume:
-        start, history = _resume(cfg, model, optimizer, scaler, arch, preset.num_classes)
+        start, history, curve.rows = _resume(cfg, model, optimizer, scaler, arch, preset.num_classes)
         log(f"resume: continuing at iteration {start} of {cfg.iters}")
+    elif cfg.init and val_ds is not None:
+        history.append(_baseline(model, val_ds, device, cfg.init, log))
+        curve.add_validation(0, history[-1]["miou"])
 
     loader = DataLoader(
         train_ds, batch_size=cfg.batch_size, sampler=IterationSampler(len(train_ds), cfg.seed, start * cfg.batch_size),
@@ -345,6 +353,7 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
         bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", refresh=False)
         bar.update(1)
         done = it + 1
+        curve.add_iteration(done, value, ema, lr)
         if cfg.log_every and done % cfg.log_every == 0:
             log(f"iter {done}/{cfg.iters}: loss {ema:.4f} (main {float(main.detach()):.4f}) lr {lr:.2e} "
                 f"{time.perf_counter() - t0:.0f}s")
@@ -353,13 +362,26 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
             model.train()
             history.append({"iteration": done, "miou": metrics["miou"], "iou": metrics["per_class_iou"]})
             log(f"iter {done}: val mIoU {metrics['miou'] or 0.0:.4f} " + _per_class(metrics))
+            curve.add_validation(done, metrics["miou"])
+            curve.write(out)
         if cfg.save_every and done % cfg.save_every == 0 and done < cfg.iters:
-            _save_state(out, model, optimizer, scaler, done, history, arch, preset.num_classes)
+            _save_state(out, model, optimizer, scaler, done, history, arch, preset.num_classes, curve.rows)
     bar.close()
     ckpt, side = save_checkpoint(model, out, arch, preset, _input_size(cfg, train_ds), cfg, history)
     state_path(out).unlink(missing_ok=True)  # finished: the resume state is no longer needed
-    log(f"saved {ckpt} (+ {side.name})")
+    csv_path, png_path = curve.write(out)
+    log(f"saved {ckpt} (+ {side.name}); training curve {png_path.name} (+ {csv_path.name})")
     return TrainResult(ckpt, side, cfg.iters, losses, history, time.perf_counter() - t0)
+
+
+def _baseline(model: nn.Module, val_ds: SegmentationDataset, device: torch.device, init: str,
+              log: Callable[[str], None]) -> dict:
+    """The ``--init`` checkpoint's own validation mIoU, before any fine-tuning (iteration 0)."""
+    metrics = evaluate(model, val_ds, device)
+    model.train()
+    log(f"baseline: {init} scores val mIoU {metrics['miou'] or 0.0:.4f} before fine-tuning "
+        + _per_class(metrics))
+    return {"iteration": 0, "miou": metrics["miou"], "iou": metrics["per_class_iou"]}
 
 
 def _per_class(metrics: dict) -> str:
@@ -397,25 +419,30 @@ def save_checkpoint(model: nn.Module, out: Path, arch: str, preset: DatasetPrese
         meta["training"] = {
             "data": str(cfg.data), "val": cfg.val, "iterations": cfg.iters, "batch_size": cfg.batch_size,
             "crop": list(cfg.crop), "seed": cfg.seed, "ohem": cfg.ohem, "init": cfg.init,
-            "val_miou": round(float(history[-1]["miou"]), 4) if history else None,
+            "val_miou": round(float(history[-1]["miou"]), 4) if history and history[-1]["miou"] is not None else None,
         }
+        base = [h for h in history or [] if h["iteration"] == 0 and h["miou"] is not None]
+        if cfg.init and base:
+            meta["training"]["init_val_miou"] = round(float(base[0]["miou"]), 4)
     side.write_text(yaml.safe_dump(meta, sort_keys=False))
     return out, side
 
 
 def _save_state(out: Path, model, optimizer, scaler, iteration: int, history: list[dict], arch: str,
-                num_classes: int) -> None:
+                num_classes: int, curve_rows: list[dict] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = state_path(out).with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "iteration": iteration, "arch": arch, "num_classes": num_classes,
                 "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "history": [{"iteration": h["iteration"], "miou": h["miou"]} for h in history]}, tmp)
+                "history": [{"iteration": h["iteration"], "miou": h["miou"]} for h in history],
+                "curve": [[r[k] for k in ("iteration", "loss", "loss_avg", "lr", "val_miou")]
+                          for r in curve_rows or []]}, tmp)
     tmp.replace(state_path(out))
 
 
-def _resume(cfg: TrainConfig, model, optimizer, scaler, arch: str, num_classes: int) -> tuple[int, list]:
+def _resume(cfg: TrainConfig, model, optimizer, scaler, arch: str, num_classes: int) -> tuple[int, list, list]:
     path = state_path(cfg.out) if cfg.resume == "auto" else Path(cfg.resume)
     if not path.is_file():
         raise TrainingError(f"{path}: no training state to resume from")
@@ -436,8 +463,9 @@ def _resume(cfg: TrainConfig, model, optimizer, scaler, arch: str, num_classes: 
     it = int(state["iteration"])
     if it > cfg.iters:
         raise TrainingError(f"{path}: state is at iteration {it}, beyond --iters {cfg.iters}")
-    return it, list(state.get("history", []))
+    curve = [dict(zip(("iteration", "loss", "loss_avg", "lr", "val_miou"), row)) for row in state.get("curve", [])]
+    return it, list(state.get("history", [])), curve
 
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingError", "class_dependent_keys", "evaluate", "load_init",
+__all__ = ["TrainConfig", "TrainingLog", "log_paths", "TrainResult", "TrainingError", "class_dependent_keys", "evaluate", "load_init",
            "lr_at", "save_checkpoint", "state_path", "train", "training_defaults"]

@@ -1,0 +1,83 @@
+"""Input subscriptions whose reliability follows the publishers' (``input_reliability: auto``).
+
+A best-effort publisher never reaches a reliable subscription, and a best-effort subscription to
+a reliable camera driver gives up what reliability buys for large images: fragments lost in
+transport are not repaired, so whole frames go missing. ``auto`` therefore subscribes reliable
+when every publisher on the topic is reliable and best effort otherwise (also while there is no
+publisher yet: best effort reaches both), the way rosbag2 adapts its QoS to the publishers. The
+verdict is taken again whenever :meth:`AdaptiveSubscription.refresh` runs (the node does it once a
+second); when it changes, the subscription is re-created. History stays keep-last with the
+configured depth (1 by default): the node keeps only the newest frame, latency never grows.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
+
+
+def follow_publishers(offered: Sequence[ReliabilityPolicy]) -> ReliabilityPolicy:
+    """``auto``: reliable when there are publishers and all offer reliable, else best effort."""
+    if offered and all(r == ReliabilityPolicy.RELIABLE for r in offered):
+        return ReliabilityPolicy.RELIABLE
+    return ReliabilityPolicy.BEST_EFFORT
+
+
+def reliability_name(policy: ReliabilityPolicy) -> str:
+    return "reliable" if policy == ReliabilityPolicy.RELIABLE else "best_effort"
+
+
+class AdaptiveSubscription:
+    """One input subscription with a fixed or publisher-following reliability."""
+
+    def __init__(self, node: Node, msg_type: Any, topic: str, callback: Callable[[Any], None], mode: str,
+                 depth: int, on_lost: Callable[[int], None] | None = None) -> None:
+        self.node, self.msg_type, self.callback, self.mode, self.depth = node, msg_type, callback, mode, depth
+        self._on_lost = on_lost
+        self.topic = node.resolve_topic_name(topic)
+        self.reliability = RELIABILITY.get(mode, ReliabilityPolicy.BEST_EFFORT)
+        self.subscription = self._create()
+
+    def _create(self):
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth, reliability=self.reliability,
+                         durability=DurabilityPolicy.VOLATILE)
+        on_lost = self._on_lost
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible)
+        if on_lost is not None:
+            events.message_lost = lambda info: on_lost(info.total_count_change)
+        try:
+            return self.node.create_subscription(self.msg_type, self.topic, self.callback, qos,
+                                                 event_callbacks=events)
+        except UnsupportedEventTypeError:  # a middleware without "message lost" events
+            events.message_lost = None
+            return self.node.create_subscription(self.msg_type, self.topic, self.callback, qos,
+                                                 event_callbacks=events)
+
+    def _on_incompatible(self, _event: Any) -> None:
+        if self.mode == "auto":
+            return  # the next refresh follows the new publisher
+        self.node.get_logger().warn(
+            f"a publisher on {self.topic} offers QoS incompatible with input_reliability "
+            f"{self.mode} (a best-effort publisher never reaches a reliable subscription): no "
+            f"messages from it; set input_reliability to auto or best_effort",
+            throttle_duration_sec=5.0)
+
+    def publisher_reliabilities(self) -> list[ReliabilityPolicy]:
+        """The reliability each publisher on the topic offers (from the ROS graph)."""
+        return [info.qos_profile.reliability for info in self.node.get_publishers_info_by_topic(self.topic)]
+
+    def refresh(self) -> bool:
+        """In ``auto`` mode, follow the publishers; True if the subscription was re-created."""
+        if self.mode != "auto":
+            return False
+        wanted = follow_publishers(self.publisher_reliabilities())
+        if wanted == self.reliability:
+            return False
+        self.node.destroy_subscription(self.subscription)
+        self.reliability = wanted
+        self.subscription = self._create()
+        return True

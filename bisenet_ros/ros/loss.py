@@ -1,0 +1,159 @@
+"""Images lost in transport, per camera: what the camera sent versus what reached the node.
+
+Three independent signs, each a lower bound of the loss, are combined per evaluation period by
+taking the largest (they see the same missing frames from different angles, so they are not added):
+
+- **camera_info without its image**: a driver publishes one CameraInfo per image with the same
+  stamp; the small CameraInfo gets through when the large image does not. Once at least one image
+  has been seen with a CameraInfo's stamp (the driver pairs them), every CameraInfo whose image has
+  not arrived ``grace_s`` after it counts as one lost frame. If images never arrive at all while
+  CameraInfo does, each CameraInfo counts.
+- **stamp gaps against the camera's own rate**: the median interval between consecutive image
+  stamps estimates the camera's period; a gap of more than 1.5 periods counts round(gap/period) - 1
+  frames (the median keeps jitter from counting; under heavy loss it underestimates).
+- **the middleware's own count** of samples it knows were lost (DDS "sample lost" events of a
+  best-effort reader: sequence-number gaps, incomplete fragmented samples).
+
+Frames the node itself skips (newest-frame policy, ``max_frame_age_ms``) arrive first and are not
+counted here; they are ``dropped_frames``. Pure Python: no rclpy, times and stamps are numbers.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from dataclasses import dataclass
+
+GAP_FACTOR = 1.5  # a stamp gap longer than this many periods means frames are missing
+MIN_INTERVALS = 5  # stamp intervals needed before the camera's period is trusted
+UNANSWERED_PERIODS = 3  # periods of CameraInfo without any image before those count as lost
+WARN_FRACTION = 0.1  # warn when more than this share of the frames sent was lost ...
+WARN_MIN_LOST = 2  # ... and at least this many
+
+
+@dataclass
+class LossReport:
+    """The loss over the recent window (for the warning) and since start (for the counters)."""
+
+    received: int  # images received in the window
+    lost: int  # images lost in the window
+    total_lost: int  # since start
+    sources: tuple[str, ...]  # which signs saw the loss in the window ("camera_info", "stamps", "middleware")
+
+    @property
+    def fraction(self) -> float:
+        sent = self.received + self.lost
+        return self.lost / sent if sent else 0.0
+
+    @property
+    def warn(self) -> bool:
+        return self.lost >= WARN_MIN_LOST and self.fraction > WARN_FRACTION
+
+
+class LossMonitor:
+    """Counts one camera's images lost in transport; call :meth:`evaluate` periodically."""
+
+    def __init__(self, grace_s: float = 2.0, window: int = 8, history: int = 50) -> None:
+        self.grace_s = grace_s
+        self.total_lost = 0
+        self._infos: deque[tuple[float, int]] = deque()  # (arrival time, stamp) not yet judged
+        self._image_stamps: deque[int] = deque(maxlen=2000)  # stamps of received images (recent)
+        self._image_stamp_set: set[int] = set()
+        self._paired = False  # the driver stamps CameraInfo and Image alike
+        self._silent = 0  # periods with CameraInfo while no image ever arrived
+        self._held = 0  # CameraInfo counted in those periods, not yet reported
+        self._last_stamp = 0
+        self._intervals: deque[int] = deque(maxlen=history)
+        self._gap_lost = 0  # since the last evaluation
+        self._middleware_lost = 0
+        self._received = 0
+        self._window: deque[tuple[int, int, tuple[str, ...]]] = deque(maxlen=window)  # (received, lost, sources)
+
+    # -- events (subscription callbacks) -----------------------------------------------------------
+    def on_image(self, stamp_ns: int) -> None:
+        self._received += 1
+        if not stamp_ns:
+            return
+        if len(self._image_stamps) == self._image_stamps.maxlen:
+            self._image_stamp_set.discard(self._image_stamps[0])
+        self._image_stamps.append(stamp_ns)
+        self._image_stamp_set.add(stamp_ns)
+        if self._last_stamp and stamp_ns > self._last_stamp:
+            interval = stamp_ns - self._last_stamp
+            if len(self._intervals) >= MIN_INTERVALS:
+                period = statistics.median(self._intervals)
+                if interval > GAP_FACTOR * period:
+                    self._gap_lost += max(0, round(interval / period) - 1)
+            self._intervals.append(interval)
+        if stamp_ns > self._last_stamp or stamp_ns < self._last_stamp - 10**9 * 3600:
+            self._last_stamp = stamp_ns  # ignore reordering; accept a restarted clock (bag loop)
+
+    def on_camera_info(self, stamp_ns: int, now: float) -> None:
+        if stamp_ns:
+            self._infos.append((now, stamp_ns))
+
+    def on_middleware_lost(self, count: int) -> None:
+        self._middleware_lost += max(0, int(count))
+
+    def forget_pending(self) -> None:
+        """The subscriptions were just re-created: what was in flight is not the camera's loss."""
+        self._infos.clear()
+        self._last_stamp = 0
+
+    # -- evaluation (diagnostics timer) ------------------------------------------------------------
+    def _camera_info_lost(self, now: float, received: int) -> int:
+        judged = []
+        while self._infos and self._infos[0][0] <= now - self.grace_s:
+            judged.append(self._infos.popleft()[1])
+        missing = [s for s in judged if s not in self._image_stamp_set]
+        if len(missing) < len(judged):
+            self._paired = True
+        if self._paired:
+            return len(missing)
+        if self._image_stamps or received:
+            self._silent, self._held = 0, 0  # images arrive, never with a CameraInfo's stamp: no verdict
+            return 0
+        # CameraInfo arrives, images never did: count it once that lasted a few periods (not the
+        # moment at start-up when the image subscription has not matched yet)
+        if not judged:
+            return 0
+        self._silent += 1
+        self._held += len(judged)
+        if self._silent < UNANSWERED_PERIODS:
+            return 0
+        lost, self._held = self._held, 0
+        return lost
+
+    def evaluate(self, now: float) -> LossReport:
+        """Close the current period; the report covers the last ``window`` periods."""
+        received, self._received = self._received, 0
+        counts = {"camera_info": self._camera_info_lost(now, received), "stamps": self._gap_lost,
+                  "middleware": self._middleware_lost}
+        self._gap_lost = self._middleware_lost = 0
+        lost = max(counts.values())
+        self.total_lost += lost
+        self._window.append((received, lost, tuple(k for k, v in counts.items() if v)))
+        return LossReport(received=sum(r for r, _, _ in self._window), lost=sum(lo for _, lo, _ in self._window),
+                          total_lost=self.total_lost,
+                          sources=tuple(dict.fromkeys(s for _, _, src in self._window for s in src)))
+
+
+def loss_message(camera: str, report: LossReport, subscribed: str, offered: list[str]) -> str:
+    """The /diagnostics warning: how much was lost, the likely cause and the fix (one line).
+
+    ``subscribed`` is the node's image subscription reliability, ``offered`` the publishers'.
+    """
+    sent = report.received + report.lost
+    head = (f"{camera}: {report.lost} of {sent} images lost in transport "
+            f"({report.fraction:.0%}, seen by {', '.join(report.sources) or 'stamps'})")
+    if subscribed == "best_effort" and offered and all(o == "reliable" for o in offered):
+        return (f"{head}: the camera publishes reliable but the node subscribes best effort, so lost "
+                f"fragments are not repaired; set input_reliability to auto or reliable")
+    if subscribed == "best_effort":
+        return (f"{head}: the camera publishes best effort and large images (over Fast DDS' 512 KB "
+                f"default shared-memory segment, or over UDP fragments) are dropped under load; make "
+                f"the camera driver publish reliable, or give it a transport for large data "
+                f"(FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA for camera and node, or the bisenet_ros Fast DDS "
+                f"profile on the same host) and raise net.core.rmem_max; see docs/node.md, Transport")
+    return (f"{head} although the input is reliable: the network or the camera host cannot keep up "
+            f"(reliable history overwritten before delivery); lower the camera's rate or resolution, use "
+            f"compressed input, or raise net.core.rmem_max; see docs/node.md, Transport")

@@ -1,0 +1,96 @@
+"""Images lost in transport (bisenet_ros/ros/loss.py): the three signs and what they ignore."""
+from __future__ import annotations
+
+import random
+
+from bisenet_ros.ros.loss import LossMonitor, loss_message
+
+PERIOD = 100_000_000  # 10 Hz camera, ns
+T0 = 1_700_000_000 * 10**9
+
+
+def feed(monitor: LossMonitor, frames: range, arrives, info: bool = True, jitter: int = 0) -> None:
+    """Frames ``frames`` of a 10 Hz camera; ``arrives(i)`` says whether frame i's image arrives;
+    stamps jitter uniformly by +-``jitter`` ns."""
+    rng = random.Random(0)
+    for i in frames:
+        stamp = T0 + i * PERIOD + rng.randint(-jitter, jitter)
+        if info:
+            monitor.on_camera_info(stamp, now=i * 0.1)
+        if arrives(i):
+            monitor.on_image(stamp)
+
+
+def test_healthy_camera_no_loss_even_with_jitter_and_node_side_skipping():
+    m = LossMonitor()
+    feed(m, range(100), lambda i: True, jitter=20_000_000)  # +-20 ms jitter on a 100 ms period
+    report = m.evaluate(now=100 * 0.1 + 3)
+    assert report.lost == 0 and not report.warn and report.received == 100
+
+
+def test_camera_info_without_images_counts_each_missing_frame():
+    m = LossMonitor()
+    feed(m, range(100), lambda i: i % 10 == 0)  # 10 of 100 images arrive (as with the 720p camera)
+    report = m.evaluate(now=13.0)
+    assert report.lost == 90 and report.warn and "camera_info" in report.sources
+    assert m.total_lost == 90
+
+
+def test_stamp_gaps_without_camera_info():
+    m = LossMonitor()
+    feed(m, range(40), lambda i: True, info=False)
+    feed(m, range(40, 100), lambda i: i % 3 == 0, info=False)  # then 2 of 3 lost
+    report = m.evaluate(now=20.0)
+    assert 36 <= report.lost <= 40 and "stamps" in report.sources and report.warn
+
+
+def test_middleware_count_is_not_added_to_the_other_signs():
+    m = LossMonitor()
+    feed(m, range(50), lambda i: i % 2 == 0)
+    m.on_middleware_lost(25)
+    report = m.evaluate(now=10.0)
+    assert report.lost == 25 and set(report.sources) >= {"camera_info", "middleware"}
+
+
+def test_images_that_never_arrive_warn_only_after_a_few_periods():
+    m = LossMonitor()
+    for second in range(2):  # start-up: CameraInfo flows, the image subscription has not matched
+        feed(m, range(second * 10, second * 10 + 10), lambda i: False)
+        assert m.evaluate(now=second + 3.0).lost == 0
+    feed(m, range(20, 30), lambda i: False)
+    assert m.evaluate(now=6.0).lost == 30  # the third silent period: all of them count
+    feed(m, range(30, 40), lambda i: False)
+    assert m.evaluate(now=7.0).total_lost == 40  # and every period after
+    # an image after start-up silence means they were only late to match: nothing counted
+    m2 = LossMonitor()
+    feed(m2, range(0, 10), lambda i: False)
+    m2.evaluate(now=3.0)
+    feed(m2, range(10, 20), lambda i: True)
+    assert m2.evaluate(now=5.0).lost == 0
+
+
+def test_unpaired_stamps_give_no_camera_info_verdict():
+    m = LossMonitor()
+    for i in range(50):  # a driver whose CameraInfo carries other stamps than its images
+        m.on_camera_info(T0 + i * PERIOD + 1, now=i * 0.1)
+        m.on_image(T0 + i * PERIOD)
+    assert m.evaluate(now=10.0).lost == 0
+
+
+def test_resubscribing_forgets_what_was_in_flight():
+    m = LossMonitor()
+    feed(m, range(20), lambda i: True)
+    feed(m, range(20, 23), lambda i: False)
+    m.forget_pending()
+    feed(m, range(23, 40), lambda i: True)
+    assert m.evaluate(now=10.0).lost == 0
+
+
+def test_messages_name_cause_and_fix():
+    m = LossMonitor()
+    feed(m, range(50), lambda i: i % 4 == 0)
+    report = m.evaluate(now=10.0)
+    text = loss_message("image", report, "best_effort", ["best_effort"])
+    assert "of 50 images lost in transport" in text and "reliable" in text and "LARGE_DATA" in text
+    assert "input_reliability to auto" in loss_message("image", report, "best_effort", ["reliable"])
+    assert "net.core.rmem_max" in loss_message("image", report, "reliable", ["reliable"])

@@ -1,0 +1,268 @@
+"""``~/points``, ``~/mask`` and class areas of the real segmentation node, over real ROS 2.
+
+One node process (``-r image:=/cam -r depth:=/cam_depth -r camera_info:=/cam_info -p publish_points:=true``,
+random 5-class BiSeNetV2) serves the module. The tests publish image + depth + CameraInfo and parse
+the cloud with a PointCloud2 reader written here (from the message's own fields, offsets and
+point_step), then compare it with a back-projection computed here and the labels the node
+published for the same frame. The first test runs before any CameraInfo was sent.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from bisenet_ros.ros.conversions import array_to_image_msg, image_msg_to_array  # noqa: E402
+from node_client import LATCHED, RosClient, frame, start_node, values  # noqa: E402
+
+pytestmark = pytest.mark.ros
+NODE = "/segmentation"
+H, W = 96, 128
+K = (110.0, 0.0, 63.5, 0.0, 105.0, 47.5, 0.0, 0.0, 1.0)
+NUMPY_TYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}  # PointField datatypes
+
+
+def read_cloud(msg) -> dict[str, np.ndarray]:
+    """An independent PointCloud2 reader: every field by its declared offset and datatype."""
+    assert msg.point_step > 0 and msg.row_step == msg.point_step * msg.width
+    assert len(msg.data) == msg.row_step * msg.height
+    raw = np.frombuffer(bytes(msg.data), np.uint8).reshape(-1, msg.point_step)
+    order = ">" if msg.is_bigendian else "<"
+    out = {}
+    for f in msg.fields:
+        dt = np.dtype(order + NUMPY_TYPES[f.datatype])
+        assert f.count == 1 and f.offset + dt.itemsize <= msg.point_step
+        out[f.name] = raw[:, f.offset:f.offset + dt.itemsize].copy().view(dt).ravel()
+    return out
+
+
+def reference_cloud(depth_m: np.ndarray, k, labels: np.ndarray, stride=1, min_d=0.0, max_d=np.inf,
+                    keep=None) -> np.ndarray:
+    """Back-projection written out per pixel: rows (x, y, z, label) in row-major order."""
+    rows = []
+    for v in range(0, depth_m.shape[0], stride):
+        for u in range(0, depth_m.shape[1], stride):
+            z = float(depth_m[v, u])
+            lab = int(labels[v * labels.shape[0] // depth_m.shape[0], u * labels.shape[1] // depth_m.shape[1]])
+            if np.isfinite(z) and z > 0 and min_d <= z <= max_d and (keep is None or lab in keep):
+                rows.append(((u - k[2]) * z / k[0], (v - k[5]) * z / k[4], z, lab))
+    return np.array(rows).reshape(-1, 4)
+
+
+def make_depth(seed: int, h=H, w=W):
+    """Metres with holes: zeros, and for 32FC1 NaN and inf too."""
+    rng = np.random.default_rng(seed)
+    mm = rng.integers(300, 15000, (h, w)).astype(np.uint16)
+    mm[rng.random((h, w)) < 0.1] = 0
+    metres = mm.astype(np.float32) / 1000
+    metres[rng.random((h, w)) < 0.05] = np.nan
+    metres[0, :3] = np.inf
+    return mm, metres
+
+
+def camera_info(h=H, w=W, k=K) -> CameraInfo:
+    info = CameraInfo(height=h, width=w, distortion_model="plumb_bob")
+    info.k = list(k)
+    return info
+
+
+@pytest.fixture(scope="module")
+def node(ros_env, tiny_checkpoints, tmp_path_factory):
+    log = tmp_path_factory.mktemp("node_points") / "node.log"
+    proc = start_node(ros_env, ["-r", "image:=/cam", "-r", "depth:=/cam_depth", "-r", "camera_info:=/cam_info",
+                                "-p", f"weights:={tiny_checkpoints['bisenetv2']}", "-p", "publish_points:=true"], log)
+    yield proc
+    rc = proc.stop()
+    assert rc == 0 and "Traceback" not in proc.log, proc.log[-3000:]
+
+
+@pytest.fixture(scope="module")
+def client(node):
+    c = RosClient("test_points_client")
+    for topic, kind in (("labels", Image), ("mask", Image), ("timing", DiagnosticArray)):
+        c.subscribe(f"{NODE}/{topic}", kind)
+    c.subscribe("/diagnostics", DiagnosticArray)
+    c.subscribe(f"{NODE}/legend", String, LATCHED)
+    assert c.wait_matched("/cam", Image), "the node did not subscribe to /cam:\n" + node.log
+    yield c
+    c.close()
+
+
+def send(client, image, depth, encoding, frame_id, info=None, reply="points", timeout=30.0):
+    """Publish CameraInfo (if given), depth and image with one stamp (again every 3 s) until the
+    node answers on ``reply`` for ``frame_id``; returns (reply or None, labels or None)."""
+    stamp = client.node.get_clock().now().nanoseconds
+    sec, nsec = divmod(stamp, 1_000_000_000)
+    dmsg = array_to_image_msg(depth, "mono16") if depth.dtype == np.uint16 else _float_image(depth)
+    dmsg.encoding = encoding
+    img = array_to_image_msg(image, "rgb8")
+    for m in (dmsg, img, info):
+        if m is not None:
+            m.header.frame_id = frame_id
+            m.header.stamp.sec, m.header.stamp.nanosec = sec, nsec
+    fid = lambda m: m.header.frame_id == frame_id  # noqa: E731
+    deadline = time.monotonic() + timeout
+    got = None
+    while got is None and time.monotonic() < deadline:
+        if info is not None:
+            client.publisher("/cam_info", CameraInfo).publish(info)
+        client.publisher("/cam_depth", Image).publish(dmsg)
+        client.publisher("/cam", Image).publish(img)
+        got = client.wait_for(f"{NODE}/{reply}", fid, min(3.0, max(0.0, deadline - time.monotonic())))
+    labels = client.wait_for(f"{NODE}/labels", fid, 10.0)
+    return got, None if labels is None else image_msg_to_array(labels)[0]
+
+
+def _float_image(arr: np.ndarray) -> Image:
+    msg = Image(height=arr.shape[0], width=arr.shape[1], encoding="32FC1", step=arr.shape[1] * 4)
+    msg.data = arr.astype("<f4").tobytes()
+    return msg
+
+
+def clear(client, name):
+    """Set a string-array parameter to [] (typed: an untyped [] would be a byte array)."""
+    from rclpy.parameter import Parameter
+    future = client._params(NODE).set_parameters_atomically([Parameter(name, Parameter.Type.STRING_ARRAY, [])])
+    return client._result(future).result
+
+
+def subscribe_points(client, node):
+    client.subscribe(f"{NODE}/points", PointCloud2)
+    assert client.wait_until(lambda: client.node.count_subscribers("/cam_depth") > 0, 30.0), \
+        "the node did not subscribe to the depth topic:\n" + node.log
+
+
+def test_no_depth_subscription_until_points_are_wanted_then_missing_camera_info(client, node):
+    # the node is up and has checked for ~/points subscribers (every 0.5 s) several times
+    assert client.wait_until(lambda: len(client.messages("/diagnostics")) >= 2, 20.0)
+    assert client.node.count_subscribers("/cam_depth") == 0
+    assert values(client.messages("/diagnostics")[-1].status[0])["depth_subscribed"] == ""
+    subscribe_points(client, node)
+    mm, _ = make_depth(0)
+    _, labels = send(client, frame(H, W, 1), mm, "16UC1", "no_info", reply="labels")
+    assert labels is not None  # labels keep flowing
+    assert client.wait_until(lambda: "no camera_info received" in node.log, 20.0), node.log[-2000:]
+    diag = client.wait_for("/diagnostics", lambda m: "no camera_info" in m.status[0].message, 10.0)
+    assert diag is not None and diag.status[0].level == b"\x01"  # WARN
+    assert not client.messages(f"{NODE}/points", lambda m: m.header.frame_id == "no_info")
+
+
+@pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
+def test_every_valid_depth_pixel_becomes_one_point_with_its_label(client, node, encoding):
+    subscribe_points(client, node)
+    mm, metres = make_depth(1 if encoding == "16UC1" else 2)
+    depth = mm if encoding == "16UC1" else metres
+    image = frame(H, W, 3)
+    cloud_msg, labels = send(client, image, depth, encoding, f"cloud_{encoding}", camera_info())
+    assert cloud_msg is not None and labels is not None, node.log[-2000:]
+    assert cloud_msg.header.stamp == client.messages(f"{NODE}/labels", lambda m: m.header.frame_id ==
+                                                     f"cloud_{encoding}")[0].header.stamp
+    assert {f.name for f in cloud_msg.fields} == {"x", "y", "z", "rgb", "label"} and cloud_msg.height == 1
+    cloud = read_cloud(cloud_msg)
+    depth_m = mm / 1000.0 if encoding == "16UC1" else metres.astype(np.float64)
+    depth_m = np.where(depth_m > 0, depth_m, np.nan)
+    ref = reference_cloud(depth_m, K, labels)
+    valid = int(np.isfinite(depth_m).sum())
+    assert len(cloud["x"]) == len(ref) == valid
+    err = np.abs(np.stack([cloud["x"], cloud["y"], cloud["z"]], 1) - ref[:, :3]).max()
+    assert err < 0.002, err
+    np.testing.assert_array_equal(cloud["label"], ref[:, 3])
+    assert len(np.unique(cloud["label"])) > 1
+    # rgb: the palette colour of the label, packed as PCL/rviz2 read it (0x00RRGGBB in a float32)
+    rgb = cloud["rgb"].view(np.uint32)
+    legend = json.loads(client.wait_for(f"{NODE}/legend").data)
+    palette = np.array([c["color"] for c in legend["classes"]], np.uint32)
+    names = [c["name"] for c in legend["classes"]]
+    np.testing.assert_array_equal(rgb, (palette[cloud["label"], 0] << 16) | (palette[cloud["label"], 1] << 8)
+                                  | palette[cloud["label"], 2])
+    timing = client.wait_for(f"{NODE}/timing", lambda m: m.header.frame_id == f"cloud_{encoding}", 10.0)
+    vals = values(timing.status[0])
+    assert float(vals["points_ms"]) > 0 and int(float(vals["points"])) == valid
+    areas = {k[5:]: float(v) for k, v in vals.items() if k.startswith("area_")}
+    counts = np.bincount(labels.ravel(), minlength=5) / labels.size
+    assert areas == {names[i]: pytest.approx(counts[i], abs=1e-4) for i in np.flatnonzero(counts)}
+
+
+def test_stride_class_filter_and_depth_limits(client, node):
+    subscribe_points(client, node)
+    _, metres = make_depth(4)
+    result = client.set_parameters(NODE, points_stride=3, points_min_depth=2.0, points_max_depth=9.5,
+                                   points_classes=["1", "road"])
+    assert result.successful, result.reason
+    try:
+        cloud_msg, labels = send(client, frame(H, W, 5), metres, "32FC1", "filtered", camera_info())
+    finally:
+        assert client.set_parameters(NODE, points_stride=1, points_min_depth=0.0, points_max_depth=0.0).successful
+        assert clear(client, "points_classes").successful
+    ref = reference_cloud(metres.astype(np.float64), K, labels, stride=3, min_d=2.0, max_d=9.5, keep={0, 1})
+    cloud = read_cloud(cloud_msg)
+    assert 0 < len(cloud["x"]) == len(ref)
+    assert np.abs(np.stack([cloud["x"], cloud["y"], cloud["z"]], 1) - ref[:, :3]).max() < 0.002
+    np.testing.assert_array_equal(cloud["label"], ref[:, 3])
+    bad = client.set_parameters(NODE, points_classes=["unicorn"])
+    assert not bad.successful and "unknown classes ['unicorn']" in bad.reason
+
+
+def test_half_resolution_depth_scales_the_intrinsics(client, node):
+    subscribe_points(client, node)
+    _, metres = make_depth(6, H // 2, W // 2)
+    cloud_msg, labels = send(client, frame(H, W, 7), metres, "32FC1", "half", camera_info())
+    assert cloud_msg is not None
+    k = list(K)
+    k[0], k[2], k[4], k[5] = K[0] / 2, (K[2] + 0.5) / 2 - 0.5, K[4] / 2, (K[5] + 0.5) / 2 - 0.5
+    # the label of a depth pixel is the label pixel under its centre: (u + 0.5) * 2 -> 2u + 1
+    ref = reference_cloud(metres.astype(np.float64), k, labels[1::2, 1::2])
+    cloud = read_cloud(cloud_msg)
+    assert len(cloud["x"]) == len(ref) > 0
+    assert np.abs(np.stack([cloud["x"], cloud["y"], cloud["z"]], 1) - ref[:, :3]).max() < 0.002
+    np.testing.assert_array_equal(cloud["label"], ref[:, 3])
+
+
+def test_bad_depth_is_reported_and_labels_keep_flowing(client, node):
+    subscribe_points(client, node)
+    _, metres = make_depth(8, H - 10, W)  # not a scale of 128x96
+    _, labels = send(client, frame(H, W, 9), metres, "32FC1", "bad_size", camera_info(), reply="labels")
+    assert labels is not None
+    assert client.wait_until(lambda: "depth size 128x86 is not a scale of the camera's 128x96" in node.log, 20.0), \
+        node.log[-2000:]
+    diag = client.wait_for("/diagnostics", lambda m: "not a scale" in values(m.status[0])["points_last_problem"])
+    assert diag is not None
+    mm, _ = make_depth(8)
+    _, labels = send(client, frame(H, W, 9), mm, "rgb8", "bad_encoding", camera_info(), reply="labels")
+    assert labels is not None
+    assert client.wait_until(lambda: "depth encoding 'rgb8' is not supported" in node.log, 20.0)
+    diag = client.wait_for("/diagnostics", lambda m: "depth encoding 'rgb8' is not supported" in
+                           m.status[0].message, 20.0)
+    assert diag is not None and diag.status[0].level == b"\x01"
+    assert not client.messages(f"{NODE}/points", lambda m: m.header.frame_id.startswith("bad_"))
+    assert int(values(diag.status[0])["points_skipped"]) >= 2
+
+
+def test_mask_of_chosen_classes(client, node):
+    assert client.set_parameters(NODE, mask_classes=["1", "3"]).successful
+    try:
+        assert client.wait_until(lambda: client.node.count_publishers(f"{NODE}/mask") > 0)
+        _, metres = make_depth(10)
+        mask_msg, labels = send(client, frame(H, W, 11), metres, "32FC1", "masked", camera_info(), reply="mask")
+    finally:
+        assert clear(client, "mask_classes").successful
+    mask, enc = image_msg_to_array(mask_msg)
+    assert enc == "mono8" and mask.shape == labels.shape
+    np.testing.assert_array_equal(mask, np.where(np.isin(labels, [1, 3]), 255, 0))
+
+
+def test_switching_points_off_drops_the_depth_subscription(client, node):
+    subscribe_points(client, node)
+    assert client.set_parameters(NODE, publish_points=False).successful
+    try:
+        assert client.wait_until(lambda: client.node.count_subscribers("/cam_depth") == 0, 20.0)
+    finally:
+        assert client.set_parameters(NODE, publish_points=True).successful
+    assert client.wait_until(lambda: client.node.count_subscribers("/cam_depth") > 0, 20.0)
