@@ -19,7 +19,8 @@ PYTHON_KEYS = {
     "onnxruntime": "python3-onnxruntime-pip",
 }
 #: imported, but optional and installed with pip (README): what needs them
-PIP_ONLY = {"safetensors": ".safetensors checkpoints", "onnx": "export-onnx metadata / ONNX graphs"}
+PIP_ONLY = {"safetensors": ".safetensors checkpoints", "onnx": "export-onnx metadata / ONNX graphs",
+            "av": "H.264 overlay videos of segment (optional; OpenCV otherwise)"}
 ROS_MODULES = {"rclpy", "launch", "launch_ros", "ament_index_python"}
 
 
