@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-all demo clean
+.PHONY: setup test test-all demo demo-points clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,10 @@ test: setup
 
 demo: setup
 	$(PY) -m bisenet_ros.tools.demo
+
+# the semantic point cloud: synthetic drive with exact depth -> node ~/points -> demo_output/points/cloud.png
+demo-points: setup
+	$(PY) -m bisenet_ros.tools.demo_points
 
 clean:
 	rm -rf $(VENV) build install log demo_output *.egg-info

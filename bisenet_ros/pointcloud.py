@@ -19,6 +19,7 @@ wraps the arrays in messages (``bisenet_ros/ros/conversions.py``).
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
@@ -204,24 +205,35 @@ class DepthBuffer:
 
     def __init__(self, size: int = 5) -> None:
         self._items: deque[tuple[int, object]] = deque(maxlen=size)
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
         self.received = 0
 
     def add(self, stamp_ns: int, item: object) -> None:
-        with self._lock:
+        with self._cond:
             self._items.append((stamp_ns, item))
             self.received += 1
+            self._cond.notify_all()
 
     def clear(self) -> None:
-        with self._lock:
+        with self._cond:
             self._items.clear()
 
-    def match(self, stamp_ns: int, tolerance_ns: int) -> tuple[object | None, int | None]:
+    def match(self, stamp_ns: int, tolerance_ns: int, wait_s: float = 0.0) -> tuple[object | None, int | None]:
         """(item, |stamp difference| ns) of the nearest stamp if within ``tolerance_ns``, else
-        (None, nearest difference or None when empty)."""
-        with self._lock:
-            items = list(self._items)
-        if not items:
-            return None, None
-        diff, item = min(((abs(s - stamp_ns), it) for s, it in items), key=lambda p: p[0])
-        return (item if diff <= tolerance_ns else None), diff
+        (None, nearest difference or None when empty). While every stamp held is older than
+        ``stamp_ns - tolerance_ns`` (the matching one may still be on its way), waits up to
+        ``wait_s`` for it."""
+        deadline = time.monotonic() + wait_s
+        with self._cond:
+            while True:
+                if self._items:
+                    diff, item = min(((abs(s - stamp_ns), it) for s, it in self._items), key=lambda p: p[0])
+                    if diff <= tolerance_ns:
+                        return item, diff
+                    late = max(s for s, _ in self._items) < stamp_ns - tolerance_ns
+                else:
+                    diff, late = None, self.received > 0
+                left = deadline - time.monotonic()
+                if not late or left <= 0:
+                    return None, diff
+                self._cond.wait(left)

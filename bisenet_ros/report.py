@@ -17,6 +17,9 @@ REPORT_MD = "report.md"
 CONFUSION_PNG = "confusion_matrix.png"
 IOU_PNG = "per_class_iou.png"
 LATENCY_PNG = "latency_histogram.png"
+STAGES_PNG = "latency_stages.png"
+#: latency keys that are sums of the others (drawn as the total, not as a stage)
+TOTAL_KEYS = ("total_ms", "end_to_end_ms")
 
 
 def _pyplot():
@@ -41,13 +44,16 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     names = list(report.get("class_names") or [])
+    what = subject(report)
     if confusion is not None and np.asarray(confusion).sum() > 0:
-        paths["confusion_matrix"] = plot_confusion(confusion, names, out / CONFUSION_PNG)
+        paths["confusion_matrix"] = plot_confusion(confusion, names, out / CONFUSION_PNG, what)
     iou = report.get("per_class_iou")
     if isinstance(iou, Mapping) and any(v is not None for v in iou.values()):
-        paths["per_class_iou"] = plot_per_class_iou(iou, out / IOU_PNG, miou=report.get("miou"))
+        paths["per_class_iou"] = plot_per_class_iou(iou, out / IOU_PNG, miou=report.get("miou"), subtitle=what)
     if latency_samples and any(len(v) for v in latency_samples.values()):
-        paths["latency_histogram"] = plot_latency_histogram(latency_samples, out / LATENCY_PNG)
+        if any(k not in TOTAL_KEYS and len(v) for k, v in latency_samples.items()):
+            paths["latency_stages"] = plot_latency_stages(latency_samples, out / STAGES_PNG, what)
+        paths["latency_histogram"] = plot_latency_histogram(latency_samples, out / LATENCY_PNG, what)
     paths["metrics"] = write_json(out / METRICS_JSON, report)
     paths["report"] = out / REPORT_MD
     paths["report"].write_text(markdown_report(report, {k: v.name for k, v in paths.items()
@@ -75,6 +81,20 @@ def _clean(x):
     if isinstance(x, Path):
         return str(x)
     return x
+
+
+def subject(report: Mapping) -> str:
+    """What was measured, for plot titles: model (checkpoint), backend and device, on which bag."""
+    model = report.get("model") or {}
+    weights = Path(str(model.get("weights"))).name if model.get("weights") else None
+    first = str(model.get("model") or "model") + (f" ({weights})" if weights else "")
+    if report.get("bag"):
+        first += f" on bag {Path(str(report['bag'])).name}"
+        frames = report.get("frames", report.get("frames_published"))
+        if frames is not None:
+            first += f" ({frames} frames)"
+    run = ", ".join(f"{k} {model[k]}" for k in ("backend", "device", "input_size") if model.get(k))
+    return first + (f"\n{run.replace('input_size', 'input')}" if run else "")
 
 
 # -- Markdown -------------------------------------------------------------------------------------
@@ -145,7 +165,7 @@ def markdown_report(report: Mapping, plots: Mapping[str, str], title: str = "Seg
 
 
 # -- plots ----------------------------------------------------------------------------------------
-def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path) -> Path:
+def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path, subtitle: str = "") -> Path:
     """Row-normalised confusion matrix (each GT class sums to 1); cell values for <= 25 classes."""
     plt = _pyplot()
     cm = np.asarray(matrix, dtype=np.float64)
@@ -161,7 +181,7 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path) -
     ax.set_yticks(range(n), names, fontsize=8)
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
-    ax.set_title("Confusion matrix (rows normalised)")
+    ax.set_title("Confusion matrix (rows normalised)" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     if n <= 25:
         for i in range(n):
             for j in range(n):
@@ -174,12 +194,13 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path) -
     return path
 
 
-def plot_per_class_iou(per_class_iou: Mapping[str, float | None], path: Path, miou: float | None = None) -> Path:
+def plot_per_class_iou(per_class_iou: Mapping[str, float | None], path: Path, miou: float | None = None,
+                       subtitle: str = "") -> Path:
     """Horizontal bars of per-class IoU; classes without data are marked ``n/a``."""
     plt = _pyplot()
     names = list(per_class_iou)
     vals = [per_class_iou[k] for k in names]
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(names) + 1)))
+    fig, ax = plt.subplots(figsize=(7, max(3.0, 0.3 * len(names) + 1.5)))
     y = np.arange(len(names))
     ax.barh(y, [v or 0.0 for v in vals], color=["tab:blue" if v is not None else "lightgray" for v in vals])
     for yi, v in zip(y, vals):
@@ -191,18 +212,20 @@ def plot_per_class_iou(per_class_iou: Mapping[str, float | None], path: Path, mi
     ax.invert_yaxis()
     ax.set_xlim(0, 1.08)
     ax.set_xlabel("IoU")
-    ax.set_title("Per-class IoU")
+    ax.set_title("Per-class IoU" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def plot_latency_histogram(samples: Mapping[str, Sequence[float]], path: Path) -> Path:
+def plot_latency_histogram(samples: Mapping[str, Sequence[float]], path: Path, subtitle: str = "") -> Path:
     """One histogram panel per stage with p50/p95 marked."""
     plt = _pyplot()
     stages = [(k, np.asarray(v, dtype=np.float64)) for k, v in samples.items() if len(v)]
-    fig, axes = plt.subplots(len(stages), 1, figsize=(7, 2.2 * len(stages) + 0.5), squeeze=False)
+    fig, axes = plt.subplots(len(stages), 1, figsize=(7, 2.2 * len(stages) + 0.8), squeeze=False)
+    if subtitle:
+        fig.suptitle(f"Latency per stage\n{subtitle}", fontsize=10)
     for ax, (stage, v) in zip(axes[:, 0], stages):
         ax.hist(v, bins=min(50, max(5, v.size // 2)), color="tab:blue", alpha=0.8)
         for q, style in ((50, "-"), (95, "--")):
@@ -212,6 +235,40 @@ def plot_latency_histogram(samples: Mapping[str, Sequence[float]], path: Path) -
         ax.set_ylabel("frames")
         ax.legend(fontsize=7)
     axes[-1, 0].set_xlabel("milliseconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_latency_stages(samples: Mapping[str, Sequence[float]], path: Path, subtitle: str = "") -> Path:
+    """Which stage costs what: one bar per statistic (mean, median), stacked from the stages'
+    values; the measured total (``total_ms``/``end_to_end_ms``) is marked beside it (it also holds
+    what no stage covers, e.g. transport and queueing for the live node)."""
+    plt = _pyplot()
+    stages = [(k, np.asarray(v, dtype=np.float64)) for k, v in samples.items() if len(v) and k not in TOTAL_KEYS]
+    totals = [(k, np.asarray(samples[k], dtype=np.float64)) for k in TOTAL_KEYS if k in samples and len(samples[k])]
+    stats = (("mean", np.mean), ("median", np.median))  # percentiles above the median do not add up
+    fig, ax = plt.subplots(figsize=(8, 3.4))
+    colours = plt.get_cmap("tab10").colors
+    for row, (label, fn) in enumerate(stats):
+        left = 0.0
+        for i, (stage, v) in enumerate(stages):
+            width = float(fn(v))
+            ax.barh(row, width, left=left, color=colours[i % 10], edgecolor="white",
+                    label=stage.removesuffix("_ms") if row == 0 else None)
+            if width > 0:
+                ax.text(left + width / 2, row, f"{width:.3g}", ha="center", va="center", fontsize=7, color="white")
+            left += width
+        for j, (name, v) in enumerate(totals):
+            t = float(fn(v))
+            ax.plot([t, t], [row - 0.4, row + 0.4], color="black", linestyle="--" if j else "-", linewidth=1.5,
+                    label=(f"measured {name.removesuffix('_ms')}".replace("_", " ") if row == 0 else None))
+    ax.set_yticks(range(len(stats)), [s[0] for s in stats])
+    ax.invert_yaxis()
+    ax.set_xlabel("milliseconds per frame (each stage's mean or median, stacked)")
+    ax.set_title("Where the time goes" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=len(stages) + len(totals))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

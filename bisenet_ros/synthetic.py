@@ -214,24 +214,11 @@ class StreetWorld:
         return _Object("car", x, z, vz, size, np.clip(col, 0, 1), np.array([0.08, 0.1, 0.13]))
 
     # -- rendering ----------------------------------------------------------------------------
-    def render(
-        self,
-        size: tuple[int, int] = (240, 320),
-        cam_z: float = 0.0,
-        cam_x: float = 0.0,
-        cam_h: float = 1.5,
-        yaw_deg: float = 0.0,
-        pitch_deg: float = 0.0,
-        t: float = 0.0,
-        fov_deg: float = 70.0,
-        rng: np.random.Generator | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """RGB uint8 image and uint8 class-id labels of the street seen from the given pose.
-
-        ``t`` (seconds) moves cars and pedestrians; ``rng`` draws the sensor noise (default: a
-        generator seeded from the world seed and the pose, so renders are reproducible).
-        """
-        img, lbl, _ = self.render_with_depth(size, cam_z, cam_x, cam_h, yaw_deg, pitch_deg, t, fov_deg, rng)
+    def render(self, size: tuple[int, int] = (240, 320), **pose) -> tuple[np.ndarray, np.ndarray]:
+        """RGB uint8 image and uint8 class-id labels of the street seen from the given pose
+        (``cam_z``, ``cam_x``, ``cam_h``, ``yaw_deg``, ``pitch_deg``, ``t``, ``fov_deg``, ``rng``: see
+        :meth:`render_with_depth`)."""
+        img, lbl, _ = self.render_with_depth(size, **pose)
         return img, lbl
 
     def render_with_depth(
@@ -246,8 +233,12 @@ class StreetWorld:
         fov_deg: float = 70.0,
         rng: np.random.Generator | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`render` plus the depth (float64 metres along the optical axis, ``inf`` = sky) of
-        the surface drawn at each pixel centre (K: :func:`camera_matrix`)."""
+        """RGB uint8 image, uint8 class-id labels and the depth (float64 metres along the optical
+        axis, ``inf`` = sky) of the surface drawn at each pixel centre (K: :func:`camera_matrix`).
+
+        ``t`` (seconds) moves cars and pedestrians; ``rng`` draws the sensor noise (default: a
+        generator seeded from the world seed and the pose, so renders are reproducible).
+        """
         h, w = int(size[0]), int(size[1])
         if rng is None:
             rng = np.random.default_rng([self.seed, int(cam_z * 1000) & 0xFFFFFFF, int(t * 1000) & 0xFFFFFFF])

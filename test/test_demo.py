@@ -58,5 +58,31 @@ def test_short_demo_end_to_end(ros_env, tmp_path, capsys):
     pngs = sorted((out / "overlays").glob("overlay_*.png"))
     assert len(pngs) == metrics["overlays"]["frames"] >= 1
     assert (out / "overlays" / "overlay.mp4").stat().st_size > 0
+    assert metrics["overlays"]["video_codec"] == "h264"  # plays in browsers (PyAV, requirements.txt)
+    cap = cv2.VideoCapture(str(out / "overlays" / "overlay.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode() in ("avc1", "h264", "H264")
     montage = cv2.imread(str(out / "montage.png"))
-    assert montage.shape == (3 * 240, 3 * 320, 3) and np.ptp(montage) > 0
+    # titles strip + three (caption + 240-row frame) rows + legend; three 320-wide columns
+    assert montage.shape[1] == 3 * 320 and montage.shape[0] > 3 * 240 + 4 * 26 and np.ptp(montage) > 0
+    assert len(metrics["montage_miou"]) == 3 and all(0 <= m <= 1 for m in metrics["montage_miou"])
+
+
+def test_montage_explains_itself(tmp_path):
+    """Column titles, a caption with each row's mIoU and a legend with one swatch per class: the
+    picture's white strips carry text (dark pixels) and the legend every palette colour."""
+    from bisenet_ros.tools.demo import write_montage
+
+    _, samples = write_recording(tmp_path / "bag", frames=3, fps=10.0, size=(96, 128), seed=1)
+    path = tmp_path / "montage.png"
+    mious = write_montage(path, samples, default_weights(), "cpu")
+    img = cv2.imread(str(path))[..., ::-1]
+    assert img.shape[1] == 3 * 128
+    titles, legend = img[:26], img[26 + 3 * (26 + 96):]
+    assert (titles < 100).any() and (titles == 255).mean() > 0.6  # black text on white
+    for start in range(26, 26 + 3 * (26 + 96), 26 + 96):
+        caption = img[start:start + 26]
+        assert (caption < 100).any() and (caption == 255).mean() > 0.6
+    palette = read_sidecar(default_weights())["dataset"]["classes"]
+    for cls in palette:
+        assert (legend == np.array(cls["color"], np.uint8)).all(axis=-1).sum() >= 100, cls["name"]
+    assert len(mious) == 3 and all(m is None or 0 <= m <= 1 for m in mious)

@@ -189,9 +189,10 @@ def test_cli_eval_bag_report(tmp_path, tiny_checkpoints, capsys):
         assert key in metrics, key
     assert list(metrics["per_class_iou"]) == ["road", "sidewalk", "building", "wall", "fence"]
     assert metrics["frames"] == 3 and metrics["labelled_frames"] == 3
-    for png in ("confusion_matrix.png", "per_class_iou.png", "latency_histogram.png"):
+    for png in ("confusion_matrix.png", "per_class_iou.png", "latency_histogram.png", "latency_stages.png"):
         assert cv2.imread(str(out / png)) is not None, png
     md = (out / "report.md").read_text()
+    assert "![latency stages](latency_stages.png)" in md
     assert "| mIoU |" in md and "![confusion matrix](confusion_matrix.png)" in md
     assert f"mIoU {metrics['miou']:.4f}" in capsys.readouterr().out
     # same pipeline, independent metric: the figures agree, and the prediction bag holds those labels
@@ -321,3 +322,36 @@ def test_unreadable_images_and_labels_are_counted(tmp_path):
     assert ev.report["frames"] == 5 and ev.report["timed_frames"] == 4
     check_hand({**ev.report, "frames": 3, "timed_frames": 3, "warnings": {},
                 "latency_ms": {"total_ms": {"count": 3}}})
+
+
+def test_report_plots_name_model_and_bag_and_stack_the_stages(tmp_path, monkeypatch):
+    """Every plot title says which model ran on which bag; the stacked bar's segments are the
+    stages' means (and medians), the measured total drawn beside them."""
+    import matplotlib.axes
+    import matplotlib.figure
+
+    from bisenet_ros import report as rep
+
+    titles, bars = [], []
+    real_title, real_barh = matplotlib.axes.Axes.set_title, matplotlib.axes.Axes.barh
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda self, t, *a, **k: (titles.append(t), real_title(self, t, *a, **k))[1])
+    monkeypatch.setattr(matplotlib.axes.Axes, "barh",
+                        lambda self, y, w, *a, **k: (bars.append((y, w, k.get("left", 0.0))),
+                                                     real_barh(self, y, w, *a, **k))[1])
+    report = {"bag": "/data/drive_0815", "frames": 4, "class_names": ["a", "b"], "miou": 0.5,
+              "per_class_iou": {"a": 0.4, "b": 0.6},
+              "model": {"model": "bisenetv2", "weights": "/m/street.pth", "backend": "onnxruntime",
+                        "device": "cpu", "input_size": "256x320"}}
+    samples = {"preprocess_ms": [1.0, 3.0], "inference_ms": [10.0, 30.0], "postprocess_ms": [2.0, 2.0],
+               "total_ms": [14.0, 36.0]}
+    fig_titles = []
+    real_suptitle = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle",
+                        lambda self, t, *a, **k: (fig_titles.append(t), real_suptitle(self, t, *a, **k))[1])
+    paths = rep.write_report(tmp_path, report, confusion=np.array([[3, 1], [0, 4]]), latency_samples=samples)
+    assert {"confusion_matrix", "per_class_iou", "latency_stages", "latency_histogram"} <= set(paths)
+    named = [t for t in titles + fig_titles if "bisenetv2 (street.pth) on bag drive_0815 (4 frames)" in t]
+    assert len(named) == 4 and all("onnxruntime" in t for t in named), titles + fig_titles
+    mean_row = [(w, left) for y, w, left in bars if isinstance(y, int) and y == 0]
+    assert mean_row == [(2.0, 0.0), (20.0, 2.0), (2.0, 22.0)]

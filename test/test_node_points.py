@@ -50,7 +50,9 @@ def reference_cloud(depth_m: np.ndarray, k, labels: np.ndarray, stride=1, min_d=
     for v in range(0, depth_m.shape[0], stride):
         for u in range(0, depth_m.shape[1], stride):
             z = float(depth_m[v, u])
-            lab = int(labels[v * labels.shape[0] // depth_m.shape[0], u * labels.shape[1] // depth_m.shape[1]])
+            # the label pixel under the depth pixel's centre
+            lab = int(labels[int((v + 0.5) * labels.shape[0] / depth_m.shape[0]),
+                             int((u + 0.5) * labels.shape[1] / depth_m.shape[1])])
             if np.isfinite(z) and z > 0 and min_d <= z <= max_d and (keep is None or lab in keep):
                 rows.append(((u - k[2]) * z / k[0], (v - k[5]) * z / k[4], z, lab))
     return np.array(rows).reshape(-1, 4)
@@ -217,8 +219,7 @@ def test_half_resolution_depth_scales_the_intrinsics(client, node):
     assert cloud_msg is not None
     k = list(K)
     k[0], k[2], k[4], k[5] = K[0] / 2, (K[2] + 0.5) / 2 - 0.5, K[4] / 2, (K[5] + 0.5) / 2 - 0.5
-    # the label of a depth pixel is the label pixel under its centre: (u + 0.5) * 2 -> 2u + 1
-    ref = reference_cloud(metres.astype(np.float64), k, labels[1::2, 1::2])
+    ref = reference_cloud(metres.astype(np.float64), k, labels)  # label under the centre: 2u + 1
     cloud = read_cloud(cloud_msg)
     assert len(cloud["x"]) == len(ref) > 0
     assert np.abs(np.stack([cloud["x"], cloud["y"], cloud["z"]], 1) - ref[:, :3]).max() < 0.002
@@ -266,3 +267,59 @@ def test_switching_points_off_drops_the_depth_subscription(client, node):
     finally:
         assert client.set_parameters(NODE, publish_points=True).successful
     assert client.wait_until(lambda: client.node.count_subscribers("/cam_depth") > 0, 20.0)
+
+
+def test_per_camera_depth_model_resolution_labels_and_depth_never_arriving(ros_env, tiny_checkpoints, tmp_path):
+    """cameras:=[front, rear]: <camera>/depth each; labels at the model's 64x32 while depth and
+    camera are 160x120; the rear camera's depth never comes: reported, its labels keep flowing."""
+    node = start_node(ros_env, ["-p", f"weights:={tiny_checkpoints['bisenetv2']}", "-p", "cameras:=[front, rear]",
+                                "-p", "publish_points:=true", "-p", "output_resolution:=model",
+                                "-p", "input_width:=64", "-p", "input_height:=32"], tmp_path / "node.log")
+    client = RosClient("test_points_cameras")
+    try:
+        for cam in ("front", "rear"):
+            client.subscribe(f"{NODE}/{cam}/labels", Image)
+            client.subscribe(f"{NODE}/{cam}/points", PointCloud2)
+            assert client.wait_matched(f"/{cam}/image", Image), node.log
+        client.subscribe("/diagnostics", DiagnosticArray)
+        assert client.wait_until(lambda: all(client.node.count_subscribers(f"/{c}/depth") > 0
+                                              for c in ("front", "rear")), 30.0), node.log
+        k = (100.0, 0.0, 79.5, 0.0, 100.0, 59.5, 0.0, 0.0, 1.0)
+        _, metres = make_depth(12, 120, 160)
+        info = camera_info(120, 160, k)
+        depth_msg, image = _float_image(metres), array_to_image_msg(frame(120, 160, 13), "rgb8")
+        stamp = client.node.get_clock().now().to_msg()
+        for m in (depth_msg, image, info):
+            m.header.stamp, m.header.frame_id = stamp, "front_cam"
+        cloud_msg = None
+        for _ in range(10):
+            client.publisher("/front/camera_info", CameraInfo).publish(info)
+            client.publisher("/front/depth", Image).publish(depth_msg)
+            client.publisher("/front/image", Image).publish(image)
+            cloud_msg = client.wait_for(f"{NODE}/front/points", lambda m: m.header.frame_id == "front_cam", 3.0)
+            if cloud_msg is not None:
+                break
+        assert cloud_msg is not None, node.log[-2000:]
+        labels_msg = client.wait_for(f"{NODE}/front/labels", lambda m: m.header.frame_id == "front_cam", 10.0)
+        labels = image_msg_to_array(labels_msg)[0]
+        assert labels.shape == (32, 64)
+        ref = reference_cloud(metres.astype(np.float64), k, labels)
+        cloud = read_cloud(cloud_msg)
+        assert len(cloud["x"]) == len(ref) > 0
+        assert np.abs(np.stack([cloud["x"], cloud["y"], cloud["z"]], 1) - ref[:, :3]).max() < 0.002
+        np.testing.assert_array_equal(cloud["label"], ref[:, 3])
+        # rear: camera_info and images, never a depth image
+        rear_info = camera_info(120, 160, k)
+        deadline = time.monotonic() + 40.0
+        while time.monotonic() < deadline and "no depth image received on '/rear/depth'" not in node.log:
+            client.publisher("/rear/camera_info", CameraInfo).publish(rear_info)
+            client.publish_image("/rear/image", frame(120, 160, 14), "rgb8", "rear_cam")
+            client.wait_for(f"{NODE}/rear/labels", lambda m: m.header.frame_id == "rear_cam", 1.0)
+        assert "no depth image received on '/rear/depth'" in node.log, node.log[-2000:]
+        assert client.messages(f"{NODE}/rear/labels") and not client.messages(f"{NODE}/rear/points")
+        diag = client.wait_for("/diagnostics", lambda m: "no depth image received" in m.status[0].message, 10.0)
+        assert diag is not None and values(diag.status[0])["depth_subscribed"] == "front,rear"
+    finally:
+        client.close()
+        rc = node.stop()
+    assert rc == 0 and "Traceback" not in node.log, node.log[-3000:]

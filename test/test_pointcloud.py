@@ -128,6 +128,24 @@ def test_sizes_that_are_not_a_clean_scale_and_missing_k_are_refused():
         depth_intrinsics([0.0] * 9, (48, 64), (48, 64), (48, 64))
 
 
+def test_depth_buffer_pairs_by_stamp_and_waits_for_a_late_depth():
+    import threading
+
+    from bisenet_ros.pointcloud import DepthBuffer
+    buf = DepthBuffer(3)
+    assert buf.match(100, 0) == (None, None)
+    for stamp in (100, 200, 300, 400):  # bounded: the oldest (100) is gone
+        buf.add(stamp, f"d{stamp}")
+    assert buf.match(300, 0) == ("d300", 0)
+    assert buf.match(100, 0) == (None, 100)
+    assert buf.match(310, 10) == ("d300", 10) and buf.match(310, 9) == (None, 10)
+    # labels of stamp 500 are ready before their depth: it is waited for (bounded)
+    threading.Timer(0.05, buf.add, (500, "d500")).start()
+    assert buf.match(500, 0, wait_s=10.0) == ("d500", 0)
+    # no wait when a newer depth than the image is there already (the image's one will not come)
+    assert buf.match(450, 0, wait_s=10.0) == (None, 50)
+
+
 def test_mask_areas_and_class_names():
     labels = np.array([[0, 1, 1, 3]], np.uint8)
     names = ["road", "sidewalk", "building", "car"]

@@ -141,3 +141,24 @@ def test_undecodable_compressed_images_are_refused(data, message):
     msg.data = data
     with pytest.raises(ImageError, match=message):
         compressed_msg_to_array(msg)
+
+
+def test_point_cloud_message_round_trip_and_layout():
+    from bisenet_ros.pointcloud import POINT_DTYPE
+    from bisenet_ros.ros.conversions import cloud_msg_to_points, points_to_cloud_msg
+
+    pts = np.zeros(3, POINT_DTYPE)
+    pts["x"], pts["label"], pts["rgb"] = [1.0, -2.0, 3.5], [0, 7, 65535], [0x804080, 0, 0xFFFFFF]
+    header = Header(frame_id="cam")
+    msg = points_to_cloud_msg(pts, header)
+    assert (msg.height, msg.width, msg.point_step, msg.row_step) == (1, 3, 20, 60)
+    assert [(f.name, f.offset, f.datatype, f.count) for f in msg.fields] == [
+        ("x", 0, 7, 1), ("y", 4, 7, 1), ("z", 8, 7, 1), ("rgb", 12, 7, 1), ("label", 16, 4, 1)]
+    assert msg.header.frame_id == "cam" and msg.is_dense and not msg.is_bigendian
+    assert bytes(msg.data) == pts.tobytes()
+    np.testing.assert_array_equal(cloud_msg_to_points(msg), pts)
+    msg.point_step = 32
+    with pytest.raises(ValueError, match="not a bisenet_ros point cloud"):
+        cloud_msg_to_points(msg)
+    empty = points_to_cloud_msg(np.zeros(0, POINT_DTYPE), header)
+    assert empty.width == 0 and len(empty.data) == 0

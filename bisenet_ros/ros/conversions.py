@@ -107,6 +107,15 @@ def points_to_cloud_msg(points: np.ndarray, header: Header) -> PointCloud2:
     return msg
 
 
+def cloud_msg_to_points(msg: PointCloud2) -> np.ndarray:
+    """A ``~/points`` message back to its :data:`~bisenet_ros.pointcloud.POINT_DTYPE` array (a copy);
+    ValueError for a cloud of another layout."""
+    layout = [(f.name, f.offset, f.datatype) for f in msg.fields]
+    if layout != list(POINT_FIELDS) or msg.point_step != POINT_DTYPE.itemsize or msg.is_bigendian:
+        raise ValueError(f"not a bisenet_ros point cloud: fields {layout}, point_step {msg.point_step}")
+    return np.frombuffer(bytes(msg.data), POINT_DTYPE, count=msg.width * msg.height).copy()
+
+
 def stamp_ns(header: Header) -> int:
     """A header's stamp in nanoseconds."""
     return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec

@@ -39,6 +39,7 @@ from .conversions import array_to_image_msg, depth_msg_to_array, points_to_cloud
 DEPTH_BUFFER = 5  # depth messages kept per camera for pairing by stamp
 FOLLOW_PERIOD_S = 0.5  # how often depth subscriptions follow ~/points' subscribers
 DEPTH_GRACE_S = 3.0  # "no depth received" is a problem only this long after subscribing
+DEPTH_WAIT_S = 0.1  # labels ready before their depth arrived: wait this long for it (worker thread)
 LOG_THROTTLE_S = 5.0
 PROBLEM_HOLD_S = 5.0  # a problem keeps /diagnostics at WARN this long
 CLASS_PARAMETERS = ("points_classes", "mask_classes")
@@ -154,7 +155,7 @@ class SemanticOutputs:
     def _cloud(self, cam: CameraDepth, header: Header, labels: np.ndarray, camera_size: tuple[int, int],
                info: CameraInfo | None, preset: DatasetPreset) -> PointCloud2 | None:
         tolerance_ns = int(round(self._values["depth_tolerance_ms"] * 1e6))
-        msg, diff = cam.buffer.match(stamp_ns(header), tolerance_ns)
+        msg, diff = cam.buffer.match(stamp_ns(header), tolerance_ns, DEPTH_WAIT_S)
         if msg is None:
             if diff is None:
                 if cam.buffer.received or time.monotonic() - cam.subscribed_at > DEPTH_GRACE_S:

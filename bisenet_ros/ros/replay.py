@@ -476,7 +476,8 @@ def replay_bag(
             warn.add("no_ground_truth", "no labelled frame had ground truth with the same stamp")
     if save_overlays and overlay_writer is not None:
         report["overlays"] = {"dir": str(save_overlays), "frames": overlay_writer.count,
-                              "video": str(overlay_writer.video_path) if overlay_writer.video_path else None}
+                              "video": str(overlay_writer.video_path) if overlay_writer.video_path else None,
+                              "video_codec": overlay_writer.video_codec}
     report["warnings"] = dict(warn.counts)
     report["warning_messages"] = dict(warn.messages)
     report["_latency_samples"] = latency_samples
@@ -565,13 +566,15 @@ def _wait_matched(node, publisher, labels_topic: str, child: NodeProcess | None,
 
 
 class OverlayWriter:
-    """Writes received overlay frames (PNG per frame, plus an mp4) from a background thread."""
+    """Writes received overlay frames (PNG per frame, plus ``overlay.mp4``: H.264 where PyAV is
+    installed, see :mod:`bisenet_ros.video`) from a background thread."""
 
     def __init__(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir = out_dir
         self.count = 0
         self.video_path: Path | None = None
+        self.video_codec: str | None = None
         self._stamps: list[int] = []
         self._queue: queue.Queue = queue.Queue(maxsize=64)
         self._thread = threading.Thread(target=self._run, name="overlay_writer", daemon=True)
@@ -606,13 +609,12 @@ class OverlayWriter:
         fps = (len(self._stamps) - 1) / span if span > 0 else 10.0
         first = cv2.imread(str(files[0]))
         h, w = first.shape[:2]
-        path = self.out_dir / "overlay.mp4"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), max(1.0, fps), (w, h))
-        if not writer.isOpened():
-            return
-        for f in files:
-            img = cv2.imread(str(f))
-            if img is not None and img.shape[:2] == (h, w):
-                writer.write(img)
-        writer.release()
-        self.video_path = path
+        from ..video import VideoWriter
+
+        with VideoWriter(self.out_dir / "overlay.mp4", fps, order="bgr") as writer:
+            for f in files:
+                img = cv2.imread(str(f))
+                if img is not None and img.shape[:2] == (h, w):
+                    writer.write(img)
+        self.video_path = writer.path
+        self.video_codec = writer.codec

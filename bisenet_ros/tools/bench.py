@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..export import relative_error
 from ..metrics import latency_stats
 from ..models import build_model, load_model
-from .common import add_model_arguments, hw_type, pipeline_from_args
+from .common import add_model_arguments, cpu_name, hw_type, pipeline_from_args
 
 HELP = "benchmark model-only and full-pipeline speed (fps, latency percentiles, error vs eager)"
 EXAMPLES = """\
@@ -81,7 +81,7 @@ def _summary(ms: list[float], per_call: int = 1) -> dict:
 
 def machine_info(device: torch.device) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     try:
         import onnxruntime
         info["onnxruntime"] = onnxruntime.__version__
@@ -92,15 +92,6 @@ def machine_info(device: torch.device) -> dict:
         info["cuda"] = torch.version.cuda
     return info
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def run(args: argparse.Namespace) -> int:

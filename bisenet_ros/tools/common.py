@@ -2,10 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import platform
+from pathlib import Path
 
 from ..backends import BACKENDS
 from ..options import PipelineOptions, fixed_input_size
 from ..pipeline import SegmentationPipeline, build_pipeline
+
+
+def cpu_name() -> str:
+    """The CPU model (named with every speed figure)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def float_triple(text: str) -> list[float]:

@@ -8,8 +8,9 @@
    (:func:`bisenet_ros.ros.replay.replay_bag`);
 3. scores the labels the node publishes against the ground truth and writes
    ``demo_output/metrics.json`` (mIoU, per-class IoU, fps, latency, drops), the node's overlay
-   images and ``overlay.mp4``, and a side-by-side ``montage.png`` (camera | ground truth |
-   prediction colours, three frames);
+   images and ``overlay.mp4`` (H.264 where PyAV is installed), and ``montage.png``: three frames
+   side by side under the titles camera | ground truth | prediction, each with its mIoU, above
+   the class legend;
 4. prints a short summary and exits.
 
 The demo weights were trained on synthetic scenes only (see models/README.md): they show the
@@ -52,6 +53,14 @@ def default_weights() -> Path:
     return candidates[0]
 
 
+def demo_weights(given: Path | None) -> Path:
+    """``given``, else the shipped demo weights; ConfigError when the file is not there."""
+    weights = given or default_weights()
+    if not weights.is_file():
+        raise ConfigError(f"{weights}: demo weights not found (they ship in models/; see models/README.md)")
+    return weights
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bisenet_ros.tools.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (default demo_output)")
@@ -70,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def write_recording(path: Path, frames: int, fps: float, size: tuple[int, int], seed: int) -> tuple[int, list]:
     """The sample bag (mcap): images, labels and CameraInfo of a synthetic drive. Returns the
-    frame count and three (image, labels) samples for the montage."""
+    frame count and three (frame index, image, labels) samples for the montage."""
     from ..bags import write_image_bag
     from ..synthetic import drive_sequence
 
@@ -80,7 +89,7 @@ def write_recording(path: Path, frames: int, fps: float, size: tuple[int, int], 
     def gen():
         for i, frame in enumerate(drive_sequence(seed, frames, size, fps)):
             if i in picks:
-                keep[i] = (frame.image, frame.labels)
+                keep[i] = (i, frame.image, frame.labels)
             yield frame.image, frame.labels
 
     n = write_image_bag(path, gen(), fps=fps, image_topic=IMAGE_TOPIC, label_topic=LABEL_TOPIC,
@@ -89,28 +98,78 @@ def write_recording(path: Path, frames: int, fps: float, size: tuple[int, int], 
     return n, [keep[i] for i in sorted(keep)]
 
 
-def write_montage(path: Path, samples: list, weights: Path, device: str) -> None:
-    """camera | ground truth | prediction rows, predictions through the same pipeline as the node."""
+def write_montage(path: Path, samples: list, weights: Path, device: str) -> list[float | None]:
+    """A picture that explains itself: column titles (camera | ground truth | prediction), each
+    row's frame and mIoU, and the class legend; predictions through the same pipeline as the node.
+    Returns the per-row mIoU."""
     import cv2
 
+    from ..metrics import ConfusionMatrix
     from ..pipeline import build_pipeline
 
     pipe = build_pipeline(weights=weights, device=device, input_size=None)
-    rows = []
-    for img, gt in samples:
+    names, palette = list(pipe.preset.class_names), pipe.preset.palette
+    rows, mious = [], []
+    for frame, img, gt in samples:
         res = pipe(img, "rgb8", outputs=("color",))
-        truth = pipe.preset.palette[np.where(gt < pipe.num_classes, gt, 0)]
+        truth = palette[np.where(gt < pipe.num_classes, gt, 0)]
+        truth[gt >= pipe.num_classes] = 0  # ignored pixels: black
+        cm = ConfusionMatrix(pipe.num_classes, pipe.preset.ignore_index)
+        cm.update(res.labels, gt)
+        miou = cm.compute(names)["miou"]
+        mious.append(miou)
+        caption = f"frame {frame}: mIoU {miou:.2f} (classes in view)" if miou is not None \
+            else f"frame {frame}: no labelled pixels"
+        rows.append(_caption(caption, img.shape[1] * 3))
         rows.append(np.concatenate([img, truth, res.color], axis=1))
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    width = rows[0].shape[1]
+    titles = np.concatenate([_caption(t, img.shape[1], scale=0.6, centre=True)
+                             for t in ("camera", "ground truth", "prediction")], axis=1)
+    picture = np.concatenate([titles, *rows, _legend(names, palette, width)], axis=0)
+    cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    return mious
+
+
+def _caption(text: str, width: int, scale: float = 0.5, centre: bool = False) -> np.ndarray:
+    """A white strip with black text (RGB)."""
+    import cv2
+
+    strip = np.full((26, width, 3), 255, np.uint8)
+    (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    x = max(4, (width - tw) // 2) if centre else 6
+    cv2.putText(strip, text, (x, 18), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
+def _legend(names: list[str], palette: np.ndarray, width: int) -> np.ndarray:
+    """Colour swatches with class names, wrapped over as many lines as needed (RGB)."""
+    import cv2
+
+    items, line, x = [], [], 6
+    for i, name in enumerate(names):
+        (tw, _), _ = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        if x + 22 + tw > width and line:
+            items.append(line)
+            line, x = [], 6
+        line.append((x, i, name))
+        x += 22 + tw + 14
+    items.append(line)
+    out = np.full((8 + 22 * len(items), width, 3), 255, np.uint8)
+    for row, entries in enumerate(items):
+        y = 6 + 22 * row
+        for x0, i, name in entries:
+            colour = tuple(int(c) for c in palette[i])
+            cv2.rectangle(out, (x0, y), (x0 + 16, y + 14), colour, -1)
+            cv2.rectangle(out, (x0, y), (x0 + 16, y + 14), (0, 0, 0), 1)
+            cv2.putText(out, name, (x0 + 22, y + 12), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return out
 
 
 def run(args: argparse.Namespace) -> dict:
     """Run the demo; returns the metrics written to ``metrics.json``."""
     from ..checkpoint import read_sidecar
 
-    weights = args.weights or default_weights()
-    if not weights.is_file():
-        raise ConfigError(f"{weights}: demo weights not found (they ship in models/; see models/README.md)")
+    weights = demo_weights(args.weights)
     if args.frames < 2:
         raise ConfigError(f"--frames must be >= 2, got {args.frames}")
     side = read_sidecar(weights)
@@ -140,7 +199,7 @@ def run(args: argparse.Namespace) -> dict:
 
     print("[3/3] outputs")
     montage = out / "montage.png"
-    write_montage(montage, samples, weights, args.device)
+    report["montage_miou"] = write_montage(montage, samples, weights, args.device)
     report["demo"] = {
         "weights": str(weights), "recording": str(bag), "frames": n, "fps_recorded": args.fps,
         "size": [h, w], "seed": args.seed, "montage": str(montage),
