@@ -29,6 +29,8 @@ import numpy as np
 from .errors import ConfigError, ImageError
 from .images import DEPTH_ENCODINGS
 
+#: the largest depth image, per side, relative to the colour image: bounds one cloud's size
+MAX_DEPTH_SCALE = 2
 #: PointField datatype codes (sensor_msgs/PointField)
 FLOAT32, UINT16 = 7, 4
 #: the point layout: (name, offset, PointField datatype); point_step = POINT_DTYPE.itemsize
@@ -77,6 +79,9 @@ def depth_intrinsics(k: Sequence[float], info_size: tuple[int, int], depth_size:
         info_size = image_size
     check_clean_scale("camera_info", image_size, info_size)
     check_clean_scale("depth", depth_size, info_size)
+    if depth_size[0] > MAX_DEPTH_SCALE * image_size[0] or depth_size[1] > MAX_DEPTH_SCALE * image_size[1]:
+        raise ImageError(f"depth size {depth_size[1]}x{depth_size[0]} is more than {MAX_DEPTH_SCALE}x the camera's "
+                         f"{image_size[1]}x{image_size[0]} (a bound on what one cloud may cost)")
     return scale_k(k, info_size, depth_size)
 
 

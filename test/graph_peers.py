@@ -6,12 +6,15 @@ would; nothing of bisenet_ros' transport tuning is applied here.
 
     python graph_peers.py camera --topic /cam/image_raw --size 480x640 --rate 5 --count 12 \
         [--best-effort] [--camera-info] [--wait-subs 1]      -> prints "sent N"
-    python graph_peers.py viewer --topic /segmentation/labels --expect 12 [--best-effort] \
-        [--idle 5] [--timeout 60]                             -> prints "ready", then "received N"
+    python graph_peers.py viewer --topic /segmentation/labels [--best-effort] [--timeout 60]
+        -> "ready" once the topic has a publisher, then "got <frame_id>" per image and
+           "diag <level> <frames_lost_in_transport> <dropped_frames> <frames_processed> <message>"
+           per /diagnostics status
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -55,7 +58,7 @@ def camera(args: argparse.Namespace, node) -> None:
     t0 = time.perf_counter()
     for i in range(args.count):
         stamp = node.get_clock().now().to_msg()
-        msg.header.stamp, msg.header.frame_id = stamp, f"f{i}"
+        msg.header.stamp, msg.header.frame_id = stamp, f"{args.prefix}{i}"
         pub.publish(msg)
         if info_pub is not None:
             info = CameraInfo(width=w, height=h)
@@ -67,22 +70,33 @@ def camera(args: argparse.Namespace, node) -> None:
 
 
 def viewer(args: argparse.Namespace, node) -> None:
-    seen: set[str] = set()
-    last = [time.monotonic()]
+    """Print "got <frame_id>" per complete image and "diag <level> <lost> <dropped> <processed>
+    <message>" per /diagnostics status of a segmentation node, until --timeout or SIGTERM."""
+    from diagnostic_msgs.msg import DiagnosticArray
 
     def on_msg(msg: Image) -> None:
         if len(msg.data) == msg.step * msg.height:
-            seen.add(msg.header.frame_id)
-            last[0] = time.monotonic()
+            print(f"got {msg.header.frame_id}", flush=True)
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.endswith(": segmentation"):
+                values = {kv.key: kv.value for kv in status.values}
+                level = int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else status.level
+                counts = [values.get(k, "0") or "0" for k in ("frames_lost_in_transport", "dropped_frames",
+                                                               "frames_processed")]
+                print(f"diag {level} {' '.join(counts)} {status.message}", flush=True)
 
     node.create_subscription(Image, args.topic, on_msg, qos(args.best_effort, args.depth))
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, qos(False, 10))
+    wait(node, lambda: node.count_publishers(args.topic) > 0, args.timeout)
     print("ready", flush=True)
     deadline = time.monotonic() + args.timeout
-    while len(seen) < args.expect and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.1)
-        if seen and time.monotonic() - last[0] > args.idle:
-            break
-    print(f"received {len(seen)}", flush=True)
+    try:
+        while time.monotonic() < deadline:
+            rclpy.spin_once(node, timeout_sec=0.1)
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:
@@ -98,10 +112,10 @@ def main() -> None:
     p.add_argument("--wait-subs", type=int, default=1)
     p.add_argument("--settle", type=float, default=1.0)
     p.add_argument("--linger", type=float, default=2.0)
-    p.add_argument("--expect", type=int, default=12)
-    p.add_argument("--idle", type=float, default=8.0)
+    p.add_argument("--prefix", default="f", help="frame_id prefix (camera)")
     p.add_argument("--timeout", type=float, default=90.0)
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     rclpy.init()
     node = rclpy.create_node(f"graph_{args.role}")
     try:

@@ -52,6 +52,14 @@ def test_middleware_count_is_not_added_to_the_other_signs():
     assert report.lost == 25 and set(report.sources) >= {"camera_info", "middleware"}
 
 
+def test_a_sign_seeing_the_same_loss_a_period_later_is_not_counted_twice():
+    m = LossMonitor()
+    feed(m, range(30), lambda i: i not in (10, 11, 12))
+    assert m.evaluate(now=10.0).total_lost == 3  # camera_info saw them
+    m.on_middleware_lost(3)  # the middleware reports the same three a period later
+    assert m.evaluate(now=11.0).total_lost == 3
+
+
 def test_images_that_never_arrive_warn_only_after_a_few_periods():
     m = LossMonitor()
     for second in range(2):  # start-up: CameraInfo flows, the image subscription has not matched
@@ -94,3 +102,10 @@ def test_messages_name_cause_and_fix():
     assert "of 50 images lost in transport" in text and "reliable" in text and "LARGE_DATA" in text
     assert "input_reliability to auto" in loss_message("image", report, "best_effort", ["reliable"])
     assert "net.core.rmem_max" in loss_message("image", report, "reliable", ["reliable"])
+
+
+def test_a_camera_that_pauses_or_restarts_is_not_losing_frames():
+    m = LossMonitor()
+    feed(m, range(20), lambda i: True, info=False)
+    feed(m, range(100, 120), lambda i: True, info=False)  # 8 s later the stream goes on
+    assert m.evaluate(now=20.0).lost == 0

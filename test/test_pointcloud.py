@@ -124,6 +124,8 @@ def test_depth_at_another_resolution_scales_intrinsics_and_samples_labels():
 def test_sizes_that_are_not_a_clean_scale_and_missing_k_are_refused():
     with pytest.raises(ImageError, match="depth size 40x24 is not a scale of the camera's 64x48"):
         depth_intrinsics(K, (48, 64), (24, 40), (48, 64))
+    with pytest.raises(ImageError, match="depth size 192x144 is more than 2x the camera's 64x48"):
+        depth_intrinsics(K, (48, 64), (144, 192), (48, 64))
     with pytest.raises(ImageError, match="no valid K"):
         depth_intrinsics([0.0] * 9, (48, 64), (48, 64), (48, 64))
 

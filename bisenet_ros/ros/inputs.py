@@ -40,6 +40,8 @@ class AdaptiveSubscription:
         self._on_lost = on_lost
         self.topic = node.resolve_topic_name(topic)
         self.reliability = RELIABILITY.get(mode, ReliabilityPolicy.BEST_EFFORT)
+        self.publishers_changed = False  # since the previous refresh (a camera driver came or went)
+        self._gids: frozenset[bytes] = frozenset()
         self.subscription = self._create()
 
     def _create(self):
@@ -71,10 +73,14 @@ class AdaptiveSubscription:
         return [info.qos_profile.reliability for info in self.node.get_publishers_info_by_topic(self.topic)]
 
     def refresh(self) -> bool:
-        """In ``auto`` mode, follow the publishers; True if the subscription was re-created."""
+        """Look at the publishers again (sets :attr:`publishers_changed`); in ``auto`` mode follow
+        their reliability. True if the subscription was re-created."""
+        infos = self.node.get_publishers_info_by_topic(self.topic)
+        gids = frozenset(bytes(info.endpoint_gid) for info in infos)
+        self.publishers_changed, self._gids = gids != self._gids, gids
         if self.mode != "auto":
             return False
-        wanted = follow_publishers(self.publisher_reliabilities())
+        wanted = follow_publishers([info.qos_profile.reliability for info in infos])
         if wanted == self.reliability:
             return False
         self.node.destroy_subscription(self.subscription)

@@ -1,16 +1,18 @@
 """Images lost in transport, per camera: what the camera sent versus what reached the node.
 
-Three independent signs, each a lower bound of the loss, are combined per evaluation period by
-taking the largest (they see the same missing frames from different angles, so they are not added):
+Three independent signs, each a lower bound of the loss, are combined by taking the largest of
+their running totals (they see the same missing frames from different angles, sometimes one
+period apart, so they are never added):
 
 - **camera_info without its image**: a driver publishes one CameraInfo per image with the same
   stamp; the small CameraInfo gets through when the large image does not. Once at least one image
   has been seen with a CameraInfo's stamp (the driver pairs them), every CameraInfo whose image has
   not arrived ``grace_s`` after it counts as one lost frame. If images never arrive at all while
   CameraInfo does, each CameraInfo counts.
-- **stamp gaps against the camera's own rate**: the median interval between consecutive image
-  stamps estimates the camera's period; a gap of more than 1.5 periods counts round(gap/period) - 1
-  frames (the median keeps jitter from counting; under heavy loss it underestimates).
+- **stamp gaps against the camera's own rate** (when no CameraInfo is paired): the median interval
+  between consecutive image stamps estimates the camera's period; a gap of more than 1.5 periods
+  counts round(gap/period) - 1 frames (the median keeps jitter from counting; under heavy loss it
+  underestimates). A gap longer than 2 s and 20 periods is a pause or restart, not loss.
 - **the middleware's own count** of samples it knows were lost (DDS "sample lost" events of a
   best-effort reader: sequence-number gaps, incomplete fragmented samples).
 
@@ -24,7 +26,8 @@ from collections import deque
 from dataclasses import dataclass
 
 GAP_FACTOR = 1.5  # a stamp gap longer than this many periods means frames are missing
-MIN_INTERVALS = 5  # stamp intervals needed before the camera's period is trusted
+MIN_INTERVALS = 5
+PAUSE_S, PAUSE_PERIODS = 2.0, 20  # a longer gap is the camera pausing or restarting, not loss  # stamp intervals needed before the camera's period is trusted
 UNANSWERED_PERIODS = 3  # periods of CameraInfo without any image before those count as lost
 WARN_FRACTION = 0.1  # warn when more than this share of the frames sent was lost ...
 WARN_MIN_LOST = 2  # ... and at least this many
@@ -66,6 +69,7 @@ class LossMonitor:
         self._gap_lost = 0  # since the last evaluation
         self._middleware_lost = 0
         self._received = 0
+        self._cumulative = {"camera_info": 0, "stamps": 0, "middleware": 0}
         self._window: deque[tuple[int, int, tuple[str, ...]]] = deque(maxlen=window)  # (received, lost, sources)
 
     # -- events (subscription callbacks) -----------------------------------------------------------
@@ -79,9 +83,9 @@ class LossMonitor:
         self._image_stamp_set.add(stamp_ns)
         if self._last_stamp and stamp_ns > self._last_stamp:
             interval = stamp_ns - self._last_stamp
-            if len(self._intervals) >= MIN_INTERVALS:
+            if len(self._intervals) >= MIN_INTERVALS and not self._paired:  # paired CameraInfo counts exactly
                 period = statistics.median(self._intervals)
-                if interval > GAP_FACTOR * period:
+                if GAP_FACTOR * period < interval <= max(PAUSE_S * 1e9, PAUSE_PERIODS * period):
                     self._gap_lost += max(0, round(interval / period) - 1)
             self._intervals.append(interval)
         if stamp_ns > self._last_stamp or stamp_ns < self._last_stamp - 10**9 * 3600:
@@ -129,8 +133,10 @@ class LossMonitor:
         counts = {"camera_info": self._camera_info_lost(now, received), "stamps": self._gap_lost,
                   "middleware": self._middleware_lost}
         self._gap_lost = self._middleware_lost = 0
-        lost = max(counts.values())
-        self.total_lost += lost
+        for source, count in counts.items():  # a sign may see a loss a period after another did
+            self._cumulative[source] += count
+        total = max(self._cumulative.values())
+        lost, self.total_lost = total - self.total_lost, total
         self._window.append((received, lost, tuple(k for k, v in counts.items() if v)))
         return LossReport(received=sum(r for r, _, _ in self._window), lost=sum(lo for _, lo, _ in self._window),
                           total_lost=self.total_lost,

@@ -373,7 +373,7 @@ class SegmentationCore:
                 offered = ", ".join(reliability_name(r) for r in sub.publisher_reliabilities()) or "nothing"
                 self.get_logger().info(f"{sub.topic}: publishers offer {offered}; subscribed "
                                        f"{reliability_name(sub.reliability)}")
-            if changed:
+            if changed or cam.inputs[0].publishers_changed:  # a new camera: no gap to its predecessor
                 cam.loss.forget_pending()
 
     # -- worker --------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ class CameraDepth:
     buffer: DepthBuffer = field(default_factory=lambda: DepthBuffer(DEPTH_BUFFER))
     subscription: Subscription | None = None
     subscribed_at: float = 0.0
+    resolved: str = ""  # the depth subscription's full topic name (for messages)
     clouds: int = 0
     skipped: int = 0
 
@@ -110,7 +111,7 @@ class SemanticOutputs:
             wanted = bool(self._values["publish_points"]) and cam.points.get_subscription_count() > 0
             if wanted and cam.subscription is None:
                 cam.subscription = self._node.create_subscription(Image, cam.topic, self._on_depth(cam), self._qos)
-                cam.subscribed_at = time.monotonic()
+                cam.subscribed_at, cam.resolved = time.monotonic(), cam.subscription.topic_name
             elif not wanted and cam.subscription is not None:
                 self._node.destroy_subscription(cam.subscription)
                 cam.subscription = None
@@ -121,8 +122,7 @@ class SemanticOutputs:
             try:
                 depth_msg_to_array(msg)  # cheap checks (a view); the conversion runs when paired
             except ImageError as exc:
-                self._report(f"depth on '{cam.subscription.topic_name if cam.subscription else cam.topic}' "
-                             f"refused: {exc}")
+                self._report(f"depth on '{cam.resolved}' refused: {exc}")
                 return
             cam.buffer.add(stamp_ns(msg.header), msg)
         return callback
@@ -159,7 +159,7 @@ class SemanticOutputs:
         if msg is None:
             if diff is None:
                 if cam.buffer.received or time.monotonic() - cam.subscribed_at > DEPTH_GRACE_S:
-                    raise ImageError(f"no depth image received on '{cam.subscription.topic_name}'")
+                    raise ImageError(f"no depth image received on '{cam.resolved}'")
                 return None  # just subscribed: the first depth images are on their way
             raise ImageError(f"no depth image within depth_tolerance_ms = {self._values['depth_tolerance_ms']:g} "
                              f"of the image stamp (nearest {diff / 1e6:.1f} ms away)")
