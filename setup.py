@@ -15,7 +15,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={PACKAGE: ["presets/*.yaml", "config/*.xml", "config/*.yaml", "training/*.yaml"]},
+    package_data={PACKAGE: ["presets/*.yaml", "presets/remaps/*.yaml", "config/*.xml", "config/*.yaml", "training/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

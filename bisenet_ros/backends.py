@@ -38,7 +38,7 @@ import torch
 import yaml
 from torch import nn
 
-from .errors import BisenetError, ConfigError
+from .errors import BisenetError, ConfigError, one_line
 
 BACKENDS = ("auto", "torch", "torchscript", "onnxruntime", "tensorrt", "cudagraph")
 PRECISIONS = ("auto", "fp32", "fp16")
@@ -56,11 +56,6 @@ def backend_config() -> dict:
     """The parsed ``config/backends.yaml`` (auto order, tolerances, per-backend options)."""
     with open(CONFIG_FILE, encoding="utf-8") as f:
         return yaml.safe_load(f)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- runners ----------------------------------------------------------------------------------------
@@ -363,7 +358,7 @@ def select_backend(model: nn.Module, device: torch.device, precision: str,
             runner = build_backend(name, model, device, precision, input_size)
             err = check_runner(runner, model, x, reference)
         except Exception as exc:  # a backend that fails to build is skipped, never fatal
-            notes.append(f"{name}: failed ({_first_line(exc)})")
+            notes.append(f"{name}: failed ({one_line(exc)})")
             continue
         if err < tolerance or name == "torch":  # eager is the reference and the last resort
             notes.append(f"{name}: selected (rel err {err:.1e}, tolerance {tolerance:g})")
@@ -398,4 +393,4 @@ def create_runner(
     except BisenetError:
         raise
     except Exception as exc:
-        raise BackendUnavailable(f"backend {name} failed to build on {device}: {_first_line(exc)}") from None
+        raise BackendUnavailable(f"backend {name} failed to build on {device}: {one_line(exc)}") from None

@@ -19,8 +19,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import BisenetError, ImageError
-from .images import decode_compressed, raw_image_to_array
+from .errors import BisenetError, ImageError, one_line
+from .images import decode_compressed, raw_image_to_array, stamp_ns
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -81,7 +81,7 @@ def open_bag(path: str | Path) -> Iterator[Any]:
         reader = AnyReader([p], default_typestore=typestore())
         reader.open()
     except (AnyReaderError, OSError, ValueError, KeyError) as exc:
-        raise BagError(f"cannot read bag '{path}': {_one_line(exc)}") from None
+        raise BagError(f"cannot read bag '{path}': {one_line(exc)}") from None
     try:
         yield reader
     finally:
@@ -127,11 +127,6 @@ def check_image_topic(topics: dict[str, TopicSummary], topic: str, bag: str | Pa
     if topics[topic].msgtype not in IMAGE_TYPES:
         raise BagError(f"{what} topic '{topic}' in bag '{bag}' has type {topics[topic].msgtype}, "
                        f"expected sensor_msgs/msg/Image or CompressedImage")
-
-
-def stamp_ns(header: Any) -> int:
-    """Header stamp in nanoseconds."""
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def image_to_array(msg: Any) -> tuple[np.ndarray, str]:
@@ -188,7 +183,7 @@ def read_image_topics(
         try:
             msg = reader.deserialize(raw, conn.msgtype)
         except Exception as exc:  # noqa: BLE001 - any corrupt message: report, keep going
-            yield BagImage(conn.topic, -1, log_time, "", None, error=f"cannot deserialise: {_one_line(exc)}")
+            yield BagImage(conn.topic, -1, log_time, "", None, error=f"cannot deserialise: {one_line(exc)}")
             continue
         item = BagImage(conn.topic, stamp_ns(msg.header), log_time, str(msg.header.frame_id), None)
         if decode:
@@ -307,7 +302,8 @@ class BagWriter:
         self.path = Path(path).expanduser()
         if self.path.exists():
             if not overwrite:
-                raise BagError(f"output bag '{path}' exists already (remove it or choose another path)")
+                raise BagError(f"output bag '{path}' exists already (pass overwrite=True / --overwrite to "
+                               "replace it, or choose another path)")
             if not (self.path.is_dir() and (self.path / "metadata.yaml").is_file()):
                 raise BagError(f"refusing to overwrite '{path}': it is not a ROS 2 bag directory")
             shutil.rmtree(self.path)
@@ -398,7 +394,3 @@ def write_image_bag(
         if n == 0:
             raise BagError("no frames to write")
     return n
-
-
-def _one_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 import yaml
 
-from .errors import CheckpointError
+from .errors import CheckpointError, one_line
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "weights")
 
@@ -39,13 +39,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             obj: Any = load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types
-            raise CheckpointError(f"{path}: not a safetensors file ({_one_line(exc)})") from None
+            raise CheckpointError(f"{path}: not a safetensors file ({one_line(exc)})") from None
     else:
         try:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle/zip errors of many kinds
             raise CheckpointError(
-                f"{path}: not a PyTorch checkpoint or holds non-tensor objects ({_one_line(exc)})"
+                f"{path}: not a PyTorch checkpoint or holds non-tensor objects ({one_line(exc)})"
             ) from None
     state = _unwrap(obj)
     if state is None:
@@ -101,12 +101,7 @@ def read_sidecar(weights: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint sidecar ({_one_line(exc)})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint sidecar ({one_line(exc)})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: checkpoint sidecar must be a YAML mapping")
     return data
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

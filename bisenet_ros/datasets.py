@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 
@@ -196,9 +196,5 @@ def load_preset(name_or_path: str | Path) -> DatasetPreset:
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read preset ({_first_line(exc)})") from None
+        raise ConfigError(f"{path}: cannot read preset ({one_line(exc)})") from None
     return preset_from_dict(data, str(path))
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

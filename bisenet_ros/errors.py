@@ -19,3 +19,9 @@ class ConfigError(BisenetError):
 
 class ImageError(BisenetError):
     """An image (array or ROS message) cannot be segmented as given."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message (at most ``limit`` characters), or its type name."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import BisenetError, ConfigError
+from .errors import BisenetError, ConfigError, one_line
 
 #: ONNX opset used unless asked otherwise (ONNX Runtime and TensorRT 8.6+ support it)
 DEFAULT_OPSET = 17
@@ -82,8 +82,7 @@ def export_onnx(
                 dynamo=False,
             )
     except Exception as exc:  # the exporter raises many types; report its first line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"ONNX export failed at opset {opset}: {first}") from None
+        raise ExportError(f"ONNX export failed at opset {opset}: {one_line(exc)}") from None
     return out
 
 
@@ -104,8 +103,7 @@ def onnx_session(model_bytes_or_path: bytes | str | Path, providers: Sequence | 
     try:
         return ort.InferenceSession(src, so, providers=list(providers or ["CPUExecutionProvider"]))
     except Exception as exc:  # onnxruntime raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"ONNX Runtime cannot load the model: {first}") from None
+        raise ExportError(f"ONNX Runtime cannot load the model: {one_line(exc)}") from None
 
 
 def verify_onnx(

@@ -134,3 +134,8 @@ def decode_compressed(msg: Any) -> tuple[np.ndarray, str]:
     elif image.dtype == np.uint16 and image.shape[2] in (3, 4):  # 16-bit colour PNG -> 8 bit
         return (image[:, :, :3] >> 8).astype(np.uint8), "bgr8"
     raise ImageError(f"compressed image decodes to unsupported shape {image.shape}, dtype {image.dtype}")
+
+
+def stamp_ns(header: Any) -> int:
+    """A message header's stamp in nanoseconds (ROS and rosbags messages alike)."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)

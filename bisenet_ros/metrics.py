@@ -39,11 +39,15 @@ class MetricsError(BisenetError):
 class ConfusionMatrix:
     """Accumulates a ``num_classes x num_classes`` confusion matrix (int64) over frames."""
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255) -> None:
+    def __init__(self, num_classes: int, ignore_index: int | None = 255, unknown_index: int | None = None) -> None:
         if num_classes < 1:
             raise MetricsError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
+        # predictions of this value ("unknown": below the confidence threshold) are misses of their
+        # ground-truth class: counted in ``unknown`` per class, a false positive of no class
+        self.unknown_index = unknown_index
+        self.unknown = np.zeros(self.num_classes, dtype=np.int64)
         self.matrix = np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
         self.frames = 0
         self.out_of_range = 0  # GT pixels with a value that is neither a class nor ignore
@@ -51,6 +55,7 @@ class ConfusionMatrix:
 
     def reset(self) -> None:
         self.matrix[:] = 0
+        self.unknown[:] = 0
         self.frames = 0
         self.out_of_range = 0
         self.out_of_range_values.clear()
@@ -67,6 +72,8 @@ class ConfusionMatrix:
             raise MetricsError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
         p = pred.reshape(-1).astype(np.int64, copy=False)
         g = gt.reshape(-1).astype(np.int64, copy=False)
+        unknown = p == self.unknown_index if self.unknown_index is not None else np.zeros(p.shape, bool)
+        p = np.where(unknown, 0, p) if unknown.any() else p
         if p.size and (p.min() < 0 or p.max() >= self.num_classes):
             raise MetricsError(f"prediction has class ids outside 0..{self.num_classes - 1} "
                                f"(min {p.min()}, max {p.max()})")
@@ -74,6 +81,9 @@ class ConfusionMatrix:
         ignored = g == self.ignore_index if self.ignore_index is not None else np.zeros_like(in_range)
         valid = in_range & ~ignored
         bad = ~in_range & ~ignored
+        if unknown.any():
+            self.unknown += np.bincount(g[valid & unknown], minlength=self.num_classes)
+            valid &= ~unknown
         n_bad = int(bad.sum())
         if n_bad:
             self.out_of_range += n_bad
@@ -90,6 +100,7 @@ class ConfusionMatrix:
         if other.num_classes != self.num_classes:
             raise MetricsError(f"cannot merge {other.num_classes}-class into {self.num_classes}-class matrix")
         self.matrix += other.matrix
+        self.unknown += other.unknown
         self.frames += other.frames
         self.out_of_range += other.out_of_range
         self.out_of_range_values |= other.out_of_range_values
@@ -97,7 +108,7 @@ class ConfusionMatrix:
 
     def compute(self, class_names: Sequence[str] | None = None) -> dict:
         """All metrics as plain Python (JSON-ready). Values without data are None, not NaN."""
-        out = metrics_from_confusion(self.matrix, class_names)
+        out = metrics_from_confusion(self.matrix, class_names, self.unknown)
         out["frames"] = self.frames
         out["out_of_range_pixels"] = self.out_of_range
         return out
@@ -107,13 +118,16 @@ class ConfusionMatrix:
         return self.compute()["miou"]
 
 
-def metrics_from_confusion(matrix: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
+def metrics_from_confusion(matrix: np.ndarray, class_names: Sequence[str] | None = None,
+                           unknown: np.ndarray | None = None) -> dict:
     """Metrics of a confusion matrix (rows GT, columns prediction); see the module docstring.
 
     Returns ``miou``, ``pixel_accuracy``, ``mean_class_accuracy``, ``fwiou`` (None when nothing
     was labelled), ``per_class_iou``/``per_class_accuracy`` (lists, None for classes without
     data; name -> value dicts when ``class_names`` is given), ``gt_pixels``, ``pred_pixels``,
-    ``labelled_pixels``, ``valid_classes``.
+    ``labelled_pixels``, ``valid_classes``. ``unknown``: per ground-truth class, pixels predicted
+    "unknown" (below the confidence threshold): misses of that class, no class's false positive
+    (``unknown_pixels``).
     """
     cm = np.asarray(matrix, dtype=np.int64)
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
@@ -122,7 +136,8 @@ def metrics_from_confusion(matrix: np.ndarray, class_names: Sequence[str] | None
     if class_names is not None and len(class_names) != n:
         raise MetricsError(f"{len(class_names)} class names for a {n}-class matrix")
     tp = np.diag(cm).astype(np.float64)
-    gt = cm.sum(axis=1).astype(np.float64)
+    unk = np.zeros(n) if unknown is None else np.asarray(unknown, dtype=np.float64)
+    gt = cm.sum(axis=1).astype(np.float64) + unk
     pred = cm.sum(axis=0).astype(np.float64)
     union = gt + pred - tp
     total = float(gt.sum())
@@ -150,6 +165,7 @@ def metrics_from_confusion(matrix: np.ndarray, class_names: Sequence[str] | None
         "pred_pixels": [int(v) for v in pred],
         "labelled_pixels": int(total),
         "valid_classes": int(has_union.sum()),
+        "unknown_pixels": int(unk.sum()),
     }
 
 
@@ -235,7 +251,10 @@ class GroundTruthScorer:
 
     def __init__(self, num_classes: int, ignore_index: int = 255, label_lut: np.ndarray | None = None,
                  warnings: WarningCounter | None = None) -> None:
-        self.confusion = ConfusionMatrix(num_classes, ignore_index)
+        from .options import unknown_label
+
+        # a prediction of the unknown label (confidence threshold) is a miss, never a class
+        self.confusion = ConfusionMatrix(num_classes, ignore_index, unknown_index=unknown_label(num_classes))
         self.label_lut = label_lut
         self.warnings = warnings or WarningCounter()
         self.scored = 0
@@ -277,7 +296,7 @@ class GroundTruthScorer:
         self.finish()
         m = self.confusion.compute(class_names)
         keys = ("miou", "per_class_iou", "pixel_accuracy", "mean_class_accuracy", "fwiou",
-                "per_class_accuracy", "valid_classes", "labelled_pixels", "gt_pixels", "pred_pixels")
+                "per_class_accuracy", "valid_classes", "labelled_pixels", "gt_pixels", "pred_pixels", "unknown_pixels")
         out = {k: m[k] for k in keys}
         out["confusion_matrix"] = self.confusion.matrix.tolist()
         return out

@@ -31,7 +31,16 @@ AUTO32 = "auto32"
 InputSize = Union[str, tuple[int, int]]  # CHECKPOINT, AUTO32 or (H, W)
 
 #: node parameter values that mean "not set" (the node cannot declare None)
-_UNSET_PARAMETER = {"weights": "", "model": "auto", "num_classes": 0, "dataset": "", "mean": [], "std": []}
+_UNSET_PARAMETER = {"weights": "", "model": "auto", "num_classes": 0, "dataset": "", "mean": [], "std": [],
+                    "class_remap": ""}
+
+#: the label of pixels below ``confidence_threshold`` ("unknown"), when the classes leave it free
+UNKNOWN_LABEL = 255
+
+
+def unknown_label(num_classes: int) -> int:
+    """255 for up to 255 classes (mono8 labels), else 65535 (mono16)."""
+    return UNKNOWN_LABEL if num_classes <= UNKNOWN_LABEL else 65535
 
 
 def parse_input_size(value: str | Sequence[int] | None) -> InputSize:
@@ -77,6 +86,8 @@ class PipelineOptions:
     backend: str = "auto"
     output_resolution: str = "camera"
     overlay_alpha: float = 0.5
+    confidence_threshold: float = 0.0  # max softmax below this -> unknown_label; 0 = off
+    class_remap: str | None = None  # remap name (presets/remaps/) or YAML file; None = the model's classes
 
     # -- constructors (the boundaries) -----------------------------------------------------------
     @classmethod
@@ -124,7 +135,7 @@ class PipelineOptions:
         """
         params: dict[str, Any] = {}
         for name, value in self._fields().items():
-            if name in ("input_size", "output_resolution", "overlay_alpha"):
+            if name in ("input_size", "output_resolution", "overlay_alpha", "confidence_threshold"):
                 continue
             if value is None:
                 if defaults and name in _UNSET_PARAMETER:
@@ -143,6 +154,8 @@ class PipelineOptions:
             params["output_resolution"] = self.output_resolution
         if defaults or self.overlay_alpha != 0.5:
             params["overlay_alpha"] = self.overlay_alpha
+        if defaults or self.confidence_threshold:
+            params["confidence_threshold"] = self.confidence_threshold
         return params
 
     @property

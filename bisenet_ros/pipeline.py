@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from .datasets import DatasetPreset, load_preset, preset_from_dict
 from .errors import ConfigError, ImageError
 from .images import ENCODINGS, MAX_SIDE
-from .options import CHECKPOINT, PipelineOptions, fixed_input_size
+from .options import CHECKPOINT, PipelineOptions, fixed_input_size, unknown_label
+from .remap import ClassRemap, load_remap
 from .options import fixed_input_size as parse_input_size  # noqa: F401  (its old name)
 
 OUTPUTS = frozenset({"color", "overlay", "confidence"})
@@ -84,9 +85,14 @@ class SegmentationPipeline:
         output_resolution: str = "camera",
         overlay_alpha: float = 0.5,
         info: dict | None = None,
+        *,
+        remap: ClassRemap | None = None,
+        confidence_threshold: float = 0.0,
     ) -> None:
         self.runner = runner
-        self.preset = preset
+        self.source_preset = preset  # the model's classes (normalisation, ground-truth label maps)
+        self.remap = remap
+        self.preset = remap.preset if remap is not None else preset  # the output classes
         self.input_size = fixed_input_size(input_size)  # None = auto32
         self.device = torch.device(device)
         if output_resolution not in ("camera", "model"):
@@ -94,14 +100,20 @@ class SegmentationPipeline:
         self.output_resolution = output_resolution
         self.overlay_alpha = overlay_alpha
         self.info = dict(info or {})
-        self.num_classes = preset.num_classes
+        self.num_classes = self.preset.num_classes
         self.label_dtype = torch.uint8 if self.num_classes <= 256 else torch.int16
+        self.unknown_label = unknown_label(self.num_classes)
+        self.confidence_threshold = confidence_threshold
         std = torch.tensor(preset.std, dtype=torch.float32)
         mean = torch.tensor(preset.mean, dtype=torch.float32)
         # x_norm = (x/255 - mean)/std = x * scale + shift, per RGB channel
         self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)
         self._shift = (-mean / std).view(1, 3, 1, 1).to(self.device)
-        self._palette = torch.from_numpy(np.ascontiguousarray(preset.palette)).to(self.device)
+        # palette with a black row at the unknown label (low-confidence pixels)
+        table = np.zeros((max(self.num_classes, self.unknown_label + 1), 3), np.uint8)
+        table[:self.num_classes] = self.preset.palette
+        self._palette = torch.from_numpy(table).to(self.device)
+        self._lut = torch.from_numpy(remap.lut).to(self.device) if remap is not None else None
         self._sync = self.device.type == "cuda"
 
     # -- public API -------------------------------------------------------------------------
@@ -114,6 +126,19 @@ class SegmentationPipeline:
         if not 0.0 <= float(value) <= 1.0:
             raise ConfigError(f"overlay_alpha must be in [0, 1], got {value}")
         self._alpha = float(value)
+
+    @property
+    def confidence_threshold(self) -> float:
+        """Pixels whose max softmax is below this get :attr:`unknown_label` (0 = off)."""
+        return self._threshold
+
+    @confidence_threshold.setter
+    def confidence_threshold(self, value: float) -> None:
+        if not 0.0 <= float(value) < 1.0:
+            raise ConfigError(f"confidence_threshold must be in [0, 1), got {value}")
+        if value and self.label_dtype == torch.uint8 and self.unknown_label > 255:
+            raise ConfigError("confidence_threshold needs a free label value: not available with exactly 256 classes")
+        self._threshold = float(value)
 
     def model_size_for(self, h: int, w: int) -> tuple[int, int]:
         """The (H, W) the model runs at for a camera frame of ``h`` x ``w``."""
@@ -207,13 +232,11 @@ class SegmentationPipeline:
         logits = logits.float()
         if tuple(logits.shape[-2:]) != out_hw:
             logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
-        conf_t, labels_t = logits[0].max(dim=0)
+        labels_t, prob, unknown = self._labels(logits[0], "confidence" in wanted)
         res = SegmentationResult(labels=self._to_numpy(labels_t.to(self.label_dtype)))
         if self.label_dtype == torch.int16:
             res.labels = res.labels.view(np.uint16)
         if "confidence" in wanted:
-            # max softmax = 1 / sum(exp(l - max))
-            prob = 1.0 / torch.exp(logits[0] - conf_t.unsqueeze(0)).sum(dim=0)
             res.confidence = self._to_numpy((prob * 255.0).round().to(torch.uint8))
         if wanted & {"color", "overlay"}:
             color = self._palette[labels_t.long()]  # (H, W, 3) RGB
@@ -231,9 +254,25 @@ class SegmentationPipeline:
                 a = int(round(self._alpha * 256))
                 blended = (base.permute(1, 2, 0).to(torch.int16) * (256 - a)
                            + color_in_order.to(torch.int16) * a + 128) >> 8
+                if unknown is not None:  # unknown pixels: the camera image, untinted
+                    blended = torch.where(unknown.unsqueeze(-1), base.permute(1, 2, 0).to(torch.int16), blended)
                 res.overlay = self._to_numpy(blended.to(torch.uint8))
                 res.overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
         return res
+
+    def _labels(self, logits: torch.Tensor, want_confidence: bool):
+        """(C,H,W) logits -> output class ids (remapped, low confidence -> unknown), the max
+        softmax (when asked for or thresholded, else None) and the unknown mask (or None)."""
+        conf_t, labels_t = logits.max(dim=0)
+        if self._lut is not None:
+            labels_t = self._lut[labels_t]
+        prob = unknown = None
+        if want_confidence or self._threshold > 0:
+            prob = 1.0 / torch.exp(logits - conf_t.unsqueeze(0)).sum(dim=0)  # max softmax = 1/sum(exp(l-max))
+        if self._threshold > 0:
+            unknown = prob < self._threshold
+            labels_t = labels_t.masked_fill(unknown, self.unknown_label)
+        return labels_t, prob, unknown
 
     def _tick(self) -> float:
         if self._sync:
@@ -296,4 +335,8 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
         "precision": getattr(runner, "precision", opts.precision),
         "input_size": "auto32" if size is None else f"{size[0]}x{size[1]}",
     }
-    return SegmentationPipeline(runner, preset, size, dev, opts.output_resolution, opts.overlay_alpha, info)
+    remap = load_remap(opts.class_remap, preset) if opts.class_remap else None
+    if remap is not None:
+        info["class_remap"] = remap.name
+    return SegmentationPipeline(runner, preset, size, dev, opts.output_resolution, opts.overlay_alpha, info,
+                                remap=remap, confidence_threshold=opts.confidence_threshold)

@@ -178,6 +178,7 @@ class PointCloudBuilder:
             keep = np.isfinite(z) & (z > 0) & (z >= options.min_depth)
             if options.max_depth > 0:
                 keep &= z <= options.max_depth
+            keep &= lab < len(palette)  # the unknown label (confidence threshold) is no class: no point
         if options.classes is not None:
             table = class_table(options.classes, len(palette))
             keep &= table[np.minimum(lab, len(table) - 1)] & (lab < len(table))

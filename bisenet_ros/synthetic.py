@@ -13,14 +13,12 @@ every pixel centre, for the pinhole :func:`camera_matrix`.
 >>> img, lbl = generate_scene(seed=3, size=(240, 320))
 >>> frames = list(drive_sequence(seed=7, num_frames=80, size=(240, 320), fps=10))
 
-``python -m bisenet_ros.synthetic --out DIR --count N --seed S --size 240x320`` writes a folder
+``python -m bisenet_ros.tools.synthetic --out DIR --count N --seed S --size 240x320`` writes a folder
 dataset (``images/*.png`` + ``labels/*.png``) that ``bisenet-ros train`` reads.
 """
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -561,26 +559,3 @@ def write_dataset(out: str | Path, count: int, seed: int = 0, size: tuple[int, i
         cv2.imwrite(str(out / "images" / f"scene_{s:06d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         cv2.imwrite(str(out / "labels" / f"scene_{s:06d}.png"), lbl)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .tools.common import hw_type  # the CLI only: keeps the generator free of torch imports
-
-    p = argparse.ArgumentParser(prog="python -m bisenet_ros.synthetic",
-                                description="write a synthetic street-scene folder dataset (images/ + labels/)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--count", type=int, default=100, help="number of scenes")
-    p.add_argument("--seed", type=int, default=0, help="first scene seed (scene i uses seed+i)")
-    p.add_argument("--size", type=hw_type(32), default=(240, 320), help="HxW (default 240x320)")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (there is none anyway when stderr is not a terminal)")
-    args = p.parse_args(argv)
-    if args.count < 1:
-        p.error("--count must be >= 1")
-    write_dataset(args.out, args.count, args.seed, args.size, progress=not args.no_progress)
-    print(f"wrote {args.count} scenes to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,9 +8,10 @@
 node (and rviz2) as usual for ROS 2 launch files; rviz2's Fixed Frame is the camera's frame
 (``camera_frame``), so the Image displays work without any TF.
 
-Node parameters come from ``params_file`` (default: config/cityscapes_bisenetv2.yaml of this
-package); launch arguments given on the command line override the file, arguments left empty keep
-the file's value. Needs a ROS 2 install (launch, launch_ros, rviz2 for use_rviz).
+Node parameters come from ``params_file`` (default: config/segmentation.yaml of this package, which
+takes the model's classes, mean/std and input size from the checkpoint and its sidecar; the public
+checkpoints have their own files, e.g. config/cityscapes_bisenetv2.yaml); launch arguments given on
+the command line override the file, arguments left empty keep the file's value. Needs a ROS 2 install (launch, launch_ros, rviz2 for use_rviz).
 
 The launch API is imported inside :func:`generate_launch_description`, so that
 :func:`node_settings` -- how the arguments reach the node -- can be checked without ROS installed.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import os
 
 PACKAGE = "bisenet_ros"
-DEFAULT_PARAMS_FILE = "cityscapes_bisenetv2.yaml"
+DEFAULT_PARAMS_FILE = "segmentation.yaml"  # model settings from the checkpoint (and its sidecar)
 RVIZ_CONFIG = "bisenet.rviz"
 
 #: launch argument -> (default, description)

@@ -69,6 +69,42 @@ def ros_env(tmp_path_factory):
             os.environ[k] = v
 
 
+def tracked_files(pattern: str) -> list[str]:
+    """Files of the checkout matching a git pathspec (what a colcon build of the package sees)."""
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", pattern], cwd=REPO, capture_output=True, text=True)
+    return out.stdout.split()
+
+
+@pytest.fixture(scope="session")
+def colcon_install(tmp_path_factory) -> Path:
+    """The package built the ROS way (``colcon build`` of a copy of the tracked files) into a temp
+    install; returns the package's prefix (``<install>/bisenet_ros``). Built once per session."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not (REPO / ".git").exists():
+        pytest.skip("needs a git checkout to list the package files")
+    colcon = Path(sys.executable).with_name("colcon")
+    assert colcon.exists(), "colcon is part of the dev requirements (make setup)"
+    root = tmp_path_factory.mktemp("colcon")
+    src = root / "src" / "bisenet_ros"
+    for rel in tracked_files("*"):
+        if (REPO / rel).is_file():
+            dst = src / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst)
+    proc = subprocess.run(
+        [str(colcon), "build", "--base-paths", "src", "--build-base", "build", "--install-base", "install",
+         "--event-handlers", "console_direct-"],
+        cwd=root, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return root / "install" / "bisenet_ros"
+
+
 # -- the test run leaves nothing in the checkout ----------------------------------------------------
 #: entries of the repository root that a test run may create (tool caches, the venv)
 ROOT_MAY_APPEAR = {".pytest_cache", "__pycache__", ".venv", "bisenet_ros.egg-info"}

@@ -99,3 +99,36 @@ def test_help_through_the_console_script():
     exe = Path(sys.executable).with_name("bisenet-ros")
     proc = subprocess.run([str(exe), "bench", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "examples:" in proc.stdout and "720x1280" in proc.stdout, proc.stderr
+
+
+def test_make_bag_existing_output_names_overwrite_before_reading_input(tmp_path, capsys):
+    """The 'exists already' error says how to replace it, and comes before any input is read
+    (here the image folder does not even exist) or a progress bar starts."""
+    (tmp_path / "bag").mkdir()
+    rc = main(["make-bag", "--out", str(tmp_path / "bag"), "--images", str(tmp_path / "missing")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--overwrite" in err[0] and "exists already" in err[0], err
+
+
+def test_eval_bag_prints_the_final_progress_line_once(tmp_path, monkeypatch, capsys):
+    """No bar at all into a pipe or log; on a terminal the 100% line is seen once (what remains
+    visible after carriage returns)."""
+    import re
+
+    import numpy as np
+
+    from bisenet_ros import progress
+    from bisenet_ros.bags import write_image_bag
+
+    rng = np.random.default_rng(0)
+    write_image_bag(tmp_path / "bag", [(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), None)] * 3,
+                    label_topic=None, start_ns=10 ** 18)
+    argv = ["eval-bag", str(tmp_path / "bag"), "--weights", str(DEMO_WEIGHTS), "--device", "cpu",
+            "--backend", "torch", "--input-size", "32x32"]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert "100%" not in capsys.readouterr().err  # stderr is not a terminal here
+    monkeypatch.setattr(progress, "progress_wanted", lambda enabled=True: enabled)  # as on a terminal
+    assert main([*argv, "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    visible = [seg.split("\r")[-1] for seg in err.split("\n")]
+    assert len([line for line in visible if re.search(r"eval-bag: 100%", line)]) == 1, err

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bisenet_ros.tools.cloud_view import BACKGROUND, perspective_view, top_down_view
-from bisenet_ros.tools.demo_points import check_cloud, depth_message, main
+from bisenet_ros.tools.demo_points import check_cloud, depth_to_send, main
 
 
 def test_views_draw_the_nearest_point_in_its_class_colour():
@@ -26,7 +26,10 @@ def test_views_draw_the_nearest_point_in_its_class_colour():
 @pytest.mark.parametrize("encoding", ["16UC1", "32FC1"])
 def test_depth_messages_and_the_check(encoding):
     depth = np.array([[1.0, np.inf], [70.0, 2.5]], np.float32)
-    msg, sent = depth_message(depth, encoding)
+    from bisenet_ros.ros.conversions import depth_to_image_msg
+
+    arr, sent = depth_to_send(depth, encoding)
+    msg = depth_to_image_msg(arr)
     assert msg.encoding == encoding and len(msg.data) == msg.step * 2
     assert sent[0, 0] == 1.0 and sent[1, 1] == 2.5 and not (np.isfinite(sent[0, 1]) and sent[0, 1] > 0)
     k = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])

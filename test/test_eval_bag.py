@@ -18,7 +18,7 @@ from bisenet_ros import bags, cli
 from bisenet_ros.bags import BagError, BagWriter, array_to_image, write_image_bag
 from bisenet_ros.datasets import preset_from_dict
 from bisenet_ros.pipeline import SegmentationPipeline, build_pipeline
-from bisenet_ros.tools.eval_bag import evaluate_bag
+from bisenet_ros.evaluation import evaluate_bag
 
 T0 = 1_700_000_000_000_000_000
 STEP = 100_000_000  # 10 fps
@@ -289,7 +289,7 @@ def test_compressed_camera_topic_and_yaml_label_map(tmp_path, capsys):
                                                   data=np.frombuffer(png, np.uint8)), t)
             if lab is not None:
                 w.write("/gt", array_to_image(np.vectorize(raw.get)(lab).astype(np.uint8), "mono8", t, "cam"), t)
-    from bisenet_ros.tools.eval_bag import resolve_label_map
+    from bisenet_ros.evaluation import resolve_label_map
 
     (tmp_path / "map.yaml").write_text("7: 0\n8: 1\n11: 2\n")
     lut = resolve_label_map(str(tmp_path / "map.yaml"), PRESET, 255)
@@ -322,6 +322,33 @@ def test_unreadable_images_and_labels_are_counted(tmp_path):
     assert ev.report["frames"] == 5 and ev.report["timed_frames"] == 4
     check_hand({**ev.report, "frames": 3, "timed_frames": 3, "warnings": {},
                 "latency_ms": {"total_ms": {"count": 3}}})
+
+
+def test_stamp_matcher_pairs_in_either_order_once():
+    from bisenet_ros.evaluation import StampMatcher
+    from bisenet_ros.metrics import WarningCounter
+
+    scored = []
+    warn = WarningCounter()
+    pairs = {10: 10, 20: 21, 30: 30}  # image stamp -> label stamp (20 within a tolerance of 21)
+    m = StampMatcher(pairs, lambda pred, gt, enc, stamp: scored.append((int(pred[0, 0]), stamp)), warn,
+                     image_stamps=[10, 20, 30, 40])
+    one = np.ones((1, 1), np.uint8)
+    m.add_ground_truth(10, one, "mono8")  # label first
+    m.add_prediction(10, one * 1)
+    m.add_prediction(20, one * 2)  # prediction first
+    assert m.waiting == 1
+    m.add_ground_truth(21, one, "mono8")
+    m.add_ground_truth(21, one, "mono8")  # repeated label: used once
+    m.add_prediction(40, one * 4)  # no label for it
+    m.add_ground_truth(30, None, "", error="cannot decode")
+    m.add_prediction(30, one * 3)
+    assert scored == [(1, 10), (2, 21)] and m.waiting == 0
+    assert warn.counts == {"bad_labels": 1}
+    bounded = StampMatcher({i: i for i in range(5)}, lambda *a: None, warn, range(5), max_pending=2)
+    for i in range(5):
+        bounded.add_prediction(i, one)
+    assert bounded.waiting == 2  # a live replay keeps at most max_pending waiting
 
 
 def test_report_plots_name_model_and_bag_and_stack_the_stages(tmp_path, monkeypatch):

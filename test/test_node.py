@@ -234,6 +234,38 @@ def test_overlay_alpha_and_switches_apply_at_once(client, offline):
     assert client.set_parameters(NODE, publish_overlay=True, publish_color=True, overlay_alpha=0.5).successful
 
 
+def test_confidence_threshold_and_class_remap_at_run_time(client, tmp_path):
+    """confidence_threshold applies live (unknown = 255, black in color); class_remap reloads and
+    the legend, labels and colours follow the merged classes; a remap that does not fit is refused."""
+    rgb = frame(64, 96, 6)
+    assert client.set_parameters(NODE, confidence_threshold=0.99).successful  # random model: never that sure
+    roundtrip(client, rgb, "rgb8", "thr", reply="color")
+    labels = image_msg_to_array(client.wait_for(f"{NODE}/labels", lambda m: m.header.frame_id == "thr"))[0]
+    color = image_msg_to_array(client.wait_for(f"{NODE}/color", lambda m: m.header.frame_id == "thr"))[0]
+    assert (labels == 255).all() and (color == 0).all()
+    assert client.set_parameters(NODE, confidence_threshold=0.0).successful
+    remap = tmp_path / "two.yaml"
+    remap.write_text("classes:\n- {name: drivable, color: [1, 2, 3], from: [road]}\n"
+                     "- {name: everything_else, color: [4, 5, 6], from: rest}\n")
+    assert "unknown class remap" in client.set_parameters(NODE, class_remap="nope").reason
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classes:\n- {name: a, from: [sky]}\n- {name: b, from: rest}\n")  # no sky in 5 classes
+    assert "not a class of the model" in client.set_parameters(NODE, class_remap=str(bad)).reason
+    client.subscribe(f"{NODE}/legend", String, LATCHED)
+    assert client.set_parameters(NODE, class_remap=str(remap)).successful
+    legend = client.wait_for(f"{NODE}/legend", lambda m: json.loads(m.data)["num_classes"] == 2, timeout=60)
+    assert legend is not None and [c["name"] for c in json.loads(legend.data)["classes"]] == ["drivable",
+                                                                                              "everything_else"]
+    roundtrip(client, rgb, "rgb8", "remapped", reply="color")
+    labels = image_msg_to_array(client.wait_for(f"{NODE}/labels", lambda m: m.header.frame_id == "remapped"))[0]
+    color = image_msg_to_array(client.wait_for(f"{NODE}/color", lambda m: m.header.frame_id == "remapped"))[0]
+    assert set(np.unique(labels)) <= {0, 1}
+    np.testing.assert_array_equal(color, np.array([[1, 2, 3], [4, 5, 6]], np.uint8)[labels])
+    assert client.set_parameters(NODE, class_remap="").successful
+    assert client.wait_for(f"{NODE}/legend", lambda m: json.loads(m.data)["num_classes"] == 5
+                           and m is client.messages(f"{NODE}/legend")[-1], timeout=60)
+
+
 def test_weights_swap_refused_failed_and_succeeded(client, node, tiny_checkpoints, tmp_path):
     v2 = str(tiny_checkpoints["bisenetv2"])
     # refused at once: the file does not exist

@@ -32,6 +32,7 @@ def client(ros_env):
     (["-p", "weights:={v2}", "-p", "input_width:=100", "-p", "input_height:=64"], "input_width"),
     (["-p", "weights:={v2}", "-p", "model:=bisenetv3"], "model must be one of auto, bisenetv1, bisenetv2"),
     (["-p", "weights:={v2}", "-p", "dataset:=nosuchset"], "unknown dataset 'nosuchset'"),
+    (["-p", "weights:={v2}", "-p", "mask_classes:=[road, unicorn]"], "mask_classes: unknown classes ['unicorn']"),
 ])
 def test_start_errors_are_one_line_and_exit_non_zero(ros_env, tiny_checkpoints, tmp_path, args, message):
     garbage = tmp_path / "garbage.pth"

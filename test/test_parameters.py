@@ -62,6 +62,25 @@ def test_backend_and_dataset_are_refused_at_set_time(tiny_checkpoints):
     assert validate_changes(values, {"dataset": "cocostuff", "weights": values["weights"]}, model_classes=7) is None
 
 
+def test_class_remap_and_confidence_threshold_parameters(tiny_checkpoints):
+    """class_remap reloads the model (new classes for every output), confidence_threshold is live;
+    both are refused at set time when they cannot work."""
+    from bisenet_ros.datasets import load_preset
+    from bisenet_ros.ros.parameters import check_remap
+
+    values = {**default_values(), "weights": str(tiny_checkpoints["bisenetv2"])}
+    assert "class_remap" in RELOAD and "confidence_threshold" not in RELOAD
+    assert "unknown class remap 'nope'" in validate_changes(values, {"class_remap": "nope"})
+    assert validate_changes(values, {"class_remap": "cityscapes_driving"}) is None
+    assert "[0, 1)" in validate_changes(values, {"confidence_threshold": 1.0})
+    assert validate_changes(values, {"confidence_threshold": 0.5}) is None
+    assert "not a class of the model" in check_remap({"class_remap": "cityscapes_driving"}, load_preset("camvid"))
+    assert check_remap({"class_remap": "cityscapes_driving"}, load_preset("cityscapes")) is None
+    opts = pipeline_options({**values, "class_remap": "cityscapes_driving", "confidence_threshold": 0.5})
+    assert opts.class_remap == "cityscapes_driving" and opts.confidence_threshold == 0.5
+    assert pipeline_options(values).class_remap is None
+
+
 def test_input_size_has_one_meaning():
     assert parse_input_size(None) == CHECKPOINT
     assert parse_input_size("auto32") == parse_input_size((0, 0)) == parse_input_size("") == AUTO32

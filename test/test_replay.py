@@ -12,7 +12,7 @@ from bisenet_ros import cli
 from bisenet_ros.bags import write_image_bag
 from bisenet_ros.pipeline import build_pipeline
 from bisenet_ros.ros.replay import NodeProcess, ReplayError, node_command, replay_bag
-from bisenet_ros.tools.eval_bag import evaluate_bag
+from bisenet_ros.evaluation import evaluate_bag
 
 N = 8
 T0 = 1_700_000_000_000_000_000
@@ -127,10 +127,39 @@ def test_replay_compressed_camera_topic(ros_env, tiny_checkpoints, tmp_path):
 
 def test_predictions_outside_the_class_count_are_counted():
     from bisenet_ros.metrics import GroundTruthScorer
-    from bisenet_ros.ros.replay import _score
+    from bisenet_ros.evaluation import score_frame
 
     scorer = GroundTruthScorer(2)
-    _score(scorer, np.full((2, 2), 4, np.uint8), np.zeros((2, 2), np.uint8), "mono8", 7)
-    _score(scorer, np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), "mono8", 8)
+    score_frame(scorer, np.full((2, 2), 4, np.uint8), np.zeros((2, 2), np.uint8), "mono8", 7)
+    score_frame(scorer, np.zeros((2, 2), np.uint8), np.zeros((2, 2), np.uint8), "mono8", 8)
     assert scorer.warnings.counts == {"bad_predictions": 1} and scorer.scored == 1
     assert "stamp 7" in scorer.warnings.messages["bad_predictions"]
+
+
+def test_collector_pairs_replies_without_ros():
+    """The replay's collector is fed plain events: warm-up, latency, unexpected stamps, timing."""
+    from types import SimpleNamespace
+
+    from bisenet_ros.metrics import WarningCounter
+    from bisenet_ros.ros.replay import Collector
+
+    def reply(stamp, at, values=None):
+        header = SimpleNamespace(stamp=SimpleNamespace(sec=stamp // 10**9, nanosec=stamp % 10**9))
+        status = SimpleNamespace(values=[SimpleNamespace(key=k, value=v) for k, v in (values or {}).items()])
+        msg = SimpleNamespace(msg=SimpleNamespace(header=header, status=[status]), received=at, received_ns=0)
+        msg.stamp_ns = stamp
+        msg.values = lambda: dict(values or {})
+        return msg
+
+    c = Collector(WarningCounter())
+    c.warmup.add(5)
+    c.on_labels(reply(5, 1.0))
+    t = c.publishing(100, original=7)
+    c.on_labels(reply(100, t + 0.25))
+    c.on_labels(reply(100, t + 0.5))  # a repeat is not a second frame
+    c.on_labels(reply(999, t + 0.5))
+    c.on_timing(reply(100, t, {"inference_ms": "12.5", "dropped_frames": "3"}))
+    figures, samples = c.figures(t, t, 2)
+    assert c.warmup_received == {5} and figures["frames_received"] == 1 and figures["dropped"] == 1
+    assert samples["end_to_end_ms"] == [pytest.approx(250.0)] and figures["unexpected_labels"] == 1
+    assert samples["node_inference_ms"] == [12.5] and figures["node_dropped_frames"] == 3

@@ -7,8 +7,9 @@ import pytest
 
 from bisenet_ros.datasets import load_preset
 from bisenet_ros.synthetic import (
-    CAR, CLASSES, PERSON, SKY, StreetWorld, camera_matrix, drive_sequence, generate_scene, main, write_dataset,
+    CAR, CLASSES, PERSON, SKY, StreetWorld, camera_matrix, drive_sequence, generate_scene, write_dataset,
 )
+from bisenet_ros.tools.synthetic import main
 
 
 def test_same_seed_same_scene_other_seed_other_scene():

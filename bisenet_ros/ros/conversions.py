@@ -8,7 +8,7 @@ whose one-line message names the problem. ``array_to_image_msg`` fills ``msg.dat
 from __future__ import annotations
 
 import numpy as np
-from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from ..errors import ImageError
@@ -116,6 +116,23 @@ def cloud_msg_to_points(msg: PointCloud2) -> np.ndarray:
     return np.frombuffer(bytes(msg.data), POINT_DTYPE, count=msg.width * msg.height).copy()
 
 
-def stamp_ns(header: Header) -> int:
-    """A header's stamp in nanoseconds."""
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+def depth_to_image_msg(depth: np.ndarray, header: Header | None = None) -> Image:
+    """A registered depth Image: (H, W) uint16 millimetres as 16UC1, float32 metres as 32FC1."""
+    encodings = {np.dtype(np.uint16): "16UC1", np.dtype(np.float32): "32FC1"}
+    if depth.ndim != 2 or depth.dtype not in encodings:
+        raise ImageError(f"a depth image must be HxW uint16 (mm) or float32 (m), got {depth.dtype} {depth.shape}")
+    msg = Image(height=int(depth.shape[0]), width=int(depth.shape[1]), encoding=encodings[depth.dtype],
+                is_bigendian=int(NATIVE_BIG_ENDIAN), step=int(depth.shape[1] * depth.dtype.itemsize))
+    if header is not None:
+        msg.header = header
+    msg.data = np.ascontiguousarray(depth).tobytes()
+    return msg
+
+
+def camera_info_msg(height: int, width: int, k: np.ndarray, header: Header | None = None) -> CameraInfo:
+    """A plumb-bob CameraInfo of a ``height`` x ``width`` camera with the 3x3 matrix ``k``."""
+    info = CameraInfo(height=int(height), width=int(width), distortion_model="plumb_bob")
+    info.k = [float(v) for v in np.asarray(k).ravel()]
+    if header is not None:
+        info.header = header
+    return info

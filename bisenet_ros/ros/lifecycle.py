@@ -20,7 +20,8 @@ from typing import Any
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ..errors import BisenetError
-from .node import NODE_NAME, SegmentationCore, _one_line, spin
+from ..errors import one_line
+from .node import NODE_NAME, SegmentationCore, spin
 
 
 class LifecycleSegmentationNode(SegmentationCore, LifecycleNode):
@@ -37,7 +38,7 @@ class LifecycleSegmentationNode(SegmentationCore, LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         except Exception as exc:  # torch refusing the device or the weights
-            self.get_logger().error(f"configure failed: {_one_line(exc)}")
+            self.get_logger().error(f"configure failed: {one_line(exc)}")
             return TransitionCallbackReturn.FAILURE
         info = self.pipeline.info
         self.get_logger().info(f"configured: {info['model']} ({info['num_classes']} classes) from "

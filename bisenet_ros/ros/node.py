@@ -46,7 +46,8 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
-from ..errors import BisenetError, ConfigError, ImageError
+from ..errors import BisenetError, ConfigError, ImageError, one_line
+from ..images import stamp_ns
 from .inputs import AdaptiveSubscription, reliability_name
 from .loss import LossMonitor, LossReport, loss_message
 from .transport import apply_fastdds_profile, tuning_decision
@@ -54,8 +55,8 @@ from ..metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import array_to_compressed_msg, array_to_image_msg, compressed_msg_to_array, image_msg_to_array
 from .health import Health, InputMonitor, worst
-from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, pipeline_options, plain, usage_text,
-                         reload_changes, validate_changes)
+from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, pipeline_options, plain,
+                         reload_changes, usage_text, validate_changes)
 from .points import SemanticOutputs, check_class_parameters
 
 NODE_NAME = "segmentation"
@@ -334,9 +335,9 @@ class SegmentationCore:
     def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage], None]:
         def callback(msg: Image | CompressedImage) -> None:
             received = time.perf_counter()
-            stamp_ns = _stamp_ns(msg.header)
-            cam.loss.on_image(stamp_ns)
-            self._input.tick(received, (self.get_clock().now().nanoseconds - stamp_ns) / 1e9 if stamp_ns else None)
+            stamp = stamp_ns(msg.header)
+            cam.loss.on_image(stamp)
+            self._input.tick(received, (self.get_clock().now().nanoseconds - stamp) / 1e9 if stamp else None)
             if not self._wanted(cam):  # nobody listens: no inference, counted
                 with self._cond:
                     cam.idle += 1
@@ -360,7 +361,7 @@ class SegmentationCore:
     def _on_camera_info(self, cam: Camera) -> Callable[[CameraInfo], None]:
         def callback(msg: CameraInfo) -> None:
             cam.camera_info = msg
-            cam.loss.on_camera_info(_stamp_ns(msg.header), time.monotonic())
+            cam.loss.on_camera_info(stamp_ns(msg.header), time.monotonic())
         return callback
 
     def _refresh_inputs(self) -> None:
@@ -393,7 +394,7 @@ class SegmentationCore:
                 except Exception as exc:  # the node keeps serving whatever went wrong with a frame
                     if self._stop.is_set() or not self.context.ok():
                         return
-                    self.get_logger().error(f"frame processing failed: {_one_line(exc)}",
+                    self.get_logger().error(f"frame processing failed: {one_line(exc)}",
                                             throttle_duration_sec=ERROR_THROTTLE_S)
 
     def _reject(self, cam: Camera, msg: Image | CompressedImage, reason: str) -> None:
@@ -418,7 +419,7 @@ class SegmentationCore:
                     with self._cond:
                         self._reject(cam, frame.msg, str(exc))
                     continue
-            if max_age > 0 and _stamp_ns(frame.msg.header) and \
+            if max_age > 0 and stamp_ns(frame.msg.header) and \
                     (now - Time.from_msg(frame.msg.header.stamp)).nanoseconds > max_age * 1e6:
                 with self._cond:
                     cam.dropped += 1
@@ -469,10 +470,11 @@ class SegmentationCore:
         self._publish_compressed(pubs, res, label_encoding, header)
         out_h, out_w = res.labels.shape[:2]
         pubs["camera_info"].publish(output_camera_info(cam.camera_info, header, out_w, out_h))
-        extra = self._semantic.publish(cam.label, header, res.labels, frame.size, cam.camera_info, pipeline.preset)
+        extra, counts = self._semantic.publish(cam.label, header, res.labels, frame.size, cam.camera_info,
+                                               pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
-        stamp_ns = _stamp_ns(header)
-        latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6 if stamp_ns else float("nan")
+        stamp = stamp_ns(header)
+        latency_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6 if stamp else float("nan")
         with self._cond:
             cam.processed += 1
             dropped = cam.dropped
@@ -489,6 +491,7 @@ class SegmentationCore:
                               KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
+            status.values += [KeyValue(key=k, value=str(v)) for k, v in counts.items()]
             status.values += [KeyValue(key=k, value=f"{v:.4f}")
                               for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
@@ -607,6 +610,7 @@ class SegmentationCore:
                 reason = validate_changes(self._values, changes)
             else:
                 reason = validate_changes(self._values, changes, pipeline.info.get("num_classes")) \
+                    or check_remap(changes, pipeline.source_preset) \
                     or check_class_parameters(changes, pipeline.preset.class_names)
             if not reason and reload_changes(self._values, changes) and self._reloading():
                 reason = "a model reload is in progress; try again when it finishes"
@@ -632,6 +636,8 @@ class SegmentationCore:
                     self._values[name] = value
                     if name == "overlay_alpha" and self.pipeline is not None:
                         self.pipeline.overlay_alpha = value
+                    elif name == "confidence_threshold" and self.pipeline is not None:
+                        self.pipeline.confidence_threshold = value
 
     def _reloading(self) -> bool:
         return self._reload_thread is not None and self._reload_thread.is_alive()
@@ -644,7 +650,7 @@ class SegmentationCore:
             pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
             keeping = self.pipeline.info.get("weights") if self.pipeline is not None else "no model"
-            reason = f"reload with {changed} failed, keeping {keeping}: {_one_line(exc)}"
+            reason = f"reload with {changed} failed, keeping {keeping}: {one_line(exc)}"
             self._last_error = reason
             self.get_logger().error(reason)
             with self._param_lock:
@@ -655,6 +661,7 @@ class SegmentationCore:
                     self._reverting = False
             return
         pipeline.overlay_alpha = self._values["overlay_alpha"]
+        pipeline.confidence_threshold = self._values["confidence_threshold"]
         self.pipeline = pipeline
         with self._param_lock:
             self._values.update({k: candidate[k] for k in old})
@@ -685,17 +692,8 @@ class SegmentationNode(SegmentationCore, Node):
         self._activate()
 
 
-def _stamp_ns(header: Header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
-
-
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.2f}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0] if text else type(exc).__name__
 
 
 def main(args: list[str] | None = None) -> int:
@@ -735,7 +733,7 @@ def spin(factory: Callable[[], SegmentationCore], args: list[str] | None = None)
         code = 2
     except Exception as exc:  # parameter type/range errors from rclpy, torch errors at start
         if rclpy.ok():
-            logger.error(f"cannot start: {_one_line(exc)}")
+            logger.error(f"cannot start: {one_line(exc)}")
             code = 2
     finally:
         if node is not None:

@@ -34,7 +34,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 #: parameters whose change needs a new pipeline (loaded in the background)
 RELOAD = ("model", "weights", "num_classes", "dataset", "mean", "std", "input_width", "input_height",
-          "device", "precision", "backend", "output_resolution")
+          "device", "precision", "backend", "output_resolution", "class_remap")
 #: optional outputs: parameter switch -> pipeline output name (None: not a pipeline output)
 SWITCHES = {"publish_color": "color", "publish_overlay": "overlay", "publish_confidence": "confidence",
             "publish_timing": None}
@@ -86,7 +86,13 @@ PARAMETERS: dict[str, ParamSpec] = {
                                  "matches eager PyTorch (see bisenet-ros bench)"),
     "output_resolution": ParamSpec("camera", "resolution of labels/color/overlay: camera or model "
                                              "(model also publishes a scaled camera_info)"),
+    "class_remap": ParamSpec("", "merge/rename the model's classes for every output (labels, color, overlay, "
+                                 "legend, masks): a remap name (cityscapes_driving, synthetic_street_driving) "
+                                 "or YAML file; empty = the model's classes"),
     # live settings
+    "confidence_threshold": ParamSpec(0.0, "pixels whose max softmax is below this get the unknown label 255 "
+                                           "(65535 above 255 classes), black in color, untinted in overlay; "
+                                           "0 = off", float_range=(0.0, 1.0)),
     "overlay_alpha": ParamSpec(0.5, "weight of the palette colour in the overlay", float_range=(0.0, 1.0)),
     "publish_color": ParamSpec(True, "publish the rgb8 palette image (computed only when subscribed)"),
     "publish_overlay": ParamSpec(True, "publish the overlay (computed only when subscribed)"),
@@ -190,6 +196,12 @@ def validate_parameter(name: str, value: Any) -> str | None:
             load_preset(value)
         except BisenetError as exc:
             return str(exc)
+    if name == "confidence_threshold" and not 0.0 <= value < 1.0:
+        return f"confidence_threshold must be in [0, 1), got {value}"
+    if name == "class_remap" and value:
+        from ..remap import REMAP_DIR, available_remaps
+        if not (Path(value).expanduser().is_file() or (REMAP_DIR / f"{value}.yaml").is_file()):
+            return f"unknown class remap '{value}' (shipped: {', '.join(available_remaps())}; or a YAML file)"
     if name == "cameras" and value:
         bad = [c for c in value if not CAMERA_NAME.match(c)]
         if bad:
@@ -215,6 +227,19 @@ def validate_changes(values: dict[str, Any], changes: dict[str, Any], model_clas
         if reason:
             return reason
     return validate_config({**values, **changes}) or check_dataset_classes(values, changes, model_classes)
+
+
+def check_remap(changes: dict[str, Any], source: Any) -> str | None:
+    """Why a run-time ``class_remap`` does not fit the running model's classes ``source`` (a
+    DatasetPreset), or None; a remap changed together with the model is checked at the reload."""
+    if not changes.get("class_remap") or {"weights", "model", "dataset", "num_classes"} & set(changes):
+        return None
+    from ..remap import load_remap
+    try:
+        load_remap(changes["class_remap"], source)
+    except BisenetError as exc:
+        return str(exc)
+    return None
 
 
 def check_dataset_classes(values: dict[str, Any], changes: dict[str, Any], model_classes: int | None) -> str | None:

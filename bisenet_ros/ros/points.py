@@ -34,7 +34,8 @@ from ..pointcloud import (
     CloudOptions, DepthBuffer, PointCloudBuilder, class_areas, class_mask, class_table, depth_intrinsics,
     depth_to_metres, resolve_classes,
 )
-from .conversions import array_to_image_msg, depth_msg_to_array, points_to_cloud_msg, stamp_ns
+from ..images import stamp_ns
+from .conversions import array_to_image_msg, depth_msg_to_array, points_to_cloud_msg
 
 DEPTH_BUFFER = 5  # depth messages kept per camera for pairing by stamp
 FOLLOW_PERIOD_S = 0.5  # how often depth subscriptions follow ~/points' subscribers
@@ -129,28 +130,29 @@ class SemanticOutputs:
 
     # -- per frame (worker thread) ------------------------------------------------------------------
     def publish(self, label: str, header: Header, labels: np.ndarray, camera_size: tuple[int, int],
-                info: CameraInfo | None, preset: DatasetPreset) -> dict[str, float]:
-        """Publish the mask and the cloud of one labelled frame if wanted; returns timing values."""
+                info: CameraInfo | None, preset: DatasetPreset) -> tuple[dict[str, float], dict[str, int]]:
+        """Publish the mask and the cloud of one labelled frame if wanted; returns the timing values
+        (``points_ms``) and counts (``points``) for ``~/timing``, empty when no cloud was made."""
         cam = self._cameras[label]
         if self._values["mask_classes"] and cam.mask.get_subscription_count() > 0:
             table = self._table("mask_classes", preset)
             if table is not None:
                 cam.mask.publish(array_to_image_msg(class_mask(labels, table), "mono8", header))
         if cam.subscription is None or not self._values["publish_points"]:
-            return {}
+            return {}, {}
         start = time.perf_counter()
         try:
             cloud = self._cloud(cam, header, labels, camera_size, info, preset)
         except BisenetError as exc:
             cam.skipped += 1
             self._report(f"no point cloud for the {cam.label} frame: {exc}")
-            return {}
+            return {}, {}
         if cloud is None:
             cam.skipped += 1
-            return {}
+            return {}, {}
         cam.points.publish(cloud)
         cam.clouds += 1
-        return {"points_ms": (time.perf_counter() - start) * 1e3, "points": float(cloud.width)}
+        return {"points_ms": (time.perf_counter() - start) * 1e3}, {"points": int(cloud.width)}
 
     def _cloud(self, cam: CameraDepth, header: Header, labels: np.ndarray, camera_size: tuple[int, int],
                info: CameraInfo | None, preset: DatasetPreset) -> PointCloud2 | None:

@@ -73,6 +73,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
     g.add_argument("--backend", default="auto", choices=list(BACKENDS),
                    help="how the forward pass runs (default: auto = the fastest available backend that "
                         "matches eager PyTorch, see config/backends.yaml)")
+    g = parser.add_argument_group("outputs")
+    g.add_argument("--class-remap", default=None, metavar="REMAP",
+                   help="merge/rename the model's classes for every output: a shipped remap "
+                        "(cityscapes_driving, synthetic_street_driving) or a YAML file (default: none)")
+    g.add_argument("--confidence-threshold", type=float, default=0.0, metavar="P",
+                   help="pixels whose max softmax is below P get the unknown label 255 (65535 above 255 "
+                        "classes): black in the colour mask, untinted in the overlay (default: 0 = off)")
 
 
 def pipeline_from_args(args: argparse.Namespace, **overrides) -> SegmentationPipeline:
@@ -105,3 +112,17 @@ def sidecar_input_size(weights) -> tuple[int, int] | None:
 
     size = (read_sidecar(weights) or {}).get("input_size")
     return fixed_input_size(size) if size else None
+
+
+def model_preset(args: argparse.Namespace):
+    """The model's label set without loading it: ``--dataset``, else the checkpoint sidecar's, else
+    Cityscapes (what the pipeline would use; for tools that start a node instead)."""
+    from ..checkpoint import read_sidecar
+    from ..datasets import load_preset, preset_from_dict
+
+    if args.dataset:
+        return load_preset(args.dataset)
+    side = read_sidecar(args.weights) if args.weights else {}
+    if isinstance(side.get("dataset"), dict):
+        return preset_from_dict(side["dataset"], f"{args.weights} sidecar")
+    return load_preset(side.get("dataset") or "cityscapes")

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -56,17 +55,13 @@ def render_frames(frames: int, size: tuple[int, int], seed: int):
         yield f.image, f.depth.astype(np.float32), k
 
 
-def depth_message(depth_m: np.ndarray, encoding: str):
-    """A registered depth Image: 16UC1 millimetres (0 = none, beyond 65.535 m none) or 32FC1 metres."""
-    from sensor_msgs.msg import Image
-
-    msg = Image(height=depth_m.shape[0], width=depth_m.shape[1], encoding=encoding, is_bigendian=0)
+def depth_to_send(depth_m: np.ndarray, encoding: str) -> tuple[np.ndarray, np.ndarray]:
+    """The registered depth as published -- 16UC1 millimetres (0 = none, beyond 65.535 m none) or
+    32FC1 metres -- and the metres it stands for."""
     if encoding == "16UC1":
-        mm = np.where(np.isfinite(depth_m) & (depth_m < 65.5), np.round(depth_m * 1000), 0).astype("<u2")
-        msg.step, msg.data = depth_m.shape[1] * 2, mm.tobytes()
-        return msg, mm.astype(np.float64) / 1000
-    msg.step, msg.data = depth_m.shape[1] * 4, depth_m.astype("<f4").tobytes()
-    return msg, depth_m.astype(np.float64)
+        mm = np.where(np.isfinite(depth_m) & (depth_m < 65.5), np.round(depth_m * 1000), 0).astype(np.uint16)
+        return mm, mm.astype(np.float64) / 1000
+    return depth_m.astype(np.float32), depth_m.astype(np.float64)
 
 
 def check_cloud(cloud: np.ndarray, sent_depth: np.ndarray, k: np.ndarray, labels: np.ndarray,
@@ -85,83 +80,44 @@ def check_cloud(cloud: np.ndarray, sent_depth: np.ndarray, k: np.ndarray, labels
     }
 
 
-class Collector:
-    """An rclpy node of its own context: publishes frames, records clouds, labels and timing by frame_id."""
-
-    def __init__(self) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("demo_points", context=self.context)
-        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.pubs = {IMAGE: self.node.create_publisher(Image, IMAGE, qos),
-                     DEPTH: self.node.create_publisher(Image, DEPTH, qos),
-                     INFO: self.node.create_publisher(CameraInfo, INFO, qos)}
-        self.got: dict[str, dict[str, object]] = {}
-        self.cond = threading.Condition()
-        for kind, msg_type in (("points", PointCloud2), ("labels", Image), ("timing", DiagnosticArray)):
-            self.node.create_subscription(msg_type, f"{NODE}/{kind}", self._record(kind), qos)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
-
-    def _record(self, kind: str):
-        def callback(msg) -> None:
-            with self.cond:
-                self.got.setdefault(msg.header.frame_id, {})[kind] = msg
-                self.cond.notify_all()
-        return callback
-
-    def wait(self, predicate, timeout: float) -> bool:
-        with self.cond:
-            return self.cond.wait_for(predicate, timeout)
-
-    def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-
-
 def start_node(weights: Path, device: str, max_depth: float):
-    from ..ros.replay import NodeProcess, node_command
+    from ..ros.client import NodeProcess, node_command
 
     params = {"weights": str(weights.resolve()), "device": device, "publish_points": True,
               "points_max_depth": max_depth, "publish_overlay": False}
     return NodeProcess(node_command(params, IMAGE) + ["-r", f"depth:={DEPTH}", "-r", f"camera_info:={INFO}"])
 
 
-def send_frame(col: Collector, i: int, image: np.ndarray, depth_m: np.ndarray, k: np.ndarray,
+def connect(client) -> None:
+    """Publishers of image, depth and CameraInfo; recorders of the node's points, labels and timing."""
+    for topic, kind in ((IMAGE, "image"), (DEPTH, "image"), (INFO, "camera_info")):
+        client.publisher(topic, kind)
+    for kind, msg_type in (("points", "points"), ("labels", "image"), ("timing", "diagnostics")):
+        client.subscribe(f"{NODE}/{kind}", msg_type)
+
+
+def send_frame(client, i: int, image: np.ndarray, depth_m: np.ndarray, k: np.ndarray,
                timeout: float) -> tuple[str, np.ndarray, dict]:
     """Publish frame ``i`` (image, depth, CameraInfo; one stamp) until its cloud and labels came back."""
-    from sensor_msgs.msg import CameraInfo
-
-    from ..ros.conversions import array_to_image_msg
+    from ..ros.conversions import array_to_image_msg, camera_info_msg, depth_to_image_msg
 
     encoding = ("16UC1", "32FC1")[i % 2]
     frame_id = f"camera_{i:03d}"
-    depth_msg, sent = depth_message(depth_m, encoding)
-    img = array_to_image_msg(image, "rgb8")
-    info = CameraInfo(height=image.shape[0], width=image.shape[1], distortion_model="plumb_bob")
-    info.k = [float(v) for v in k.ravel()]
-    stamp = col.node.get_clock().now().to_msg()
-    for m in (img, depth_msg, info):
-        m.header.stamp, m.header.frame_id = stamp, frame_id
+    depth, sent = depth_to_send(depth_m, encoding)
+    msgs = {IMAGE: array_to_image_msg(image, "rgb8"), DEPTH: depth_to_image_msg(depth),
+            INFO: camera_info_msg(image.shape[0], image.shape[1], k)}
+    stamp = divmod(time.time_ns(), 1_000_000_000)
+    for m in msgs.values():
+        (m.header.stamp.sec, m.header.stamp.nanosec), m.header.frame_id = stamp, frame_id
     deadline = time.monotonic() + timeout
-    done = lambda: {"points", "labels", "timing"} <= set(col.got.get(frame_id, {}))  # noqa: E731
     while time.monotonic() < deadline:
-        col.pubs[INFO].publish(info)
-        col.pubs[DEPTH].publish(depth_msg)
-        col.pubs[IMAGE].publish(img)
-        if col.wait(done, min(5.0, max(0.1, deadline - time.monotonic()))):
-            return encoding, sent, col.got[frame_id]
+        for topic in (INFO, DEPTH, IMAGE):
+            client.publisher(topic).publish(msgs[topic])
+        got = {kind: client.wait_for(f"{NODE}/{kind}", lambda m: m.header.frame_id == frame_id,
+                                     min(5.0, max(0.1, deadline - time.monotonic())))
+               for kind in ("points", "labels", "timing")}
+        if all(got.values()):
+            return encoding, sent, got
     raise BisenetError(f"no point cloud for frame {i} within {timeout:g} s")
 
 
@@ -183,13 +139,16 @@ def run(args: argparse.Namespace) -> dict:
     print(f"[1/3] synthetic drive: {args.frames} frames {w}x{h} with exact depth (seed {args.seed})")
     frames = list(render_frames(args.frames, args.size, args.seed))
     print(f"[2/3] segmentation_node with {weights.name}, publish_points:=true, points_max_depth:={args.max_depth:g}")
+    from ..ros.client import RosClient
+
     child = start_node(weights, args.device, args.max_depth)
-    col = Collector()
+    client = RosClient("demo_points")
     try:
-        _wait_ready(col, child, args.timeout)
+        connect(client)
+        _wait_ready(client, child, args.timeout)
         results, last = [], None
         for i, (image, depth_m, k) in enumerate(frames):
-            encoding, sent, msgs = send_frame(col, i, image, depth_m, k, args.timeout)
+            encoding, sent, msgs = send_frame(client, i, image, depth_m, k, args.timeout)
             labels = raw_image_to_array(msgs["labels"])[0]
             timing = {kv.key: kv.value for kv in msgs["timing"].status[0].values}
             cloud = cloud_msg_to_points(msgs["points"])
@@ -197,7 +156,7 @@ def run(args: argparse.Namespace) -> dict:
                             **check_cloud(cloud, sent, k, labels, args.max_depth)})
             last = (image, labels, cloud)
     finally:
-        col.close()
+        client.close()
         code = child.stop()
     print("[3/3] outputs")
     report = summarise(results, args, weights, code)
@@ -208,15 +167,12 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def _wait_ready(col: Collector, child, timeout: float) -> None:
+def _wait_ready(client, child, timeout: float) -> None:
     """Until the node subscribes to the image, and to the depth (it does once ~/points is wanted)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not child.alive():
-            raise BisenetError(f"segmentation_node exited with code {child.proc.returncode}: {child.log_tail(3)}")
-        if col.pubs[IMAGE].get_subscription_count() > 0 and col.pubs[DEPTH].get_subscription_count() > 0:
-            return
-        time.sleep(0.05)
+    subscribed = lambda topic: client.publisher(topic).get_subscription_count() > 0  # noqa: E731
+    if client.wait_until(lambda: not child.alive() or (subscribed(IMAGE) and subscribed(DEPTH)), timeout):
+        child.check_alive()
+        return
     raise BisenetError(f"the node did not subscribe to {IMAGE} and {DEPTH}: {child.log_tail(3)}")
 
 

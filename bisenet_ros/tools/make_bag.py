@@ -191,6 +191,9 @@ def _limit(frames, n: int):
 def run(args: argparse.Namespace) -> int:
     if args.every < 1:
         raise ConfigError("--every must be >= 1")
+    if args.out.exists() and not args.overwrite:  # before any input is read or a progress bar starts
+        raise BagError(f"output bag '{args.out}' exists already (pass --overwrite to replace it, "
+                       "or choose another --out)")
     if args.video is not None:
         if args.labels is not None:
             raise ConfigError("--labels works with --images (label files are matched to image files)")

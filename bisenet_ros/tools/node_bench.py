@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -75,51 +74,9 @@ def camera_main(argv: list[str]) -> int:
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--topic", default="image")
     a = p.parse_args(argv)
+    from ..ros.client import run_camera
 
-    import rclpy
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-
-    from ..ros.transport import apply_fastdds_profile
-    from ..ros.conversions import array_to_image_msg
-
-    apply_fastdds_profile()
-    rclpy.init()
-    node = rclpy.create_node("bench_camera")
-    qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-    pub = node.create_publisher(Image, a.topic, qos)
-    h, w = a.frame_size
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-    msgs = [array_to_image_msg(np.roll(base, 97 * i, axis=1), "bgr8") for i in range(4)]  # built once
-    for m in msgs:
-        m.header.frame_id = "bench_camera"
-    deadline = time.monotonic() + 30.0
-    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    period = 1.0 / a.rate
-    sent = 0
-    start = time.monotonic()
-    next_t = start
-    try:
-        while time.monotonic() - start < a.duration:
-            msg = msgs[sent % len(msgs)]
-            msg.header.stamp = node.get_clock().now().to_msg()
-            pub.publish(msg)
-            sent += 1
-            next_t += period
-            delay = next_t - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            else:
-                next_t = time.monotonic()  # cannot keep the rate: do not burst to catch up
-    except KeyboardInterrupt:
-        pass
-    elapsed = time.monotonic() - start
-    print(json.dumps({"published": sent, "elapsed_s": elapsed, "rate_hz": sent / elapsed if elapsed else 0.0}),
-          flush=True)
-    node.destroy_node()
-    rclpy.try_shutdown()
+    print(json.dumps(run_camera(a.rate, a.frame_size, a.duration, a.topic)), flush=True)
     return 0
 
 
@@ -137,11 +94,9 @@ def _child_env() -> dict[str, str]:
 
 
 def _node_command(args: argparse.Namespace) -> list[str]:
-    params = options_from_args(args).to_parameters()
-    cmd = [sys.executable, "-m", "bisenet_ros.ros.node", "--ros-args"]
-    for k, v in params.items():
-        cmd += ["-p", f"{k}:={v}"]
-    return cmd
+    from ..ros.client import node_command
+
+    return node_command(options_from_args(args).to_parameters(), "image")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -195,102 +150,92 @@ def _reference(args: argparse.Namespace, outputs: list[str]) -> dict:
     return ref
 
 
+class _Outputs:
+    """What the collector receives from the node (filled by the client's callbacks)."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[float, float]] = []  # (receipt time s, latency ms) per labels message
+        self.timing: list[dict[str, float]] = []
+        self.ready = False  # the legend arrived: the node is up
+
+    def on_labels(self, msg) -> None:
+        self.received.append((time.monotonic(), (msg.received_ns - msg.stamp_ns) / 1e6))
+
+    def on_timing(self, msg) -> None:
+        vals = {}
+        for key, value in msg.values().items():
+            try:
+                vals[key] = float(value)
+            except ValueError:
+                pass
+        vals["t"] = time.monotonic()
+        self.timing.append(vals)
+
+    def on_legend(self, msg) -> None:
+        self.ready = True
+
+
 def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
-    import rclpy
-    import torch
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import String
+    """Node and camera in child processes, this process collecting: the measured window."""
+    from ..ros.client import LATCHED, NodeProcess, RosClient, qos_profile
 
     warmup_s = args.warmup / args.rate
     env = _child_env()
     os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
-    node_log = open(tmp / "node.log", "w+")
-    node_proc = subprocess.Popen(_node_command(args), env=env, stdout=node_log, stderr=subprocess.STDOUT)
+    node = NodeProcess(_node_command(args), env, tmp / "node.log")
+    out = _Outputs()
     camera_proc = None
-    rclpy.init()
-    collector = rclpy.create_node("bench_collector")
-    received: list[tuple[float, float]] = []  # (receipt time s, latency ms) per labels message
-    timing: list[dict[str, float]] = []
-    ready: list[str] = []
-    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
-    def on_labels(msg: Image) -> None:
-        now = collector.get_clock().now().nanoseconds
-        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        received.append((time.monotonic(), (now - stamp) / 1e6))
-
-    def on_timing(msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            vals = {}
-            for kv in status.values:
-                try:
-                    vals[kv.key] = float(kv.value)
-                except ValueError:
-                    pass
-            vals["t"] = time.monotonic()
-            timing.append(vals)
-
-    collector.create_subscription(Image, "/segmentation/labels", on_labels, reliable)
-    for name in outputs:
-        collector.create_subscription(Image, f"/segmentation/{name}", lambda msg: None, reliable)
-    collector.create_subscription(DiagnosticArray, "/segmentation/timing", on_timing, reliable)
-    latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    collector.create_subscription(String, "/segmentation/legend", lambda msg: ready.append(msg.data), latched)
-
-    def spin_until(cond, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if cond():
-                return True
-            if node_proc.poll() is not None:
-                return False
-            rclpy.spin_once(collector, timeout_sec=0.05)
-        return cond()
+    def wait(cond, timeout: float) -> bool:  # False early when the node has exited
+        RosClient.wait_until(lambda: cond() or not node.alive(), timeout, poll=0.05)
+        return bool(cond())
 
     try:
-        t0 = time.monotonic()
-        if not spin_until(lambda: bool(ready), NODE_START_TIMEOUT_S):
-            node_log.seek(0)
-            tail = [ln for ln in node_log.read().splitlines() if ln.strip()][-1:] or ["(no output)"]
-            raise BisenetError(f"the node did not come up within {NODE_START_TIMEOUT_S:.0f} s "
-                               f"(exit {node_proc.poll()}): {tail[0]}")
-        startup_s = time.monotonic() - t0
-        camera_cmd = [sys.executable, "-m", "bisenet_ros.tools.node_bench", "camera", "--rate", str(args.rate),
-                      "--frame-size", f"{args.frame_size[0]}x{args.frame_size[1]}",
-                      "--duration", str(warmup_s + args.duration)]
-        camera_proc = subprocess.Popen(camera_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True)
-        if not spin_until(lambda: bool(received), 60.0):
-            raise BisenetError("no segmentation output within 60 s of the camera starting")
-        t_first = time.monotonic()
-        t_start = t_first + warmup_s
-        t_end = t_start + args.duration
-        spin_until(lambda: time.monotonic() >= t_end, warmup_s + args.duration + 5)
-        cam_out, cam_err = camera_proc.communicate(timeout=30)
-        spin_until(lambda: False, 1.0)  # let the last outputs arrive
+        with RosClient("bench_collector") as client:
+            client.subscribe("/segmentation/labels", "image", qos_profile(depth=10), out.on_labels)
+            for name in outputs:  # so that the node computes them, as for a viewer
+                client.subscribe(f"/segmentation/{name}", "image", qos_profile(depth=10), lambda msg: None)
+            client.subscribe("/segmentation/timing", "diagnostics", qos_profile(depth=10), out.on_timing)
+            client.subscribe("/segmentation/legend", "string", LATCHED, out.on_legend)
+            t0 = time.monotonic()
+            if not wait(lambda: out.ready, NODE_START_TIMEOUT_S):
+                raise BisenetError(f"the node did not come up within {NODE_START_TIMEOUT_S:.0f} s "
+                                   f"(exit {node.proc.poll()}): {node.log_tail(1) or '(no output)'}")
+            startup_s = time.monotonic() - t0
+            camera_proc = subprocess.Popen(_camera_command(args, warmup_s), env=env, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE, text=True)
+            if not wait(lambda: bool(out.received), 60.0):
+                raise BisenetError("no segmentation output within 60 s of the camera starting")
+            t_start = time.monotonic() + warmup_s
+            t_end = t_start + args.duration
+            wait(lambda: time.monotonic() >= t_end, warmup_s + args.duration + 5)
+            cam_out, cam_err = camera_proc.communicate(timeout=30)
+            wait(lambda: False, 1.0)  # let the last outputs arrive
     finally:
         if camera_proc is not None and camera_proc.poll() is None:
             camera_proc.kill()
-        node_proc.send_signal(signal.SIGINT)
-        try:
-            node_proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
-        collector.destroy_node()
-        rclpy.try_shutdown()
-        node_log.seek(0)
-        log_lines = node_log.read().splitlines()
-        node_log.close()
+        node.stop(timeout=20.0)
     try:
         camera = json.loads(cam_out.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise BisenetError(f"the camera process failed: {(cam_err.strip().splitlines() or ['?'])[-1]}") from None
+    return _summarize(args, outputs, out, camera, (t_start, t_end), warmup_s, startup_s, node.log.splitlines())
 
-    window = [(t, lat) for t, lat in received if t_start <= t < t_end]
-    tim = [v for v in timing if t_start <= v["t"] < t_end]
+
+def _camera_command(args: argparse.Namespace, warmup_s: float) -> list[str]:
+    return [sys.executable, "-m", "bisenet_ros.tools.node_bench", "camera", "--rate", str(args.rate),
+            "--frame-size", f"{args.frame_size[0]}x{args.frame_size[1]}",
+            "--duration", str(warmup_s + args.duration)]
+
+
+def _summarize(args: argparse.Namespace, outputs: list[str], out: _Outputs, camera: dict,
+               window_s: tuple[float, float], warmup_s: float, startup_s: float, log_lines: list[str]) -> dict:
+    """The figures of the measured window."""
+    import torch
+
+    t_start, t_end = window_s
+    window = [(t, lat) for t, lat in out.received if t_start <= t < t_end]
+    tim = [v for v in out.timing if t_start <= v["t"] < t_end]
     fps = len(window) / args.duration
     dropped_node = (tim[-1]["dropped_frames"] - tim[0]["dropped_frames"]) if len(tim) >= 2 else None
     sent_in_window = camera["rate_hz"] * args.duration

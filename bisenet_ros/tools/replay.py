@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..datasets import load_preset
 from ..errors import ConfigError
 from ..report import write_report
-from .common import add_model_arguments
+from ..remap import ground_truth_lut, load_remap
+from .common import add_model_arguments, model_preset
 from ..options import PipelineOptions
-from .eval_bag import resolve_label_map
+from ..evaluation import resolve_label_map
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
 EXAMPLES = """\
@@ -95,7 +95,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.label_map and not args.label_topic:
         raise ConfigError("--label-map needs --label-topic")
-    lut = resolve_label_map(args.label_map, load_preset(args.dataset or "cityscapes"), args.ignore_index)
+    source = model_preset(args)
+    lut = resolve_label_map(args.label_map, source, args.ignore_index)
+    if args.class_remap and args.label_topic:  # the node labels remapped classes: so must the ground truth
+        lut = ground_truth_lut(load_remap(args.class_remap, source), lut, args.ignore_index)
     node_args = node_parameters(args) if args.weights else None
     if node_args is None and args.node_param:
         raise ConfigError("--node-param only applies when the node is started here (give --weights)")

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import detect_architecture, read_state_dict
 from ..datasets import DatasetPreset, generate_palette, load_preset
-from ..errors import BisenetError, CheckpointError, ConfigError
+from ..errors import BisenetError, CheckpointError, ConfigError, one_line
 from ..metrics import ConfusionMatrix
 from ..models import build_model, resolve_device
 from ..pipeline import SegmentationPipeline, auto32
@@ -335,19 +335,7 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
         lr = lr_at(it, cfg.iters, hp["lr"], warmup, float(defaults["warmup_ratio"]), float(defaults["poly_power"]))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images, labels = next(batches)
-        images = images.to(device, non_blocking=True)
-        labels = labels.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            outputs = model(images)
-        loss, main = criterion(outputs, labels)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at iteration {it}; lower --lr or check the labels")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        value = float(loss.detach())
+        value, main = _step(model, criterion, optimizer, scaler, next(batches), device, use_amp, it)
         losses.append(value)
         ema = value if ema is None else 0.9 * ema + 0.1 * value
         bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", refresh=False)
@@ -372,6 +360,22 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
     csv_path, png_path = curve.write(out)
     log(f"saved {ckpt} (+ {side.name}); training curve {png_path.name} (+ {csv_path.name})")
     return TrainResult(ckpt, side, cfg.iters, losses, history, time.perf_counter() - t0)
+
+
+def _step(model: nn.Module, criterion: SegmentationLoss, optimizer, scaler, batch, device: torch.device,
+          use_amp: bool, it: int) -> tuple[float, torch.Tensor]:
+    """One optimisation step on ``batch``; returns the loss and the main head's loss."""
+    images, labels = (t.to(device, non_blocking=True) for t in batch)
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+        outputs = model(images)
+    loss, main = criterion(outputs, labels)
+    if not torch.isfinite(loss):
+        raise TrainingError(f"loss became {loss.item()} at iteration {it}; lower --lr or check the labels")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach()), main
 
 
 def _baseline(model: nn.Module, val_ds: SegmentationDataset, device: torch.device, init: str,
@@ -449,7 +453,7 @@ def _resume(cfg: TrainConfig, model, optimizer, scaler, arch: str, num_classes: 
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise TrainingError(f"{path}: unreadable training state ({str(exc).splitlines()[0][:150]})") from None
+        raise TrainingError(f"{path}: unreadable training state ({one_line(exc)})") from None
     if state.get("arch") != arch or state.get("num_classes") != num_classes:
         raise TrainingError(f"{path}: state is a {state.get('arch')} with {state.get('num_classes')} classes, "
                             f"not a {arch} with {num_classes}")

@@ -1,0 +1,380 @@
+"""The one ROS client harness: a ``segmentation_node`` child process and a client node that talks to it.
+
+Used by ``bisenet-ros replay`` (:mod:`bisenet_ros.ros.replay`), ``bisenet-ros node-bench`` and the
+node tests (``test/node_client.py``):
+
+- :func:`node_command` / :class:`NodeProcess`: the node as a user starts it, in a child process
+  (same interpreter, full environment, log in a file), stopped with SIGINT (then SIGTERM, SIGKILL);
+- :class:`RosClient`: an rclpy node in its own context with an executor thread; publishers,
+  subscriptions that record or call back, "wait until" helpers (never fixed sleeps) and the
+  node's parameter services. Message types may be given by class or by a short name
+  (:data:`MESSAGE_TYPES`), so callers outside ``ros/`` need no ROS import;
+- :func:`run_camera`: a camera that publishes frames at a fixed rate (node-bench's load).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import String
+
+from ..errors import BisenetError
+from ..images import stamp_ns as header_stamp_ns
+from .conversions import array_to_image_msg, image_msg_to_array
+from .transport import apply_fastdds_profile
+
+class NodeError(BisenetError):
+    """The node could not be reached or started, or it exited (also: bad replay input)."""
+
+
+def qos_profile(reliable: bool = True, depth: int = 10, latched: bool = False) -> QoSProfile:
+    """Keep-last ``depth``; reliable or best effort; ``latched``: transient local (late joiners get the last)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+
+MESSAGE_TYPES: dict[str, type] = {"image": Image, "compressed": CompressedImage, "camera_info": CameraInfo,
+                                  "diagnostics": DiagnosticArray, "string": String, "points": PointCloud2}
+RELIABLE = qos_profile(depth=200)
+LATCHED = qos_profile(depth=1, latched=True)
+
+
+# -- the node in a child process ----------------------------------------------------------------------
+def node_command(node_args: Sequence[str] | Mapping[str, Any] | None, image_topic: str,
+                 node_namespace: str = "/segmentation", compressed: bool = False) -> list[str]:
+    """``python -m bisenet_ros.ros.node --ros-args ...`` with ``image`` remapped to ``image_topic``.
+
+    ``node_args`` is a list of command-line arguments (``["--ros-args", "-p", "weights:=m.pth"]``)
+    or a dict of parameters (``{"weights": "m.pth", "publish_color": False}``). ``compressed``:
+    ``image_topic`` carries CompressedImage (it must end in ``/compressed``, as the node expects).
+    """
+    if compressed:
+        if not image_topic.endswith("/compressed"):
+            raise NodeError(f"a CompressedImage topic for the node must end in /compressed, got "
+                               f"'{image_topic}' (use publish_topic / --publish-topic)")
+        image_topic = image_topic[: -len("/compressed")]
+    if isinstance(node_args, Mapping):
+        args = ["--ros-args"]
+        for key, value in node_args.items():
+            args += ["-p", f"{key}:={parameter_text(value)}"]
+    else:
+        args = list(node_args or [])
+    if "--ros-args" not in args:
+        args.append("--ros-args")
+    if not any(a.startswith("image:=") for a in args):
+        args += ["-r", f"image:={image_topic}"]
+    if compressed and not any(a.startswith("input_transport:=") for a in args):
+        args += ["-p", "input_transport:=compressed"]
+    ns, _, name = node_namespace.rstrip("/").rpartition("/")
+    if name and name != "segmentation" and not any(a.startswith("__node:=") for a in args):
+        args += ["-r", f"__node:={name}"]
+    if ns and not any(a.startswith("__ns:=") for a in args):
+        args += ["-r", f"__ns:={ns}"]
+    return [sys.executable, "-m", "bisenet_ros.ros.node", *args]
+
+
+def parameter_text(value: Any) -> str:
+    """A parameter value as ``-p name:=TEXT`` spells it (YAML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(parameter_text(v) for v in value) + "]"
+    return str(value)
+
+
+class NodeProcess:
+    """A ``segmentation_node`` child process (same interpreter and environment), its log in a file.
+
+    ``log_path`` default: a new file in ``$ROS_LOG_DIR`` (else the temp dir), kept for the user.
+    """
+
+    def __init__(self, command: list[str], env: Mapping[str, str] | None = None,
+                 log_path: str | Path | None = None) -> None:
+        self.command = command
+        if log_path is None:
+            log_dir = os.environ.get("ROS_LOG_DIR") or None  # next to the ROS logs when set
+            if log_dir:
+                Path(log_dir).mkdir(parents=True, exist_ok=True)
+            fd, log_path = tempfile.mkstemp(prefix="segmentation_node_", suffix=".log", dir=log_dir)
+            os.close(fd)
+        self.log_path = Path(log_path)
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=dict(env if env is not None else os.environ), start_new_session=True)
+
+    @property
+    def log(self) -> str:
+        """The log so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 5) -> str:
+        return " | ".join(line.strip() for line in self.log.strip().splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        """A :class:`NodeError` with the log's last lines if the node has exited."""
+        if not self.alive():
+            raise NodeError(f"segmentation_node exited with code {self.proc.returncode}: {self.log_tail(3)}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGINT (the node shuts down cleanly), then SIGTERM, then SIGKILL; returns the exit code."""
+        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
+            if self.proc.poll() is not None:
+                break
+            try:
+                self.proc.send_signal(sig)
+                self.proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+        self._log.close()
+        return self.proc.poll()
+
+
+# -- the client node ------------------------------------------------------------------------------------
+@dataclass
+class Received:
+    """One message as a callback sees it: receipt times and plain accessors."""
+
+    msg: Any
+    received: float  # time.perf_counter() at receipt
+    received_ns: int  # system clock at receipt (the clock header stamps use)
+
+    @property
+    def stamp_ns(self) -> int:
+        return header_stamp_ns(self.msg.header)
+
+    def image(self) -> tuple[np.ndarray, str]:
+        """An Image's pixels (zero-copy view) and encoding; :class:`BisenetError` if malformed."""
+        return image_msg_to_array(self.msg)
+
+    def values(self) -> dict[str, str]:
+        """A DiagnosticArray's key/value pairs (all statuses)."""
+        return {kv.key: kv.value for status in self.msg.status for kv in status.values}
+
+
+def message_type(kind: str | type) -> type:
+    return MESSAGE_TYPES[kind] if isinstance(kind, str) else kind
+
+
+class RosClient:
+    """A client node in its own context, spun by an executor thread; see the module docstring."""
+
+    def __init__(self, name: str = "bisenet_client") -> None:
+        apply_fastdds_profile()  # before the participant is created, as the node does
+        self.context = rclpy.Context()
+        rclpy.init(args=["bisenet_client"], context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list[Any]] = {}
+        self._cond = threading.Condition()
+        self._publishers: dict[str, Any] = {}
+        self._param_clients: dict[str, AsyncParameterClient] = {}
+        self._service_clients: dict[tuple, Any] = {}
+        self._thread = threading.Thread(target=self._spin, name=f"{name}_spin", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # noqa: BLE001 - the context was shut down
+            pass
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=5.0)
+
+    def __enter__(self) -> RosClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- subscriptions ------------------------------------------------------------------------------------
+    def subscribe(self, topic: str, kind: str | type, qos: QoSProfile = RELIABLE,
+                  callback: Callable[[Received], None] | None = None) -> None:
+        """Record every message on ``topic`` in :attr:`received` (no ``callback``; once per topic),
+        or hand each one to ``callback`` as :class:`Received` (exceptions there are the caller's)."""
+        if callback is None:
+            if topic in self.received:
+                return
+            self.received[topic] = []
+
+            def record(msg: Any) -> None:
+                with self._cond:
+                    self.received[topic].append(msg)
+                    self._cond.notify_all()
+            self.node.create_subscription(message_type(kind), topic, record, qos)
+            return
+        self.node.create_subscription(
+            message_type(kind), topic,
+            lambda msg: callback(Received(msg, time.perf_counter(), time.time_ns())), qos)
+
+    def messages(self, topic: str, pred: Callable[[Any], bool] = lambda m: True) -> list[Any]:
+        with self._cond:
+            return [m for m in self.received.get(topic, []) if pred(m)]
+
+    def wait_for(self, topic: str, pred: Callable[[Any], bool] = lambda m: True,
+                 timeout: float = 20.0) -> Any | None:
+        """The first recorded message on ``topic`` satisfying ``pred`` (None after ``timeout`` s)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = [m for m in self.received.get(topic, []) if pred(m)]
+                if found:
+                    return found[0]
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.2))
+
+    @staticmethod
+    def wait_until(condition: Callable[[], bool], timeout: float = 20.0, poll: float = 0.02) -> bool:
+        """Until ``condition()`` (True) or ``timeout`` seconds (its last value)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(poll)
+        return bool(condition())
+
+    def count_publishers(self, topic: str) -> int:
+        return self.node.count_publishers(topic)
+
+    # -- publishing ---------------------------------------------------------------------------------------
+    def publisher(self, topic: str, kind: str | type = "image", qos: QoSProfile | None = None):
+        """The client's publisher on ``topic`` (created on first use; reliable, depth 5 unless ``qos``)."""
+        if topic not in self._publishers:
+            self._publishers[topic] = self.node.create_publisher(
+                message_type(kind), topic, qos or QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        return self._publishers[topic]
+
+    def wait_matched(self, topic: str, kind: str | type = "image", timeout: float = 30.0) -> bool:
+        pub = self.publisher(topic, kind)
+        return self.wait_until(lambda: pub.get_subscription_count() > 0, timeout)
+
+    def publish_image(self, topic: str, array: np.ndarray, encoding: str, frame_id: str,
+                      stamp_ns: int | None = None) -> Image:
+        """Publish ``array`` as an Image stamped ``stamp_ns`` (default now); returns the message."""
+        msg = array_to_image_msg(array, encoding)
+        msg.header.frame_id = frame_id
+        stamp_ns = self.node.get_clock().now().nanoseconds if stamp_ns is None else stamp_ns
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+        self.publisher(topic, Image).publish(msg)
+        return msg
+
+    def request(self, topic: str, msg: Any, reply_topic: str, timeout: float = 30.0,
+                retry_every: float = 3.0) -> Any | None:
+        """Publish ``msg`` (again every ``retry_every`` s: input QoS is best effort) until a message
+        with its frame_id arrives on ``reply_topic`` (recorded with :meth:`subscribe`)."""
+        frame_id = msg.header.frame_id
+        deadline = time.monotonic() + timeout
+        pub = self._publishers[topic]
+        while time.monotonic() < deadline:
+            pub.publish(msg)
+            reply = self.wait_for(reply_topic, lambda m: m.header.frame_id == frame_id,
+                                  min(retry_every, max(0.0, deadline - time.monotonic())))
+            if reply is not None:
+                return reply
+        return None
+
+    # -- parameters ---------------------------------------------------------------------------------------
+    def _params(self, node_name: str) -> AsyncParameterClient:
+        if node_name not in self._param_clients:
+            client = AsyncParameterClient(self.node, node_name)
+            if not client.wait_for_services(timeout_sec=30.0):
+                raise TimeoutError(f"parameter services of {node_name} not available")
+            self._param_clients[node_name] = client
+        return self._param_clients[node_name]
+
+    def _result(self, future, timeout: float = 20.0):
+        if not self.wait_until(future.done, timeout, poll=0.05):
+            raise TimeoutError("parameter service did not answer")
+        return future.result()
+
+    def set_parameters(self, node_name: str, **values: Any):
+        """Set parameters atomically through the node's service; returns its SetParametersResult."""
+        params = [Parameter(k, value=v) for k, v in values.items()]
+        return self._result(self._params(node_name).set_parameters_atomically(params)).result
+
+    def call(self, srv_type: type, service: str, request: Any, timeout: float = 30.0) -> Any:
+        """Call ``service`` (e.g. a lifecycle node's ``change_state``) once it is available; its response."""
+        key = (srv_type, service)
+        if key not in self._service_clients:
+            self._service_clients[key] = self.node.create_client(srv_type, service)
+        client = self._service_clients[key]
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {service} not available")
+        return self._result(client.call_async(request), timeout)
+
+    def get_parameter(self, node_name: str, name: str) -> Any:
+        values = self._result(self._params(node_name).get_parameters([name])).values
+        return Parameter.from_parameter_msg(ParameterMsg(name=name, value=values[0])).value
+
+
+# -- a camera at a fixed rate -----------------------------------------------------------------------------
+def run_camera(rate: float, frame_size: tuple[int, int], duration: float, topic: str = "image") -> dict:
+    """Publish bgr8 frames (4 prebuilt ones in turn, stamped now) best effort at ``rate`` Hz for
+    ``duration`` s once someone subscribes (30 s at most); never bursts to catch up.
+    Returns ``{"published", "elapsed_s", "rate_hz"}``."""
+    h, w = frame_size
+    base = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    msgs = [array_to_image_msg(np.roll(base, 97 * i, axis=1), "bgr8") for i in range(4)]  # built once
+    for m in msgs:
+        m.header.frame_id = "bench_camera"
+    sent, elapsed = 0, 0.0
+    with RosClient("bench_camera") as client:
+        pub = client.publisher(topic, Image, qos_profile(reliable=False, depth=1))
+        client.wait_until(lambda: pub.get_subscription_count() > 0, 30.0, poll=0.05)
+        period = 1.0 / rate
+        start = next_t = time.monotonic()
+        try:
+            while time.monotonic() - start < duration:
+                msg = msgs[sent % len(msgs)]
+                msg.header.stamp = client.node.get_clock().now().to_msg()
+                pub.publish(msg)
+                sent += 1
+                next_t += period
+                delay = next_t - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    next_t = time.monotonic()  # cannot keep the rate: do not burst to catch up
+        except KeyboardInterrupt:
+            pass
+        elapsed = time.monotonic() - start
+    return {"published": sent, "elapsed_s": elapsed, "rate_hz": sent / elapsed if elapsed else 0.0}
+
+
+def parse_legend(received: Received) -> dict | None:
+    """The node's class legend (JSON on ``~/legend``), None if unreadable."""
+    try:
+        return json.loads(received.msg.data)
+    except ValueError:
+        return None

@@ -1,0 +1,61 @@
+"""The layout's rules, checked: the ROS layer is only ``bisenet_ros/ros/``, and the bag tools load
+without torch.
+
+"Imports rclpy" counts the rclpy client library and the packages that load it or ROS message
+type support (rcl_interfaces, sensor_msgs, cv_bridge, ...). Not counted: ``rosbags`` (pure Python
+bag I/O, no ROS install) and ``ament_index_python`` (a file lookup the demo tries for the
+installed share directory). Imports inside functions count too.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "bisenet_ros"
+ROS_LAYER = PACKAGE / "ros"
+ROS_RUNTIME = {"rclpy", "rcl_interfaces", "rosidl_runtime_py", "sensor_msgs", "std_msgs", "diagnostic_msgs",
+               "builtin_interfaces", "geometry_msgs", "vision_msgs", "cv_bridge", "message_filters", "tf2_ros",
+               "launch_ros"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports (anywhere in the file)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def core_modules() -> list[Path]:
+    return [p for p in sorted(PACKAGE.rglob("*.py")) if ROS_LAYER not in p.parents]
+
+
+def test_only_the_ros_layer_imports_rclpy():
+    offenders = {str(p.relative_to(PACKAGE.parent)): sorted(imported_modules(p) & ROS_RUNTIME)
+                 for p in core_modules()}
+    offenders = {k: v for k, v in offenders.items() if v}
+    assert not offenders, f"ROS imports outside bisenet_ros/ros/: {offenders}"
+    # the check itself finds them where they are
+    assert "rclpy" in imported_modules(ROS_LAYER / "node.py")
+
+
+def _loaded_after(statement: str) -> set[str]:
+    code = f"import sys, json\n{statement}\nprint(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_bags_load_without_torch_and_the_core_without_rclpy():
+    assert "torch" not in _loaded_after("import bisenet_ros.bags")
+    assert "torch" not in _loaded_after("import bisenet_ros.images")
+    modules = [".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts) for p in core_modules()]
+    modules = [m.removesuffix(".__init__") for m in modules]
+    loaded = _loaded_after("\n".join(f"import {m}" for m in modules))
+    assert "torch" in loaded  # the statement really imported the core
+    assert not loaded & ROS_RUNTIME, sorted(loaded & ROS_RUNTIME)
