@@ -39,6 +39,7 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "openvino": ["openvino>=2024.0"],  # bf16/int8 on the CPU (bisenet_ros.backends)
         "video": ["av>=12"],  # H.264 videos (PyAV ships FFmpeg with libx264)
         "test": ["pytest>=7"],
     },

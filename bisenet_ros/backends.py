@@ -16,13 +16,22 @@ tensorrt      CUDA    the ONNX export run by ONNX Runtime's TensorRT provider (f
                       engines cached on disk
 cudagraph     CUDA    BatchNorm folded, channels-last, float16 weights for fp16, one CUDA graph
                       captured per input shape and replayed
+openvino      CPU     the in-memory ONNX export compiled by OpenVINO's CPU plugin (fp32, or bf16
+                      where the CPU has AVX-512 BF16/AMX); also runs quantized int8 ONNX models
 ============  ======  ===========================================================================
 
-``auto`` (the default everywhere) takes the first backend of the device's list in
-``config/backends.yaml`` that is available and whose logits match eager float32 on a fixed seeded
-input (relative L2 error below the configured tolerance: 1e-3 for fp32). The check runs once at
-start-up at the model input size, so the choice is deterministic and costs one eager and one
-backend forward pass plus the backend's build (an ONNX export takes about a second).
+Precisions: ``fp32``; ``fp16`` (CUDA); ``bf16`` (CPU with AVX-512 BF16 or AMX, see
+:mod:`bisenet_ros.cpu`; refused elsewhere with one line); ``int8`` (models made by
+``bisenet-ros quantize``, see :mod:`bisenet_ros.onnx_model`). ``auto`` is fp16 on CUDA and the
+configured CPU precision (fp32) on the CPU.
+
+``auto`` (the default everywhere) considers the backends of the device's list in
+``config/backends.yaml`` that are available and whose logits match eager float32 on a fixed seeded
+input (relative L2 error below the configured tolerance: 1e-3 for fp32). On the CUDA device it
+takes the first. On the CPU, where the fastest backend depends on the CPU (Intel or AMD, AVX-512,
+AMX), it times the candidates once per machine and caches the choice
+(:mod:`bisenet_ros.backend_cache`, keyed by CPU model, model, input size, precision and library
+versions); later starts build only the cached backend and check it.
 """
 from __future__ import annotations
 
@@ -40,8 +49,8 @@ from torch import nn
 
 from .errors import BisenetError, ConfigError, one_line
 
-BACKENDS = ("auto", "torch", "torchscript", "onnxruntime", "tensorrt", "cudagraph")
-PRECISIONS = ("auto", "fp32", "fp16")
+BACKENDS = ("auto", "torch", "torchscript", "onnxruntime", "openvino", "tensorrt", "cudagraph")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 CONFIG_FILE = Path(__file__).resolve().parent / "config" / "backends.yaml"
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -60,7 +69,7 @@ def backend_config() -> dict:
 
 # -- runners ----------------------------------------------------------------------------------------
 class TorchRunner:
-    """Eager PyTorch; float16 autocast on CUDA when ``precision`` is fp16."""
+    """Eager PyTorch; float16 autocast on CUDA for fp16, bfloat16 autocast on the CPU for bf16."""
 
     name = "torch"
 
@@ -71,8 +80,9 @@ class TorchRunner:
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.precision == "fp16":
-            with torch.autocast(device_type="cuda", dtype=torch.float16):
+        if self.precision in ("fp16", "bf16"):
+            dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+            with torch.autocast(device_type=self.device.type, dtype=dtype):
                 return self.model(x).float()
         return self.model(x)
 
@@ -176,6 +186,53 @@ class OnnxRuntimeRunner:
         return out.float()
 
 
+class OpenVinoRunner:
+    """An ONNX model (exported in memory from ``model``, or a file) compiled by OpenVINO for the CPU.
+
+    ``precision`` bf16 sets OpenVINO's inference precision hint to bf16; every other precision runs
+    with the hint f32 (OpenVINO would otherwise pick bf16 by itself on CPUs that have it). Quantized
+    (QDQ) int8 models keep their int8 layers either way.
+    """
+
+    name = "openvino"
+
+    def __init__(self, model: nn.Module | None, device: torch.device, precision: str,
+                 input_size: Sequence[int] | None, onnx_file: str | Path | None = None) -> None:
+        if device.type != "cpu":
+            raise BackendUnavailable("backend openvino runs on the CPU only here")
+        import openvino as ov
+
+        from .export import export_onnx
+
+        self.device = device
+        self.precision = precision
+        if onnx_file is None:
+            cfg = backend_config()
+            size = tuple(input_size) if input_size else tuple(cfg["verify_size"])
+            buf = io.BytesIO()
+            export_onnx(model.eval(), buf, size, opset=int(cfg["onnxruntime"]["opset"]),
+                        dynamic_size=input_size is None)
+            buf.seek(0)
+            source = buf
+        else:
+            source = str(onnx_file)
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                  "PERFORMANCE_HINT": "LATENCY"}
+        threads = int(backend_config().get("openvino", {}).get("threads", 0))
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compiled = ov.Core().compile_model(ov.convert_model(source), "CPU", config)
+        self.request = compiled.create_infer_request()
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().to(torch.float32).contiguous().numpy()
+        out = self.request.infer({0: arr})[0]
+        return torch.from_numpy(out.copy())  # the request's output buffer is reused
+
+
 def onnx_providers(provider: str, device: torch.device, precision: str) -> list:
     """ONNX Runtime provider list for ``provider`` (cpu, cuda, tensorrt), or BackendUnavailable."""
     try:
@@ -263,20 +320,50 @@ class CudaGraphRunner:
 
 # -- selection --------------------------------------------------------------------------------------
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> fp16 on CUDA, fp32 on CPU; fp16 on CPU is refused."""
+    """``auto`` -> fp16 on CUDA, the configured CPU precision (fp32) on the CPU; fp16 on the CPU,
+    bf16 on a CPU without AVX-512 BF16/AMX (or on CUDA) and int8 for a float model are refused."""
+    from .cpu import bf16_unsupported_reason
+
     text = (precision or "auto").lower()
     if text not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if text == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
+        if device.type == "cuda":
+            return "fp16"
+        text = str(backend_config()["auto_precision"]["cpu"])
+        return "fp32" if text == "bf16" and bf16_unsupported_reason() else text
     if text == "fp16" and device.type != "cuda":
-        raise ConfigError("precision fp16 needs a CUDA device; use fp32 on the CPU")
+        raise ConfigError("precision fp16 needs a CUDA device; use fp32 (or bf16) on the CPU")
+    if text == "bf16":
+        if device.type != "cpu":
+            raise ConfigError("precision bf16 is for the CPU; use fp16 on a CUDA device")
+        reason = bf16_unsupported_reason()
+        if reason:
+            raise ConfigError(reason)
+    if text == "int8":
+        raise ConfigError("precision int8 needs a quantized model: make one with 'bisenet-ros quantize' "
+                          "and pass its .onnx file as the weights")
     return text
 
 
-def backend_unavailable_reason(name: str, device: torch.device) -> str | None:
-    """Why backend ``name`` cannot run on ``device`` (cheap checks only), or None if it may."""
+#: the backends that compute each reduced precision (fp32 runs everywhere)
+PRECISION_BACKENDS = {"fp16": ("torch", "torchscript", "onnxruntime", "tensorrt", "cudagraph"),
+                      "bf16": ("torch", "openvino")}
+
+
+def backend_unavailable_reason(name: str, device: torch.device, precision: str = "fp32") -> str | None:
+    """Why backend ``name`` cannot run on ``device`` at ``precision`` (cheap checks only), or None."""
+    if name in BACKENDS and name != "auto" and name not in PRECISION_BACKENDS.get(precision, BACKENDS):
+        return f"has no {precision} here (use {' or '.join(PRECISION_BACKENDS[precision])})"
     if name == "torch":
+        return None
+    if name == "openvino":
+        if device.type != "cpu":
+            return "runs on the CPU only"
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            return "openvino is not installed (pip install openvino)"
         return None
     if name == "torchscript":
         return None if hasattr(torch, "jit") else "this PyTorch has no TorchScript"
@@ -301,11 +388,13 @@ def backend_unavailable_reason(name: str, device: torch.device) -> str | None:
 def build_backend(name: str, model: nn.Module, device: torch.device, precision: str,
                   input_size: Sequence[int] | None) -> Runner:
     """Build the named backend (not ``auto``); BackendUnavailable if it cannot run here."""
-    reason = backend_unavailable_reason(name, device)
+    reason = backend_unavailable_reason(name, device, precision)
     if reason is not None:
         raise BackendUnavailable(f"backend {name} is not available on {device}: {reason}")
     if name == "torch":
         return TorchRunner(model, device, precision)
+    if name == "openvino":
+        return OpenVinoRunner(model, device, precision, input_size)
     if name == "torchscript":
         size = tuple(input_size) if input_size else tuple(backend_config()["verify_size"])
         return TorchScriptRunner(model, device, precision, size)
@@ -337,40 +426,83 @@ def check_runner(runner: Runner, model: nn.Module, x: torch.Tensor,
 
 def select_backend(model: nn.Module, device: torch.device, precision: str,
                    input_size: Sequence[int] | None, order: Sequence[str] | None = None) -> Runner:
-    """``auto``: the first backend of ``order`` (default: the config's) that builds and matches eager.
+    """``auto``: among the backends of ``order`` (default: the config's for the device and
+    precision) that build and match eager within tolerance, the first (CUDA) or the fastest as
+    measured once on this CPU and cached (:mod:`bisenet_ros.backend_cache`).
 
     The runner gets ``rel_err_vs_eager`` (the check's result) and ``selection`` (one line per
-    backend tried, with why it was skipped).
+    backend tried, with why it was skipped or how fast it was).
     """
+    from . import backend_cache
+
     cfg = backend_config()
-    order = list(order or cfg["auto_order"][device.type])
+    order = list(order or auto_order(device, precision))
     tolerance = float(cfg["tolerance"][precision])
     x = calibration_input(device, input_size)
     with torch.inference_mode():
         reference = model.eval()(x).float()
+    measure = device.type == "cpu" and bool(cfg["auto_measure"]["cpu"])
+    key = backend_cache.cache_key(model, input_size, precision) if measure else None
+    cached = backend_cache.lookup(key) if measure else None
     notes: list[str] = []
+    if cached and cached["backend"] in order:  # the choice measured before on this machine
+        runner = _checked(cached["backend"], model, device, precision, input_size, x, reference,
+                          tolerance, notes)
+        if runner is not None:
+            return _selected(runner, notes, f"cached choice for this CPU: {backend_cache.describe(cached)}")
+        notes.append("cached choice no longer builds or matches: measuring again")
+    built: list[Runner] = []
     for name in order:
-        reason = backend_unavailable_reason(name, device)
-        if reason is not None:
-            notes.append(f"{name}: unavailable ({reason})")
+        runner = _checked(name, model, device, precision, input_size, x, reference, tolerance, notes)
+        if runner is None:
             continue
-        try:
-            runner = build_backend(name, model, device, precision, input_size)
-            err = check_runner(runner, model, x, reference)
-        except Exception as exc:  # a backend that fails to build is skipped, never fatal
-            notes.append(f"{name}: failed ({one_line(exc)})")
-            continue
-        if err < tolerance or name == "torch":  # eager is the reference and the last resort
-            notes.append(f"{name}: selected (rel err {err:.1e}, tolerance {tolerance:g})")
-            runner.rel_err_vs_eager = err
-            runner.selection = notes
-            return runner
-        notes.append(f"{name}: rejected (rel err {err:.1e} >= {tolerance:g})")
+        if not measure:
+            return _selected(runner, notes, "first in the configured order")
+        built.append(runner)
+    if precision == "fp32" and len(built) > 1:  # eager fp32, the reference, is the last resort
+        built = [r for r in built if r.name != "torch"]
+    if len(built) == 1:
+        return _selected(built[0], notes, "the only candidate")
+    if built:
+        runner, entry = backend_cache.measure_and_store(key, built, x)
+        return _selected(runner, notes, f"fastest on this CPU, cached: {backend_cache.describe(entry)}")
     runner = TorchRunner(model, device, precision)  # the reference itself, if the order omitted it
-    notes.append("torch: selected (fallback)")
     runner.rel_err_vs_eager = check_runner(runner, model, x, reference)
+    return _selected(runner, notes, "fallback")
+
+
+def auto_order(device: torch.device, precision: str) -> list[str]:
+    """The configured candidates of ``auto`` for ``device`` (and ``cpu_bf16`` for bf16)."""
+    table = backend_config()["auto_order"]
+    return list(table.get(f"{device.type}_{precision}") or table[device.type])
+
+
+def _selected(runner: Runner, notes: list[str], why: str) -> Runner:
+    notes.append(f"{runner.name}: selected ({why})")
     runner.selection = notes
     return runner
+
+
+def _checked(name: str, model: nn.Module, device: torch.device, precision: str,
+             input_size: Sequence[int] | None, x: torch.Tensor, reference: torch.Tensor,
+             tolerance: float, notes: list[str]) -> Runner | None:
+    """Build backend ``name`` and check it against ``reference``; None (with a note) if it fails."""
+    reason = backend_unavailable_reason(name, device, precision)
+    if reason is not None:
+        notes.append(f"{name}: unavailable ({reason})")
+        return None
+    try:
+        runner = build_backend(name, model, device, precision, input_size)
+        err = check_runner(runner, model, x, reference)
+    except Exception as exc:  # a backend that fails to build is skipped, never fatal
+        notes.append(f"{name}: failed ({one_line(exc)})")
+        return None
+    if err < tolerance or (name == "torch" and precision == "fp32"):  # eager fp32 is the reference
+        notes.append(f"{name}: ok (rel err {err:.1e}, tolerance {tolerance:g})")
+        runner.rel_err_vs_eager = err
+        return runner
+    notes.append(f"{name}: rejected (rel err {err:.1e} >= {tolerance:g})")
+    return None
 
 
 def create_runner(

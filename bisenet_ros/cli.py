@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "bench": "bench",
     "export-onnx": "export_onnx",
     "node-bench": "node_bench",
+    "quantize": "quantize",
 }
 
 

@@ -9,9 +9,13 @@ only what is asked for is copied back):
 1. uint8 image (any supported encoding) -> RGB float, ``/255``, normalise by the dataset mean/std;
 2. bilinear resize (``align_corners=False``) of the normalised tensor to the model input size
    (fixed ``HxW``, or ``auto32``: each side rounded up to a multiple of 32);
-3. forward pass (eager PyTorch or another backend, see :mod:`bisenet_ros.backends`);
+3. forward pass (eager PyTorch or another backend, see :mod:`bisenet_ros.backends`); the runner
+   may return the model's logits before its final bilinear x``s`` upsampling (1/``s`` of the
+   input, as :func:`build_pipeline` sets it up), which is then done together with step 4;
 4. bilinear resize of the logits back to the camera resolution (unless ``output_resolution`` is
-   ``model``), then argmax; class ids are never resized themselves;
+   ``model``), then argmax; class ids are never resized themselves. On the CPU the labels come
+   from :func:`bisenet_ros.postprocess.labels`, which computes full-resolution logits only near
+   class boundaries (same labels, a fraction of the cost);
 5. optional max-softmax confidence, palette colour mask and alpha-blended overlay.
 """
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import postprocess
 from .datasets import DatasetPreset, load_preset, preset_from_dict
 from .errors import ConfigError, ImageError
 from .images import ENCODINGS, MAX_SIDE
@@ -175,6 +180,13 @@ class SegmentationPipeline:
                 results[i] = res
         return results  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def model_input(self, image: np.ndarray, encoding: str = "rgb8") -> torch.Tensor:
+        """The normalised (1, 3, H, W) model input of one frame, exactly as :meth:`run_batch` makes it."""
+        check_image(image, encoding)
+        rgb, _ = self._upload(image, encoding)
+        return self.preprocess(rgb, self.model_size_for(*image.shape[:2]))
+
     # -- stages -------------------------------------------------------------------------------
     def _upload(self, image: np.ndarray, encoding: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(3,H,W) float RGB in 0..255 and the (C,H,W) uint8 image in input order for overlays."""
@@ -206,8 +218,10 @@ class SegmentationPipeline:
         logits = self.runner(batch)
         t2 = self._tick()
         results = []
+        stride = logit_stride(tuple(logits.shape[-2:]), size)
         for i, ((rgb, native), image, enc) in enumerate(zip(uploaded, images, encodings)):
-            results.append(self._postprocess(logits[i:i + 1], rgb, native, image.shape[:2], enc, wanted))
+            results.append(self._postprocess(logits[i:i + 1], stride, size, rgb, native, image.shape[:2],
+                                             enc, wanted))
         t3 = self._tick()
         n = len(images)
         for res in results:
@@ -222,17 +236,16 @@ class SegmentationPipeline:
     def _postprocess(
         self,
         logits: torch.Tensor,
+        stride: int,
+        model_hw: tuple[int, int],
         rgb: torch.Tensor,
         native: torch.Tensor,
         camera_hw: tuple[int, int],
         encoding: str,
         wanted: set[str],
     ) -> SegmentationResult:
-        out_hw = tuple(camera_hw) if self.output_resolution == "camera" else tuple(logits.shape[-2:])
-        logits = logits.float()
-        if tuple(logits.shape[-2:]) != out_hw:
-            logits = F.interpolate(logits, size=out_hw, mode="bilinear", align_corners=False)
-        labels_t, prob, unknown = self._labels(logits[0], "confidence" in wanted)
+        out_hw = tuple(camera_hw) if self.output_resolution == "camera" else tuple(model_hw)
+        labels_t, prob, unknown = self._labels(logits, stride, out_hw, "confidence" in wanted)
         res = SegmentationResult(labels=self._to_numpy(labels_t.to(self.label_dtype)))
         if self.label_dtype == torch.int16:
             res.labels = res.labels.view(np.uint16)
@@ -260,15 +273,26 @@ class SegmentationPipeline:
                 res.overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
         return res
 
-    def _labels(self, logits: torch.Tensor, want_confidence: bool):
-        """(C,H,W) logits -> output class ids (remapped, low confidence -> unknown), the max
-        softmax (when asked for or thresholded, else None) and the unknown mask (or None)."""
-        conf_t, labels_t = logits.max(dim=0)
+    def _labels(self, logits: torch.Tensor, stride: int, out_hw: tuple[int, int], want_confidence: bool):
+        """(1,C,h,w) logits at 1/``stride`` of the model input -> output class ids at ``out_hw``
+        (remapped, low confidence -> unknown), the max softmax (when asked for or thresholded,
+        else None) and the unknown mask (or None). Without a softmax to compute, the CPU takes
+        the exact cheap path (:func:`bisenet_ros.postprocess.labels`)."""
+        need_prob = want_confidence or self._threshold > 0
+        prob = unknown = None
+        if self.device.type == "cpu" and not need_prob:
+            fast = postprocess.labels(logits[0].float().numpy(), stride, out_hw, torch.get_num_threads())
+            labels_t = torch.from_numpy(fast).long()
+        else:
+            if self.device.type == "cpu":
+                full = torch.from_numpy(postprocess.dense_logits(logits[0].float().numpy(), stride, out_hw))
+            else:
+                full = postprocess.naive_logits(logits, stride, out_hw)[0]
+            conf_t, labels_t = full.max(dim=0)
+            if need_prob:
+                prob = 1.0 / torch.exp(full - conf_t.unsqueeze(0)).sum(dim=0)  # max softmax = 1/sum(exp(l-max))
         if self._lut is not None:
             labels_t = self._lut[labels_t]
-        prob = unknown = None
-        if want_confidence or self._threshold > 0:
-            prob = 1.0 / torch.exp(logits - conf_t.unsqueeze(0)).sum(dim=0)  # max softmax = 1/sum(exp(l-max))
         if self._threshold > 0:
             unknown = prob < self._threshold
             labels_t = labels_t.masked_fill(unknown, self.unknown_label)
@@ -282,6 +306,17 @@ class SegmentationPipeline:
     @staticmethod
     def _to_numpy(t: torch.Tensor) -> np.ndarray:
         return t.contiguous().cpu().numpy()
+
+
+def logit_stride(logits_hw: tuple[int, int], model_hw: tuple[int, int]) -> int:
+    """1 for logits at the model input size, ``s`` for logits at exactly 1/``s`` of it."""
+    if tuple(logits_hw) == tuple(model_hw):
+        return 1
+    s = model_hw[0] // max(1, logits_hw[0])
+    if s < 1 or (logits_hw[0] * s, logits_hw[1] * s) != tuple(model_hw):
+        raise ConfigError(f"the model returned {logits_hw[0]}x{logits_hw[1]} logits for a "
+                          f"{model_hw[0]}x{model_hw[1]} input (expected the input size or 1/s of it)")
+    return s
 
 
 def build_pipeline(options: PipelineOptions | str | None = None, /, **keywords) -> SegmentationPipeline:
@@ -305,12 +340,15 @@ def build_pipeline(options: PipelineOptions | str | None = None, /, **keywords) 
 
 
 def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
-    from .backends import create_runner
-    from .models import load_model, resolve_device
+    from .models import resolve_device
+    from .onnx_model import is_onnx
 
-    dev = resolve_device(opts.device)
-    net = load_model(opts.model, weights=opts.weights, num_classes=opts.num_classes, device=dev)
-    meta = net.bisenet_info
+    if is_onnx(opts.weights):  # an int8 model from `bisenet-ros quantize`, with its sidecar
+        meta, runner, size = _load_onnx_model(opts)
+        dev = torch.device("cpu")
+    else:
+        dev = resolve_device(opts.device)
+        meta, runner, size = _load_torch_model(opts, dev)
     sidecar = meta.get("sidecar") or {}
     dataset = opts.dataset
     if isinstance(dataset, DatasetPreset):
@@ -322,9 +360,6 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
     else:
         preset = load_preset(sidecar.get("dataset") or "cityscapes")
     preset = preset.with_overrides(mean=opts.mean, std=opts.std, num_classes=meta["num_classes"])
-    # the checkpoint's own input size, else auto32
-    size = fixed_input_size(sidecar.get("input_size") if opts.input_size == CHECKPOINT else opts.input_size)
-    runner = create_runner(net, backend=opts.backend, device=dev, precision=opts.precision, input_size=size)
     info = {
         "model": meta["arch"],
         "weights": meta["weights"],
@@ -335,8 +370,37 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
         "precision": getattr(runner, "precision", opts.precision),
         "input_size": "auto32" if size is None else f"{size[0]}x{size[1]}",
     }
+    if sidecar.get("source_weights"):
+        info["source_weights"] = sidecar["source_weights"]
     remap = load_remap(opts.class_remap, preset) if opts.class_remap else None
     if remap is not None:
         info["class_remap"] = remap.name
     return SegmentationPipeline(runner, preset, size, dev, opts.output_resolution, opts.overlay_alpha, info,
                                 remap=remap, confidence_threshold=opts.confidence_threshold)
+
+
+def _load_torch_model(opts: PipelineOptions, dev: torch.device):
+    """(model info, runner, fixed input size or None) for a PyTorch checkpoint."""
+    from .backends import create_runner
+    from .models import load_model, low_res_view
+
+    net = load_model(opts.model, weights=opts.weights, num_classes=opts.num_classes, device=dev)
+    sidecar = net.bisenet_info.get("sidecar") or {}
+    # the checkpoint's own input size, else auto32
+    size = fixed_input_size(sidecar.get("input_size") if opts.input_size == CHECKPOINT else opts.input_size)
+    # the runner returns the 1/8 logits; the pipeline upsamples them once, exactly (postprocess.py)
+    runner = create_runner(low_res_view(net), backend=opts.backend, device=dev, precision=opts.precision,
+                           input_size=size)
+    return net.bisenet_info, runner, size
+
+
+def _load_onnx_model(opts: PipelineOptions):
+    """(model info, runner, input size) for an ONNX model file and its sidecar."""
+    from .onnx_model import check_options, create_file_runner, read_onnx_sidecar
+
+    sidecar = read_onnx_sidecar(opts.weights)
+    size = check_options(opts, sidecar, opts.weights)
+    runner = create_file_runner(opts.weights, opts.backend, str(sidecar["precision"]), size)
+    meta = {"arch": sidecar["arch"], "num_classes": int(sidecar["num_classes"]), "weights": str(opts.weights),
+            "sidecar": sidecar}
+    return meta, runner, size

@@ -16,6 +16,13 @@ def reference_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "bisenet-reference"
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own XDG_CACHE_HOME: the measured `auto` backend choice
+    (bisenet_ros.backend_cache) is never read from or written to the user's ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+
+
 @pytest.fixture(scope="session")
 def reference() -> Path:
     path = reference_dir()

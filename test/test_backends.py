@@ -60,7 +60,7 @@ def test_fold_batchnorm_refuses_training_mode():
         fold_batchnorm(build_model("bisenetv2", 3).train())
 
 
-@pytest.mark.parametrize("backend", ["torch", "torchscript", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["torch", "torchscript", "onnxruntime", "openvino"])
 def test_cpu_backend_matches_eager(model_and_ref, backend):
     arch, net, x, ref = model_and_ref
     runner = create_runner(net, backend, "cpu", "fp32", SIZE)
@@ -80,16 +80,79 @@ def test_backend_without_fixed_size_accepts_other_sizes(backend):
         assert relative_error(runner(x), net(x)) < 1e-3
 
 
-def test_auto_picks_first_available_matching_backend_in_config_order():
+def _fake_cpu(monkeypatch, tmp_path, model_name: str, flags: str) -> None:
+    from bisenet_ros import cpu
+
+    info = tmp_path / f"cpuinfo-{abs(hash(model_name))}"
+    info.write_text(f"processor\t: 0\nmodel name\t: {model_name}\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(cpu, "CPUINFO", info)
+
+
+def test_auto_measures_once_per_cpu_and_caches_the_fastest(monkeypatch, tmp_path):
+    """The fastest matching candidate wins (times faked: no timing in tests), the choice is cached
+    under XDG_CACHE_HOME keyed by the CPU model, and a second start only builds the cached one."""
+    from bisenet_ros import backend_cache
+
+    fake_ms = {"onnxruntime": 30.0, "openvino": 10.0, "torchscript": 20.0}
+    timed: list[str] = []
+
+    def fake_time(runner, x, runs):
+        timed.append(runner.name)
+        return fake_ms[runner.name]
+
+    monkeypatch.setattr(backend_cache, "time_runner", fake_time)
+    _fake_cpu(monkeypatch, tmp_path, "Fake CPU A", "avx2 avx512f")
     net = _model("bisenetv2")
     runner = create_runner(net, "auto", "cpu", "auto", SIZE)
-    order = backend_config()["auto_order"]["cpu"]
-    expected = next(n for n in order if backend_unavailable_reason(n, torch.device("cpu")) is None)
-    assert runner.name == expected
+    assert runner.name == "openvino" and sorted(timed) == ["onnxruntime", "openvino", "torchscript"]
     assert runner.rel_err_vs_eager < float(backend_config()["tolerance"]["fp32"])
-    assert runner.selection[-1].startswith(f"{expected}: selected")
-    again = create_runner(net, "auto", "cpu", "auto", SIZE)  # deterministic
-    assert again.name == runner.name
+    assert runner.selection[-1].startswith("openvino: selected (fastest on this CPU")
+    cache = backend_cache.cache_dir() / backend_cache.FILE_NAME
+    assert str(tmp_path) not in str(cache) and cache.is_file()  # the test's own XDG_CACHE_HOME
+    timed.clear()
+    built: list[str] = []
+    real_build = backends.build_backend
+    monkeypatch.setattr(backends, "build_backend", lambda name, *a: built.append(name) or real_build(name, *a))
+    again = create_runner(net, "auto", "cpu", "auto", SIZE)
+    assert again.name == "openvino" and built == ["openvino"] and timed == []
+    assert "cached choice" in again.selection[-1]
+    # another CPU (or model, size, precision, library versions) is another key: measured again
+    _fake_cpu(monkeypatch, tmp_path, "Fake CPU B", "avx2")
+    fake_ms["openvino"] = 40.0
+    other = create_runner(net, "auto", "cpu", "auto", SIZE)
+    assert other.name == "torchscript" and timed
+
+
+def test_bf16_is_refused_in_one_line_without_avx512_bf16_or_amx(monkeypatch, tmp_path):
+    from bisenet_ros.backends import resolve_precision
+
+    cpu = torch.device("cpu")
+    _fake_cpu(monkeypatch, tmp_path, "Old CPU", "sse4_2 avx2 fma avx512f avx512_vnni")
+    with pytest.raises(ConfigError, match=r"precision bf16 needs a CPU with AVX-512 BF16 or AMX .*Old CPU"):
+        create_runner(_model("bisenetv2"), "auto", "cpu", "bf16", SIZE)
+    assert resolve_precision("auto", cpu) == "fp32"
+    for flags in ("avx512f avx512_bf16", "amx_tile amx_bf16"):
+        _fake_cpu(monkeypatch, tmp_path, "New CPU", flags)
+        assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) == "fp32"  # auto stays fp32 on the CPU (config)
+    with pytest.raises(ConfigError, match="bf16 is for the CPU"):
+        resolve_precision("bf16", torch.device("cuda"))
+    with pytest.raises(ConfigError, match="quantize"):
+        resolve_precision("int8", cpu)
+
+
+@pytest.mark.skipif(backends.backend_unavailable_reason("openvino", torch.device("cpu")) is not None
+                    or __import__("bisenet_ros.cpu").cpu.bf16_unsupported_reason() is not None,
+                    reason="needs openvino and a CPU with AVX-512 BF16/AMX")
+@pytest.mark.parametrize("backend", ["openvino", "torch"])
+def test_bf16_backends_stay_close_to_fp32(model_and_ref, backend):
+    arch, net, x, ref = model_and_ref
+    runner = create_runner(net, backend, "cpu", "bf16", SIZE)
+    assert runner.precision == "bf16"
+    with torch.inference_mode():
+        assert relative_error(runner(x), ref) < float(backend_config()["tolerance"]["bf16"])
+    with pytest.raises(BackendUnavailable, match="has no bf16"):
+        create_runner(net, "onnxruntime", "cpu", "bf16", SIZE)
 
 
 def test_auto_skips_unavailable_and_mismatching_backends(monkeypatch):
@@ -145,7 +208,7 @@ def test_bad_choices_give_one_line_errors():
 def test_config_orders_name_known_backends_only():
     cfg = backend_config()
     for device, order in cfg["auto_order"].items():
-        assert device in ("cpu", "cuda")
+        assert device in ("cpu", "cuda", "cpu_bf16")
         assert set(order) <= set(BACKENDS) - {"auto"}
         assert order[-1] == "torch"
     assert float(cfg["tolerance"]["fp32"]) == pytest.approx(1e-3)

@@ -54,7 +54,7 @@ def test_options_mean_the_same_everywhere():
             assert bad not in opts, f"{name}: outputs are named --out ({bad} is at most an alias)"
         if "--backend" in opts:
             assert list(opts["--backend"].choices) == list(BACKENDS)
-            assert opts["--precision"].help and set(opts["--precision"].choices) == {"auto", "fp32", "fp16"}
+            assert opts["--precision"].help and set(opts["--precision"].choices) == {"auto", "fp32", "fp16", "bf16", "int8"}
         if "--model" in opts:
             assert not opts["--model"].required, f"{name}: --model is inferred from the checkpoint"
         if "--no-progress" in opts:

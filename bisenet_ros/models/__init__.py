@@ -19,8 +19,8 @@ from .bisenetv2 import BiSeNetV2
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"bisenetv1": BiSeNetV1, "bisenetv2": BiSeNetV2}
 
-__all__ = ["ARCHITECTURES", "BiSeNetV1", "BiSeNetV2", "build_model", "load_model", "fit_state_dict",
-           "resolve_device"]
+__all__ = ["ARCHITECTURES", "BiSeNetV1", "BiSeNetV2", "LowResLogits", "build_model", "load_model",
+           "fit_state_dict", "low_res_view", "resolve_device"]
 
 
 def _arch_class(arch: str) -> type[nn.Module]:
@@ -147,3 +147,24 @@ def load_model(
         "sidecar": sidecar,
     }
     return model.to(resolve_device(device))
+
+
+class LowResLogits(nn.Module):
+    """A view of a loaded BiSeNet that returns its main logits *before* the final bilinear
+    upsampling, at 1/``logit_stride`` of the input (the pipeline resizes them once, exactly, to
+    the output size: :mod:`bisenet_ros.postprocess`). Shares the wrapped model's parameters."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.logit_stride = int(net.logit_stride)
+        self.classifier_key = "net." + net.classifier_key
+        self.bisenet_info = getattr(net, "bisenet_info", {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.logits_low(x)
+
+
+def low_res_view(net: nn.Module) -> nn.Module:
+    """``net`` as a :class:`LowResLogits` (unchanged when it already is one)."""
+    return net if isinstance(net, LowResLogits) else LowResLogits(net)

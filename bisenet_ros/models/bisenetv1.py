@@ -255,6 +255,8 @@ class BiSeNetV1(nn.Module):
     aux_head_prefixes: tuple[str, ...] = ("conv_out16.", "conv_out32.")
     #: state_dict key of the main classifier's final conv weight.
     classifier_key: str = "conv_out.conv_out.weight"
+    #: the main head's logits (before the bilinear resize to the input) are at 1/8 of the input
+    logit_stride: int = 8
 
     def __init__(self, num_classes: int = 19, aux_heads: bool = True) -> None:
         super().__init__()
@@ -282,6 +284,10 @@ class BiSeNetV1(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+    def logits_low(self, x: torch.Tensor) -> torch.Tensor:
+        """Main logits at 1/8 of the input (``forward`` resizes them bilinearly to the input)."""
+        return self.conv_out(self.ffm(self.sp(x), self.cp(x)[0]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         size = [x.shape[2], x.shape[3]]

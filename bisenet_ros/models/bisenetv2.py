@@ -284,8 +284,15 @@ class SegmentHead(nn.Module):
             nn.Upsample(scale_factor=bilinear_factor, mode="bilinear", align_corners=False),
         )
 
+    def low(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's logits before the final bilinear upsampling (1/``bilinear factor``)."""
+        x = self.drop(self.conv(x))
+        for layer in list(self.conv_out)[:-1]:  # (not a sliced Sequential: torch.fx traces this)
+            x = layer(x)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(self.drop(self.conv(x)))
+        return self.conv_out[-1](self.low(x))
 
 
 class BiSeNetV2(nn.Module):
@@ -304,6 +311,8 @@ class BiSeNetV2(nn.Module):
     aux_head_prefixes: ClassVar[tuple[str, ...]] = ("aux2.", "aux3.", "aux4.", "aux5_4.")
     #: ``state_dict`` key of the main classifier's final conv weight (``shape[0] == num_classes``).
     classifier_key: ClassVar[str] = "head.conv_out.1.weight"
+    #: the main head's logits before its final x8 bilinear upsampling are at 1/8 of the input
+    logit_stride: ClassVar[int] = 8
 
     def __init__(self, num_classes: int = 19, aux_heads: bool = True) -> None:
         super().__init__()
@@ -334,6 +343,10 @@ class BiSeNetV2(nn.Module):
         for m in self.modules():
             if isinstance(m, (GatherExpansionS1, GatherExpansionS2)):
                 nn.init.zeros_(m.conv2[1].weight)
+
+    def logits_low(self, x: torch.Tensor) -> torch.Tensor:
+        """Main logits at 1/8 of the input (``forward`` upsamples them x8 bilinearly)."""
+        return self.head.low(self.bga(self.detail(x), self.segment(x)[-1]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         feat_detail = self.detail(x)

@@ -25,7 +25,7 @@ from ..options import PipelineOptions
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": ("auto", "bisenetv1", "bisenetv2"),
-    "precision": ("auto", "fp32", "fp16"),
+    "precision": ("auto", "fp32", "fp16", "bf16", "int8"),
     "backend": BACKENDS,
     "output_resolution": ("camera", "model"),
     "input_transport": ("raw", "compressed"),
@@ -67,7 +67,8 @@ class ParamSpec:
 PARAMETERS: dict[str, ParamSpec] = {
     # model and pipeline (changing one reloads the model in the background)
     "model": ParamSpec("auto", "architecture; auto = from the checkpoint (sidecar YAML or key layout)"),
-    "weights": ParamSpec("", "checkpoint file (.pth/.pt/.safetensors); required"),
+    "weights": ParamSpec("", "checkpoint file (.pth/.pt/.safetensors) or an int8 .onnx from "
+                             "bisenet-ros quantize (with its .onnx.yaml sidecar); required"),
     "num_classes": ParamSpec(0, "class count; 0 = from the checkpoint", int_range=(0, 65535, 1)),
     "dataset": ParamSpec("", "preset name (cityscapes, camvid, cocostuff, ade20k) or preset YAML; "
                              "empty = checkpoint sidecar, else cityscapes"),
@@ -81,7 +82,8 @@ PARAMETERS: dict[str, ParamSpec] = {
     "input_height": ParamSpec(0, "model input height, multiple of 32; 0 = see input_width",
                               int_range=(0, MAX_SIDE, 32)),
     "device": ParamSpec("auto", "auto (CUDA when available), cpu, cuda or cuda:N"),
-    "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU), fp32 or fp16"),
+    "precision": ParamSpec("auto", "auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 (CUDA), "
+                                    "bf16 (CPU with AVX-512 BF16/AMX) or int8 (quantized .onnx weights)"),
     "backend": ParamSpec("auto", "how the forward pass runs; auto = the fastest available backend that "
                                  "matches eager PyTorch (see bisenet-ros bench)"),
     "output_resolution": ParamSpec("camera", "resolution of labels/color/overlay: camera or model "

@@ -8,6 +8,12 @@
 Both after ``--warmup`` untimed runs; CUDA work is synchronised before every clock read. The
 backend's logits are compared with eager PyTorch float32 on the same input (``rel_err_vs_eager``).
 Without ``--weights`` the model is randomly initialised (speed is the same, labels meaningless).
+
+The camera frame is a generated street scene (``--frame synthetic``, real-looking: the exact
+postprocess costs more where there are more class boundaries) or noise. On the CPU the labels
+stage is also timed against the naive resize-then-argmax on the same logits, interleaved
+(``postprocess_vs_naive``). ``--compare-precision P`` builds a second pipeline at precision ``P``
+and times both pipelines frame by frame, interleaved, with their label agreement.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from ..backends import calibration_input
 from ..errors import ConfigError
 from ..export import relative_error
 from ..metrics import latency_stats
-from ..models import build_model, load_model
+from ..models import build_model, load_model, low_res_view
 from .common import add_model_arguments, cpu_name, hw_type, pipeline_from_args
 
 HELP = "benchmark model-only and full-pipeline speed (fps, latency percentiles, error vs eager)"
@@ -51,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch", type=int, default=1, help="model-only batch size")
     g.add_argument("--compare-eager", action="store_true",
                    help="also time eager PyTorch float32 (model only) and report the speed-up")
+    g.add_argument("--frame", choices=["synthetic", "noise"], default="synthetic",
+                   help="camera frame content: a generated street scene (default) or uniform noise")
+    g.add_argument("--compare-precision", choices=["fp32", "bf16"], default=None,
+                   help="also build the pipeline at this precision; time both interleaved and "
+                        "report the speed-up and the label agreement")
     g.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
 
 
@@ -131,30 +142,9 @@ def _bench(args: argparse.Namespace) -> dict:
     x = calibration_input(device, model_hw).repeat(args.batch, 1, 1, 1)
     model_ms = time_calls(lambda: runner(x), args.frames, args.warmup, device)
 
-    # eager float32 reference on the same input
-    eager = load_model(info["model"], weights=args.weights, num_classes=info["num_classes"], device=device)
-    with torch.inference_mode():
-        ref = eager(x).float()
-        out = runner(x).float()
-    rel_err = relative_error(out, ref)
-    eager_ms = None
-    if args.compare_eager:
-        with torch.inference_mode():
-            eager_ms = time_calls(lambda: eager(x), args.frames, args.warmup, device)
-    del eager, ref, out
-
-    # full pipeline on a camera frame in host memory, as the node gets it
-    frame = np.random.default_rng(0).integers(0, 256, (fh, fw, 3), dtype=np.uint8)
-    stages: dict[str, list[float]] = {}
-
-    def one_frame():
-        res = pipeline(frame, "bgr8", outputs=("color", "overlay"))
-        for k, v in res.timings.items():
-            stages.setdefault(k, []).append(v)
-
-    pipe_ms = time_calls(one_frame, args.frames, args.warmup, device)
-    for k in stages:  # keep the timed iterations only
-        stages[k] = stages[k][args.warmup:]
+    rel_err, eager_ms = _eager_reference(args, info, runner, x, device)
+    frame = camera_frame(args.frame, fh, fw)
+    pipe_ms, stages, compare = _time_pipelines(args, pipeline, frame, device)
 
     model = _summary(model_ms, args.batch)
     pipe = _summary(pipe_ms)
@@ -178,14 +168,127 @@ def _bench(args: argparse.Namespace) -> dict:
         "pipeline_latency_ms": pipe["latency_ms"],
         "pipeline_stages_ms": {k: latency_stats(v) for k, v in stages.items()},
         "rel_err_vs_eager": rel_err,
+        "frame": args.frame,
         "machine": machine_info(device),
     }
+    if compare is not None:
+        result["compare_precision"] = compare
+    if device.type == "cpu":
+        result["postprocess_vs_naive"] = postprocess_vs_naive(pipeline, frame, args.frames, args.warmup)
     if eager_ms is not None:
         eager_sum = _summary(eager_ms, args.batch)
         result["eager_model_fps"] = eager_sum["fps"]
         result["eager_model_latency_ms"] = eager_sum["latency_ms"]
         result["speedup_vs_eager"] = model["fps"] / eager_sum["fps"] if eager_sum["fps"] else None
     return result
+
+
+def _eager_reference(args, info: dict, runner, x: torch.Tensor, device: torch.device):
+    """(relative error of the runner vs eager float32 on ``x``, eager timings or None)."""
+    source = info.get("source_weights", args.weights)
+    if source is None:  # a quantized model whose float source is not at hand
+        return None, None
+    eager = load_model(info["model"], weights=source, num_classes=info["num_classes"], device=device)
+    with torch.inference_mode():
+        out = runner(x).float()
+        # the runner returns the 1/8 logits when the pipeline built it so (models.low_res_view)
+        ref_model = eager if tuple(out.shape[-2:]) == tuple(x.shape[-2:]) else low_res_view(eager)
+        ref = ref_model(x).float()
+    eager_ms = None
+    if args.compare_eager:
+        with torch.inference_mode():
+            eager_ms = time_calls(lambda: eager(x), args.frames, args.warmup, device)
+    return relative_error(out, ref), eager_ms
+
+
+def camera_frame(kind: str, h: int, w: int) -> np.ndarray:
+    """A bgr8 frame: a generated street scene (``synthetic``) or uniform noise."""
+    if kind == "noise":
+        return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    from ..synthetic import generate_scene
+
+    image, _ = generate_scene(0, (h, w))
+    return np.ascontiguousarray(image[..., ::-1])
+
+
+def _time_pipelines(args, pipeline, frame: np.ndarray, device: torch.device):
+    """Pipeline latencies and stage timings; with --compare-precision, both pipelines interleaved."""
+    other = None
+    if args.compare_precision:
+        other = pipeline_from_args(args, precision=args.compare_precision)
+    stages: dict[str, list[float]] = {}
+    other_ms: list[float] = []
+
+    def one_frame():
+        res = pipeline(frame, "bgr8", outputs=("color", "overlay"))
+        for k, v in res.timings.items():
+            stages.setdefault(k, []).append(v)
+        if other is not None:  # timed separately, between two frames of the main pipeline
+            t0 = time.perf_counter()
+            other(frame, "bgr8", outputs=("color", "overlay"))
+            _sync(device)
+            other_ms.append((time.perf_counter() - t0) * 1e3)
+
+    def main_only():  # the main pipeline's time excludes the other's
+        t0 = time.perf_counter()
+        one_frame()
+        return (time.perf_counter() - t0) * 1e3 - (other_ms[-1] if other_ms else 0.0)
+
+    for _ in range(args.warmup):
+        main_only()
+    pipe_ms = [main_only() for _ in range(args.frames)]
+    for k in stages:  # keep the timed iterations only
+        stages[k] = stages[k][args.warmup:]
+    if other is None:
+        return pipe_ms, stages, None
+    return pipe_ms, stages, _precision_summary(pipeline, other, frame, pipe_ms, other_ms[args.warmup:])
+
+
+def _precision_summary(pipeline, other, frame: np.ndarray, pipe_ms: list[float], other_ms: list[float]) -> dict:
+    a = pipeline(frame, "bgr8", outputs=()).labels
+    b = other(frame, "bgr8", outputs=()).labels
+    mine, theirs = latency_stats(pipe_ms), latency_stats(other_ms)
+    return {"precision": other.info["precision"], "backend": other.info["backend"],
+            "backend_selection": list(getattr(other.runner, "selection", [])),
+            "pipeline_latency_ms": theirs, "labels_equal": float((a == b).mean()),
+            "speedup_vs_main": mine["p50"] / theirs["p50"] if theirs["p50"] else None}
+
+
+def postprocess_vs_naive(pipeline, frame: np.ndarray, frames: int, warmup: int) -> dict:
+    """The labels stage on one frame's logits: exact-cheap (:mod:`bisenet_ros.postprocess`) vs the
+    naive bilinear resize of the model-resolution logits then argmax, and vs naive including the
+    model's own final upsampling; timed interleaved in this run."""
+    from .. import postprocess
+    from ..pipeline import logit_stride
+
+    fh, fw = frame.shape[:2]
+    model_hw = pipeline.model_size_for(fh, fw)
+    with torch.inference_mode():
+        rgb, _ = pipeline._upload(frame, "bgr8")
+        logits = pipeline.runner(pipeline.preprocess(rgb, model_hw)).float()
+        stride = logit_stride(tuple(logits.shape[-2:]), model_hw)
+        full = postprocess.naive_logits(logits, stride, model_hw)  # what the model used to return
+        low = logits[0].numpy()
+        threads = torch.get_num_threads()
+        work = {
+            "exact_cheap": lambda: postprocess.labels(low, stride, (fh, fw), threads),
+            "naive_resize_argmax": lambda: postprocess.naive_logits(full, 1, (fh, fw))[0].max(0)[1],
+            "naive_with_model_upsampling": lambda: postprocess.naive_logits(logits, stride, (fh, fw))[0].max(0)[1],
+        }
+        times: dict[str, list[float]] = {k: [] for k in work}
+        for i in range(warmup + frames):
+            for k, fn in work.items():
+                t0 = time.perf_counter()
+                fn()
+                if i >= warmup:
+                    times[k].append((time.perf_counter() - t0) * 1e3)
+        fast = work["exact_cheap"]()
+        naive = work["naive_with_model_upsampling"]().numpy()
+    p50 = {k: latency_stats(v)["p50"] for k, v in times.items()}
+    return {"frame_size": f"{fh}x{fw}", "logits": f"{low.shape[1]}x{low.shape[2]} (stride {stride})",
+            "p50_ms": p50, "ratio": p50["exact_cheap"] / p50["naive_resize_argmax"],
+            "ratio_with_model_upsampling": p50["exact_cheap"] / p50["naive_with_model_upsampling"],
+            "labels_equal": float((fast == naive).mean())}
 
 
 def _fmt_lat(stats: dict) -> str:
@@ -207,4 +310,24 @@ def _print(r: dict) -> None:
           f"latency {_fmt_lat(r['pipeline_latency_ms'])}")
     stages = ", ".join(f"{k.removesuffix('_ms')} {v['p50']:.1f}" for k, v in r["pipeline_stages_ms"].items())
     print(f"  stages p50 (ms): {stages}")
-    print(f"rel_err_vs_eager: {r['rel_err_vs_eager']:.2e} ({r['frames']} frames after {r['warmup']} warm-up)")
+    err = "n/a" if r["rel_err_vs_eager"] is None else f"{r['rel_err_vs_eager']:.2e}"
+    print(f"rel_err_vs_eager: {err} ({r['frames']} frames after {r['warmup']} warm-up, {r['frame']} frame)")
+    _print_comparisons(r)
+
+
+def _print_comparisons(r: dict) -> None:
+    pp = r.get("postprocess_vs_naive")
+    if pp:
+        t = pp["p50_ms"]
+        print(f"labels at {pp['frame_size']} from {pp['logits']} logits, p50: exact-cheap "
+              f"{t['exact_cheap']:.1f} ms, naive resize+argmax {t['naive_resize_argmax']:.1f} ms "
+              f"({pp['ratio']:.2f}x), naive incl. the model's upsampling "
+              f"{t['naive_with_model_upsampling']:.1f} ms ({pp['ratio_with_model_upsampling']:.2f}x); "
+              f"labels equal {pp['labels_equal']:.4%}")
+    cp = r.get("compare_precision")
+    if cp:
+        print(f"precision {cp['precision']} ({cp['backend']}), same run interleaved: pipeline "
+              f"{_fmt_lat(cp['pipeline_latency_ms'])}, speed-up vs {r['precision']} "
+              f"{cp['speedup_vs_main']:.2f}x, labels equal {cp['labels_equal']:.4%}")
+        for line in cp["backend_selection"]:
+            print(f"  auto ({cp['precision']}): {line}")

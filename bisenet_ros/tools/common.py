@@ -2,23 +2,16 @@
 from __future__ import annotations
 
 import argparse
-import platform
-from pathlib import Path
 
 from ..backends import BACKENDS
+from ..cpu import cpu_model
 from ..options import PipelineOptions, fixed_input_size
 from ..pipeline import SegmentationPipeline, build_pipeline
 
 
 def cpu_name() -> str:
     """The CPU model (named with every speed figure)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return cpu_model()
 
 
 def float_triple(text: str) -> list[float]:
@@ -55,7 +48,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
     g.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None,
                    help="architecture (default: from the checkpoint's sidecar or key layout)")
     g.add_argument("--weights", required=weights_required,
-                   help="checkpoint (.pth/.pt/.safetensors), e.g. the public model_final_v2_city.pth")
+                   help="checkpoint (.pth/.pt/.safetensors), e.g. the public model_final_v2_city.pth, "
+                        "or an int8 .onnx made by 'bisenet-ros quantize'")
     g.add_argument("--num-classes", type=int, default=None,
                    help="class count (default: from the checkpoint)")
     g.add_argument("--dataset", default=None,
@@ -68,8 +62,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                         f"default: the checkpoint sidecar's, else {input_size_fallback}")
     parser.set_defaults(input_size_fallback=input_size_fallback)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available)")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16"],
-                   help="number format of the forward pass (default: auto = fp16 on CUDA, fp32 on the CPU)")
+    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
+                   help="number format of the forward pass (default: auto = fp16 on CUDA, fp32 on the CPU); "
+                        "fp16 needs CUDA, bf16 a CPU with AVX-512 BF16 or AMX, int8 a model made by "
+                        "'bisenet-ros quantize'")
     g.add_argument("--backend", default="auto", choices=list(BACKENDS),
                    help="how the forward pass runs (default: auto = the fastest available backend that "
                         "matches eager PyTorch, see config/backends.yaml)")

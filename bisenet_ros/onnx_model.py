@@ -1,0 +1,150 @@
+"""ONNX model files as weights: the int8 models ``bisenet-ros quantize`` writes.
+
+``MODEL.onnx`` comes with its sidecar ``MODEL.onnx.yaml`` (architecture, classes, palette and
+mean/std, the fixed input size, precision, logit stride). Every tool and the node load it through
+:func:`bisenet_ros.pipeline.build_pipeline` with ``weights=MODEL.onnx``; options that contradict
+what was fixed at export (another input size, architecture, class count or precision, a CUDA
+device, a PyTorch backend) are refused with one line.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .errors import CheckpointError, ConfigError
+
+CREATED_BY = "bisenet-ros quantize"
+#: backends that run an ONNX model file, in the order auto tries them
+FILE_BACKENDS = ("onnxruntime", "openvino")
+
+
+def is_onnx(weights: str | Path | None) -> bool:
+    return weights is not None and str(weights).lower().endswith(".onnx")
+
+
+def sidecar_of(path: str | Path) -> Path:
+    """``MODEL.onnx.yaml`` (never ``MODEL.yaml``: that may be the float checkpoint's own)."""
+    path = Path(path)
+    return path.with_name(path.name + ".yaml")
+
+
+def read_onnx_sidecar(path: str | Path) -> dict[str, Any]:
+    """The sidecar of an ONNX model file, checked for the keys the pipeline needs."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    side = sidecar_of(path)
+    if not side.is_file():
+        raise CheckpointError(f"{path}: an ONNX model needs its sidecar {side.name} (as written by "
+                              f"'bisenet-ros quantize')")
+    try:
+        data = yaml.safe_load(side.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{side}: unreadable sidecar ({str(exc).splitlines()[0]})") from None
+    missing = [k for k in ("arch", "num_classes", "input_size", "precision", "dataset") if k not in data]
+    if not isinstance(data, dict) or missing:
+        raise CheckpointError(f"{side}: not an ONNX model sidecar (missing {', '.join(missing) or 'a mapping'})")
+    return data
+
+
+def check_options(opts, sidecar: dict, path: str | Path) -> tuple[int, int]:
+    """The model input size, after refusing options that contradict the exported model."""
+    from .options import AUTO32, CHECKPOINT
+
+    name = Path(path).name
+    size = (int(sidecar["input_size"][0]), int(sidecar["input_size"][1]))
+    if opts.model and opts.model != sidecar["arch"]:
+        raise ConfigError(f"{name} is a {sidecar['arch']} model; --model {opts.model} does not apply")
+    if opts.num_classes and int(opts.num_classes) != int(sidecar["num_classes"]):
+        raise ConfigError(f"{name} has {sidecar['num_classes']} classes; --num-classes {opts.num_classes} does not apply")
+    if opts.input_size == AUTO32 or (opts.input_size != CHECKPOINT and tuple(opts.input_size) != size):
+        asked = "auto32" if opts.input_size == AUTO32 else f"{opts.input_size[0]}x{opts.input_size[1]}"
+        raise ConfigError(f"{name} was exported at input size {size[0]}x{size[1]}; input size {asked} "
+                          f"does not apply (quantize again with --input-size)")
+    precision = str(sidecar["precision"])
+    if opts.precision not in ("auto", precision):
+        raise ConfigError(f"{name} is a {precision} model; precision {opts.precision} does not apply "
+                          f"(use the float checkpoint for {opts.precision})")
+    if str(opts.device).strip().lower() not in ("auto", "cpu", ""):
+        raise ConfigError(f"{name} is a {precision} model for the CPU; device {opts.device} does not apply")
+    if opts.backend not in ("auto",) + FILE_BACKENDS:
+        raise ConfigError(f"{name}: backend {opts.backend} does not run ONNX model files "
+                          f"(use auto, {' or '.join(FILE_BACKENDS)})")
+    return size
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+class OnnxFileRunner:
+    """An ONNX model file run by ONNX Runtime's CPU provider (spinning off, see export.py)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, precision: str) -> None:
+        from .backends import backend_config
+        from .export import onnx_session
+
+        self.precision = precision
+        self.session = onnx_session(str(path), None, int(backend_config()["onnxruntime"].get("intra_op_threads", 0)))
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        arr = x.detach().to(torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run([self.output_name], {self.input_name: arr})[0])
+
+
+def build_file_runner(name: str, path: str | Path, precision: str):
+    from .backends import BackendUnavailable, OpenVinoRunner, backend_unavailable_reason
+
+    reason = backend_unavailable_reason(name, torch.device("cpu"))
+    if reason is not None:
+        raise BackendUnavailable(f"backend {name} is not available: {reason}")
+    if name == "openvino":
+        return OpenVinoRunner(None, torch.device("cpu"), precision, None, onnx_file=path)
+    return OnnxFileRunner(path, precision)
+
+
+def create_file_runner(path: str | Path, backend: str, precision: str, size: tuple[int, int]):
+    """The runner for an ONNX model file: the named backend, or (auto) the fastest of
+    :data:`FILE_BACKENDS` on this CPU, measured once and cached like float models' auto."""
+    from . import backend_cache
+    from .errors import one_line
+
+    if backend != "auto":
+        runner = build_file_runner(backend, path, precision)
+        runner.selection = [f"{backend}: selected (requested)"]
+        return runner
+    notes, built = [], []
+    for name in FILE_BACKENDS:
+        try:
+            built.append(build_file_runner(name, path, precision))
+        except Exception as exc:  # a backend that cannot load the file is skipped
+            notes.append(f"{name}: failed ({one_line(exc)})")
+    if not built:
+        raise ConfigError(f"{Path(path).name}: no backend could load it ({'; '.join(notes)})")
+    key = backend_cache.cache_key_for(f"onnx {file_sha256(path)}", size, precision)
+    cached = backend_cache.lookup(key)
+    chosen = next((r for r in built if cached and r.name == cached["backend"]), None)
+    if chosen is not None:
+        notes.append(f"{chosen.name}: selected (cached choice for this CPU: {backend_cache.describe(cached)})")
+    elif len(built) == 1:
+        chosen = built[0]
+        notes.append(f"{chosen.name}: selected (the only candidate)")
+    else:
+        x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+        chosen, entry = backend_cache.measure_and_store(key, built, x)
+        notes.append(f"{chosen.name}: selected (fastest on this CPU, cached: {backend_cache.describe(entry)})")
+    chosen.selection = notes
+    return chosen

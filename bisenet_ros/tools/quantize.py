@@ -1,0 +1,191 @@
+"""``bisenet-ros quantize``: post-training int8 quantization from unlabelled calibration data.
+
+Writes ``OUT.onnx`` and its sidecar ``OUT.onnx.yaml`` (architecture, classes, palette, mean/std,
+input size, how it was quantized, the figures below), loadable with ``--weights OUT.onnx`` by every
+tool and by the node (``weights``). Every 5th frame of ``--calibration`` is held out: the command
+prints the model speed-up over float32 (both on ``auto`` backends, timed interleaved) and the label
+agreement with the float32 pipeline on the held-out frames; with ``--val`` (a labelled folder:
+images/ + labels/) also mIoU before and after. It refuses to write over its inputs or over files it
+did not create.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .. import quantize as q
+from ..errors import ConfigError
+from ..onnx_model import CREATED_BY, sidecar_of
+from ..options import PipelineOptions
+from ..pipeline import build_pipeline
+from ..progress import progress_bar
+from .common import float_triple
+
+HELP = "int8 post-training quantization (ONNX) from unlabelled images, a video or a bag topic"
+EXAMPLES = """\
+  bisenet-ros quantize --weights models/bisenetv2_synthetic_street.pth --calibration frames/ --out street_int8.onnx
+  bisenet-ros quantize --weights model.pth --calibration drive.mcap --topic /camera/image_raw --out m_int8.onnx --val val/
+  bisenet-ros segment img.png --out seg/ --weights street_int8.onnx
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True, help="float checkpoint (.pth/.pt/.safetensors)")
+    parser.add_argument("--calibration", required=True, metavar="DATA",
+                        help="unlabelled frames: an image folder, a video or a ROS 2 bag (with --topic)")
+    parser.add_argument("--out", required=True, type=Path, help="the int8 model to write (.onnx)")
+    parser.add_argument("--topic", default=None, help="image topic when DATA is a bag")
+    parser.add_argument("--val", default=None, help="labelled folder (images/ + labels/): mIoU before/after")
+    parser.add_argument("--max-frames", type=int, default=100, help="frames taken from DATA, spread evenly")
+    parser.add_argument("--method", choices=q.METHODS, default="minmax", help="activation range calibration")
+    parser.add_argument("--quantize-classifier", action="store_true",
+                        help="quantize the last convolution too (default: it stays float32)")
+    parser.add_argument("--bench-runs", type=int, default=10, help="timed model runs of each precision")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (none off a terminal anyway)")
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None,
+                   help="architecture (default: from the checkpoint's sidecar or key layout)")
+    g.add_argument("--num-classes", type=int, default=None, help="class count (default: from the checkpoint)")
+    g.add_argument("--dataset", default=None, help="preset name or YAML (default: the sidecar's, else cityscapes)")
+    g.add_argument("--mean", type=float_triple, default=None, help="override mean, R,G,B on a 0-1 scale")
+    g.add_argument("--std", type=float_triple, default=None, help="override std, R,G,B on a 0-1 scale")
+    g.add_argument("--input-size", default=None,
+                   help="the fixed model input HxW of the int8 model (default: the checkpoint sidecar's)")
+
+
+def check_output(out: Path, inputs: list[str | None]) -> None:
+    """Refuse an output that is not .onnx, is one of the inputs, or exists and is not ours."""
+    if out.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {out}: the int8 model is an ONNX file; name it *.onnx")
+    resolved = out.expanduser().resolve()
+    for item in filter(None, inputs):
+        src = Path(item).expanduser().resolve()
+        if resolved == src or src in resolved.parents:
+            raise ConfigError(f"--out {out} would overwrite or write into the input {item}")
+    side = sidecar_of(out)
+    ours = False
+    if side.is_file():
+        try:
+            ours = (yaml.safe_load(side.read_text()) or {}).get("created_by") == CREATED_BY
+        except (OSError, yaml.YAMLError, AttributeError):
+            ours = False
+    if (out.exists() or side.exists()) and not ours:
+        existing = out if out.exists() else side
+        raise ConfigError(f"{existing} exists and was not written by {CREATED_BY}; choose another --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_frames < 2 or args.bench_runs < 1:
+        raise ConfigError("--max-frames must be >= 2 and --bench-runs >= 1")
+    check_output(args.out, [args.weights, args.calibration, args.val])
+    fp32 = build_pipeline(PipelineOptions.from_args(args, device="cpu", precision="fp32", backend="auto"))
+    if fp32.input_size is None:
+        raise ConfigError(f"{args.weights} has no input size in its sidecar: pass --input-size HxW "
+                          f"(the int8 model is exported at one size)")
+    frames = q.read_frames(args.calibration, args.topic, args.max_frames)
+    calib_idx, held_idx = q.split_held_out(len(frames))
+    inputs = [fp32.model_input(*frames[i]) for i in calib_idx]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = _quantize(args, fp32, inputs)
+    int8 = build_pipeline(weights=str(args.out), input_size=None)
+    report = {"held_out": _compare(fp32, int8, [frames[i] for i in held_idx], args.bench_runs)}
+    if args.val:
+        report["val"] = _miou(fp32, int8, args.val)
+    _write_sidecar(args, fp32, done, report)
+    _print(args, fp32, int8, done, report)
+    return 0
+
+
+def _quantize(args: argparse.Namespace, fp32, inputs: list[torch.Tensor]) -> dict:
+    size = fp32.input_size
+    with tempfile.TemporaryDirectory(prefix="bisenet-quantize-") as tmp:
+        float_path = Path(tmp) / "float.onnx"
+        q.export_float_onnx(fp32, args.weights, float_path, size)
+        with progress_bar(total=len(inputs), desc="calibrating", unit="frame",
+                          enabled=not args.no_progress) as bar:
+            t0 = time.perf_counter()
+            done = {}
+            q.write_atomically(args.out, lambda tmp_out: done.update(q.quantize_onnx(
+                float_path, tmp_out, inputs, args.method, not args.quantize_classifier, bar)))
+    done["seconds"] = round(time.perf_counter() - t0, 1)
+    _write_sidecar(args, fp32, done, {})  # loadable right away; the figures are added below
+    return done
+
+
+def _write_sidecar(args: argparse.Namespace, fp32, done: dict, report: dict) -> None:
+    info = fp32.info
+    data = {
+        "created_by": CREATED_BY, "format": "onnx", "arch": info["model"], "num_classes": info["num_classes"],
+        "input_size": list(fp32.input_size), "precision": "int8", "output": "logits at 1/8 of the input",
+        "dataset": fp32.preset.to_dict(), "source_weights": str(Path(args.weights).expanduser().resolve()),
+        "calibration": {"data": str(args.calibration), "topic": args.topic, **done},
+    }
+    data.update(report)
+    side = sidecar_of(args.out)
+    q.write_atomically(side, lambda p: p.write_text(yaml.safe_dump(data, sort_keys=False)))
+
+
+def _compare(fp32, int8, held: list, runs: int) -> dict:
+    """Label agreement on the held-out frames and model-only speed, interleaved."""
+    equal = total = 0
+    for image, enc in held:
+        a = fp32(image, enc, outputs=()).labels
+        b = int8(image, enc, outputs=()).labels
+        equal += int((a == b).sum())
+        total += a.size
+    x = fp32.model_input(*held[0])
+    times = {"fp32": [], "int8": []}
+    with torch.inference_mode():
+        for runner in (fp32.runner, int8.runner):
+            runner(x)  # warm-up
+        for _ in range(runs):
+            for key, runner in (("fp32", fp32.runner), ("int8", int8.runner)):
+                t0 = time.perf_counter()
+                runner(x)
+                times[key].append((time.perf_counter() - t0) * 1e3)
+    ms = {k: float(np.median(v)) for k, v in times.items()}
+    return {"frames": len(held), "label_agreement": equal / total, "fp32_ms": round(ms["fp32"], 1),
+            "int8_ms": round(ms["int8"], 1), "speedup": round(ms["fp32"] / ms["int8"], 2),
+            "fp32_backend": fp32.info["backend"], "int8_backend": int8.info["backend"]}
+
+
+def _miou(fp32, int8, val: str) -> dict:
+    from ..metrics import ConfusionMatrix
+    from ..training.data import find_samples, read_image, read_label
+
+    samples, _ = find_samples(val)
+    preset = fp32.preset
+    mats = {k: ConfusionMatrix(preset.num_classes, preset.ignore_index) for k in ("fp32", "int8")}
+    for s in samples:
+        image = read_image(s.image)
+        gt = read_label(s.label, None, preset.num_classes, preset.ignore_index)
+        for key, pipe in (("fp32", fp32), ("int8", int8)):
+            mats[key].update(pipe(image, "rgb8", outputs=()).labels, gt)
+    miou = {k: float(m.compute()["miou"]) for k, m in mats.items()}
+    return {"images": len(samples), "miou_fp32": round(miou["fp32"], 4), "miou_int8": round(miou["int8"], 4),
+            "miou_change": round(miou["int8"] - miou["fp32"], 4)}
+
+
+def _print(args: argparse.Namespace, fp32, int8, done: dict, report: dict) -> None:
+    from ..cpu import cpu_model
+
+    h = report["held_out"]
+    kept = ", ".join(done["float_nodes"]) or "none"
+    print(f"wrote {args.out} (+ {sidecar_of(args.out).name}): int8 QDQ, {done['method']} calibration on "
+          f"{done['frames']} frames, float32 kept: {kept}")
+    print(f"speed-up (model only, {fp32.info['input_size']}, {cpu_model()}): fp32 {h['fp32_backend']} "
+          f"{h['fp32_ms']:.1f} ms, int8 {h['int8_backend']} {h['int8_ms']:.1f} ms: {h['speedup']:.2f}x")
+    print(f"labels equal to fp32 on {h['frames']} held-out frames: {h['label_agreement']:.2%}")
+    if "val" in report:
+        v = report["val"]
+        print(f"mIoU on {args.val} ({v['images']} images): fp32 {v['miou_fp32']:.4f}, int8 {v['miou_int8']:.4f} "
+              f"({v['miou_change']:+.4f})")
+    for line in getattr(int8.runner, "selection", []):
+        print(f"  int8 backend: {line}", file=sys.stderr)

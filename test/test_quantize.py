@@ -1,0 +1,137 @@
+"""`bisenet-ros quantize`: int8 ONNX from unlabelled frames, loadable as weights, safe with files.
+
+Small models and images only; the speed-up is printed, never asserted (see docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from bisenet_ros import quantize as q
+from bisenet_ros.cli import main
+from bisenet_ros.errors import ConfigError
+from bisenet_ros.pipeline import build_pipeline
+from bisenet_ros.synthetic import generate_scene, write_dataset
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Unlabelled calibration images and a labelled validation folder (synthetic streets, 64x96)."""
+    root = tmp_path_factory.mktemp("quant")
+    images = root / "unlabelled"
+    images.mkdir()
+    for i in range(6):
+        img, _ = generate_scene(100 + i, (64, 96))
+        cv2.imwrite(str(images / f"f{i}.png"), img[..., ::-1])
+    val = write_dataset(root / "val", 3, seed=200, size=(64, 96))
+    return images, val
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A randomly initialised 7-class BiSeNetV2 (the synthetic scenes' classes)."""
+    import torch
+
+    from bisenet_ros.models import build_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("q_ckpt") / "v2_7cls.pth"
+    torch.save(build_model("bisenetv2", 7).state_dict(), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def quantized(weights, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("q_out") / "tiny_int8.onnx"
+    images, val = data
+    argv = ["quantize", "--weights", weights, "--calibration", str(images),
+            "--out", str(out), "--input-size", "64x96", "--val", str(val), "--bench-runs", "1"]
+    return out, argv
+
+
+def test_quantize_writes_a_loadable_int8_model_with_its_figures(quantized, capsys):
+    out, argv = quantized
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert "speed-up (model only, 64x96" in printed.out and "labels equal to fp32 on 1 held-out" in printed.out
+    assert "mIoU on" in printed.out and "calibrating" not in printed.err  # no bar off a terminal
+    side = yaml.safe_load((out.parent / "tiny_int8.onnx.yaml").read_text())
+    assert side["created_by"] == "bisenet-ros quantize" and side["precision"] == "int8"
+    assert side["arch"] == "bisenetv2" and side["num_classes"] == 7 and side["input_size"] == [64, 96]
+    assert side["calibration"]["frames"] == 5 and side["calibration"]["float_nodes"]  # classifier kept float
+    assert 0.0 <= side["held_out"]["label_agreement"] <= 1.0 and "miou_int8" in side["val"]
+    pipe = build_pipeline(weights=str(out), input_size=None)
+    assert pipe.info["precision"] == "int8" and pipe.info["backend"] in ("onnxruntime", "openvino")
+    assert pipe.info["input_size"] == "64x96" and pipe.preset.num_classes == 7
+    res = pipe(np.zeros((50, 70, 3), np.uint8), "bgr8", outputs=("color", "confidence"))
+    assert res.labels.shape == (50, 70) and res.confidence.shape == (50, 70)
+
+
+def test_int8_model_loads_in_the_cli_and_the_node_options(quantized, tmp_path, capsys):
+    from bisenet_ros.options import PipelineOptions
+
+    out, argv = quantized
+    if not out.exists():
+        assert main(argv) == 0
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.full((40, 60, 3), 90, np.uint8))
+    assert main(["segment", str(img), "--out-dir", str(tmp_path / "seg"), "--weights", str(out)]) == 0
+    assert (tmp_path / "seg" / "a_labels.png").is_file()
+    params = {"weights": str(out), "input_width": 0, "input_height": 0, "precision": "auto", "backend": "auto"}
+    assert build_pipeline(PipelineOptions.from_parameters(params)).info["precision"] == "int8"
+    # options that contradict what was fixed at export: one line each
+    for extra, fragment in ((["--input-size", "128x128"], "exported at input size 64x96"),
+                            (["--precision", "fp32"], "is a int8 model; precision fp32"),
+                            (["--backend", "torch"], "does not run ONNX model files"),
+                            (["--model", "bisenetv1"], "is a bisenetv2 model")):
+        capsys.readouterr()
+        assert main(["segment", str(img), "--out-dir", str(tmp_path / "x"), "--weights", str(out), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and len(err.splitlines()) == 1
+    with pytest.raises(ConfigError, match="device cuda does not apply"):
+        build_pipeline(weights=str(out), input_size=None, device="cuda")
+
+
+def test_quantize_never_overwrites_inputs_or_files_it_did_not_create(weights, data, tmp_path, capsys):
+    images, _ = data
+    user = tmp_path / "mine.onnx"
+    user.write_bytes(b"user data")
+    base = ["quantize", "--weights", weights, "--calibration", str(images), "--input-size", "64x96",
+            "--bench-runs", "1"]
+    for out, fragment in ((user, "was not written by bisenet-ros quantize"),
+                          (images / "inside.onnx", "would overwrite or write into the input"),
+                          (tmp_path / "model.pth", "name it *.onnx")):
+        capsys.readouterr()
+        assert main(base + ["--out", str(out)]) == 2
+        assert fragment in capsys.readouterr().err
+    assert user.read_bytes() == b"user data" and not (images / "inside.onnx").exists()
+    side_only = tmp_path / "other.onnx"
+    (tmp_path / "other.onnx.yaml").write_text("mine: true\n")  # a user's file at the sidecar's name
+    assert main(base + ["--out", str(side_only)]) == 2 and not side_only.exists()
+    ours = tmp_path / "ours.onnx"
+    assert main(base + ["--out", str(ours)]) == 0
+    assert main(base + ["--out", str(ours)]) == 0  # its own earlier output may be replaced
+
+
+def test_calibration_sources_video_bag_and_errors(tmp_path):
+    from bisenet_ros.bags import write_image_bag
+
+    frames = [generate_scene(300 + i, (64, 96)) for i in range(4)]
+    video = tmp_path / "drive.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (96, 64))
+    for img, _ in frames:
+        writer.write(np.ascontiguousarray(img[..., ::-1]))
+    writer.release()
+    got = q.read_frames(video, limit=3)
+    assert len(got) == 3 and got[0][0].shape == (64, 96, 3) and got[0][1] == "bgr8"
+    bag = tmp_path / "bag"
+    write_image_bag(bag, [(img, lbl) for img, lbl in frames])
+    got = q.read_frames(bag, topic="/camera/image_raw")
+    assert len(got) == 4 and got[0][1] == "rgb8"
+    with pytest.raises(q.QuantizeError, match="--topic"):
+        q.read_frames(bag)
+    with pytest.raises(q.QuantizeError, match="not found"):
+        q.read_frames(tmp_path / "nothing")
+    assert q.split_held_out(10) == ([0, 1, 2, 3, 5, 6, 7, 8], [4, 9])
