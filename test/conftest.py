@@ -16,11 +16,17 @@ def reference_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "bisenet-reference"
 
 
+@pytest.fixture(scope="session")
+def _cache_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("xdg_cache")
+
+
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own XDG_CACHE_HOME: the measured `auto` backend choice
-    (bisenet_ros.backend_cache) is never read from or written to the user's ~/.cache."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+def _private_cache(_cache_home, monkeypatch):
+    """XDG_CACHE_HOME is a temp dir of this test session (children inherit it): the measured
+    `auto` backend choice (bisenet_ros.backend_cache) is never read from or written to the
+    user's ~/.cache, and each model/size is measured once per session, not per test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_cache_home))
 
 
 @pytest.fixture(scope="session")
