@@ -116,3 +116,26 @@ def colcon_install(tmp_path_factory) -> Path:
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return root / "install" / "bisenet_ros"
+
+
+# -- the test run leaves nothing in the checkout ----------------------------------------------------
+#: entries of the repository root that a test run may create (tool caches, the venv)
+ROOT_MAY_APPEAR = {".pytest_cache", "__pycache__", ".venv", "bisenet_ros.egg-info"}
+_root_before: set[str] = set()
+
+
+def pytest_sessionstart(session):
+    _root_before.update(p.name for p in REPO.iterdir())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a test (or a library under test, e.g. ONNX Runtime's shape inference
+    writing ``sym_shape_infer_temp.onnx`` + ``*.data`` into the working directory) left files in
+    the repository root: temp files belong in a temp dir, .gitignore is no substitute."""
+    stray = sorted(p.name for p in REPO.iterdir() if p.name not in _root_before | ROOT_MAY_APPEAR)
+    if stray:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"ERROR: the test run left files in the repository root: {', '.join(stray)}",
+                                red=True)
+        session.exitstatus = 1
