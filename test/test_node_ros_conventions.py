@@ -169,7 +169,9 @@ def test_diagnostics_warn_when_input_slow_or_stopped(client, node):
     stopped_at = time.monotonic()  # the camera stops here
     stopped = node_status(client, lambda s: "input stopped" in s.message, timeout=30)
     assert stopped is not None and stopped.level == stopped.WARN
-    assert time.monotonic() - stopped_at < 15  # input_timeout 1.5 s + one period; generous under load
+    took = time.monotonic() - stopped_at
+    print(f"camera stopped: /diagnostics WARN '{stopped.message}' after {took:.1f} s (input_timeout 1.5 s)")
+    assert took < 15  # input_timeout 1.5 s + one period; generous under load
     assert float(values(stopped)["since_last_image_s"]) >= 1.5
 
 
