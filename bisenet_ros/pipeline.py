@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -117,6 +118,7 @@ class SegmentationPipeline:
         table = np.zeros((max(self.num_classes, self.unknown_label + 1), 3), np.uint8)
         table[:self.num_classes] = self.preset.palette
         self._palette = torch.from_numpy(table).to(self.device)
+        self._palette_np = table
         self._lut = torch.from_numpy(remap.lut).to(self.device) if remap is not None else None
         self._sync = self.device.type == "cuda"
 
@@ -250,7 +252,9 @@ class SegmentationPipeline:
             res.labels = res.labels.view(np.uint16)
         if "confidence" in wanted:
             res.confidence = self._to_numpy((prob * 255.0).round().to(torch.uint8))
-        if wanted & {"color", "overlay"}:
+        if wanted & {"color", "overlay"} and self.device.type == "cpu":
+            self._colour_outputs_cpu(res, unknown, rgb, native, out_hw, encoding, wanted)
+        elif wanted & {"color", "overlay"}:
             color = self._palette[labels_t.long()]  # (H, W, 3) RGB
             if "color" in wanted:
                 res.color = self._to_numpy(color)
@@ -272,6 +276,40 @@ class SegmentationPipeline:
                 res.overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
         return res
 
+    def _colour_outputs_cpu(self, res: SegmentationResult, unknown, rgb: torch.Tensor, native: torch.Tensor,
+                            out_hw: tuple[int, int], encoding: str, wanted: set[str]) -> None:
+        """Colour mask (an OpenCV table lookup) and overlay with numpy: the same integer blend as
+        the tensor path, without int64 indices or int16 images."""
+        labels = res.labels
+        if labels.dtype == np.uint8 and len(self._palette_np) <= 256:  # a table lookup per channel
+            lut = np.zeros((256, 1, 3), np.uint8)
+            lut[:len(self._palette_np), 0] = self._palette_np
+            color = cv2.LUT(cv2.merge([labels, labels, labels]), lut)
+        else:
+            color = self._palette_np[labels]
+        if "color" in wanted:
+            res.color = color
+        if "overlay" not in wanted:
+            return
+        _, order = ENCODINGS[encoding]
+        if tuple(native.shape[-2:]) != out_hw:
+            base_t = F.interpolate(rgb.unsqueeze(0), size=out_hw, mode="bilinear",
+                                   align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+            base = base_t.permute(1, 2, 0).numpy()[..., ::-1] if order == (2, 1, 0) else base_t.permute(1, 2, 0).numpy()
+        else:
+            base = native.permute(1, 2, 0).numpy()  # the input image itself (a view)
+        a = int(round(self._alpha * 256))
+        blended = base.astype(np.uint16) * (256 - a)
+        blended += (color[..., ::-1] if order == (2, 1, 0) else color).astype(np.uint16) * a
+        blended += 128
+        blended >>= 8
+        out = blended.astype(np.uint8)
+        if unknown is not None:  # unknown pixels: the camera image, untinted
+            mask = unknown.numpy()
+            out[mask] = base[mask]
+        res.overlay = out
+        res.overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
+
     def _labels(self, logits: torch.Tensor, stride: int, out_hw: tuple[int, int], want_confidence: bool):
         """(1,C,h,w) logits at 1/``stride`` of the model input -> output class ids at ``out_hw``
         (remapped, low confidence -> unknown), the max softmax (when asked for or thresholded,
@@ -281,7 +319,9 @@ class SegmentationPipeline:
         prob = unknown = None
         if self.device.type == "cpu" and not need_prob:
             fast = postprocess.labels(logits[0].float().numpy(), stride, out_hw, torch.get_num_threads())
-            labels_t = torch.from_numpy(fast).long()
+            labels_t = torch.from_numpy(fast)  # uint8 (uint16 above 256 classes: int32 for torch)
+            if fast.dtype == np.uint16:
+                labels_t = torch.from_numpy(fast.astype(np.int32))
         else:
             if self.device.type == "cpu":
                 full = torch.from_numpy(postprocess.dense_logits(logits[0].float().numpy(), stride, out_hw))
@@ -291,7 +331,7 @@ class SegmentationPipeline:
             if need_prob:
                 prob = 1.0 / torch.exp(full - conf_t.unsqueeze(0)).sum(dim=0)  # max softmax = 1/sum(exp(l-max))
         if self._lut is not None:
-            labels_t = self._lut[labels_t]
+            labels_t = self._lut[labels_t.long()]
         if self._threshold > 0:
             unknown = prob < self._threshold
             labels_t = labels_t.masked_fill(unknown, self.unknown_label)

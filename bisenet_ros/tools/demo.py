@@ -81,10 +81,12 @@ def write_recording(path: Path, frames: int, fps: float, size: tuple[int, int], 
     """The sample bag (mcap): images, labels and CameraInfo of a synthetic drive. Returns the
     frame count and three (frame index, image, labels) samples for the montage."""
     from ..bags import write_image_bag
-    from ..synthetic import drive_sequence
+    from ..synthetic import camera_matrix, drive_sequence
 
     keep: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     picks = {0, frames // 2, frames - 1}
+
+    k = camera_matrix(size)  # the renderer's own calibration: the recording's CameraInfo is real
 
     def gen():
         for i, frame in enumerate(drive_sequence(seed, frames, size, fps)):
@@ -94,7 +96,7 @@ def write_recording(path: Path, frames: int, fps: float, size: tuple[int, int], 
 
     n = write_image_bag(path, gen(), fps=fps, image_topic=IMAGE_TOPIC, label_topic=LABEL_TOPIC,
                         info_topic=INFO_TOPIC, frame_id="camera", storage="mcap", start_ns=1_700_000_000 * 10 ** 9,
-                        overwrite=True)
+                        overwrite=True, intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
     return n, [keep[i] for i in sorted(keep)]
 
 

@@ -15,7 +15,7 @@ import yaml
 from ..errors import ConfigError
 from ..report import write_report
 from ..remap import ground_truth_lut, load_remap
-from .common import add_model_arguments, model_preset
+from .common import add_model_arguments, cpu_name, model_preset
 from ..options import PipelineOptions
 from ..evaluation import resolve_label_map
 
@@ -115,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary_line(report))
     for kind, msg in report["warning_messages"].items():
         print(f"warning: {kind} ({report['warnings'][kind]}): {msg}", file=sys.stderr)
+    report["cpu"] = cpu_name()  # every speed figure names the machine
     if args.out:
         cm = report.get("confusion_matrix")
         paths = write_report(args.out, report, confusion=np.asarray(cm) if cm else None,

@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output directory (created; --out-dir is the old spelling)")
     parser.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the mask, 0-1")
     parser.add_argument("--max-frames", type=int, default=0, help="videos: stop after N frames (0 = all)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar for videos (there is none anyway when stderr is not a terminal)")
     add_model_arguments(parser)
 
 
@@ -45,11 +47,12 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     info = pipeline.info
     print(f"model {info['model']} ({info['num_classes']} classes, {info['dataset']}) on {info['device']}, "
-          f"backend {info['backend']}, input {info['input_size']}", file=sys.stderr)
+          f"backend {info['backend']}, input {info['input_size']}"
+          + (f", classes remapped by {info['class_remap']}" if info.get('class_remap') else ""), file=sys.stderr)
     for name in args.inputs:
         path = Path(name)
         if path.suffix.lower() in VIDEO_SUFFIXES:
-            out = segment_video(pipeline, path, args.out, args.max_frames)
+            out = segment_video(pipeline, path, args.out, args.max_frames, progress=not args.no_progress)
         else:
             out = segment_image(pipeline, path, args.out)
         print(out)
@@ -73,7 +76,7 @@ def segment_image(pipeline, path: Path, out_dir: Path) -> Path:
     return Path(f"{stem}_labels.png")
 
 
-def segment_video(pipeline, path: Path, out_dir: Path, max_frames: int = 0, progress: bool | None = None) -> Path:
+def segment_video(pipeline, path: Path, out_dir: Path, max_frames: int = 0, progress: bool = True) -> Path:
     """Write ``<stem>_overlay.mp4`` (every frame's overlay) and ``<stem>_labels/NNNNNN.png``
     (every frame's class ids); a progress bar on a terminal. Returns the video path."""
     cap = cv2.VideoCapture(str(path))
@@ -85,10 +88,9 @@ def segment_video(pipeline, path: Path, out_dir: Path, max_frames: int = 0, prog
     labels_dir = out_dir / f"{path.stem}_labels"
     labels_dir.mkdir(parents=True, exist_ok=True)
     writer = VideoWriter(out_dir / f"{path.stem}_overlay.mp4", fps, order="bgr")
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    bar = tqdm(total=total, unit="frame", desc=path.name, file=sys.stderr, dynamic_ncols=True,
-               disable=not (sys.stderr.isatty() if progress is None else progress))
+    bar = progress_bar(total=total, unit="frame", desc=path.name, enabled=progress)  # on a terminal only
     try:
         while not max_frames or writer.frames < max_frames:
             ok, frame = cap.read()
