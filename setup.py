@@ -51,6 +51,7 @@ setup(
     entry_points={
         "console_scripts": [
             "segmentation_node = bisenet_ros.ros.node:main",
+            "segmentation_lifecycle_node = bisenet_ros.ros.lifecycle:main",
             "bisenet-ros = bisenet_ros.cli:main",
         ],
     },

@@ -11,8 +11,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import BisenetError, safe_text
-from .outputs import Terminated, terminate_as_interrupt
+from .errors import run_reporting
 
 #: subcommand -> module in bisenet_ros.tools
 COMMANDS: dict[str, str] = {
@@ -75,22 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C: no half-written outputs left
-    try:
-        return int(args._run(args) or 0)
-    except BisenetError as exc:
-        print(f"bisenet-ros {args.command}: error: {safe_text(str(exc))}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the file system refused (permissions, disk full, ...): the user's to fix
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"bisenet-ros {args.command}: error: {safe_text(exc.strerror or str(exc))}{where}", file=sys.stderr)
-        return 2
-    except Terminated:
-        print(f"bisenet-ros {args.command}: terminated", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print(f"bisenet-ros {args.command}: interrupted", file=sys.stderr)
-        return 130
+    code, result = run_reporting(f"bisenet-ros {args.command}", lambda: args._run(args))
+    return int(result or 0) if code == 0 else code
 
 
 if __name__ == "__main__":

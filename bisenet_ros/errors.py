@@ -3,6 +3,12 @@
 Every error the package raises for bad input (files, checkpoints, images, configuration) derives
 from :class:`BisenetError`; the CLI and the node print ``str(err)`` as a single line.
 """
+from __future__ import annotations
+
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 class BisenetError(Exception):
@@ -27,8 +33,37 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     return lines[0][:limit] if lines else type(exc).__name__
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that clean-up (``finally``, atomic writes) runs
+    (installed by :func:`bisenet_ros.outputs.terminate_as_interrupt`)."""
+
+
 def safe_text(text: str, limit: int = 500) -> str:
     """``text`` safe for one log or terminal line: control characters escaped, long text cut
     (text that came from outside: file names, frame_ids, messages of errors about them)."""
     out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
     return out if len(out) <= limit else out[:limit] + f"... ({len(out) - limit} more characters)"
+
+
+def run_reporting(prog: str, run: Callable[[], T]) -> tuple[int, T | None]:
+    """Run a command's ``run()``: ``(0, result)``; a :class:`BisenetError` or a refusal of the file
+    system (``OSError``) -> one line ``PROG: error: ...`` on stderr and ``(2, None)``; Ctrl-C ->
+    ``PROG: interrupted``, ``(130, None)``; SIGTERM -> ``PROG: terminated``, ``(143, None)``."""
+    from .outputs import terminate_as_interrupt
+
+    terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C: no half-written outputs left
+    try:
+        return 0, run()
+    except BisenetError as exc:
+        print(f"{prog}: error: {safe_text(str(exc))}", file=sys.stderr)
+        return 2, None
+    except OSError as exc:  # permissions, disk full, ...: the user's to fix, in one line
+        where = f": {safe_text(exc.filename)}" if exc.filename else ""
+        print(f"{prog}: error: {safe_text(exc.strerror or str(exc))}{where}", file=sys.stderr)
+        return 2, None
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)
+        return 143, None
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130, None

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator
 
 import yaml
 
-from .errors import BisenetError
+from .errors import BisenetError, Terminated
 
 #: written into directories a tool creates and fills (reports, segment outputs, the demo)
 MARKER = ".bisenet-ros"
@@ -318,10 +318,6 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
     return Path(path)
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that clean-up (``finally``, atomic writes) runs."""
 
 
 def terminate_as_interrupt() -> None:

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,6 @@ from .errors import ConfigError, ImageError
 from .images import ENCODINGS, MAX_PIXELS, MAX_SIDE, check_max_pixels, check_pixels
 from .options import CHECKPOINT, PipelineOptions, fixed_input_size, unknown_label
 from .remap import ClassRemap, load_remap
-from .options import fixed_input_size as parse_input_size  # noqa: F401  (its old name)
 
 OUTPUTS = frozenset({"color", "overlay", "confidence"})
 
@@ -122,6 +122,7 @@ class SegmentationPipeline:
         table = np.zeros((max(self.num_classes, self.unknown_label + 1), 3), np.uint8)
         table[:self.num_classes] = self.preset.palette
         self._palette = torch.from_numpy(table).to(self.device)
+        self._palette_np = table
         self._lut = torch.from_numpy(remap.lut).to(self.device) if remap is not None else None
         self._sync = self.device.type == "cuda"
 
@@ -255,7 +256,9 @@ class SegmentationPipeline:
             res.labels = res.labels.view(np.uint16)
         if "confidence" in wanted:
             res.confidence = self._to_numpy((prob * 255.0).round().to(torch.uint8))
-        if wanted & {"color", "overlay"}:
+        if wanted & {"color", "overlay"} and self.device.type == "cpu":
+            self._colour_outputs_cpu(res, unknown, rgb, native, out_hw, encoding, wanted)
+        elif wanted & {"color", "overlay"}:
             color = self._palette[labels_t.long()]  # (H, W, 3) RGB
             if "color" in wanted:
                 res.color = self._to_numpy(color)
@@ -277,6 +280,40 @@ class SegmentationPipeline:
                 res.overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
         return res
 
+    def _colour_outputs_cpu(self, res: SegmentationResult, unknown, rgb: torch.Tensor, native: torch.Tensor,
+                            out_hw: tuple[int, int], encoding: str, wanted: set[str]) -> None:
+        """Colour mask (an OpenCV table lookup) and overlay with numpy: the same integer blend as
+        the tensor path, without int64 indices or int16 images."""
+        labels = res.labels
+        if labels.dtype == np.uint8 and len(self._palette_np) <= 256:  # a table lookup per channel
+            lut = np.zeros((256, 1, 3), np.uint8)
+            lut[:len(self._palette_np), 0] = self._palette_np
+            color = cv2.LUT(cv2.merge([labels, labels, labels]), lut)
+        else:
+            color = self._palette_np[labels]
+        if "color" in wanted:
+            res.color = color
+        if "overlay" not in wanted:
+            return
+        _, order = ENCODINGS[encoding]
+        if tuple(native.shape[-2:]) != out_hw:
+            base_t = F.interpolate(rgb.unsqueeze(0), size=out_hw, mode="bilinear",
+                                   align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+            base = base_t.permute(1, 2, 0).numpy()[..., ::-1] if order == (2, 1, 0) else base_t.permute(1, 2, 0).numpy()
+        else:
+            base = native.permute(1, 2, 0).numpy()  # the input image itself (a view)
+        a = int(round(self._alpha * 256))
+        blended = base.astype(np.uint16) * (256 - a)
+        blended += (color[..., ::-1] if order == (2, 1, 0) else color).astype(np.uint16) * a
+        blended += 128
+        blended >>= 8
+        out = blended.astype(np.uint8)
+        if unknown is not None:  # unknown pixels: the camera image, untinted
+            mask = unknown.numpy()
+            out[mask] = base[mask]
+        res.overlay = out
+        res.overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
+
     def _labels(self, logits: torch.Tensor, stride: int, out_hw: tuple[int, int], want_confidence: bool):
         """(1,C,h,w) logits at 1/``stride`` of the model input -> output class ids at ``out_hw``
         (remapped, low confidence -> unknown), the max softmax (when asked for or thresholded,
@@ -286,7 +323,9 @@ class SegmentationPipeline:
         prob = unknown = None
         if self.device.type == "cpu" and not need_prob:
             fast = postprocess.labels(logits[0].float().numpy(), stride, out_hw, torch.get_num_threads())
-            labels_t = torch.from_numpy(fast).long()
+            labels_t = torch.from_numpy(fast)  # uint8 (uint16 above 256 classes: int32 for torch)
+            if fast.dtype == np.uint16:
+                labels_t = torch.from_numpy(fast.astype(np.int32))
         else:
             if self.device.type == "cpu":
                 full = torch.from_numpy(postprocess.dense_logits(logits[0].float().numpy(), stride, out_hw))
@@ -296,7 +335,7 @@ class SegmentationPipeline:
             if need_prob:
                 prob = 1.0 / torch.exp(full - conf_t.unsqueeze(0)).sum(dim=0)  # max softmax = 1/sum(exp(l-max))
         if self._lut is not None:
-            labels_t = self._lut[labels_t]
+            labels_t = self._lut[labels_t.long()]
         if self._threshold > 0:
             unknown = prob < self._threshold
             labels_t = labels_t.masked_fill(unknown, self.unknown_label)
@@ -389,16 +428,20 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
 def _load_torch_model(opts: PipelineOptions, dev: torch.device):
     """(model info, runner, fixed input size or None) for a PyTorch checkpoint."""
     from .backends import create_runner
-    from .models import load_model, low_res_view
+    from .checkpoint import Checkpoint
+    from .models import load_model, low_res_view, model_from_checkpoint
 
-    net = load_model(opts.model, weights=opts.weights, num_classes=opts.num_classes, device=dev)
-    sidecar = net.bisenet_info.get("sidecar") or {}
+    if opts.weights:
+        ckpt = Checkpoint.read(opts.weights, opts.model, opts.num_classes)
+        net, sidecar = model_from_checkpoint(ckpt, dev), ckpt.sidecar
+    else:
+        net, sidecar = load_model(opts.model, num_classes=opts.num_classes, device=dev), {}
     # the checkpoint's own input size, else auto32
     size = fixed_input_size(sidecar.get("input_size") if opts.input_size == CHECKPOINT else opts.input_size)
     # the runner returns the 1/8 logits; the pipeline upsamples them once, exactly (postprocess.py)
     runner = create_runner(low_res_view(net), backend=opts.backend, device=dev, precision=opts.precision,
                            input_size=size)
-    return net.bisenet_info, runner, size
+    return {**net.bisenet_info, "sidecar": sidecar}, runner, size
 
 
 def _load_onnx_model(opts: PipelineOptions):

@@ -127,20 +127,49 @@ def _labels_band(logits: np.ndarray, rows: AxisPlan, cols: AxisPlan, out: np.nda
     lo = per_cell.min(2)
     out[:] = np.repeat(lo, cols.cell_size, axis=1)
     mixed_y, mixed_cell = np.nonzero(lo != per_cell.max(2))
-    taps = cols.cell_taps[mixed_cell]
-    for n in np.unique(taps):
-        sel = taps == n
-        _boundary(out, mid, cols, mixed_y[sel], mixed_cell[sel], int(n))
+    two = cols.cell_taps[mixed_cell] == 2
+    if two.any():  # most mixed cells: the wide ones between two low-resolution columns
+        rest = _two_classes(out, mid, cols, mixed_y[two], mixed_cell[two])
+        _boundary(out, mid, cols, mixed_y[two][rest], mixed_cell[two][rest], 2)
+    three = ~two
+    if three.any():
+        _boundary(out, mid, cols, mixed_y[three], mixed_cell[three], int(cols.cell_taps.max()))
+
+
+def _two_classes(out: np.ndarray, mid: np.ndarray, cols: AxisPlan, ys: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Two-tap pairs: logits ``A + t (B - A)`` along the pair (t = the right tap's weight). When
+    the left winner ``a`` and the right winner ``b`` are the only classes ever on top for t in
+    [0, 1] -- no class is above them where their lines cross, at ``t*`` -- each pixel's label is
+    ``a`` before ``t*`` and ``b`` after it. Writes those pairs; returns the mask of the others."""
+    a_vec = mid[:, ys, cols.cell_support[cells, 0]]  # (C, P)
+    d_vec = mid[:, ys, cols.cell_support[cells, 1]] - a_vec
+    pairs = np.arange(len(cells))
+    a, b = a_vec.argmax(0), (a_vec + d_vec).argmax(0)
+    slope = d_vec[b, pairs] - d_vec[a, pairs]  # > 0: b overtakes a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_star = (a_vec[a, pairs] - a_vec[b, pairs]) / slope
+    top = a_vec[a, pairs] + t_star * d_vec[a, pairs]
+    others = (a_vec + t_star * d_vec).max(0)
+    ok = (slope > 0) & (others <= top + 1e-6 * np.abs(top))
+    py, px, pair = _pair_pixels(cols, ys[ok], cells[ok])
+    after = cols.weight[px, 1] > t_star[ok][pair]
+    out.reshape(-1)[py * out.shape[1] + px] = np.where(after, b[ok][pair], a[ok][pair])
+    return ~ok
+
+
+def _pair_pixels(cols: AxisPlan, ys: np.ndarray, cells: np.ndarray):
+    """The pixels of (row, column cell) pairs: (rows, columns, pair index of each pixel)."""
+    size = cols.cell_size[cells]
+    n = int(size.sum())
+    first = np.repeat(cols.cell_start[cells] - (np.cumsum(size) - size), size)
+    pair = np.repeat(np.arange(len(cells)), size)
+    return ys[pair], first + np.arange(n), pair
 
 
 def _boundary(out: np.ndarray, mid: np.ndarray, cols: AxisPlan, ys: np.ndarray, cells: np.ndarray,
               taps: int) -> None:
     """Labels of the pixels of the (row ``ys``, column cell ``cells``) pairs, from their taps."""
-    size = cols.cell_size[cells]
-    n = int(size.sum())
-    first = np.repeat(cols.cell_start[cells] - (np.cumsum(size) - size), size)
-    xs = first + np.arange(n)  # each pair's columns, concatenated
-    ys = np.repeat(ys, size)
+    ys, xs, _ = _pair_pixels(cols, ys, cells)
     c, _, w = mid.shape
     flat_mid = mid.reshape(c, -1)
     base = ys * w

@@ -152,6 +152,9 @@ def quantize_onnx(float_path: Path, out_path: Path, inputs: Sequence[torch.Tenso
             return {"input": x.numpy()}
 
     prepared = float_path.with_name(float_path.stem + "_prepared.onnx")
+    # skip_symbolic_shape: ONNX Runtime's symbolic shape inference, when incomplete, saves
+    # sym_shape_infer_temp.onnx + its .data into the working directory (test/conftest.py fails a
+    # test run that leaves such files in the checkout); ONNX's own shape inference is enough here
     quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
     excluded = classifier_nodes(prepared) if keep_float else []
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,

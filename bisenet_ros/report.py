@@ -104,6 +104,8 @@ def subject(report: Mapping) -> str:
         if frames is not None:
             first += f" ({frames} frames)"
     run = ", ".join(f"{k} {model[k]}" for k in ("backend", "device", "input_size") if model.get(k))
+    if report.get("cpu"):
+        run += f" ({report['cpu']})" if run else str(report["cpu"])
     return first + (f"\n{run.replace('input_size', 'input')}" if run else "")
 
 
@@ -126,6 +128,7 @@ def markdown_report(report: Mapping, plots: Mapping[str, str], title: str = "Seg
         ("label topic", report.get("label_topic") or "- (no ground truth)"),
         ("model", " ".join(f"{k}={v}" for k, v in model.items() if k != "weights") if model else None),
         ("weights", model.get("weights") if model else None),
+        ("CPU", report.get("cpu")),
     ]
     for key in ("frames", "frames_published", "frames_received", "dropped", "labelled_frames"):
         if key in report:

@@ -16,11 +16,17 @@ def reference_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "bisenet-reference"
 
 
+@pytest.fixture(scope="session")
+def _cache_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("xdg_cache")
+
+
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own XDG_CACHE_HOME: the measured `auto` backend choice
-    (bisenet_ros.backend_cache) is never read from or written to the user's ~/.cache."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+def _private_cache(_cache_home, monkeypatch):
+    """XDG_CACHE_HOME is a temp dir of this test session (children inherit it): the measured
+    `auto` backend choice (bisenet_ros.backend_cache) is never read from or written to the
+    user's ~/.cache, and each model/size is measured once per session, not per test."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_cache_home))
 
 
 @pytest.fixture(scope="session")
@@ -110,3 +116,26 @@ def colcon_install(tmp_path_factory) -> Path:
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return root / "install" / "bisenet_ros"
+
+
+# -- the test run leaves nothing in the checkout ----------------------------------------------------
+#: entries of the repository root that a test run may create (tool caches, the venv)
+ROOT_MAY_APPEAR = {".pytest_cache", "__pycache__", ".venv", "bisenet_ros.egg-info"}
+_root_before: set[str] = set()
+
+
+def pytest_sessionstart(session):
+    _root_before.update(p.name for p in REPO.iterdir())
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if a test (or a library under test, e.g. ONNX Runtime's shape inference
+    writing ``sym_shape_infer_temp.onnx`` + ``*.data`` into the working directory) left files in
+    the repository root: temp files belong in a temp dir, .gitignore is no substitute."""
+    stray = sorted(p.name for p in REPO.iterdir() if p.name not in _root_before | ROOT_MAY_APPEAR)
+    if stray:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"ERROR: the test run left files in the repository root: {', '.join(stray)}",
+                                red=True)
+        session.exitstatus = 1

@@ -42,6 +42,6 @@ def values(status: Any) -> dict[str, str]:
     return {kv.key: kv.value for kv in status.values}
 
 
-def start_node(env: dict, ros_args: list[str], log: Path) -> NodeProcess:
-    """The installed console script with ``ros_args``, logging to ``log``."""
-    return NodeProcess([str(NODE_EXE), "--ros-args", *ros_args], env, log)
+def start_node(env: dict, ros_args: list[str], log: Path, command: list[str] | None = None) -> NodeProcess:
+    """The installed console script (or ``command``) with ``ros_args``, logging to ``log``."""
+    return NodeProcess([*(command or [str(NODE_EXE)]), "--ros-args", *ros_args], env, log)

@@ -93,6 +93,8 @@ def test_auto_measures_once_per_cpu_and_caches_the_fastest(monkeypatch, tmp_path
     under XDG_CACHE_HOME keyed by the CPU model, and a second start only builds the cached one."""
     from bisenet_ros import backend_cache
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
     fake_ms = {"onnxruntime": 30.0, "openvino": 10.0, "torchscript": 20.0}
     timed: list[str] = []
 
@@ -108,7 +110,7 @@ def test_auto_measures_once_per_cpu_and_caches_the_fastest(monkeypatch, tmp_path
     assert runner.rel_err_vs_eager < float(backend_config()["tolerance"]["fp32"])
     assert runner.selection[-1].startswith("openvino: selected (fastest on this CPU")
     cache = backend_cache.cache_dir() / backend_cache.FILE_NAME
-    assert str(tmp_path) not in str(cache) and cache.is_file()  # the test's own XDG_CACHE_HOME
+    assert cache == tmp_path / "cache" / "bisenet_ros" / "auto_backend.json" and cache.is_file()
     timed.clear()
     built: list[str] = []
     real_build = backends.build_backend
@@ -155,7 +157,8 @@ def test_bf16_backends_stay_close_to_fp32(model_and_ref, backend):
         create_runner(net, "onnxruntime", "cpu", "bf16", SIZE)
 
 
-def test_auto_skips_unavailable_and_mismatching_backends(monkeypatch):
+def test_auto_skips_unavailable_and_mismatching_backends(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no choice cached by an earlier test
     net = _model("bisenetv2")
     real_build = backends.build_backend
 
@@ -177,7 +180,8 @@ def test_auto_skips_unavailable_and_mismatching_backends(monkeypatch):
     assert fallback.name == "torch" and fallback.rel_err_vs_eager == 0.0
 
 
-def test_auto_skips_a_backend_that_fails_to_build(monkeypatch):
+def test_auto_skips_a_backend_that_fails_to_build(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no choice cached by an earlier test
     net = _model("bisenetv1")
     real_build = backends.build_backend
 

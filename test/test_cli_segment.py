@@ -83,3 +83,20 @@ def test_segment_errors_are_one_line(tiny_checkpoints, tmp_path):
     proc = subprocess.run([str(exe), "segment", str(bad), "--weights", str(tmp_path / "none.pth"),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2 and "weights file not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_video_without_h264_writes_mp4v_with_a_clear_note(tmp_path, monkeypatch, capsys):
+    """Where no H.264 encoder is installed the video is still written, and the user is told why it
+    may not play in a browser and how to convert it."""
+    from bisenet_ros import video
+
+    monkeypatch.setattr(video, "h264_available", lambda: False)
+    with video.VideoWriter(tmp_path / "v.mp4", 5.0) as writer:
+        for i in range(3):
+            writer.write(np.full((20, 30, 3), 50 * i, np.uint8))
+    assert writer.codec == "mp4v" and writer.frames == 3
+    err = capsys.readouterr().err
+    assert "will not play in web browsers" in err and "pip install av" in err and "libx264" in err
+    cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode() in ("mp4v", "FMP4")  # MPEG-4 Part 2
+    assert cap.read()[0]

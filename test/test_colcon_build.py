@@ -9,7 +9,7 @@ def test_colcon_build_installs_package(colcon_install):
     share = prefix / "share" / "bisenet_ros"
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "bisenet_ros").is_file()
     assert (share / "package.xml").is_file()
-    for script in ("segmentation_node", "bisenet-ros"):
+    for script in ("segmentation_node", "segmentation_lifecycle_node", "bisenet-ros"):
         assert (prefix / "lib" / "bisenet_ros" / script).is_file(), f"ros2 run needs lib/bisenet_ros/{script}"
     for rel in tracked_files("launch/*.launch.py") + tracked_files("config/*") + tracked_files("models/*"):
         assert (share / rel).is_file(), f"{rel} not installed to share/bisenet_ros"

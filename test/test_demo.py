@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from bisenet_ros.bags import list_topics
+from bisenet_ros.bags import list_topics, open_bag
 from bisenet_ros.checkpoint import read_sidecar, read_state_dict
 from bisenet_ros.tools.demo import DEMO_WEIGHTS, IMAGE_TOPIC, INFO_TOPIC, LABEL_TOPIC, default_weights, main, write_recording
 from bisenet_ros.models import build_model
-from bisenet_ros.synthetic import CLASSES
+from bisenet_ros.synthetic import CLASSES, camera_matrix
 
 
 def test_demo_weights_ship_with_a_sidecar_in_the_public_layout():
@@ -35,6 +35,10 @@ def test_sample_recording_has_images_camera_info_and_labels(tmp_path):
     assert {t: topics[t].count for t in (IMAGE_TOPIC, INFO_TOPIC, LABEL_TOPIC)} == {
         IMAGE_TOPIC: 5, INFO_TOPIC: 5, LABEL_TOPIC: 5}
     assert topics[INFO_TOPIC].msgtype == "sensor_msgs/msg/CameraInfo"
+    with open_bag(tmp_path / "bag") as reader:  # the renderer's calibration, not an invented one
+        conns = [c for c in reader.connections if c.topic == INFO_TOPIC]
+        info = next(reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages(connections=conns))
+    np.testing.assert_allclose(info.k, camera_matrix((96, 128)).reshape(-1))
 
 
 def test_missing_weights_is_a_one_line_error(tmp_path, capsys):

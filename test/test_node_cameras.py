@@ -52,7 +52,7 @@ def test_two_cameras_are_batched_and_camera_info_is_scaled(ros_env, tiny_checkpo
             client.publish_image("/rear/image", rear, "bgr8", f"rear_{i}")
             batched = client.wait_for(f"{NODE}/rear/timing",
                                       lambda m: values(m.status[0])["batch_size"] == "2", 0.05)
-            if batched is not None and client.messages(f"{NODE}/front/camera_info"):
+            if batched is not None and client.messages(f"{NODE}/front/camera_info", lambda m: m.k[0] != 0):
                 break
         assert batched is not None, "frames of two cameras were never batched\n" + node.log
         fid = batched.header.frame_id
@@ -67,7 +67,7 @@ def test_two_cameras_are_batched_and_camera_info_is_scaled(ros_env, tiny_checkpo
         assert (lab == expected).mean() >= 0.999  # batched vs single: float noise at most
         assert values(batched.status[0])["model_size"] == "32x64"
         # front labels and the scaled camera_info share the image's header
-        ci = client.wait_for(f"{NODE}/front/camera_info", timeout=10)
+        ci = client.wait_for(f"{NODE}/front/camera_info", lambda m: m.k[0] != 0, timeout=10)
         assert ci is not None, node.log
         assert (ci.width, ci.height) == (64, 32)
         assert ci.header.frame_id.startswith("front_")
@@ -75,7 +75,9 @@ def test_two_cameras_are_batched_and_camera_info_is_scaled(ros_env, tiny_checkpo
         np.testing.assert_allclose(ci.k, [100 * sx, 0, 80 * sx - 0.5, 0, 100 * sy, 60 * sy - 0.5, 0, 0, 1])
         np.testing.assert_allclose(ci.p[3], -10 * sx)
         assert client.wait_for(f"{NODE}/front/labels", lambda m: m.header.frame_id == ci.header.frame_id, 10)
-        assert not client.messages(f"{NODE}/rear/camera_info")  # no camera_info was given for rear
+        # no camera_info was given for rear: beside its labels an uncalibrated one (K all zero) of the output size
+        rear_ci = client.wait_for(f"{NODE}/rear/camera_info", lambda m: m.header.frame_id == fid, 10)
+        assert rear_ci is not None and (rear_ci.width, rear_ci.height) == (64, 32) and not any(rear_ci.k)
     finally:
         rc = node.stop()
     assert rc == 0 and "Traceback" not in node.log, node.log

@@ -96,6 +96,23 @@ def test_replay_against_a_running_node_via_cli(ros_env, labelled_bag, tiny_check
 
 
 @pytest.mark.ros
+def test_replay_with_a_class_remap_scores_remapped_ground_truth(ros_env, labelled_bag, tiny_checkpoints, tmp_path):
+    """--class-remap reaches the node it starts (class_remap parameter) and the ground truth is
+    remapped with the same table, so the scores are over the merged classes."""
+    remap = tmp_path / "two.yaml"
+    remap.write_text("classes:\n- {name: drivable, color: [1, 2, 3], from: [road]}\n"
+                     "- {name: everything_else, color: [4, 5, 6], from: rest}\n")
+    rc = cli.main(["replay", str(labelled_bag), "--label-topic", "/camera/labels", "--weights",
+                   str(tiny_checkpoints["bisenetv2"]), "--device", "cpu", "--class-remap", str(remap),
+                   "--timeout", "90", "--out", str(tmp_path / "out"), "--no-progress"])
+    assert rc == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert list(metrics["per_class_iou"]) == ["drivable", "everything_else"]
+    assert metrics["labelled_frames"] >= 1 and metrics["cpu"]
+    assert sum(metrics["gt_pixels"]) == metrics["labelled_pixels"] > 0
+
+
+@pytest.mark.ros
 def test_replay_errors_without_a_node(ros_env, labelled_bag, tmp_path):
     with pytest.raises(ReplayError, match="no segmentation node found"):
         replay_bag(labelled_bag, timeout_s=1.5)

@@ -194,6 +194,7 @@ class RosClient:
         self._cond = threading.Condition()
         self._publishers: dict[str, Any] = {}
         self._param_clients: dict[str, AsyncParameterClient] = {}
+        self._service_clients: dict[tuple, Any] = {}
         self._thread = threading.Thread(target=self._spin, name=f"{name}_spin", daemon=True)
         self._thread.start()
 
@@ -321,6 +322,16 @@ class RosClient:
         """Set parameters atomically through the node's service; returns its SetParametersResult."""
         params = [Parameter(k, value=v) for k, v in values.items()]
         return self._result(self._params(node_name).set_parameters_atomically(params)).result
+
+    def call(self, srv_type: type, service: str, request: Any, timeout: float = 30.0) -> Any:
+        """Call ``service`` (e.g. a lifecycle node's ``change_state``) once it is available; its response."""
+        key = (srv_type, service)
+        if key not in self._service_clients:
+            self._service_clients[key] = self.node.create_client(srv_type, service)
+        client = self._service_clients[key]
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f"service {service} not available")
+        return self._result(client.call_async(request), timeout)
 
     def get_parameter(self, node_name: str, name: str) -> Any:
         values = self._result(self._params(node_name).get_parameters([name])).values

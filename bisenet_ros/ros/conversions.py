@@ -62,6 +62,37 @@ def check_compressed_msg(msg: CompressedImage, max_pixels: int = MAX_PIXELS) -> 
     return check_compressed(msg.data, f"compressed image ({msg.format or 'no format'})", max_pixels)
 
 
+def array_to_compressed_msg(array: np.ndarray, encoding: str, header: Header | None, fmt: str,
+                            level: int) -> CompressedImage:
+    """A CompressedImage as image_transport's ``compressed`` plugin writes it.
+
+    ``fmt`` is ``jpeg`` (``level`` = quality 1-100; colour images are stored BGR) or ``png``
+    (``level`` = compression 0-9; mono8/mono16 kept exactly). ``format`` reads
+    ``"<encoding>; <fmt> compressed <stored encoding>"``, e.g. ``rgb8; jpeg compressed bgr8``.
+    """
+    import cv2
+
+    stored, pixels = encoding, np.ascontiguousarray(array)
+    if array.ndim == 3:
+        code = {"rgb8": cv2.COLOR_RGB2BGR, "rgba8": cv2.COLOR_RGBA2BGR, "bgra8": cv2.COLOR_BGRA2BGR}.get(encoding)
+        pixels = cv2.cvtColor(pixels, code) if code is not None else pixels
+        stored = "bgr8"
+    if fmt == "jpeg":
+        ok, data = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, int(level)])
+    elif fmt == "png":
+        ok, data = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, int(level)])
+    else:
+        raise ImageError(f"unknown compressed format '{fmt}' (jpeg or png)")
+    if not ok:
+        raise ImageError(f"OpenCV could not encode a {encoding} {array.shape} image as {fmt}")
+    msg = CompressedImage()
+    if header is not None:
+        msg.header = header
+    msg.format = f"{encoding}; {fmt} compressed {stored}"
+    msg.data = data.tobytes()
+    return msg
+
+
 def depth_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:
     """View a depth Image (16UC1 millimetres or 32FC1 metres) as (H, W) uint16/float32 -> (array, encoding)."""
     return raw_depth_to_array(msg)

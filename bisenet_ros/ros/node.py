@@ -3,23 +3,34 @@
 Thin adapter over :class:`bisenet_ros.pipeline.SegmentationPipeline`:
 
 - subscription callbacks only keep the newest frame per camera (and count the ones replaced);
+  with nobody subscribed to any of a camera's outputs its frames are not segmented at all, as
+  image_proc does (``always_process`` forces it);
 - one worker thread runs the pipeline on the newest frames -- frames of several cameras that are
   waiting together run as one batch -- and publishes the results with the input's header;
-- outputs nobody subscribes to are not computed (labels always are);
-- ``/diagnostics`` once per ``diagnostics_period``; the class legend once, transient-local;
+- outputs nobody subscribes to are not computed;
+- ``/diagnostics`` once per ``diagnostics_period`` with input health (stopped, rate below
+  ``expected_rate``, stamps); the class legend once, transient-local;
 - parameters: live switches apply at once, model parameters reload in the background and are
   swapped in only on success (otherwise reverted, the old model keeps serving).
+
+:class:`SegmentationCore` is the behaviour in stages (declare parameters; configure = load the
+model; activate = topics and worker; deactivate; cleanup); :class:`SegmentationNode` runs them
+all in its constructor, :class:`bisenet_ros.ros.lifecycle.LifecycleSegmentationNode` on its
+lifecycle transitions.
 
 Topics, parameters and the legend's JSON format: docs/node.md.
 """
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -41,7 +52,9 @@ from .loss import LossMonitor, LossReport, loss_message
 from .transport import apply_fastdds_profile, tuning_decision
 from ..metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
-from .conversions import array_to_image_msg, check_compressed_msg, compressed_msg_to_array, image_msg_to_array
+from .conversions import (array_to_compressed_msg, array_to_image_msg, check_compressed_msg, compressed_msg_to_array,
+                          image_msg_to_array)
+from .health import Health, InputMonitor, worst
 from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, pipeline_options, plain,
                          reload_changes, usage_text, validate_changes)
 from .points import SemanticOutputs, check_class_parameters
@@ -92,6 +105,21 @@ def scale_camera_info(info: CameraInfo, header: Header, width: int, height: int)
     return out
 
 
+def output_camera_info(info: CameraInfo | None, header: Header, width: int, height: int) -> CameraInfo:
+    """The CameraInfo published beside a labels frame of ``width`` x ``height`` with ``header``:
+    the camera's (scaled when the output is resized), else an uncalibrated one (all-zero K) that
+    still says the frame and size."""
+    if info is None or not info.width or not info.height:
+        out = CameraInfo(width=width, height=height)
+        out.header = header
+        return out
+    if (info.width, info.height) != (width, height):
+        return scale_camera_info(info, header, width, height)
+    out = copy.copy(info)
+    out.header = header
+    return out
+
+
 @dataclass
 class Frame:
     """A received message waiting for the worker."""
@@ -118,6 +146,7 @@ class Camera:
     dropped: int = 0  # replaced by a newer frame before processing, or too old
     rejected: int = 0  # malformed messages
     processed: int = 0
+    idle: int = 0  # received while nobody subscribed to any output: not segmented
     failed: int = 0  # frames lost to an error in the worker (segmenting or publishing)
     last_failure: str = ""
     last_reject: str = ""
@@ -128,20 +157,36 @@ class Camera:
         return self.name or "image"
 
 
-class SegmentationNode(Node):
-    """The ``segmentation`` node; see the module docstring and docs/node.md."""
+#: per camera: publisher key -> (message type, topic below ~/<camera>/)
+OUTPUTS: dict[str, tuple[type, str]] = {
+    "labels": (Image, "labels"), "color": (Image, "color"), "overlay": (Image, "overlay"),
+    "confidence": (Image, "confidence"), "labels_png": (CompressedImage, "labels/compressed"),
+    "overlay_jpeg": (CompressedImage, "overlay/compressed"), "camera_info": (CameraInfo, "camera_info"),
+    "timing": (DiagnosticArray, "timing"),
+}
 
-    def __init__(self, **node_kwargs: Any) -> None:
-        super().__init__(NODE_NAME, **node_kwargs)
+
+def sibling_topic(topic: str, name: str = "camera_info") -> str:
+    """``/camera/image_raw`` -> ``/camera/camera_info`` (image_transport's camera_info rule)."""
+    head, sep, _ = topic.rpartition("/")
+    return f"{head}{sep}{name}" if sep else name
+
+
+class SegmentationCore:
+    """The node's behaviour, shared by :class:`SegmentationNode` and the lifecycle node.
+
+    Mixed into an rclpy ``Node`` (or ``LifecycleNode``) subclass, which calls the stages:
+    :meth:`_init_core` (parameters, diagnostics, parameter callback), :meth:`_configure_pipeline`
+    (check the parameters, load the model), :meth:`_activate` (topics, legend, worker),
+    :meth:`_deactivate` and :meth:`_cleanup_pipeline`.
+    """
+
+    def _init_core(self) -> None:
         self._values = self._declare_parameters()
-        reason = validate_changes(self._values, {k: self._values[k] for k in ("cameras", *RELOAD)})
-        if reason:
-            raise ConfigError(reason)
-        self.pipeline: SegmentationPipeline = build_pipeline(pipeline_options(self._values))
-        reason = check_class_parameters(self._values, self.pipeline.preset.class_names)
-        if reason:
-            raise ConfigError(reason)
-
+        self.pipeline: SegmentationPipeline | None = None
+        self.cameras: list[Camera] = []
+        self._entities: list[Any] = []  # subscriptions and publishers made by _activate
+        self._active = False
         self._cond = threading.Condition()
         self._param_lock = threading.RLock()
         self._reverting = False
@@ -151,30 +196,88 @@ class SegmentationNode(Node):
         self._window: deque[tuple[float, float]] = deque(maxlen=STATS_WINDOW)  # (total, latency) ms
         self._frames_since_diag = 0
         self._last_diag = time.perf_counter()
-
-        self._make_topics()
-        self._publish_legend()
+        self._forward_passes = 0
+        self._input = InputMonitor()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
         self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
+        self._semantic: SemanticOutputs | None = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
-        self._stop = threading.Event()
+    def _configure_pipeline(self) -> None:
+        """Check the parameters and load the model (raises ConfigError / the loader's errors)."""
+        reason = validate_changes(self._values, {k: self._values[k] for k in ("cameras", *RELOAD)})
+        if reason:
+            raise ConfigError(reason)
+        pipeline = build_pipeline(pipeline_options(self._values))
+        reason = check_class_parameters(self._values, pipeline.preset.class_names)
+        if reason:
+            raise ConfigError(reason)
+        self.pipeline = pipeline
+
+    def _activate(self) -> None:
+        """Subscribe, advertise, publish the legend and start the worker."""
+        self._make_topics()
+        self._publish_legend()
+        self._input.reset(time.perf_counter())
+        self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="segmentation_worker", daemon=True)
         self._worker.start()
+        self._active = True
         info = self.pipeline.info
-        for warning in info.get("warnings", ()):
-            self.get_logger().warning(warning)
         self.get_logger().info(
             f"serving {info['model']} ({info['num_classes']} classes, {info['dataset']}) from "
             f"{info['weights']} on {info['device']} [{info['backend']}, {info['precision']}], input "
             f"{info['input_size']}; cameras: {', '.join(c.label for c in self.cameras)}")
 
+    def _deactivate(self) -> None:
+        """Stop the worker and remove the topics (the model stays loaded)."""
+        self._active = False
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._worker is not None and self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout=60.0)  # a native thread left running aborts at exit
+        self._worker = None
+        for entity in self._entities:
+            if isinstance(entity, Publisher):
+                self.destroy_publisher(entity)
+            else:  # an input (its subscription may have been re-created for another reliability)
+                self.destroy_subscription(entity.subscription)
+        self._entities = []
+        if self._semantic is not None:
+            self._semantic.close()
+            self._semantic = None
+        with self._cond:
+            self.cameras = []
+
+    def _cleanup_pipeline(self) -> None:
+        """Release the model (after a reload in progress has finished)."""
+        if self._reload_thread is not None and self._reload_thread.is_alive():
+            self._reload_thread.join(timeout=60.0)
+        self.pipeline = None
+
     # -- set-up ----------------------------------------------------------------------------------
     def _declare_parameters(self) -> dict[str, Any]:
+        """Declare every parameter with a typed value, so that a batched get_parameters (``ros2
+        param dump``, rqt_reconfigure) answers all of them: arrays default to a typed empty list."""
         values = {}
         for name, spec in PARAMETERS.items():
-            param = self.declare_parameter(name, spec.default, spec.descriptor(name))
+            if isinstance(spec.default, Parameter.Type):  # typed array: [] unless given (rclpy would
+                writable = spec.descriptor(name)           # take a bare [] for a byte array)
+                writable.read_only = False
+                param = self.declare_parameter(name, spec.default, writable)
+                if param.type_ == Parameter.Type.NOT_SET:
+                    self.set_parameters([Parameter(name, spec.default, [])])
+                final = spec.descriptor(name)  # read-only again where the spec says so
+                final.type = spec.default.value
+                self.set_descriptor(name, final)
+                param = self.get_parameter(name)
+            else:
+                param = self.declare_parameter(name, spec.default, spec.descriptor(name))
             values[name] = plain(name, param.value)
         return values
 
@@ -184,42 +287,67 @@ class SegmentationNode(Node):
         return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._values["output_depth"],
                           reliability=reliability, durability=DurabilityPolicy.VOLATILE)
 
+    def _input_topics(self, prefix: str) -> tuple[str, str]:
+        """(image topic, camera_info topic) after remapping.
+
+        camera_info follows image_transport's rule: beside the resolved image topic (``-r
+        image:=/camera/image_raw`` -> ``/camera/camera_info``), unless ``camera_info`` itself is remapped.
+        """
+        image = self.resolve_topic_name(f"{prefix}image")
+        info = f"{prefix}camera_info"
+        remapped = self.resolve_topic_name(info) != self.resolve_topic_name(info, only_expand=True)
+        return image, (self.resolve_topic_name(info) if remapped else sibling_topic(image))
+
     def _make_topics(self) -> None:
         out_qos = self._output_qos()
         compressed = self._values["input_transport"] == "compressed"
         mode, depth = self._values["input_reliability"], self._values["input_depth"]
-        self.cameras = [Camera(name) for name in (self._values["cameras"] or [""])]
+        cameras = [Camera(name) for name in (self._values["cameras"] or [""])]
         # depth images: fixed reliability (best effort unless input_reliability is reliable)
         depth_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy.VOLATILE,
                                reliability=ReliabilityPolicy.RELIABLE if mode == "reliable" else ReliabilityPolicy.BEST_EFFORT)
         self._semantic = SemanticOutputs(self, self._values, depth_qos)
-        for cam in self.cameras:
+        for cam in cameras:
             prefix = f"{cam.name}/" if cam.name else ""
-            out = f"~/{prefix}"
-            image_type, image_topic = Image, f"{prefix}image"
+            image_topic, info_topic = self._input_topics(prefix)
+            image_type = CompressedImage if compressed else Image
             if compressed:
-                image_type, image_topic = CompressedImage, self.resolve_topic_name(f"{prefix}image") + "/compressed"
+                image_topic += "/compressed"
             cam.inputs = [  # reliability fixed, or following the publishers (input_reliability auto)
                 AdaptiveSubscription(self, image_type, image_topic, self._on_image(cam), mode, depth,
                                      on_lost=cam.loss.on_middleware_lost),
-                AdaptiveSubscription(self, CameraInfo, f"{prefix}camera_info", self._on_camera_info(cam), mode, depth),
+                AdaptiveSubscription(self, CameraInfo, info_topic, self._on_camera_info(cam), mode, depth),
             ]
-            for kind in ("labels", "color", "overlay", "confidence"):
-                cam.publishers[kind] = self.create_publisher(Image, out + kind, out_qos)
-            cam.publishers["camera_info"] = self.create_publisher(CameraInfo, out + "camera_info", out_qos)
-            cam.publishers["timing"] = self.create_publisher(DiagnosticArray, out + "timing", out_qos)
+            for key, (msg_type, topic) in OUTPUTS.items():
+                cam.publishers[key] = self.create_publisher(msg_type, f"~/{prefix}{topic}", out_qos)
             cam.publishers.update(self._semantic.add_camera(cam.label, prefix, out_qos))
+            self._entities += [*cam.inputs, *cam.publishers.values()]
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._legend_pub = self.create_publisher(String, "~/legend", latched)
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._entities.append(self._legend_pub)
+        with self._cond:
+            self.cameras = cameras
 
     # -- callbacks: keep only the newest frame -------------------------------------------------------
+    def _wanted(self, cam: Camera) -> bool:
+        """Whether anyone listens to this camera's outputs (or always_process forces the work)."""
+        if self._values["always_process"]:
+            return True
+        return any(pub.get_subscription_count() > 0 for pub in cam.publishers.values())
+
     def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage], None]:
         def callback(msg: Image | CompressedImage) -> None:
-            frame = Frame(msg, time.perf_counter())
-            cam.loss.on_image(stamp_ns(msg.header))
-            max_pixels = self.pipeline.max_pixels
+            received = time.perf_counter()
+            stamp = stamp_ns(msg.header)
+            cam.loss.on_image(stamp)
+            self._input.tick(received, (self.get_clock().now().nanoseconds - stamp) / 1e9 if stamp else None)
+            if not self._wanted(cam):  # nobody listens: no inference, counted
+                with self._cond:
+                    cam.idle += 1
+                return
+            frame = Frame(msg, received)
+            max_pixels = self._values["max_pixels"]
             try:  # cheap header checks here, so a bad frame never displaces a good waiting one
                 if isinstance(msg, Image):
                     frame.image, frame.encoding = image_msg_to_array(msg, max_pixels)
@@ -245,7 +373,9 @@ class SegmentationNode(Node):
 
     def _refresh_inputs(self) -> None:
         """input_reliability auto: follow the publishers' reliability as they come and go."""
-        for cam in self.cameras:
+        with self._cond:
+            cameras = list(self.cameras)
+        for cam in cameras:
             changed = [sub for sub in cam.inputs if sub.refresh()]
             for sub in changed:
                 offered = ", ".join(reliability_name(r) for r in sub.publisher_reliabilities()) or "nothing"
@@ -278,7 +408,7 @@ class SegmentationNode(Node):
         cam.rejected += 1
         cam.last_reject = safe_text(reason, 300)
         self.get_logger().error(  # frame_id and reason come from the sender: escaped and cut
-            f"dropping {cam.label} frame (frame_id '{safe_text(msg.header.frame_id, 80)}'): {safe_text(reason, 300)}",
+            f"dropping {cam.label} frame (frame_id '{safe_text(msg.header.frame_id, 80)}'): {cam.last_reject}",
             throttle_duration_sec=ERROR_THROTTLE_S)
 
     def _fail(self, cam: Camera, frame: Frame, exc: BaseException) -> None:
@@ -291,10 +421,10 @@ class SegmentationNode(Node):
             f"{cam.label} frame (frame_id '{safe_text(frame.msg.header.frame_id, 80)}') failed: {reason}",
             throttle_duration_sec=ERROR_THROTTLE_S)
 
-    def process(self, batch: list[tuple[Camera, Frame]]) -> None:
-        """Convert, segment (one batch) and publish the given frames."""
-        pipeline = self.pipeline  # a reload may swap it; this batch uses one pipeline throughout
+    def _ready(self, batch: list[tuple[Camera, Frame]]) -> tuple[list[tuple[Camera, Frame]], list, list]:
+        """The frames of ``batch`` to segment (decoded, not too old) with their images and encodings."""
         max_age = self._values["max_frame_age_ms"]
+        max_pixels = self._values["max_pixels"]
         now_ns = self.get_clock().now().nanoseconds
         ready: list[tuple[Camera, Frame]] = []
         images, encodings = [], []
@@ -302,8 +432,8 @@ class SegmentationNode(Node):
             image, encoding = frame.image, frame.encoding
             if image is None:  # compressed: decoded here, in the worker
                 try:
-                    image, encoding = compressed_msg_to_array(frame.msg, pipeline.max_pixels)
-                    check_image(image, encoding, pipeline.max_pixels)
+                    image, encoding = compressed_msg_to_array(frame.msg, max_pixels)
+                    check_image(image, encoding, max_pixels)
                 except ImageError as exc:
                     with self._cond:
                         self._reject(cam, frame.msg, str(exc))
@@ -317,25 +447,29 @@ class SegmentationNode(Node):
             ready.append((cam, frame))
             images.append(image)
             encodings.append(encoding)
-        if not ready:
-            return
+        return ready, images, encodings
+
+    def _wanted_outputs(self, cameras: list[Camera]) -> set[str]:
+        """Pipeline outputs someone subscribed to (with their publish_* switch on)."""
         wanted = set()
-        for cam, _ in ready:
+        for cam in cameras:
             for switch, output in SWITCHES.items():
-                if output and self._values[switch] and cam.publishers[output].get_subscription_count() > 0:
+                if not output or not self._values[switch]:
+                    continue
+                keys = (output, "overlay_jpeg") if output == "overlay" else (output,)
+                if any(cam.publishers[k].get_subscription_count() > 0 for k in keys):
                     wanted.add(output)
-        try:
-            results = pipeline.run_batch(images, encodings, outputs=wanted)
-        except Exception:  # noqa: BLE001 - one bad frame must not cost the other cameras theirs
-            if len(ready) == 1:
-                raise
-            results = []
-            for (cam, frame), image, encoding in zip(ready, images, encodings):
-                try:
-                    results.append(pipeline.run_batch([image], [encoding], outputs=wanted)[0])
-                except Exception as exc:  # noqa: BLE001
-                    self._fail(cam, frame, exc)
-                    results.append(None)
+        return wanted
+
+    def process(self, batch: list[tuple[Camera, Frame]]) -> None:
+        """Convert, segment (one batch) and publish the given frames."""
+        pipeline = self.pipeline  # a reload may swap it; this batch uses one pipeline throughout
+        ready, images, encodings = self._ready(batch)
+        if not ready or pipeline is None:
+            return
+        results = self._segment(pipeline, ready, images, encodings)
+        with self._stats_lock:
+            self._forward_passes += 1
         for (cam, frame), result in zip(ready, results):
             if result is None:
                 continue
@@ -346,24 +480,43 @@ class SegmentationNode(Node):
                     return
                 self._fail(cam, frame, exc)
 
+    def _segment(self, pipeline: SegmentationPipeline, ready: list[tuple[Camera, Frame]], images: list,
+                 encodings: list) -> list[SegmentationResult | None]:
+        """One batch; when it fails, each frame alone, so one bad frame costs no other camera its
+        answer (None for the frames that failed, counted by :meth:`_fail`)."""
+        wanted = self._wanted_outputs([c for c, _ in ready])
+        try:
+            return pipeline.run_batch(images, encodings, outputs=wanted)
+        except Exception:  # noqa: BLE001
+            if len(ready) == 1:
+                raise
+        results: list[SegmentationResult | None] = []
+        for (cam, frame), image, encoding in zip(ready, images, encodings):
+            try:
+                results.append(pipeline.run_batch([image], [encoding], outputs=wanted)[0])
+            except Exception as exc:  # noqa: BLE001
+                self._fail(cam, frame, exc)
+                results.append(None)
+        return results
+
     def _publish(self, cam: Camera, frame: Frame, res: SegmentationResult, batch_size: int,
                  pipeline: SegmentationPipeline) -> None:
         device = pipeline.info.get("device", "")
         header = frame.msg.header
         pubs = cam.publishers
-        pubs["labels"].publish(array_to_image_msg(res.labels, "mono16" if res.labels.dtype.itemsize == 2
-                                                  else "mono8", header))
+        label_encoding = "mono16" if res.labels.dtype.itemsize == 2 else "mono8"
+        pubs["labels"].publish(array_to_image_msg(res.labels, label_encoding, header))
         if res.color is not None and self._values["publish_color"]:
             pubs["color"].publish(array_to_image_msg(res.color, "rgb8", header))
         if res.overlay is not None and self._values["publish_overlay"]:
             pubs["overlay"].publish(array_to_image_msg(res.overlay, res.overlay_encoding, header))
         if res.confidence is not None and self._values["publish_confidence"]:
             pubs["confidence"].publish(array_to_image_msg(res.confidence, "mono8", header))
+        self._publish_compressed(pubs, res, label_encoding, header)
         out_h, out_w = res.labels.shape[:2]
-        info = cam.camera_info
-        if info is not None and info.width and info.height and (info.width, info.height) != (out_w, out_h):
-            pubs["camera_info"].publish(scale_camera_info(info, header, out_w, out_h))
-        extra, counts = self._semantic.publish(cam.label, header, res.labels, frame.size, info, pipeline.preset)
+        pubs["camera_info"].publish(output_camera_info(cam.camera_info, header, out_w, out_h))
+        extra, counts = self._semantic.publish(cam.label, header, res.labels, frame.size, cam.camera_info,
+                                               pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
         stamp = stamp_ns(header)
         latency_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6 if stamp else float("nan")
@@ -388,15 +541,38 @@ class SegmentationNode(Node):
                               for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
 
+    def _publish_compressed(self, pubs: dict[str, Publisher], res: SegmentationResult, label_encoding: str,
+                            header: Header) -> None:
+        """PNG labels and JPEG overlay, encoded only when someone subscribed to them."""
+        if pubs["labels_png"].get_subscription_count() > 0:
+            pubs["labels_png"].publish(array_to_compressed_msg(res.labels, label_encoding, header, "png",
+                                                               self._values["png_level"]))
+        if res.overlay is not None and self._values["publish_overlay"] and \
+                pubs["overlay_jpeg"].get_subscription_count() > 0:
+            pubs["overlay_jpeg"].publish(array_to_compressed_msg(res.overlay, res.overlay_encoding, header, "jpeg",
+                                                                 self._values["jpeg_quality"]))
+
     # -- legend and diagnostics ----------------------------------------------------------------------
     def _publish_legend(self) -> None:
         self._legend_pub.publish(String(data=legend_json(self.pipeline)))
+
+    def _state(self) -> Health:
+        """What the node is doing: serving, or why not (lifecycle state, reload failure)."""
+        if self.pipeline is None:
+            return Health(DiagnosticStatus.OK, "unconfigured: no model loaded")
+        if not self._active:
+            return Health(DiagnosticStatus.OK, "inactive")
+        if self._last_error:
+            return Health(DiagnosticStatus.WARN, self._last_error)
+        return Health(DiagnosticStatus.OK, "segmenting")
 
     def _transport_warnings(self) -> list[str]:
         """Close the loss monitors' period; one warning per camera losing images in transport."""
         now = time.monotonic()
         warnings = []
-        for cam in self.cameras:
+        with self._cond:
+            cameras = list(self.cameras)
+        for cam in cameras:
             report = cam.last_loss = cam.loss.evaluate(now)
             if report.warn:
                 image_sub = cam.inputs[0]
@@ -404,39 +580,59 @@ class SegmentationNode(Node):
                 warnings.append(loss_message(cam.label, report, reliability_name(image_sub.reliability), offered))
         return warnings
 
+    def _health(self, now: float) -> tuple[Health, dict[str, str]]:
+        """Level and message of /diagnostics -- the worst of the node's state (reload failure), the
+        input checks, transport losses and point-cloud problems -- and the values behind them."""
+        state = self._state()
+        if not self._active:
+            return state, {}
+        v = self._values
+        health, values = self._input.check(now, v["expected_rate"], v["rate_tolerance"], v["input_timeout"])
+        points_warning, points_values = self._semantic.status()
+        values.update(points_values)
+        with self._cond:
+            failures = failure_warnings(self.cameras)
+        model_warnings = self.pipeline.info.get("warnings", ()) if self.pipeline is not None else ()
+        warnings = [Health(DiagnosticStatus.WARN, w) for w in (*failures, *model_warnings, *self._transport_warnings(),
+                                                               points_warning) if w]
+        result = worst([state, *warnings, health])
+        if result.level == DiagnosticStatus.OK:
+            with self._cond:
+                cameras = list(self.cameras)
+            if self._input.last is None:
+                result = Health(DiagnosticStatus.OK, "waiting for images")
+            elif not any(self._wanted(c) for c in cameras):
+                result = Health(DiagnosticStatus.OK, "no subscribers: not segmenting")
+        return result, values
+
     def _publish_diagnostics(self) -> None:
         now = time.perf_counter()
         with self._stats_lock:
             window = list(self._window)
             frames, self._frames_since_diag = self._frames_since_diag, 0
             elapsed, self._last_diag = now - self._last_diag, now
+            forward_passes = self._forward_passes
         with self._cond:
             dropped = sum(c.dropped for c in self.cameras)
             rejected = sum(c.rejected for c in self.cameras)
             processed = sum(c.processed for c in self.cameras)
-            failed = sum(c.failed for c in self.cameras)
-            failures = failure_warnings(self.cameras)
+            idle = sum(c.idle for c in self.cameras)
         total = latency_stats(t for t, _ in window)
         latency = latency_stats(lat for _, lat in window if lat == lat)
-        info = self.pipeline.info
-        points_warning, points_values = self._semantic.status()
-        warnings = [w for w in (self._last_error, *failures, *info.get("warnings", ()), *self._transport_warnings(),
-                                points_warning) if w]
-        if warnings:
-            level, message = DiagnosticStatus.WARN, "; ".join(warnings)
-        elif processed == 0:
-            level, message = DiagnosticStatus.OK, "waiting for images"
-        else:
-            level, message = DiagnosticStatus.OK, "segmenting"
+        info = self.pipeline.info if self.pipeline is not None else {}
+        health, input_values = self._health(now)
         values = {
             "fps": f"{frames / elapsed:.2f}" if elapsed > 0 else "0",
             "frames_processed": str(processed),
             "dropped_frames": str(dropped),
             "rejected_frames": str(rejected),
-            "failed_frames": str(failed),
+            "failed_frames": str(sum(c.failed for c in self.cameras)),
+            "idle_frames": str(idle),
+            "forward_passes": str(forward_passes),
             "frames_lost_in_transport": str(sum(c.loss.total_lost for c in self.cameras)),
             "input_reliability": ",".join(reliability_name(c.inputs[0].reliability) for c in self.cameras),
             "transport": tuning_decision().reason,
+            **input_values,
             **{f"total_ms_{k}": _fmt(total[k]) for k in ("p50", "p90", "p99", "max")},
             **{f"latency_ms_{k}": _fmt(latency[k]) for k in ("p50", "p90", "p99", "max")},
             "device": str(info.get("device")), "model": str(info.get("model")),
@@ -444,10 +640,9 @@ class SegmentationNode(Node):
             "precision": str(info.get("precision")), "input_size": str(info.get("input_size")),
             "dataset": str(info.get("dataset")), "cameras": ",".join(c.label for c in self.cameras),
             "last_error": self._last_error,
-            **points_values,
         }
-        status = DiagnosticStatus(level=level, name=f"{self.get_fully_qualified_name()}: segmentation",
-                                  message=message, hardware_id=str(info.get("device")))
+        status = DiagnosticStatus(level=health.level, name=f"{self.get_fully_qualified_name()}: segmentation",
+                                  message=health.message, hardware_id=str(info.get("device")))
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
@@ -460,9 +655,13 @@ class SegmentationNode(Node):
             if self._reverting:
                 return SetParametersResult(successful=True)
             changes = {p.name: plain(p.name, p.value) for p in params}
-            reason = validate_changes(self._values, changes, self.pipeline.info.get("num_classes")) \
-                or check_remap(changes, self.pipeline.source_preset) \
-                or check_class_parameters(changes, self.pipeline.preset.class_names)
+            pipeline = self.pipeline  # None while unconfigured (lifecycle): checked at configure
+            if pipeline is None:
+                reason = validate_changes(self._values, changes)
+            else:
+                reason = validate_changes(self._values, changes, pipeline.info.get("num_classes")) \
+                    or check_remap(changes, pipeline.source_preset) \
+                    or check_class_parameters(changes, pipeline.preset.class_names)
             if not reason and reload_changes(self._values, changes) and self._reloading():
                 reason = "a model reload is in progress; try again when it finishes"
             return SetParametersResult(successful=not reason, reason=reason or "")
@@ -473,6 +672,9 @@ class SegmentationNode(Node):
             if self._reverting:
                 return
             changes = {p.name: plain(p.name, p.value) for p in params}
+            if self.pipeline is None:  # unconfigured (lifecycle): the values are used at configure
+                self._values.update(changes)
+                return
             reload = reload_changes(self._values, changes)
             if reload:
                 old = {k: self._values[k] for k in reload}
@@ -482,9 +684,9 @@ class SegmentationNode(Node):
             for name, value in changes.items():
                 if name not in RELOAD:
                     self._values[name] = value
-                    if name == "overlay_alpha":
+                    if name == "overlay_alpha" and self.pipeline is not None:
                         self.pipeline.overlay_alpha = value
-                    elif name == "confidence_threshold":
+                    elif name == "confidence_threshold" and self.pipeline is not None:
                         self.pipeline.confidence_threshold = value
 
     def _reloading(self) -> bool:
@@ -507,7 +709,8 @@ class SegmentationNode(Node):
         try:
             pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
-            reason = f"reload with {changed} failed, keeping {self.pipeline.info.get('weights')}: {one_line(exc)}"
+            keeping = self.pipeline.info.get("weights") if self.pipeline is not None else "no model"
+            reason = f"reload with {changed} failed, keeping {keeping}: {one_line(exc)}"
             self._last_error = reason
             self.get_logger().error(reason)
             with self._param_lock:
@@ -523,7 +726,8 @@ class SegmentationNode(Node):
         with self._param_lock:
             self._values.update({k: candidate[k] for k in old})
         self._last_error = ""
-        self._publish_legend()
+        if self._active:
+            self._publish_legend()
         info = pipeline.info
         self.get_logger().info(f"now serving {info['model']} ({info['num_classes']} classes) from "
                                f"{info['weights']}, input {info['input_size']}")
@@ -532,14 +736,22 @@ class SegmentationNode(Node):
 
     # -- shutdown ---------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Stop the worker and release the node."""
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
-        for thread in (self._worker, self._reload_thread):  # a native thread left running aborts at exit
-            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-                thread.join(timeout=60.0)
+        """Stop the worker (and a background model load) and release the node."""
+        self._deactivate()
+        if self._reload_thread is not None and self._reload_thread.is_alive() \
+                and self._reload_thread is not threading.current_thread():
+            self._reload_thread.join(timeout=60.0)
         self.destroy_node()
+
+
+class SegmentationNode(SegmentationCore, Node):
+    """The ``segmentation`` node: configured and active from its constructor; see docs/node.md."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        Node.__init__(self, NODE_NAME, **node_kwargs)
+        self._init_core()
+        self._configure_pipeline()
+        self._activate()
 
 
 #: latencies outside this range (ms) come from a wrong stamp (another clock, a replayed recording,
@@ -571,6 +783,12 @@ def _fmt(value: float | None) -> str:
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``segmentation_node``: run the node until SIGINT/SIGTERM."""
+    return spin(SegmentationNode, args)
+
+
+def spin(factory: Callable[[], SegmentationCore], args: list[str] | None = None) -> int:
+    """Create the node ``factory`` makes and spin it until SIGINT/SIGTERM; exit status 2 (one
+    error line) when it cannot start."""
     own = list(sys.argv[1:] if args is None else args)
     own = own[:own.index("--ros-args")] if "--ros-args" in own else own  # ours: before --ros-args
     if {"-h", "--help"} & set(own):
@@ -579,17 +797,17 @@ def main(args: list[str] | None = None) -> int:
     if "--version" in own:
         from .. import __version__
 
-        print(f"segmentation_node (bisenet_ros) {__version__}")
+        print(f"{Path(sys.argv[0]).name or 'segmentation_node'} (bisenet_ros) {__version__}")
         return 0
     transport = tuning_decision()
     apply_fastdds_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
     rclpy.init(args=args)
     logger = rclpy.logging.get_logger(NODE_NAME)
     logger.info(f"transport: {transport.reason}")
-    node: SegmentationNode | None = None
+    node: SegmentationCore | None = None
     code = 0
     try:
-        node = SegmentationNode()
+        node = factory()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()

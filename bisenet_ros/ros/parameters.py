@@ -46,7 +46,7 @@ CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 class ParamSpec:
     """One node parameter: default (or rclpy type for 'unset'), description, range."""
 
-    default: Any
+    default: Any  # a value, or the Parameter.Type of an array declared as a typed []
     description: str
     int_range: tuple[int, int, int] | None = None  # from, to, step
     float_range: tuple[float, float] | None = None
@@ -74,9 +74,9 @@ PARAMETERS: dict[str, ParamSpec] = {
     "dataset": ParamSpec("", "preset name (cityscapes, camvid, cocostuff, ade20k) or preset YAML; "
                              "empty = checkpoint sidecar, else cityscapes"),
     "mean": ParamSpec(Parameter.Type.DOUBLE_ARRAY, "override normalisation mean, RGB on a 0-1 scale "
-                                                   "(unset = dataset preset)"),
+                                                   "(empty = dataset preset)"),
     "std": ParamSpec(Parameter.Type.DOUBLE_ARRAY, "override normalisation std, RGB on a 0-1 scale "
-                                                  "(unset = dataset preset)"),
+                                                  "(empty = dataset preset)"),
     "input_width": ParamSpec(0, "model input width, multiple of 32; 0 (with input_height 0) = "
                                 "checkpoint sidecar, else auto32 (camera size rounded up to x32)",
                              int_range=(0, MAX_SIDE, 32)),
@@ -106,8 +106,19 @@ PARAMETERS: dict[str, ParamSpec] = {
     "publish_timing": ParamSpec(True, "publish a DiagnosticArray with stage timings per frame"),
     "max_frame_age_ms": ParamSpec(0.0, "drop frames whose stamp is older than this when the worker "
                                        "takes them; 0 = off", float_range=(0.0, 3.6e6)),
+    "always_process": ParamSpec(False, "segment every frame even when nobody subscribes to any output "
+                                       "(default: as image_proc, no subscriber = no inference)"),
+    "jpeg_quality": ParamSpec(80, "JPEG quality of ~/overlay/compressed", int_range=(1, 100, 1)),
+    "png_level": ParamSpec(3, "PNG compression level of ~/labels/compressed", int_range=(0, 9, 1)),
+    "expected_rate": ParamSpec(0.0, "expected camera rate in Hz: /diagnostics WARNs when the input rate "
+                                    "falls below it by more than rate_tolerance; 0 = no rate check",
+                               float_range=(0.0, 1000.0)),
+    "rate_tolerance": ParamSpec(0.1, "allowed shortfall of the input rate, as a fraction of expected_rate",
+                                float_range=(0.0, 1.0)),
+    "input_timeout": ParamSpec(3.0, "seconds without an image after which /diagnostics WARNs "
+                                    "(input stopped); 0 = never", float_range=(0.0, 3600.0)),
     # fixed at start
-    "cameras": ParamSpec(Parameter.Type.STRING_ARRAY, "camera names; unset/empty = one camera on "
+    "cameras": ParamSpec(Parameter.Type.STRING_ARRAY, "camera names; empty = one camera on "
                                                       "'image', else '<name>/image' each, batched",
                          read_only=True),
     "input_transport": ParamSpec("raw", "raw: sensor_msgs/Image on 'image'; compressed: "

@@ -86,7 +86,7 @@ class SemanticOutputs:
         self._lock = threading.Lock()
         self._problems: dict[str, tuple[float, str]] = {}  # kind -> (monotonic time, text)
         self._logged: dict[str, float] = {}  # kind -> when last logged
-        node.create_timer(FOLLOW_PERIOD_S, self.follow_subscribers)
+        self._timer = node.create_timer(FOLLOW_PERIOD_S, self.follow_subscribers)
 
     def add_camera(self, label: str, prefix: str, out_qos: QoSProfile) -> dict[str, Publisher]:
         """Publishers ``~/[<camera>/]points`` and ``mask`` for a camera; returns them by name."""
@@ -94,6 +94,16 @@ class SemanticOutputs:
         mask = self._node.create_publisher(Image, f"~/{prefix}mask", out_qos)
         self._cameras[label] = CameraDepth(label, f"{prefix}depth", points, mask)
         return {"points": points, "mask": mask}
+
+    def close(self) -> None:
+        """Stop following subscribers and drop the depth subscriptions (the node's publishers of
+        ``points``/``mask`` are destroyed by the node with its other outputs)."""
+        self._node.destroy_timer(self._timer)
+        for cam in self._cameras.values():
+            if cam.subscription is not None:
+                self._node.destroy_subscription(cam.subscription)
+                cam.subscription = None
+                cam.buffer.clear()
 
     # -- depth input ---------------------------------------------------------------------------------
     def follow_subscribers(self) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BisenetError, ConfigError, safe_text
+from ..errors import ConfigError, run_reporting
 from ..options import PipelineOptions
 from ..outputs import atomic_file, check_own_dir, prepare_dir, terminate_as_interrupt, write_text
 from .common import hw_type, number
@@ -84,10 +84,12 @@ def write_recording(path: Path, frames: int, fps: float, size: tuple[int, int], 
     """The sample bag (mcap): images, labels and CameraInfo of a synthetic drive. Returns the
     frame count and three (frame index, image, labels) samples for the montage."""
     from ..bags import write_image_bag
-    from ..synthetic import drive_sequence
+    from ..synthetic import camera_matrix, drive_sequence
 
     keep: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     picks = {0, frames // 2, frames - 1}
+
+    k = camera_matrix(size)  # the renderer's own calibration: the recording's CameraInfo is real
 
     def gen():
         for i, frame in enumerate(drive_sequence(seed, frames, size, fps)):
@@ -97,7 +99,7 @@ def write_recording(path: Path, frames: int, fps: float, size: tuple[int, int], 
 
     n = write_image_bag(path, gen(), fps=fps, image_topic=IMAGE_TOPIC, label_topic=LABEL_TOPIC,
                         info_topic=INFO_TOPIC, frame_id="camera", storage="mcap", start_ns=1_700_000_000 * 10 ** 9,
-                        overwrite=True)
+                        overwrite=True, intrinsics=(k[0, 0], k[1, 1], k[0, 2], k[1, 2]))
     return n, [keep[i] for i in sorted(keep)]
 
 
@@ -233,19 +235,9 @@ def _summary(r: dict, out: Path, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    terminate_as_interrupt()
-    try:
-        report = run(args)
-    except BisenetError as exc:
-        print(f"demo: error: {safe_text(str(exc))}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"demo: error: {safe_text(exc.strerror or str(exc))}{': ' + str(exc.filename) if exc.filename else ''}",
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("demo: interrupted", file=sys.stderr)
-        return 130
+    code, report = run_reporting("demo", lambda: run(args))
+    if report is None:
+        return code
     if args.min_miou is not None and (report.get("miou") or 0.0) < args.min_miou:
         print(f"demo: mIoU {report.get('miou')} is below --min-miou {args.min_miou}", file=sys.stderr)
         return 1

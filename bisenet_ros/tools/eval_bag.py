@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..evaluation import evaluate_bag, resolve_label_map
 from ..remap import ground_truth_lut
 from ..report import check_report_dir, write_report
-from .common import add_model_arguments, number, pipeline_from_args
+from .common import add_model_arguments, cpu_name, number, pipeline_from_args
 
 HELP = "evaluate accuracy (mIoU vs ground-truth labels) and speed on a ROS 2 bag (mcap/sqlite3)"
 EXAMPLES = """\
@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--label-map needs --label-topic")
     info = pipeline.info
     print(f"model {info['model']} ({info['num_classes']} classes, {info['dataset']}) on {info['device']}, "
-          f"backend {info['backend']}, input {info['input_size']}", file=sys.stderr)
+          f"backend {info['backend']}, input {info['input_size']}"
+          + (f", classes remapped by {info['class_remap']}" if info.get('class_remap') else ""), file=sys.stderr)
     ev = evaluate_bag(
         pipeline, bag, args.image_topic, args.label_topic, ignore_index=args.ignore_index, label_lut=lut,
         stamp_tolerance_ms=args.stamp_tolerance, max_frames=args.max_frames, warmup=args.warmup,
@@ -124,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     ev.report["label_map"] = args.label_map
+    ev.report["cpu"] = cpu_name()  # every speed figure names the machine
     paths = write_report(out, ev.report,
                          confusion=ev.confusion.matrix if ev.confusion is not None else None,
                          latency_samples=ev.latencies.samples, title=f"eval-bag: {bag.name}", tool="eval-bag")

@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         if args.pipeline_fps is None:
             ref = _reference(args, outputs)
         else:
-            ref = {"pipeline_fps": args.pipeline_fps, "backend": None, "measured": False}
+            ref = {"pipeline_fps": args.pipeline_fps, "backend": None, "precision": None, "measured": False}
         result = _run_load(args, outputs, Path(tmp))
     result["reference"] = ref
     result["random_init"] = random_init
@@ -146,7 +146,8 @@ def _reference(args: argparse.Namespace, outputs: list[str]) -> dict:
     frame = np.random.default_rng(0).integers(0, 256, (fh, fw, 3), dtype=np.uint8)
     ms = time_calls(lambda: pipeline(frame, "bgr8", outputs=outputs), args.pipeline_frames, 3, pipeline.device)
     ref = {"pipeline_fps": len(ms) * 1e3 / sum(ms), "pipeline_latency_ms": latency_stats(ms),
-           "backend": pipeline.info["backend"], "measured": True, "frames": len(ms)}
+           "backend": pipeline.info["backend"], "precision": pipeline.info["precision"], "measured": True,
+           "frames": len(ms)}
     del pipeline
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -291,7 +292,9 @@ def _print(r: dict) -> None:
           f"({r['camera']['published']} frames), outputs {', '.join(r['outputs'])}")
     serving = r["node_log_serving"]
     print(f"node     : {serving[serving.find('serving'):] if 'serving' in serving else '(no start-up line)'}")
-    print(f"reference: pipeline {ref['pipeline_fps']:.2f} fps ({'measured here' if ref['measured'] else 'given'})")
+    how = (f"measured here, backend {ref['backend']}, precision {ref['precision']}" if ref["measured"]
+           else "given")
+    print(f"reference: pipeline {ref['pipeline_fps']:.2f} fps ({how})")
     print(f"node_fps : {r['node_fps']:.2f} ({r['fps_ratio']:.2f}x pipeline), {r['frames_out']} frames in "
           f"{r['duration_s']:.0f} s")
     if lat["count"]:

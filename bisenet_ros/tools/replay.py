@@ -18,7 +18,7 @@ from ..options import PipelineOptions
 from ..outputs import check_own_dir, prepare_dir
 from ..remap import ground_truth_lut, load_remap
 from ..report import check_report_dir, write_report
-from .common import add_model_arguments, model_preset, number
+from .common import add_model_arguments, cpu_name, model_preset, number
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
 EXAMPLES = """\
@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     print(summary_line(report))
     for kind, msg in report["warning_messages"].items():
         print(f"warning: {kind} ({report['warnings'][kind]}): {msg}", file=sys.stderr)
+    report["cpu"] = cpu_name()  # every speed figure names the machine
     if args.out:
         cm = report.get("confusion_matrix")
         paths = write_report(args.out, report, confusion=np.asarray(cm) if cm else None,

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=number(int, 0), default=0, help="videos: stop after N frames (0 = all)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing output files in a directory bisenet-ros did not create")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar for videos (there is none anyway when stderr is not a terminal)")
     add_model_arguments(parser)
 
 
@@ -95,12 +97,14 @@ def run(args: argparse.Namespace) -> int:
     prepare_dir(args.out, "segment")
     info = pipeline.info
     print(f"model {info['model']} ({info['num_classes']} classes, {info['dataset']}) on {info['device']}, "
-          f"backend {info['backend']}, input {info['input_size']}", file=sys.stderr)
+          f"backend {info['backend']}, input {info['input_size']}"
+          + (f", classes remapped by {info['class_remap']}" if info.get('class_remap') else ""), file=sys.stderr)
     failed: list[str] = []
     for path in paths:  # a bad file is reported and skipped; the others are still done
         try:
             if path.suffix.lower() in VIDEO_SUFFIXES:
-                out = segment_video(pipeline, path, args.out, args.max_frames, stem=stems[path])
+                out = segment_video(pipeline, path, args.out, args.max_frames, progress=not args.no_progress,
+                                    stem=stems[path])
             else:
                 out = segment_image(pipeline, path, args.out, stems[path])
         except BisenetError as exc:
@@ -132,7 +136,7 @@ def segment_image(pipeline, path: Path, out_dir: Path, stem: str | None = None) 
     return Path(f"{base}_labels.png")
 
 
-def segment_video(pipeline, path: Path, out_dir: Path, max_frames: int = 0, progress: bool | None = None,
+def segment_video(pipeline, path: Path, out_dir: Path, max_frames: int = 0, progress: bool = True,
                   stem: str | None = None) -> Path:
     """Write ``<stem>_overlay.mp4`` (every frame's overlay) and ``<stem>_labels/NNNNNN.png``
     (every frame's class ids); a progress bar on a terminal. Returns the video path."""
@@ -152,10 +156,9 @@ def segment_video(pipeline, path: Path, out_dir: Path, max_frames: int = 0, prog
     stem = stem or path.stem
     labels_dir = prepare_dir(out_dir / f"{stem}_labels", "segment")
     final = out_dir / f"{stem}_overlay.mp4"
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    bar = tqdm(total=total, unit="frame", desc=path.name, file=sys.stderr, dynamic_ncols=True,
-               disable=not (sys.stderr.isatty() if progress is None else progress))
+    bar = progress_bar(total=total, unit="frame", desc=path.name, enabled=progress)  # on a terminal only
     with atomic_file(final) as tmp:  # an interrupted run leaves no half-written video
         writer = VideoWriter(tmp, fps, order="bgr")
         try:

@@ -1,0 +1,79 @@
+"""The segmentation node as a managed (lifecycle) node, for nav2's lifecycle_manager and friends.
+
+``segmentation_lifecycle_node`` (console script) starts the node ``segmentation`` unconfigured:
+its parameter services and ``/diagnostics`` are up at once, nothing is loaded. Transitions:
+
+- configure: check the parameters and load the model (a failure leaves it unconfigured, with the
+  reason logged as one line);
+- activate: subscribe to the camera, advertise the outputs, publish the legend, start the worker;
+- deactivate: stop the worker, remove subscriptions and publishers (the model stays loaded);
+- cleanup: release the model; shutdown (from any state): all of the above.
+
+The behaviour is :class:`~bisenet_ros.ros.node.SegmentationCore`, the same code the plain
+``segmentation_node`` runs in its constructor.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+
+from ..errors import BisenetError
+from ..errors import one_line
+from .node import NODE_NAME, SegmentationCore, spin
+
+
+class LifecycleSegmentationNode(SegmentationCore, LifecycleNode):
+    """``segmentation`` as a lifecycle node; see the module docstring."""
+
+    def __init__(self, **node_kwargs: Any) -> None:
+        LifecycleNode.__init__(self, NODE_NAME, **node_kwargs)
+        self._init_core()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._configure_pipeline()
+        except BisenetError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception as exc:  # torch refusing the device or the weights
+            self.get_logger().error(f"configure failed: {one_line(exc)}")
+            return TransitionCallbackReturn.FAILURE
+        info = self.pipeline.info
+        self.get_logger().info(f"configured: {info['model']} ({info['num_classes']} classes) from "
+                               f"{info['weights']} on {info['device']} [{info['backend']}]")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._activate()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self.get_logger().info("deactivated: not subscribed, model kept")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._cleanup_pipeline()
+        self.get_logger().info("cleaned up: model released")
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._cleanup_pipeline()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._deactivate()
+        self._cleanup_pipeline()
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script ``segmentation_lifecycle_node``: run until SIGINT/SIGTERM."""
+    return spin(LifecycleSegmentationNode, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
