@@ -24,7 +24,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import Checkpoint
+from ..checkpoint import Checkpoint, sidecar_path
 from ..datasets import DatasetPreset, generate_palette, load_preset
 from ..errors import BisenetError, ConfigError, one_line
 from ..metrics import ConfusionMatrix
@@ -245,7 +245,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainRe
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     _check(cfg)
-    check_outputs(cfg, state_path(cfg.out), sidecar_for(cfg.out))  # before any work, not after it
+    check_outputs(cfg, state_path(cfg.out), sidecar_path(cfg.out, existing=False))  # before any work
     arch = cfg.model.lower()
     defaults = training_defaults(arch)
     hp = {k: (getattr(cfg, k) if getattr(cfg, k, None) is not None else defaults[k])
