@@ -1,4 +1,8 @@
-"""Reading BiSeNet checkpoints as users have them, and their optional YAML sidecar.
+"""BiSeNet checkpoints as users have them, and their optional YAML sidecar, in one place.
+
+:class:`Checkpoint` (tensors, architecture, class count, sidecar) is read, fitted to a model and
+written here: the sidecar path rule (:func:`sidecar_path`) and the key/shape fitting
+(:func:`fit_state_dict`, used for loading and for fine-tuning initialisation) exist once.
 
 Accepted: a plain ``state_dict`` (the public CoinCheung/BiSeNet release format), one wrapped in
 ``{'state_dict': ...}`` / ``{'model': ...}`` / ``{'model_state_dict': ...}``, keys prefixed
@@ -7,6 +11,7 @@ Accepted: a plain ``state_dict`` (the public CoinCheung/BiSeNet release format),
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -84,13 +89,14 @@ def detect_architecture(state: Mapping[str, torch.Tensor]) -> str | None:
     return best if scores[best] >= 2 else None
 
 
-def sidecar_path(weights: str | Path) -> Path | None:
-    """``model.yaml`` (or ``model.pth.yaml``) next to ``model.pth``, when present."""
+def sidecar_path(weights: str | Path, existing: bool = True) -> Path | None:
+    """``model.yaml`` (or ``model.pth.yaml``) next to ``model.pth``: the one that exists (None if
+    neither), or with ``existing=False`` where a new sidecar is written (``model.yaml``)."""
     weights = Path(weights).expanduser()
-    for cand in (weights.with_suffix(".yaml"), weights.with_name(weights.name + ".yaml")):
-        if cand != weights and cand.is_file():
-            return cand
-    return None
+    candidates = [c for c in (weights.with_suffix(".yaml"), weights.with_name(weights.name + ".yaml")) if c != weights]
+    if not existing:
+        return candidates[0]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def read_sidecar(weights: str | Path) -> dict[str, Any]:
@@ -105,3 +111,99 @@ def read_sidecar(weights: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: checkpoint sidecar must be a YAML mapping")
     return data
+
+
+@dataclass
+class Fit:
+    """A state dict fitted to a model: ``tensors`` load with ``strict=True``."""
+
+    tensors: dict[str, torch.Tensor]
+    reinitialised: list[str] = field(default_factory=list)  # class-dependent heads left freshly initialised
+    fresh_aux: list[str] = field(default_factory=list)  # auxiliary-head tensors the file lacks
+
+
+def fit_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str, arch: str, *,
+                   found: str | None = None, role: str | None = None, reinit: frozenset[str] = frozenset()) -> Fit:
+    """Check ``state`` against ``model``; every mismatch is a one-line :class:`CheckpointError` naming ``source``.
+
+    Auxiliary-head tensors are dropped when the model has none and keep their fresh initialisation
+    when the file has none; dtypes follow the model. ``reinit``: keys (class-dependent heads, for
+    fine-tuning to another class count) whose shape may differ; they keep the model's own
+    initialisation. ``found``: the architecture the key layout shows, when already detected.
+    ``role``: how a wrong architecture is described (default "the model is configured as ARCH").
+    """
+    found = detect_architecture(state) if found is None else found
+    if found is not None and found != arch:
+        raise CheckpointError(f"{source}: this is a {found} checkpoint but {role or f'the model is configured as {arch}'}")
+    expected = model.state_dict()
+    aux = tuple(getattr(model, "aux_head_prefixes", ()))
+    cleaned = {k: v for k, v in state.items() if k in expected or not (aux and k.startswith(aux))}
+    missing = [k for k in expected if k not in cleaned and not k.startswith(aux)]
+    missing_aux = [k for k in expected if k not in cleaned and k.startswith(aux)]
+    unexpected = [k for k in cleaned if k not in expected]
+    if found is None or missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(f"{source}: not a {arch} checkpoint: {'; '.join(parts) or 'key layout not recognised'}")
+    reinitialised = sorted(k for k in cleaned if k in reinit and cleaned[k].shape != expected[k].shape)
+    classifier = model.classifier_key
+    n_model, n_ckpt = expected[classifier].shape[0], cleaned[classifier].shape[0]
+    if n_model != n_ckpt and classifier not in reinitialised:
+        raise CheckpointError(f"{source}: checkpoint has {n_ckpt} classes but {n_model} are configured")
+    for key, value in cleaned.items():
+        if value.shape != expected[key].shape and key not in reinitialised:
+            raise CheckpointError(f"{source}: tensor '{key}' has shape {tuple(value.shape)}, "
+                                  f"the {arch} model expects {tuple(expected[key].shape)}")
+    tensors = {k: v.to(expected[k].dtype) if v.is_floating_point() else v
+               for k, v in cleaned.items() if k not in reinitialised}
+    tensors.update({k: expected[k] for k in (*missing_aux, *reinitialised)})  # their fresh initialisation
+    return Fit(tensors, reinitialised, missing_aux)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint's tensors with what they are: architecture, class count, sidecar (``{}`` if none)."""
+
+    state: dict[str, torch.Tensor]
+    arch: str
+    num_classes: int
+    sidecar: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+    found: str | None = None  # the architecture the key layout shows
+
+    @classmethod
+    def read(cls, path: str | Path, arch: str | None = None, num_classes: int | None = None) -> Checkpoint:
+        """Tensors and sidecar of ``path``; ``arch``/``num_classes`` default to the sidecar's, then
+        to what the tensors show (key layout, classifier rows)."""
+        sidecar = read_sidecar(path)
+        state = read_state_dict(path)
+        found = detect_architecture(state)
+        arch = (arch or sidecar.get("arch") or found or "").lower()
+        if not arch:
+            raise CheckpointError(f"{path}: not a BiSeNet checkpoint (key layout not recognised)")
+        from .models import architecture  # the model classes know their classifier key
+
+        classifier_key = architecture(arch).classifier_key  # ConfigError for an unknown arch
+        if num_classes is None:
+            rows = state.get(classifier_key)
+            num_classes = sidecar.get("num_classes") or (int(rows.shape[0]) if rows is not None else None) or 19
+        return cls(state, arch, int(num_classes), sidecar, Path(path), found)
+
+    def fit(self, model: torch.nn.Module, **options: Any) -> Fit:
+        """:func:`fit_state_dict` of these tensors for ``model``."""
+        return fit_state_dict(model, self.state, str(self.path), self.arch, found=self.found, **options)
+
+    def write(self, path: str | Path, dtype: torch.dtype | None = None) -> tuple[Path, Path]:
+        """The plain ``state_dict`` (floating tensors as ``dtype`` when given) and the sidecar beside it."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+                    for k, v in self.state.items()}, path)
+        side = sidecar_path(path, existing=False)
+        side.write_text(yaml.safe_dump({"arch": self.arch, "num_classes": self.num_classes, **self.sidecar},
+                                       sort_keys=False))
+        return path, side
+

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 from . import __version__
-from .errors import BisenetError
+from .errors import run_reporting
 
 #: subcommand -> module in bisenet_ros.tools
 COMMANDS: dict[str, str] = {
@@ -74,14 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return int(args._run(args) or 0)
-    except BisenetError as exc:
-        print(f"bisenet-ros {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"bisenet-ros {args.command}: interrupted", file=sys.stderr)
-        return 130
+    code, result = run_reporting(f"bisenet-ros {args.command}", lambda: args._run(args))
+    return int(result or 0) if code == 0 else code
 
 
 if __name__ == "__main__":

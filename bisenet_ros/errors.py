@@ -3,6 +3,12 @@
 Every error the package raises for bad input (files, checkpoints, images, configuration) derives
 from :class:`BisenetError`; the CLI and the node print ``str(err)`` as a single line.
 """
+from __future__ import annotations
+
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 class BisenetError(Exception):
@@ -25,3 +31,16 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of ``exc``'s message (at most ``limit`` characters), or its type name."""
     lines = str(exc).strip().splitlines()
     return lines[0][:limit] if lines else type(exc).__name__
+
+
+def run_reporting(prog: str, run: Callable[[], T]) -> tuple[int, T | None]:
+    """Run a command's ``run()``: ``(0, result)``; a :class:`BisenetError` -> one line
+    ``PROG: error: ...`` on stderr and ``(2, None)``; Ctrl-C -> ``PROG: interrupted``, ``(130, None)``."""
+    try:
+        return 0, run()
+    except BisenetError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2, None
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130, None

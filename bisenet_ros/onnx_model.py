@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import yaml
 
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, one_line
 
 CREATED_BY = "bisenet-ros quantize"
 #: backends that run an ONNX model file, in the order auto tries them
@@ -44,7 +44,7 @@ def read_onnx_sidecar(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(side.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise CheckpointError(f"{side}: unreadable sidecar ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{side}: unreadable sidecar ({one_line(exc)})") from None
     missing = [k for k in ("arch", "num_classes", "input_size", "precision", "dataset") if k not in data]
     if not isinstance(data, dict) or missing:
         raise CheckpointError(f"{side}: not an ONNX model sidecar (missing {', '.join(missing) or 'a mapping'})")

@@ -35,7 +35,6 @@ from .errors import ConfigError, ImageError
 from .images import ENCODINGS, MAX_SIDE
 from .options import CHECKPOINT, PipelineOptions, fixed_input_size, unknown_label
 from .remap import ClassRemap, load_remap
-from .options import fixed_input_size as parse_input_size  # noqa: F401  (its old name)
 
 OUTPUTS = frozenset({"color", "overlay", "confidence"})
 
@@ -422,16 +421,20 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
 def _load_torch_model(opts: PipelineOptions, dev: torch.device):
     """(model info, runner, fixed input size or None) for a PyTorch checkpoint."""
     from .backends import create_runner
-    from .models import load_model, low_res_view
+    from .checkpoint import Checkpoint
+    from .models import load_model, low_res_view, model_from_checkpoint
 
-    net = load_model(opts.model, weights=opts.weights, num_classes=opts.num_classes, device=dev)
-    sidecar = net.bisenet_info.get("sidecar") or {}
+    if opts.weights:
+        ckpt = Checkpoint.read(opts.weights, opts.model, opts.num_classes)
+        net, sidecar = model_from_checkpoint(ckpt, dev), ckpt.sidecar
+    else:
+        net, sidecar = load_model(opts.model, num_classes=opts.num_classes, device=dev), {}
     # the checkpoint's own input size, else auto32
     size = fixed_input_size(sidecar.get("input_size") if opts.input_size == CHECKPOINT else opts.input_size)
     # the runner returns the 1/8 logits; the pipeline upsamples them once, exactly (postprocess.py)
     runner = create_runner(low_res_view(net), backend=opts.backend, device=dev, precision=opts.precision,
                            input_size=size)
-    return net.bisenet_info, runner, size
+    return {**net.bisenet_info, "sidecar": sidecar}, runner, size
 
 
 def _load_onnx_model(opts: PipelineOptions):

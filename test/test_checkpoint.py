@@ -120,3 +120,22 @@ def test_empty_dict(tmp_path):
     path = tmp_path / "empty.pth"
     torch.save({"epoch": 1}, path)
     assert "no state_dict" in _error(arch="bisenetv1", weights=path)
+
+
+def test_checkpoint_reads_writes_and_fits_in_one_place(tiny_checkpoints, tmp_path):
+    from bisenet_ros.checkpoint import Checkpoint, sidecar_path
+    from bisenet_ros.models import build_model
+
+    ckpt = Checkpoint.read(tiny_checkpoints["bisenetv2"])
+    assert (ckpt.arch, ckpt.num_classes, ckpt.sidecar, ckpt.found) == ("bisenetv2", 5, {}, "bisenetv2")
+    path, side = Checkpoint(ckpt.state, "bisenetv2", 5, {"input_size": [64, 96]}).write(tmp_path / "m.pth",
+                                                                                          torch.float16)
+    assert side == sidecar_path(path) == sidecar_path(path, existing=False) == tmp_path / "m.yaml"
+    again = Checkpoint.read(path)
+    assert again.sidecar == {"arch": "bisenetv2", "num_classes": 5, "input_size": [64, 96]}
+    assert all(v.dtype == torch.float16 for v in again.state.values() if v.is_floating_point())
+    fit = again.fit(build_model("bisenetv2", 5))  # no aux heads in the model: the file's are dropped
+    assert fit.tensors and not fit.reinitialised and not any(k.startswith("aux") for k in fit.tensors)
+    assert all(v.dtype == torch.float32 for v in fit.tensors.values() if v.is_floating_point())
+    net = load_model(weights=path)
+    assert net.bisenet_info == {"arch": "bisenetv2", "num_classes": 5, "weights": str(path)}  # no sidecar on it

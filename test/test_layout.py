@@ -45,6 +45,30 @@ def test_only_the_ros_layer_imports_rclpy():
     assert "rclpy" in imported_modules(ROS_LAYER / "node.py")
 
 
+def package_imports(path: Path) -> set[str]:
+    """The ``bisenet_ros`` modules ``path`` imports (absolute or relative), as dotted names."""
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom):
+            base = parts[:len(parts) - node.level] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found |= {module} | {f"{module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+    return {m for m in found if m.startswith("bisenet_ros.")}
+
+
+def test_the_core_imports_neither_the_ros_layer_nor_the_tools():
+    layers = (PACKAGE / "tools", ROS_LAYER)
+    core = [p for p in core_modules() if not any(layer in p.parents for layer in layers) and p.name != "cli.py"]
+    offenders = {str(p.relative_to(PACKAGE.parent)): sorted(m for m in package_imports(p)
+                                                          if m.startswith(("bisenet_ros.ros", "bisenet_ros.tools")))
+                 for p in core}
+    assert not {k: v for k, v in offenders.items() if v}, offenders
+    assert "bisenet_ros.tools.common" in package_imports(PACKAGE / "tools" / "bench.py")  # the check sees them
+
+
 def _loaded_after(statement: str) -> set[str]:
     code = f"import sys, json\n{statement}\nprint(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

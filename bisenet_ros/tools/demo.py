@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BisenetError, ConfigError
+from ..errors import ConfigError, run_reporting
 from ..options import PipelineOptions
 from .common import hw_type
 
@@ -230,14 +230,9 @@ def _summary(r: dict, out: Path, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        report = run(args)
-    except BisenetError as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("demo: interrupted", file=sys.stderr)
-        return 130
+    code, report = run_reporting("demo", lambda: run(args))
+    if report is None:
+        return code
     if args.min_miou is not None and (report.get("miou") or 0.0) < args.min_miou:
         print(f"demo: mIoU {report.get('miou')} is below --min-miou {args.min_miou}", file=sys.stderr)
         return 1

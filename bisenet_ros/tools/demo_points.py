@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BisenetError, ConfigError
+from ..errors import BisenetError, ConfigError, run_reporting
 from .common import cpu_name, hw_type
 from .demo import demo_weights
 
@@ -219,15 +219,8 @@ def write_picture(path: Path, image: np.ndarray, labels: np.ndarray, cloud: np.n
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        report = run(args)
-    except BisenetError as exc:
-        print(f"demo-points: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("demo-points: interrupted", file=sys.stderr)
-        return 130
-    return 0 if report["all_ok"] else 1
+    code, report = run_reporting("demo-points", lambda: run(args))
+    return code if report is None else (0 if report["all_ok"] else 1)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..backends import backend_config
 from ..errors import ConfigError
 from ..export import DEFAULT_OPSET, ExportError, export_onnx, verify_onnx
+from ..models import load_model
 from .common import add_model_arguments, pipeline_from_args
 
 HELP = "export the model to ONNX (dynamic batch) and verify it against eager PyTorch"
@@ -85,9 +86,11 @@ def _write_metadata(path: Path, props: dict[str, str]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
-    pipeline = pipeline_from_args(args, backend="torch", precision="fp32")
+    pipeline = pipeline_from_args(args, backend="torch", precision="fp32")  # preset, mean/std, input size
     size = pipeline.input_size or FALLBACK_SIZE  # None: no --input-size and no sidecar size
-    model = pipeline.runner.model
+    # the model itself (logits at the input resolution), not the pipeline's runner: that one may
+    # return the 1/8 logits the pipeline upsamples
+    model = load_model(args.model, weights=args.weights, num_classes=args.num_classes, device=pipeline.device)
     export_onnx(model, args.out, size, opset=args.opset, dynamic_size=args.dynamic_size)
     _write_metadata(args.out, metadata(pipeline, size, args.dynamic_size))
     info = pipeline.info

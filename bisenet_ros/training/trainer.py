@@ -24,9 +24,9 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import detect_architecture, read_state_dict
+from ..checkpoint import Checkpoint
 from ..datasets import DatasetPreset, generate_palette, load_preset
-from ..errors import BisenetError, CheckpointError, ConfigError, one_line
+from ..errors import BisenetError, ConfigError, one_line
 from ..metrics import ConfusionMatrix
 from ..models import build_model, resolve_device
 from ..pipeline import SegmentationPipeline, auto32
@@ -102,11 +102,6 @@ def state_path(out: str | Path) -> Path:
     return out.with_name(out.stem + ".state.pth")
 
 
-def sidecar_for(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_suffix(".yaml")
-
-
 def class_dependent_keys(arch: str, num_classes: int) -> set[str]:
     """``state_dict`` keys whose shape depends on the class count (every head's classifier and
     anything else that would not fit another class count)."""
@@ -136,39 +131,19 @@ def load_init(model: nn.Module, arch: str, path: str | Path, log: Callable[[str]
     Heads whose class count differs are re-initialised (with a message); auxiliary heads missing
     from the file keep their fresh initialisation. Anything else that does not fit is an error.
     """
-    state = read_state_dict(path)
-    found = detect_architecture(state)
-    if found is None:
-        raise CheckpointError(f"{path}: not a BiSeNet checkpoint (key layout not recognised)")
-    if found != arch:
-        raise CheckpointError(f"{path}: this is a {found} checkpoint but training a {arch}")
-    own = model.state_dict()
-    heads = class_dependent_keys(arch, model.num_classes)
-    unexpected = [k for k in state if k not in own]
-    if unexpected:
-        raise CheckpointError(f"{path}: {len(unexpected)} keys the {arch} model does not have "
-                              f"(e.g. {', '.join(unexpected[:3])})")
-    reinit = sorted(k for k in state if k in heads and state[k].shape != own[k].shape)
-    wrong = [k for k in state if k not in heads and state[k].shape != own[k].shape]
-    if wrong:
-        raise CheckpointError(f"{path}: tensor '{wrong[0]}' has shape {tuple(state[wrong[0]].shape)}, "
-                              f"the {arch} model expects {tuple(own[wrong[0]].shape)}")
-    keep = {k: v.to(own[k].dtype) for k, v in state.items() if k not in reinit}
-    aux = tuple(model.aux_head_prefixes)
-    missing = [k for k in own if k not in keep]
-    not_aux = [k for k in missing if not k.startswith(aux) and k not in reinit]
-    if not_aux:
-        raise CheckpointError(f"{path}: {len(not_aux)} backbone keys missing (e.g. {', '.join(not_aux[:3])})")
-    model.load_state_dict(keep, strict=False)
-    if reinit:
-        ckpt_classes = int(state[model.classifier_key].shape[0]) if model.classifier_key in state else "?"
-        log(f"init: {path} has {ckpt_classes} classes, training {model.num_classes}: "
-            f"re-initialised {len(reinit)} class-dependent head tensors ({', '.join(reinit[:4])}"
-            f"{', ...' if len(reinit) > 4 else ''})")
-    missing_aux = sorted({k.split('.')[0] for k in missing if k.startswith(aux) and k not in reinit})
+    ckpt = Checkpoint.read(path, arch=arch)
+    fit = ckpt.fit(model, role=f"training a {arch}", reinit=frozenset(class_dependent_keys(arch, model.num_classes)))
+    model.load_state_dict(fit.tensors, strict=True)
+    if fit.reinitialised:
+        rows = ckpt.state.get(model.classifier_key)
+        ckpt_classes = int(rows.shape[0]) if rows is not None else "?"
+        log(f"init: {path} has {ckpt_classes} classes, training {model.num_classes}: re-initialised "
+            f"{len(fit.reinitialised)} class-dependent head tensors ({', '.join(fit.reinitialised[:4])}"
+            f"{', ...' if len(fit.reinitialised) > 4 else ''})")
+    missing_aux = sorted({k.split('.')[0] for k in fit.fresh_aux})
     if missing_aux:
         log(f"init: {path} has no auxiliary heads {', '.join(missing_aux)}: freshly initialised")
-    log(f"init: loaded {len(keep)} tensors from {path}")
+    log(f"init: loaded {len(fit.tensors) - len(fit.reinitialised) - len(fit.fresh_aux)} tensors from {path}")
 
 
 def resolve_preset(cfg: TrainConfig) -> DatasetPreset:
@@ -407,18 +382,8 @@ def save_checkpoint(model: nn.Module, out: Path, arch: str, preset: DatasetPrese
                     input_size: tuple[int, int], cfg: TrainConfig | None = None,
                     history: list[dict] | None = None) -> tuple[Path, Path]:
     """Write the plain ``state_dict`` (public key layout, aux heads included) and its sidecar."""
-    out.parent.mkdir(parents=True, exist_ok=True)
     dtype = torch.float16 if cfg is not None and cfg.save_dtype == "float16" else None
-    state = {k: (v.detach().cpu().to(dtype) if dtype is not None and v.is_floating_point() else v.detach().cpu())
-             for k, v in model.state_dict().items()}
-    torch.save(state, out)
-    side = sidecar_for(out)
-    meta = {
-        "arch": arch,
-        "num_classes": preset.num_classes,
-        "input_size": [int(input_size[0]), int(input_size[1])],
-        "dataset": preset.to_dict(),
-    }
+    meta: dict = {"input_size": [int(input_size[0]), int(input_size[1])], "dataset": preset.to_dict()}
     if cfg is not None:
         meta["training"] = {
             "data": str(cfg.data), "val": cfg.val, "iterations": cfg.iters, "batch_size": cfg.batch_size,
@@ -428,8 +393,8 @@ def save_checkpoint(model: nn.Module, out: Path, arch: str, preset: DatasetPrese
         base = [h for h in history or [] if h["iteration"] == 0 and h["miou"] is not None]
         if cfg.init and base:
             meta["training"]["init_val_miou"] = round(float(base[0]["miou"]), 4)
-    side.write_text(yaml.safe_dump(meta, sort_keys=False))
-    return out, side
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return Checkpoint(state, arch, preset.num_classes, meta).write(out, dtype)
 
 
 def _save_state(out: Path, model, optimizer, scaler, iteration: int, history: list[dict], arch: str,
