@@ -218,9 +218,10 @@ class OpenVinoRunner:
             source = str(onnx_file)
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                   "PERFORMANCE_HINT": "LATENCY"}
-        threads = int(backend_config().get("openvino", {}).get("threads", 0))
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = threads
+        ov_cfg = backend_config().get("openvino", {})
+        config["ENABLE_CPU_PINNING"] = bool(ov_cfg.get("pinning", False))
+        if int(ov_cfg.get("threads", 0)):
+            config["INFERENCE_NUM_THREADS"] = int(ov_cfg["threads"])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             compiled = ov.Core().compile_model(ov.convert_model(source), "CPU", config)

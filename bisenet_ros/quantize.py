@@ -14,6 +14,7 @@ Calibration frames come from an image folder, a video or an image topic of a ROS
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -159,9 +160,13 @@ def quantize_onnx(float_path: Path, out_path: Path, inputs: Sequence[torch.Tenso
     excluded = classifier_nodes(prepared) if keep_float else []
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
-    quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
-                    nodes_to_exclude=excluded, extra_options={"WeightSymmetric": True})
+    logging.disable(logging.WARNING)  # the quantizer's notes on per-tensor BatchNorm parameters
+    try:
+        quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
+                        nodes_to_exclude=excluded, extra_options={"WeightSymmetric": True})
+    finally:
+        logging.disable(logging.NOTSET)
     return {"method": method, "format": "QDQ", "weights": "int8 per channel (symmetric)",
             "activations": "uint8 per tensor", "float_nodes": excluded, "frames": len(inputs)}
 

@@ -70,3 +70,25 @@ def test_node_bench_runs_camera_node_and_collector(tiny_checkpoints, tmp_path, r
     assert data["camera"]["published"] > 0 and data["latency_ms"]["count"] == data["frames_out"]
     assert data["reference"]["measured"] and data["reference"]["pipeline_fps"] > 0
     assert "node_fps :" in capsys.readouterr().out
+
+
+def test_bench_compares_precisions_and_the_postprocess(tiny_checkpoints, tmp_path, capsys, monkeypatch):
+    """--compare-precision bf16 (the CPU's flags faked: no bf16 hardware needed for the command)
+    and the exact postprocess vs the naive one: both reported, figures not asserted."""
+    from bisenet_ros import cpu
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("model name\t: Fake CPU\nflags\t\t: avx512f avx512_bf16\n")
+    monkeypatch.setattr(cpu, "CPUINFO", info)
+    out = tmp_path / "p.json"
+    rc = main(["bench", "--weights", str(tiny_checkpoints["bisenetv2"]), "--input-size", "64x96",
+               "--frame-size", "50x70", "--device", "cpu", "--frames", "2", "--warmup", "1",
+               "--precision", "fp32", "--compare-precision", "bf16", "--backend", "torch", "--json", str(out)])
+    assert rc == 0
+    data = json.loads(out.read_text())
+    cp, pp = data["compare_precision"], data["postprocess_vs_naive"]
+    assert cp["precision"] == "bf16" and cp["backend"] == "torch" and 0.9 <= cp["labels_equal"] <= 1.0
+    assert cp["speedup_vs_main"] > 0 and cp["model_speedup_vs_main"] > 0
+    assert pp["labels_equal"] >= 0.9999 and pp["ratio"] > 0 and pp["frame_size"] == "50x70"
+    text = capsys.readouterr().out
+    assert "precision bf16 (torch), same run interleaved" in text and "exact-cheap" in text

@@ -165,6 +165,17 @@ def saw_loss_warning(viewer: Proc, timeout: float) -> bool:
     return viewer.wait_line(lambda ln: ln.startswith(f"diag {WARN} ") and "lost in transport" in ln, timeout) is not None
 
 
+def wait_transport_warning(viewer: Proc, done, timeout: float) -> Diag | None:
+    """The newest transport WARN the node published, waiting up to ``timeout`` seconds for one that
+    satisfies ``done`` (the count keeps growing while the lost frames' camera_info arrives)."""
+    deadline, last = time.monotonic() + timeout, None
+    while True:
+        last = next((d for d in reversed(diagnostics(viewer)) if transport_warning(d)), last)
+        if (last is not None and done(last)) or time.monotonic() > deadline:
+            return last
+        viewer.wait_line(lambda ln: ln.startswith("diag "), 1.0)  # seen lines stay in viewer.seen
+
+
 # -- two hosts --------------------------------------------------------------------------------------
 @dataclass
 class Hosts:
@@ -242,7 +253,7 @@ def test_two_hosts_both_directions_and_lost_images_warn(two_hosts, ros_env, tiny
         run_camera(env_peer, "lossy", "--rate", "10", "--size", "240x320", "--camera-info", "--best-effort",
                    "--linger", "0", count=60, netns=two_hosts.b)
         assert saw_loss_warning(local_viewer, 20), diagnostics(local_viewer)
-        last = [d for d in diagnostics(local_viewer) if transport_warning(d)][-1]
+        last = wait_transport_warning(local_viewer, lambda d: d.lost >= 20, 20)
         print(f"lossy camera: {last}")
         assert last.lost >= 20 and "publishes best effort" in last.message and "LARGE_DATA" in last.message
     finally:

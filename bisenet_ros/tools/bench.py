@@ -251,10 +251,20 @@ def _precision_summary(pipeline, other, frame: np.ndarray, pipe_ms: list[float],
     a = pipeline(frame, "bgr8", outputs=()).labels
     b = other(frame, "bgr8", outputs=()).labels
     mine, theirs = latency_stats(pipe_ms), latency_stats(other_ms)
+    x = pipeline.model_input(frame, "bgr8")
+    model_ms: dict[str, list[float]] = {"main": [], "other": []}
+    with torch.inference_mode():
+        for _ in range(max(3, len(pipe_ms))):  # model only, the two runners alternating
+            for key, runner in (("main", pipeline.runner), ("other", other.runner)):
+                t0 = time.perf_counter()
+                runner(x)
+                model_ms[key].append((time.perf_counter() - t0) * 1e3)
+    m_main, m_other = (float(np.median(model_ms[k][1:])) for k in ("main", "other"))
     return {"precision": other.info["precision"], "backend": other.info["backend"],
             "backend_selection": list(getattr(other.runner, "selection", [])),
             "pipeline_latency_ms": theirs, "labels_equal": float((a == b).mean()),
-            "speedup_vs_main": mine["p50"] / theirs["p50"] if theirs["p50"] else None}
+            "speedup_vs_main": mine["p50"] / theirs["p50"] if theirs["p50"] else None,
+            "model_ms_p50": {"main": m_main, "other": m_other}, "model_speedup_vs_main": m_main / m_other}
 
 
 def postprocess_vs_naive(pipeline, frame: np.ndarray, frames: int, warmup: int) -> dict:
@@ -331,6 +341,8 @@ def _print_comparisons(r: dict) -> None:
     if cp:
         print(f"precision {cp['precision']} ({cp['backend']}), same run interleaved: pipeline "
               f"{_fmt_lat(cp['pipeline_latency_ms'])}, speed-up vs {r['precision']} "
-              f"{cp['speedup_vs_main']:.2f}x, labels equal {cp['labels_equal']:.4%}")
+              f"{cp['speedup_vs_main']:.2f}x; model only p50 {cp['model_ms_p50']['other']:.0f} ms vs "
+              f"{cp['model_ms_p50']['main']:.0f} ms ({cp['model_speedup_vs_main']:.2f}x); labels equal "
+              f"{cp['labels_equal']:.4%}")
         for line in cp["backend_selection"]:
             print(f"  auto ({cp['precision']}): {line}")
