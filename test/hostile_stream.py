@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     client = RosClient("hostile_stream")
     try:
         client.subscribe("/segmentation/good/labels", Image)
+        client.subscribe("/segmentation/bad/labels", Image)  # someone listens: the node checks bad frames too
         client.subscribe("/diagnostics", DiagnosticArray)
         good_pub = client.publisher("/good/image/compressed", CompressedImage)
         bad_pub = client.publisher("/bad/image/compressed", CompressedImage)
