@@ -16,17 +16,20 @@ def reference_dir() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "bisenet-reference"
 
 
-@pytest.fixture(scope="session")
-def _cache_home(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("xdg_cache")
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(_cache_home, monkeypatch):
-    """XDG_CACHE_HOME is a temp dir of this test session (children inherit it): the measured
-    `auto` backend choice (bisenet_ros.backend_cache) is never read from or written to the
-    user's ~/.cache, and each model/size is measured once per session, not per test."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(_cache_home))
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """XDG_CACHE_HOME is a temp dir of this test session, set before any session fixture takes a
+    copy of the environment (``ros_env``), so the node processes share it with the test process:
+    the measured `auto` backend choice (bisenet_ros.backend_cache) is never read from or written
+    to the user's ~/.cache, node and offline pipelines agree on it, and each model/size is
+    measured once per session, not per test."""
+    saved = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if saved is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = saved
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +59,7 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def ros_env(tmp_path_factory):
+def ros_env(tmp_path_factory, _private_cache):
     """An isolated ROS 2 environment for this test session (set before rclpy.init).
 
     Random ROS_DOMAIN_ID, discovery limited to this host, logs in a temp dir, and the package's
