@@ -15,8 +15,6 @@ Calibration frames come from an image folder, a video or an image topic of a ROS
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -169,15 +167,3 @@ def quantize_onnx(float_path: Path, out_path: Path, inputs: Sequence[torch.Tenso
         logging.disable(logging.NOTSET)
     return {"method": method, "format": "QDQ", "weights": "int8 per channel (symmetric)",
             "activations": "uint8 per tensor", "float_nodes": excluded, "frames": len(inputs)}
-
-
-def write_atomically(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path`` (never a half-written file at ``path``)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -203,11 +203,11 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
                                    "--input-size", "64x64"], "not a ONNX model"),
         ("node-bench json over user file", ["node-bench", "--json", str(f["user_file"]), *model], "exists already"),
         ("node-bench rate 0", ["node-bench", "--rate", "0", *model], "out of range"),
-        # quantize (its own output checks: ONNX + sidecar written by bisenet-ros quantize only)
+        # quantize (outputs.check_output: its model + sidecar, replaced only with --overwrite)
         ("quantize out over user file", ["quantize", "--weights", w, "--calibration", str(f["data"] / "images"),
-                                         "--out", str(_user_onnx(root))], "was not written by"),
+                                         "--out", str(_user_onnx(root)), "--overwrite"], "not a int8 ONNX model written by"),
         ("quantize out is the input", ["quantize", "--weights", w, "--calibration", str(f["data"]),
-                                       "--out", str(f["data"] / "q.onnx")], "write into the input"),
+                                       "--out", str(f["data"] / "q.onnx")], "lies inside the input"),
         ("quantize max-frames 1", ["quantize", "--weights", w, "--calibration", str(f["data"]),
                                    "--out", str(root / "q.onnx"), "--max-frames", "1"], "--max-frames must be"),
         ("quantize nan weights", ["quantize", "--weights", str(f["nan_weights"]), "--calibration", str(f["data"]),

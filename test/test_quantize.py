@@ -100,19 +100,21 @@ def test_quantize_never_overwrites_inputs_or_files_it_did_not_create(weights, da
     user.write_bytes(b"user data")
     base = ["quantize", "--weights", weights, "--calibration", str(images), "--input-size", "64x96",
             "--bench-runs", "1"]
-    for out, fragment in ((user, "was not written by bisenet-ros quantize"),
-                          (images / "inside.onnx", "would overwrite or write into the input"),
-                          (tmp_path / "model.pth", "name it *.onnx")):
+    for out, extra, fragment in ((user, [], "exists already (pass --overwrite"),
+                                 (user, ["--overwrite"], "not a int8 ONNX model written by bisenet-ros quantize"),
+                                 (images / "inside.onnx", ["--overwrite"], "lies inside the input"),
+                                 (tmp_path / "model.pth", [], "name it *.onnx")):
         capsys.readouterr()
-        assert main(base + ["--out", str(out)]) == 2
+        assert main(base + ["--out", str(out), *extra]) == 2
         assert fragment in capsys.readouterr().err
     assert user.read_bytes() == b"user data" and not (images / "inside.onnx").exists()
     side_only = tmp_path / "other.onnx"
     (tmp_path / "other.onnx.yaml").write_text("mine: true\n")  # a user's file at the sidecar's name
-    assert main(base + ["--out", str(side_only)]) == 2 and not side_only.exists()
+    assert main(base + ["--out", str(side_only), "--overwrite"]) == 2 and not side_only.exists()
     ours = tmp_path / "ours.onnx"
     assert main(base + ["--out", str(ours)]) == 0
-    assert main(base + ["--out", str(ours)]) == 0  # its own earlier output may be replaced
+    assert main(base + ["--out", str(ours)]) == 2  # like every tool: replacing needs --overwrite
+    assert main(base + ["--out", str(ours), "--overwrite"]) == 0  # its own earlier output may be replaced
 
 
 def test_calibration_sources_video_bag_and_errors(tmp_path):

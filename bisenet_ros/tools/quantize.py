@@ -6,7 +6,7 @@ tool and by the node (``weights``). Every 5th frame of ``--calibration`` is held
 prints the model speed-up over float32 (both on ``auto`` backends, timed interleaved) and the label
 agreement with the float32 pipeline on the held-out frames; with ``--val`` (a labelled folder:
 images/ + labels/) also mIoU before and after. It refuses to write over its inputs or over files it
-did not create.
+did not create, and replaces its own earlier output only with ``--overwrite``.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from .. import quantize as q
 from ..errors import ConfigError
 from ..onnx_model import CREATED_BY, sidecar_of
 from ..options import PipelineOptions
+from ..outputs import ONNX, Kind, atomic_file, check_output, write_text
 from ..pipeline import build_pipeline
 from ..progress import progress_bar
 from .common import float_triple
@@ -48,6 +49,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quantize-classifier", action="store_true",
                         help="quantize the last convolution too (default: it stays float32)")
     parser.add_argument("--bench-runs", type=int, default=10, help="timed model runs of each precision")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an int8 model (and its sidecar) that bisenet-ros quantize wrote at --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (none off a terminal anyway)")
     g = parser.add_argument_group("model")
     g.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None,
@@ -60,31 +63,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the fixed model input HxW of the int8 model (default: the checkpoint sidecar's)")
 
 
-def check_output(out: Path, inputs: list[str | None]) -> None:
-    """Refuse an output that is not .onnx, is one of the inputs, or exists and is not ours."""
-    if out.suffix.lower() != ".onnx":
-        raise ConfigError(f"--out {out}: the int8 model is an ONNX file; name it *.onnx")
-    resolved = out.expanduser().resolve()
-    for item in filter(None, inputs):
-        src = Path(item).expanduser().resolve()
-        if resolved == src or src in resolved.parents:
-            raise ConfigError(f"--out {out} would overwrite or write into the input {item}")
-    side = sidecar_of(out)
-    ours = False
-    if side.is_file():
-        try:
-            ours = (yaml.safe_load(side.read_text()) or {}).get("created_by") == CREATED_BY
-        except (OSError, yaml.YAMLError, AttributeError):
-            ours = False
-    if (out.exists() or side.exists()) and not ours:
-        existing = out if out.exists() else side
-        raise ConfigError(f"{existing} exists and was not written by {CREATED_BY}; choose another --out")
+def _written_by_quantize(side: Path) -> bool:
+    try:
+        data = yaml.safe_load(side.read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("created_by") == CREATED_BY
+
+
+#: what quantize may replace with --overwrite: its own model (known by its sidecar) and sidecar
+INT8_MODEL = Kind(f"int8 ONNX model written by {CREATED_BY}", False,
+                  lambda p: ONNX.recognise(p) and _written_by_quantize(sidecar_of(p)))
+INT8_SIDECAR = Kind(f"sidecar written by {CREATED_BY}", False, _written_by_quantize)
+
+
+def check_output_paths(args: argparse.Namespace) -> None:
+    """The model and its sidecar: never an input, never a user's file (:mod:`bisenet_ros.outputs`)."""
+    if args.out.suffix.lower() != ".onnx":
+        raise ConfigError(f"--out {args.out}: the int8 model is an ONNX file; name it *.onnx")
+    inputs = [args.weights, args.calibration, args.val]
+    check_output(args.out, inputs, kind=INT8_MODEL, overwrite=args.overwrite)
+    check_output(sidecar_of(args.out), inputs, kind=INT8_SIDECAR, overwrite=args.overwrite)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.max_frames < 2 or args.bench_runs < 1:
         raise ConfigError("--max-frames must be >= 2 and --bench-runs >= 1")
-    check_output(args.out, [args.weights, args.calibration, args.val])
+    check_output_paths(args)
     fp32 = build_pipeline(PipelineOptions.from_args(args, device="cpu", precision="fp32", backend="auto"))
     if fp32.input_size is None:
         raise ConfigError(f"{args.weights} has no input size in its sidecar: pass --input-size HxW "
@@ -112,8 +117,9 @@ def _quantize(args: argparse.Namespace, fp32, inputs: list[torch.Tensor]) -> dic
                           enabled=not args.no_progress) as bar:
             t0 = time.perf_counter()
             done = {}
-            q.write_atomically(args.out, lambda tmp_out: done.update(q.quantize_onnx(
-                float_path, tmp_out, inputs, args.method, not args.quantize_classifier, bar)))
+            with atomic_file(args.out) as tmp_out:
+                done.update(q.quantize_onnx(float_path, tmp_out, inputs, args.method,
+                                            not args.quantize_classifier, bar))
     done["seconds"] = round(time.perf_counter() - t0, 1)
     _write_sidecar(args, fp32, done, {})  # loadable right away; the figures are added below
     return done
@@ -129,7 +135,7 @@ def _write_sidecar(args: argparse.Namespace, fp32, done: dict, report: dict) -> 
     }
     data.update(report)
     side = sidecar_of(args.out)
-    q.write_atomically(side, lambda p: p.write_text(yaml.safe_dump(data, sort_keys=False)))
+    write_text(side, yaml.safe_dump(data, sort_keys=False))
 
 
 def _compare(fp32, int8, held: list, runs: int) -> dict:
