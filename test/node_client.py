@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -45,3 +45,12 @@ def values(status: Any) -> dict[str, str]:
 def start_node(env: dict, ros_args: list[str], log: Path, command: list[str] | None = None) -> NodeProcess:
     """The installed console script (or ``command``) with ``ros_args``, logging to ``log``."""
     return NodeProcess([*(command or [str(NODE_EXE)]), "--ros-args", *ros_args], env, log)
+
+
+def serve_node(env: dict, ros_args: list[str], log: Path) -> Iterator[NodeProcess]:
+    """A node for a module fixture (``yield from serve_node(...)``): started, yielded, then stopped
+    and checked to have exited cleanly (exit 0, no traceback in its log)."""
+    proc = start_node(env, ros_args, log)
+    yield proc
+    rc = proc.stop()
+    assert rc == 0 and "Traceback" not in proc.log, proc.log[-3000:]

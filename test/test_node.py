@@ -19,7 +19,7 @@ from std_msgs.msg import String  # noqa: E402
 
 from bisenet_ros.pipeline import build_pipeline  # noqa: E402
 from bisenet_ros.ros.conversions import image_msg_to_array  # noqa: E402
-from node_client import LATCHED, RosClient, assert_matches_offline, frame, start_node, values  # noqa: E402
+from node_client import LATCHED, RosClient, assert_matches_offline, frame, serve_node, values  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NODE = "/segmentation"
@@ -29,11 +29,8 @@ OUT = ("labels", "color", "overlay", "confidence")
 @pytest.fixture(scope="module")
 def node(ros_env, tiny_checkpoints, tmp_path_factory):
     log = tmp_path_factory.mktemp("node") / "node.log"
-    proc = start_node(ros_env, ["-r", "image:=/cam", "-p", f"weights:={tiny_checkpoints['bisenetv2']}",
-                                "-p", "publish_confidence:=true"], log)
-    yield proc
-    rc = proc.stop()
-    assert rc == 0 and "Traceback" not in proc.log, proc.log[-3000:]
+    yield from serve_node(ros_env, ["-r", "image:=/cam", "-p", f"weights:={tiny_checkpoints['bisenetv2']}",
+                                     "-p", "publish_confidence:=true"], log)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from bisenet_ros.ros.conversions import array_to_image_msg, image_msg_to_array  # noqa: E402
-from node_client import LATCHED, RosClient, frame, start_node, values  # noqa: E402
+from node_client import LATCHED, RosClient, frame, serve_node, start_node, values  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NODE = "/segmentation"
@@ -78,11 +78,9 @@ def camera_info(h=H, w=W, k=K) -> CameraInfo:
 @pytest.fixture(scope="module")
 def node(ros_env, tiny_checkpoints, tmp_path_factory):
     log = tmp_path_factory.mktemp("node_points") / "node.log"
-    proc = start_node(ros_env, ["-r", "image:=/cam", "-r", "depth:=/cam_depth", "-r", "camera_info:=/cam_info",
-                                "-p", f"weights:={tiny_checkpoints['bisenetv2']}", "-p", "publish_points:=true"], log)
-    yield proc
-    rc = proc.stop()
-    assert rc == 0 and "Traceback" not in proc.log, proc.log[-3000:]
+    yield from serve_node(ros_env, ["-r", "image:=/cam", "-r", "depth:=/cam_depth", "-r", "camera_info:=/cam_info",
+                                     "-p", f"weights:={tiny_checkpoints['bisenetv2']}",
+                                     "-p", "publish_points:=true"], log)
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from bisenet_ros.ros.conversions import image_msg_to_array  # noqa: E402
 from bisenet_ros.ros.node import output_camera_info  # noqa: E402
 from bisenet_ros.ros.parameters import PARAMETERS  # noqa: E402
-from node_client import RosClient, frame, start_node, values  # noqa: E402
+from node_client import RosClient, frame, serve_node, start_node, values  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NODE = "/segmentation"
@@ -35,11 +35,8 @@ CAM = "/conv/image_raw"
 @pytest.fixture(scope="module")
 def node(ros_env, tiny_checkpoints, tmp_path_factory):
     log = tmp_path_factory.mktemp("conv") / "node.log"
-    proc = start_node(ros_env, ["-r", f"image:={CAM}", "-p", f"weights:={tiny_checkpoints['bisenetv2']}",
-                                "-p", "input_timeout:=1.5", "-p", "device:=cpu"], log)
-    yield proc
-    rc = proc.stop()
-    assert rc == 0 and "Traceback" not in proc.log, proc.log[-3000:]
+    yield from serve_node(ros_env, ["-r", f"image:={CAM}", "-p", f"weights:={tiny_checkpoints['bisenetv2']}",
+                                     "-p", "input_timeout:=1.5", "-p", "device:=cpu"], log)
 
 
 @pytest.fixture(scope="module")
