@@ -29,6 +29,7 @@ setup(
     python_requires=">=3.10",
     install_requires=[
         "numpy>=1.24",
+        "numba>=0.58",  # the exact cheap postprocess kernel (bisenet_ros.postprocess)
         "opencv-python-headless>=4.8",
         "pyyaml>=6.0",
         "torch>=2.1",

@@ -10,10 +10,11 @@ PyTorch's own ``interpolate`` (same coordinate rules as the reference).
 A convex combination of vectors that all have their maximum at class ``c`` has its maximum at
 ``c`` (ties aside). So wherever every low-resolution pixel in an output pixel's support has the
 same argmax, the label is that argmax, with no full-resolution logits at all. Output pixels
-share supports in blocks ("cells", about ``out/low`` pixels a side), so the test runs on cells;
-only pixels of cells that straddle a class boundary get their logits computed (rows first, then
-the 3 column taps of just those pixels). :func:`dense_logits` computes every pixel the same way,
-for the confidence output.
+share supports in runs ("cells", about ``out/low`` pixels long), so the test runs on cells;
+only pixels of cells that straddle a class boundary get their logits computed, and only for the
+classes that can win there. That part is a small compiled kernel (numba, cached on disk after
+the first call): per-pixel work does not vectorize in numpy. :func:`dense_logits` computes every
+pixel with the same weights, for the confidence output.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import numpy as np
 
 import torch
 import torch.nn.functional as F
+from numba import njit
 
 
 def interp_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -45,6 +47,8 @@ class AxisPlan:
     cell_start: np.ndarray  # (n_cells,) first output index of each cell
     cell_size: np.ndarray  # (n_cells,) output indices in each cell
     cell_taps: np.ndarray  # (n_cells,) non-zero weights of each cell (1..K)
+    inside_first: np.ndarray  # (n_low,) first output index whose support starts at or after s
+    inside_last: np.ndarray  # (n_low,) last output index whose support ends at or before s
 
 
 def axis_plan(n_low: int, stride: int, n_out: int) -> AxisPlan:
@@ -61,27 +65,20 @@ def axis_plan(n_low: int, stride: int, n_out: int) -> AxisPlan:
     change = np.ones(n_out, bool)
     change[1:] = (index[1:] != index[:-1]).any(1)
     start = np.flatnonzero(change)
-    index, weight = np.asfortranarray(index, np.intp), np.asfortranarray(weight, np.float32)
+    if count.max() > 3:  # two linear resizes of 2 taps each reach at most 3 low-resolution taps
+        raise ValueError(f"resize {n_low} x{stride} -> {n_out} needs {count.max()} taps (at most 3)")
+    index, weight = np.ascontiguousarray(index, np.intp), np.ascontiguousarray(weight, np.float32)
+    low = np.arange(n_low)
     return AxisPlan(index, weight, np.cumsum(change) - 1,
                     index[change].astype(np.intp), start, np.diff(np.append(start, n_out)),
-                    count[change])
+                    count[change], np.searchsorted(index[:, 0], low, "left"),
+                    np.searchsorted(index[:, -1], low, "right") - 1)
 
 
 @lru_cache(maxsize=16)
 def plan(low_hw: tuple[int, int], stride: int, out_hw: tuple[int, int]) -> tuple[AxisPlan, AxisPlan]:
     """The (rows, cols) plans for low-resolution logits of ``low_hw`` to an output of ``out_hw``."""
     return axis_plan(low_hw[0], stride, out_hw[0]), axis_plan(low_hw[1], stride, out_hw[1])
-
-
-def _argmax0(values: np.ndarray) -> np.ndarray:
-    """argmax over the first axis (first maximum wins, as torch/numpy), one class at a time."""
-    best = values[0].copy()
-    arg = np.zeros(best.shape, np.uint8 if len(values) <= 256 else np.uint16)
-    for c in range(1, len(values)):
-        better = values[c] > best
-        np.copyto(best, values[c], where=better)
-        arg[better] = c
-    return arg
 
 
 def _row_pass(logits: np.ndarray, index: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -96,20 +93,25 @@ def labels(logits: np.ndarray, stride: int, out_hw: tuple[int, int], threads: in
     """argmax over classes of the resized logits for (C, h, w) float ``logits``: (H, W) uint8
     (uint16 for more than 256 classes), equal to :func:`naive_labels` up to float ties.
 
-    Rows are interpolated for every output row (cheap: ``H x w``); along columns, each output
-    pixel mixes the row-interpolated vectors of its column cell's support, and where those all
-    have the same argmax the label is known. Only the remaining pixels get their taps computed.
-    ``threads`` > 1 splits the output rows into bands run in parallel (numpy releases the GIL).
+    Per output row, each low-resolution column gets the winner of its row-interpolated vector:
+    read off the low-resolution argmax where the row's support rows agree, computed elsewhere.
+    Runs of columns with one winner fill the output pixels whose support lies inside the run;
+    the pixels between runs (column cells straddling a change) get logits, and only for the
+    classes that can win there (:func:`_mixed_cell`). ``threads`` > 1 splits the output rows
+    into bands run in parallel (the compiled kernel releases the GIL).
     """
-    logits = np.ascontiguousarray(logits, dtype=np.float32)
+    logits = np.asarray(logits, dtype=np.float32)
     rows, cols = plan(tuple(logits.shape[-2:]), int(stride), tuple(out_hw))
+    low_t = np.ascontiguousarray(logits.transpose(1, 2, 0))  # (h, w, C): class vectors contiguous
+    low_winner = logits.argmax(0)
     out = np.empty(out_hw, np.uint8 if len(logits) <= 256 else np.uint16)
     bands = np.array_split(np.arange(out_hw[0]), max(1, min(int(threads), out_hw[0] // 64 or 1)))
+    band = lambda b: _labels_rows(low_t, low_winner, rows.index, rows.weight, cols,  # noqa: E731
+                                  out[b[0]:b[-1] + 1], int(b[0]))
     if len(bands) == 1:
-        _labels_band(logits, rows, cols, out)
+        band(bands[0])
     else:
-        list(_pool(len(bands)).map(
-            lambda b: _labels_band(logits, rows, cols, out[b[0]:b[-1] + 1], b[0]), bands))
+        list(_pool(len(bands)).map(band, bands))
     return out
 
 
@@ -120,64 +122,123 @@ def _pool(workers: int):
     return ThreadPoolExecutor(workers, thread_name_prefix="bisenet-postprocess")
 
 
-def _labels_band(logits: np.ndarray, rows: AxisPlan, cols: AxisPlan, out: np.ndarray, y0: int = 0) -> None:
-    """Fill ``out`` (output rows ``y0 .. y0 + len(out)``) with labels."""
-    mid = _row_pass(logits, rows.index[y0:y0 + len(out)], rows.weight[y0:y0 + len(out)])
-    per_cell = _argmax0(mid)[:, cols.cell_support]  # (rows, column cells, K)
-    lo = per_cell.min(2)
-    out[:] = np.repeat(lo, cols.cell_size, axis=1)
-    mixed_y, mixed_cell = np.nonzero(lo != per_cell.max(2))
-    two = cols.cell_taps[mixed_cell] == 2
-    if two.any():  # most mixed cells: the wide ones between two low-resolution columns
-        rest = _two_classes(out, mid, cols, mixed_y[two], mixed_cell[two])
-        _boundary(out, mid, cols, mixed_y[two][rest], mixed_cell[two][rest], 2)
-    three = ~two
-    if three.any():
-        _boundary(out, mid, cols, mixed_y[three], mixed_cell[three], int(cols.cell_taps.max()))
+def _labels_rows(low_t, low_winner, row_index, row_weight, cols: AxisPlan, out, y0) -> None:
+    """Output rows ``y0 .. y0 + len(out)`` (one band) through the compiled kernel."""
+    _labels_kernel(low_t, low_winner, row_index, row_weight, cols.weight, cols.cell_of,
+                   cols.cell_start, cols.cell_size, cols.cell_support, cols.cell_taps,
+                   cols.inside_first, cols.inside_last, out, y0)
 
 
-def _two_classes(out: np.ndarray, mid: np.ndarray, cols: AxisPlan, ys: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Two-tap pairs: logits ``A + t (B - A)`` along the pair (t = the right tap's weight). When
-    the left winner ``a`` and the right winner ``b`` are the only classes ever on top for t in
-    [0, 1] -- no class is above them where their lines cross, at ``t*`` -- each pixel's label is
-    ``a`` before ``t*`` and ``b`` after it. Writes those pairs; returns the mask of the others."""
-    a_vec = mid[:, ys, cols.cell_support[cells, 0]]  # (C, P)
-    d_vec = mid[:, ys, cols.cell_support[cells, 1]] - a_vec
-    pairs = np.arange(len(cells))
-    a, b = a_vec.argmax(0), (a_vec + d_vec).argmax(0)
-    slope = d_vec[b, pairs] - d_vec[a, pairs]  # > 0: b overtakes a
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_star = (a_vec[a, pairs] - a_vec[b, pairs]) / slope
-    top = a_vec[a, pairs] + t_star * d_vec[a, pairs]
-    others = (a_vec + t_star * d_vec).max(0)
-    ok = (slope > 0) & (others <= top + 1e-6 * np.abs(top))
-    py, px, pair = _pair_pixels(cols, ys[ok], cells[ok])
-    after = cols.weight[px, 1] > t_star[ok][pair]
-    out.reshape(-1)[py * out.shape[1] + px] = np.where(after, b[ok][pair], a[ok][pair])
-    return ~ok
+@njit(cache=True, nogil=True)
+def _labels_kernel(low_t, low_winner, row_index, row_weight, col_weight, cell_of, cell_start,
+                   cell_size, cell_support, cell_taps, inside_first, inside_last, out, y0):  # pragma: no cover
+    """Fill ``out`` (output rows ``y0 .. y0 + len(out)``) one output row at a time: the winner
+    of every low-resolution column, then the runs of equal winners and the cells between them.
+    (No array views in the loops: each would cost a reference count.)"""
+    w, n_classes = low_t.shape[1], low_t.shape[2]
+    mid = np.empty((w, n_classes), np.float32)  # row-interpolated class vectors, where computed
+    ready = np.zeros(w, np.bool_)
+    winner = np.empty(w, np.int64)
+    candidates = np.empty(n_classes, np.int64)
+    for yy in range(out.shape[0]):
+        y = y0 + yy
+        _column_winners(low_t, low_winner, row_index, row_weight, y, mid, ready, winner)
+        done, run = 0, 0  # output pixels written; first column of the current run
+        for s in range(1, w + 1):
+            if s < w and winner[s] == winner[run]:
+                continue
+            first, last = inside_first[run], inside_last[s - 1]  # pixels inside the run
+            if first > done:  # the cells before them straddle the previous change
+                _mixed_cells(low_t, row_index, row_weight, y, mid, ready, winner, col_weight,
+                             cell_start, cell_size, cell_support, cell_taps, cell_of[done],
+                             cell_of[first - 1] + 1, candidates, out, yy)
+                done = first
+            if last >= first:
+                out[yy, first:last + 1] = winner[run]
+                done = last + 1
+            run = s
 
 
-def _pair_pixels(cols: AxisPlan, ys: np.ndarray, cells: np.ndarray):
-    """The pixels of (row, column cell) pairs: (rows, columns, pair index of each pixel)."""
-    size = cols.cell_size[cells]
-    n = int(size.sum())
-    first = np.repeat(cols.cell_start[cells] - (np.cumsum(size) - size), size)
-    pair = np.repeat(np.arange(len(cells)), size)
-    return ys[pair], first + np.arange(n), pair
+@njit(cache=True, nogil=True)
+def _mixed_cells(low_t, row_index, row_weight, y, mid, ready, winner, col_weight, cell_start,
+                 cell_size, cell_support, cell_taps, j0, j1, candidates, out, yy):  # pragma: no cover
+    """Column cells ``j0 .. j1 - 1`` of output row ``y``: their support columns' vectors (where
+    not computed yet), then :func:`_mixed_cell` for each."""
+    for j in range(j0, j1):
+        taps = cell_taps[j]
+        for k in range(taps):
+            if not ready[cell_support[j, k]]:
+                _interpolate_column(low_t, row_index, row_weight, y, cell_support[j, k], mid)
+                ready[cell_support[j, k]] = True
+        _mixed_cell(mid, winner, cell_support, j, taps, col_weight, cell_start[j], cell_size[j],
+                    candidates, out, yy)
 
 
-def _boundary(out: np.ndarray, mid: np.ndarray, cols: AxisPlan, ys: np.ndarray, cells: np.ndarray,
-              taps: int) -> None:
-    """Labels of the pixels of the (row ``ys``, column cell ``cells``) pairs, from their taps."""
-    ys, xs, _ = _pair_pixels(cols, ys, cells)
-    c, _, w = mid.shape
-    flat_mid = mid.reshape(c, -1)
-    base = ys * w
-    index, weight = cols.index.T, cols.weight.T
-    vals = np.take(flat_mid, base + index[0].take(xs), axis=1) * weight[0].take(xs)
-    for k in range(1, taps):
-        vals += np.take(flat_mid, base + index[k].take(xs), axis=1) * weight[k].take(xs)
-    out.reshape(-1)[ys * out.shape[1] + xs] = _argmax0(vals)
+@njit(cache=True, nogil=True, inline="always")
+def _column_winners(low_t, low_winner, row_index, row_weight, y, mid, ready, winner):  # pragma: no cover
+    """``winner[x]``: argmax of the row-interpolated vector of column ``x``. Where every support
+    row has the same low-resolution argmax, that is it (a convex combination keeps the maximum);
+    elsewhere the vector is computed into ``mid`` and marked ``ready``."""
+    for x in range(low_t.shape[1]):
+        first = low_winner[row_index[y, 0], x]
+        agree = True
+        for k in range(1, row_index.shape[1]):
+            agree = agree and low_winner[row_index[y, k], x] == first
+        ready[x] = not agree
+        if agree:
+            winner[x] = first
+            continue
+        _interpolate_column(low_t, row_index, row_weight, y, x, mid)
+        best, arg = mid[x, 0], 0
+        for c in range(1, low_t.shape[2]):
+            if mid[x, c] > best:
+                best, arg = mid[x, c], c
+        winner[x] = arg
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _interpolate_column(low_t, row_index, row_weight, y, x, mid):  # pragma: no cover - compiled
+    """mid[x] = sum_k row_weight[y, k] * low_t[row_index[y, k], x] (padding taps weigh 0)."""
+    for c in range(low_t.shape[2]):
+        mid[x, c] = row_weight[y, 0] * low_t[row_index[y, 0], x, c]
+    for k in range(1, row_index.shape[1]):
+        if row_weight[y, k] != 0:
+            for c in range(low_t.shape[2]):
+                mid[x, c] += row_weight[y, k] * low_t[row_index[y, k], x, c]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mixed_cell(mid, winner, cell_support, j, taps, col_weight, start, size, candidates, out, yy):  # pragma: no cover
+    """Labels of one output row's pixels in column cell ``j``, whose support columns disagree.
+
+    Each pixel's logits are a convex combination of the support vectors ``mid[s_k]``, so class
+    ``c`` is at most ``max_k mid[s_k, c]`` anywhere in the cell, and a support winner ``a`` is at
+    least ``min_k mid[s_k, a]`` everywhere. Classes whose ceiling is below the best such floor can
+    never win: only the others (usually two or three) get their logits computed, in class order
+    with a strict ``>`` so the first maximum wins, as torch's argmax does."""
+    s0 = cell_support[j, 0]
+    s1 = cell_support[j, 1]
+    s2 = cell_support[j, 2] if taps == 3 else s1
+    a0, a1, a2 = winner[s0], winner[s1], winner[s2]
+    floor = max(min(mid[s0, a0], mid[s1, a0], mid[s2, a0]), min(mid[s0, a1], mid[s1, a1], mid[s2, a1]),
+                min(mid[s0, a2], mid[s1, a2], mid[s2, a2]))
+    n = 0
+    for c in range(mid.shape[1]):
+        if max(mid[s0, c], mid[s1, c], mid[s2, c]) >= floor:
+            candidates[n] = c
+            n += 1
+    for x in range(start, start + size):
+        w0, w1 = col_weight[x, 0], col_weight[x, 1]
+        w2 = col_weight[x, 2] if taps == 3 else np.float32(0)
+        best, arg = -np.inf, a0  # a0 only if every value is NaN
+        for i in range(n):
+            c = candidates[i]
+            value = mid[s0, c] * w0 + mid[s1, c] * w1
+            if taps == 3:
+                value += mid[s2, c] * w2
+            if value > best:
+                best, arg = value, c
+        out[yy, x] = arg
 
 
 def dense_logits(logits: np.ndarray, stride: int, out_hw: tuple[int, int]) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 #: python module -> rosdep key (Debian/Ubuntu packages, or rosdep's pip keys where there is none)
 PYTHON_KEYS = {
-    "torch": "python3-torch", "numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml",
+    "torch": "python3-torch", "numpy": "python3-numpy", "numba": "python3-numba", "cv2": "python3-opencv", "yaml": "python3-yaml",
     "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib", "rosbags": "python3-rosbags-pip",
     "onnxruntime": "python3-onnxruntime-pip",
 }

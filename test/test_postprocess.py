@@ -41,6 +41,29 @@ def test_labels_equal_the_naive_resize_then_argmax(stride, low, out):
                                    atol=1e-4)
 
 
+@pytest.mark.parametrize("classes,low,out", [(19, (16, 24), (90, 160)), (7, (9, 13), (61, 47)), (2, (8, 8), (64, 64))])
+def test_noise_logits_every_cell_on_a_boundary(classes, low, out):
+    """Independent noise per low-resolution pixel: class changes between most neighbours, runs of
+    one column, third classes rising between two others. Still the reference labels."""
+    logits = torch.from_numpy(np.random.default_rng(classes).normal(size=(classes, *low)).astype(np.float32))
+    naive = postprocess.naive_labels(logits, 8, out).numpy()
+    fast = postprocess.labels(logits.numpy(), 8, out)
+    assert (fast == naive).mean() >= 0.9999
+    np.testing.assert_array_equal(postprocess.labels(logits.numpy(), 8, out, threads=2), fast)
+
+
+def test_a_class_on_top_of_neither_neighbour_wins_between_them():
+    """Columns (5, 0, 4) and (0, 5, 4): class 2 is never a neighbour's argmax, yet it wins in the
+    middle (2.5 < 4), so it must survive the candidate filter."""
+    logits = torch.zeros(3, 4, 2)
+    logits[:, :, 0] = torch.tensor([5.0, 0.0, 4.0])[:, None]
+    logits[:, :, 1] = torch.tensor([0.0, 5.0, 4.0])[:, None]
+    naive = postprocess.naive_labels(logits, 8, (32, 40)).numpy()
+    fast = postprocess.labels(logits.numpy(), 8, (32, 40))
+    assert set(np.unique(naive)) == {0, 1, 2}
+    np.testing.assert_array_equal(fast, naive)
+
+
 def test_many_classes_give_uint16_and_uniform_regions_skip_the_taps():
     logits = _smooth_logits(300, 6, 8)
     fast = postprocess.labels(logits.numpy(), 8, (60, 70))
