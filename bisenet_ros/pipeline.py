@@ -404,6 +404,8 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
         preset = load_preset(sidecar.get("dataset") or "cityscapes")
     preset = preset.with_overrides(mean=opts.mean, std=opts.std, num_classes=meta["num_classes"])
     warning = constant_output_warning(runner, dev, size)
+    if dev.type == "cpu":
+        postprocess.warm_up()
     info = {
         "model": meta["arch"],
         "weights": meta["weights"],

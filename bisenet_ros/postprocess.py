@@ -89,6 +89,25 @@ def _row_pass(logits: np.ndarray, index: np.ndarray, weight: np.ndarray) -> np.n
     return out
 
 
+def _kernel(inline: bool = False):
+    """numba's ``njit`` for the kernels below: no GIL, compiled once and cached on disk where a
+    cache directory is writable (numba's rules: beside this file, else ``NUMBA_CACHE_DIR`` or
+    ``~/.cache/numba``), compiled at each start where none is (a read-only robot image)."""
+    def wrap(fn):
+        options = {"nogil": True, "inline": "always" if inline else "never"}
+        try:
+            return njit(cache=True, **options)(fn)
+        except RuntimeError:  # numba: "cannot cache function ...: no locator available"
+            return njit(**options)(fn)
+    return wrap
+
+
+def warm_up() -> None:
+    """Load (or compile, the first time on a machine: a few seconds) the labels kernel now,
+    at start-up, instead of on the first frame."""
+    labels(np.zeros((2, 2, 2), np.float32), 8, (16, 16))
+
+
 def labels(logits: np.ndarray, stride: int, out_hw: tuple[int, int], threads: int = 1) -> np.ndarray:
     """argmax over classes of the resized logits for (C, h, w) float ``logits``: (H, W) uint8
     (uint16 for more than 256 classes), equal to :func:`naive_labels` up to float ties.
@@ -129,7 +148,7 @@ def _labels_rows(low_t, low_winner, row_index, row_weight, cols: AxisPlan, out, 
                    cols.inside_first, cols.inside_last, out, y0)
 
 
-@njit(cache=True, nogil=True)
+@_kernel()
 def _labels_kernel(low_t, low_winner, row_index, row_weight, col_weight, cell_of, cell_start,
                    cell_size, cell_support, cell_taps, inside_first, inside_last, out, y0):  # pragma: no cover
     """Fill ``out`` (output rows ``y0 .. y0 + len(out)``) one output row at a time: the winner
@@ -159,7 +178,7 @@ def _labels_kernel(low_t, low_winner, row_index, row_weight, col_weight, cell_of
             run = s
 
 
-@njit(cache=True, nogil=True)
+@_kernel()
 def _mixed_cells(low_t, row_index, row_weight, y, mid, ready, winner, col_weight, cell_start,
                  cell_size, cell_support, cell_taps, j0, j1, candidates, out, yy):  # pragma: no cover
     """Column cells ``j0 .. j1 - 1`` of output row ``y``: their support columns' vectors (where
@@ -174,7 +193,7 @@ def _mixed_cells(low_t, row_index, row_weight, y, mid, ready, winner, col_weight
                     candidates, out, yy)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_kernel(inline=True)
 def _column_winners(low_t, low_winner, row_index, row_weight, y, mid, ready, winner):  # pragma: no cover
     """``winner[x]``: argmax of the row-interpolated vector of column ``x``. Where every support
     row has the same low-resolution argmax, that is it (a convex combination keeps the maximum);
@@ -196,7 +215,7 @@ def _column_winners(low_t, low_winner, row_index, row_weight, y, mid, ready, win
         winner[x] = arg
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_kernel(inline=True)
 def _interpolate_column(low_t, row_index, row_weight, y, x, mid):  # pragma: no cover - compiled
     """mid[x] = sum_k row_weight[y, k] * low_t[row_index[y, k], x] (padding taps weigh 0)."""
     for c in range(low_t.shape[2]):
@@ -207,7 +226,7 @@ def _interpolate_column(low_t, row_index, row_weight, y, x, mid):  # pragma: no 
                 mid[x, c] += row_weight[y, k] * low_t[row_index[y, k], x, c]
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_kernel(inline=True)
 def _mixed_cell(mid, winner, cell_support, j, taps, col_weight, start, size, candidates, out, yy):  # pragma: no cover
     """Labels of one output row's pixels in column cell ``j``, whose support columns disagree.
 

@@ -74,6 +74,21 @@ def test_many_classes_give_uint16_and_uniform_regions_skip_the_taps():
     assert (postprocess.labels(flat.numpy(), 8, (50, 64)) == 2).all()
 
 
+def test_kernels_compile_without_a_writable_cache_directory(monkeypatch):
+    """A read-only install with no writable home: numba finds no cache location (its locators
+    all refuse) and the kernel is compiled in memory instead of failing the import."""
+    from numba.core import caching
+
+    monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])
+
+    def twice(x):
+        return 2 * x
+
+    with pytest.raises(RuntimeError, match="no locator available"):
+        postprocess.njit(cache=True)(twice)
+    assert postprocess._kernel()(twice)(21) == 42
+
+
 def test_composite_weights_are_convex_combinations():
     rows = postprocess.axis_plan(16, 8, 90)
     assert np.allclose(rows.weight.sum(1), 1.0, atol=1e-6) and (rows.weight >= 0).all()
