@@ -85,6 +85,17 @@ def ros_env(tmp_path_factory, _private_cache):
             os.environ[k] = v
 
 
+@pytest.fixture
+def client(ros_env, request):
+    """A ROS client node (``node_client.RosClient``, rclpy) in the session's private domain,
+    named after the test module, closed after the test."""
+    from node_client import RosClient
+
+    c = RosClient(f"{request.module.__name__.rpartition('.')[2]}_client")
+    yield c
+    c.close()
+
+
 def tracked_files(pattern: str) -> list[str]:
     """Files of the checkout matching a git pathspec (what a colcon build of the package sees)."""
     import subprocess

@@ -67,15 +67,6 @@ class Launch:
         return self.proc.returncode
 
 
-@pytest.fixture
-def client(ros_env):
-    from node_client import RosClient
-
-    c = RosClient("test_launch_run_client")
-    yield c
-    c.close()
-
-
 def legend(client, topic: str) -> dict:
     from std_msgs.msg import String
 

@@ -18,13 +18,6 @@ pytestmark = pytest.mark.ros
 NODE = "/segmentation"
 
 
-@pytest.fixture
-def client(ros_env):
-    c = RosClient("test_cameras_client")
-    yield c
-    c.close()
-
-
 def test_two_cameras_are_batched_and_camera_info_is_scaled(ros_env, tiny_checkpoints, tmp_path, client):
     weights = tiny_checkpoints["bisenetv2"]
     node = start_node(ros_env, ["-p", f"weights:={weights}", "-p", "cameras:=[front, rear]",

@@ -13,16 +13,9 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from bisenet_ros.pipeline import build_pipeline  # noqa: E402
 from bisenet_ros.ros.conversions import image_msg_to_array  # noqa: E402
-from node_client import NODE_EXE, RosClient, assert_matches_offline, frame, start_node  # noqa: E402
+from node_client import NODE_EXE, assert_matches_offline, frame, start_node  # noqa: E402
 
 pytestmark = pytest.mark.ros
-
-
-@pytest.fixture
-def client(ros_env):
-    c = RosClient("test_cli_client")
-    yield c
-    c.close()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -47,18 +40,23 @@ def test_start_errors_are_one_line_and_exit_non_zero(ros_env, tiny_checkpoints, 
     assert len(errors) == 1 and message in errors[0], out
 
 
-def test_help_prints_usage_and_every_parameter(ros_env):
-    """`segmentation_node --help` is usage, not "[ERROR] parameter 'weights' is required"."""
+@pytest.mark.parametrize("program", ["segmentation_node", "segmentation_lifecycle_node"])
+def test_help_prints_usage_and_every_parameter(ros_env, program):
+    """`--help` is usage, not "[ERROR] parameter 'weights' is required"; the lifecycle node's
+    names itself and says how it is brought up."""
     from bisenet_ros.ros.parameters import PARAMETERS
 
-    proc = subprocess.run([str(NODE_EXE), "--help"], env=ros_env, capture_output=True, text=True, timeout=60)
+    exe = str(NODE_EXE.with_name(program))
+    proc = subprocess.run([exe, "--help"], env=ros_env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "[ERROR]" not in proc.stdout + proc.stderr, proc.stderr
-    assert proc.stdout.startswith("usage: segmentation_node") and "examples:" in proc.stdout
+    assert proc.stdout.startswith(f"usage: {program} ") and "examples:" in proc.stdout
+    assert f"\n  {program} --ros-args -r image:=" in proc.stdout
     for name in PARAMETERS:
         assert f"  {name} (default " in proc.stdout, name
     assert "one of: auto, torch, torchscript, onnxruntime" in proc.stdout
-    proc = subprocess.run([str(NODE_EXE), "--version"], env=ros_env, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0 and proc.stdout.startswith("segmentation_node (bisenet_ros) ")
+    assert ("starts unconfigured" in proc.stdout) == (program == "segmentation_lifecycle_node")
+    proc = subprocess.run([exe, "--version"], env=ros_env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith(f"{program} (bisenet_ros) ")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

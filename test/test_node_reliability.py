@@ -21,18 +21,11 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from bisenet_ros.errors import ImageError  # noqa: E402
 from bisenet_ros.images import check_compressed  # noqa: E402
-from node_client import RosClient, frame, start_node, values  # noqa: E402
+from node_client import frame, start_node, values  # noqa: E402
 from test_hostile_inputs import huge_jpeg  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NODE = "/segmentation"
-
-
-@pytest.fixture
-def client(ros_env):
-    c = RosClient("test_reliability_client")
-    yield c
-    c.close()
 
 
 def _compressed(bgr: np.ndarray, frame_id: str, stamp_sec: int | None = None) -> CompressedImage:

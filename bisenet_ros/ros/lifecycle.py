@@ -72,7 +72,7 @@ class LifecycleSegmentationNode(SegmentationCore, LifecycleNode):
 
 def main(args: list[str] | None = None) -> int:
     """Console script ``segmentation_lifecycle_node``: run until SIGINT/SIGTERM."""
-    return spin(LifecycleSegmentationNode, args)
+    return spin(LifecycleSegmentationNode, args, "segmentation_lifecycle_node", lifecycle=True)
 
 
 if __name__ == "__main__":

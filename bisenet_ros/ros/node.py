@@ -28,9 +28,7 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -786,18 +784,20 @@ def main(args: list[str] | None = None) -> int:
     return spin(SegmentationNode, args)
 
 
-def spin(factory: Callable[[], SegmentationCore], args: list[str] | None = None) -> int:
+def spin(factory: Callable[[], SegmentationCore], args: list[str] | None = None,
+         program: str = "segmentation_node", lifecycle: bool = False) -> int:
     """Create the node ``factory`` makes and spin it until SIGINT/SIGTERM; exit status 2 (one
-    error line) when it cannot start."""
+    error line) when it cannot start. ``program`` names the executable in ``--help``/``--version``
+    (and ``lifecycle`` says it is the managed node)."""
     own = list(sys.argv[1:] if args is None else args)
     own = own[:own.index("--ros-args")] if "--ros-args" in own else own  # ours: before --ros-args
     if {"-h", "--help"} & set(own):
-        print(usage_text())
+        print(usage_text(program, lifecycle))
         return 0
     if "--version" in own:
         from .. import __version__
 
-        print(f"{Path(sys.argv[0]).name or 'segmentation_node'} (bisenet_ros) {__version__}")
+        print(f"{program} (bisenet_ros) {__version__}")
         return 0
     transport = tuning_decision()
     apply_fastdds_profile()  # before rclpy.init: Fast DDS reads it when the participant is created

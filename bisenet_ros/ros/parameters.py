@@ -151,31 +151,37 @@ PARAMETERS: dict[str, ParamSpec] = {
 
 
 USAGE = """\
-usage: segmentation_node [-h] [--version] --ros-args -p weights:=CHECKPOINT [-p NAME:=VALUE ...] [-r image:=TOPIC]
+usage: {program} [-h] [--version] --ros-args -p weights:=CHECKPOINT [-p NAME:=VALUE ...] [-r image:=TOPIC]
 
 The bisenet_ros segmentation node: subscribes 'image' (and optional 'camera_info'), publishes
 ~/labels, ~/color, ~/overlay, ~/confidence, ~/camera_info, ~/timing, ~/legend and /diagnostics.
-Parameters (-p NAME:=VALUE; ros2 param set at run time unless marked fixed at start):
+{kind}Parameters (-p NAME:=VALUE; ros2 param set at run time unless marked fixed at start):
+"""
+LIFECYCLE = """\
+A managed (lifecycle) node: it starts unconfigured. configure checks the parameters and loads the
+model, activate subscribes and advertises the outputs, deactivate stops them, cleanup releases the
+model (ros2 lifecycle set /segmentation configure, then activate; or nav2's lifecycle_manager).
 """
 EPILOG = """
 examples:
-  segmentation_node --ros-args -r image:=/camera/image_raw -p weights:=models/bisenetv2_synthetic_street.pth
-  segmentation_node --ros-args -p weights:=model_final_v2_city.pth -p input_width:=1024 -p input_height:=512 \\
+  {program} --ros-args -r image:=/camera/image_raw -p weights:=models/bisenetv2_synthetic_street.pth
+  {program} --ros-args -p weights:=model_final_v2_city.pth -p input_width:=1024 -p input_height:=512 \\
       -p dataset:=cityscapes -p backend:=onnxruntime
   ros2 launch bisenet_ros segment.launch.py weights:=/path/model.pth image:=/camera/image_raw
 docs/node.md has every topic, parameter and QoS setting.
 """
 
 
-def usage_text() -> str:
-    """``segmentation_node --help``: how to start it and every parameter with its default."""
-    lines = [USAGE]
+def usage_text(program: str = "segmentation_node", lifecycle: bool = False) -> str:
+    """``segmentation_node --help`` (``segmentation_lifecycle_node --help`` with ``lifecycle``):
+    how to start it and every parameter with its default."""
+    lines = [USAGE.format(program=program, kind=LIFECYCLE if lifecycle else "")]
     for name, spec in PARAMETERS.items():
         default = "unset" if isinstance(spec.default, Parameter.Type) else repr(spec.default)
         extra = f"; one of: {', '.join(CHOICES[name])}" if name in CHOICES else ""
         fixed = " (fixed at start)" if spec.read_only else ""
         lines.append(f"  {name} (default {default}){fixed}\n      {spec.description}{extra}")
-    return "\n".join(lines) + "\n" + EPILOG
+    return "\n".join(lines) + "\n" + EPILOG.format(program=program)
 
 
 def validate_parameter(name: str, value: Any) -> str | None:

@@ -33,9 +33,9 @@ from ..backends import calibration_input
 from ..errors import ConfigError
 from ..export import relative_error
 from ..metrics import latency_stats
-from ..models import build_model, load_model, low_res_view
+from ..models import load_model, low_res_view
 from ..outputs import JSON, check_output, write_text
-from .common import add_model_arguments, cpu_name, hw_type, number, pipeline_from_args
+from .common import add_model_arguments, cpu_name, hw_type, number, pipeline_from_args, random_init_weights
 
 HELP = "benchmark model-only and full-pipeline speed (fps, latency percentiles, error vs eager)"
 EXAMPLES = """\
@@ -115,12 +115,7 @@ def run(args: argparse.Namespace) -> int:
     random_init = args.weights is None
     with tempfile.TemporaryDirectory(prefix="bisenet-bench-") as tmp:
         if random_init:
-            if args.model is None:
-                raise ConfigError("bench without --weights needs --model (bisenetv1 or bisenetv2)")
-            torch.manual_seed(0)
-            path = Path(tmp) / f"{args.model}_random.pth"
-            torch.save(build_model(args.model, args.num_classes or 19).state_dict(), path)
-            args.weights = str(path)  # the pipeline and the eager reference load the same tensors
+            args.weights = random_init_weights(args, tmp, "bench")
         result = _bench(args)
     result["weights"] = None if random_init else result["weights"]
     result["random_init"] = random_init

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from ..backends import BACKENDS
 from ..cpu import cpu_model
@@ -149,3 +150,20 @@ def model_preset(args: argparse.Namespace):
     if isinstance(side.get("dataset"), dict):
         return preset_from_dict(side["dataset"], f"{args.weights} sidecar")
     return load_preset(side.get("dataset") or "cityscapes")
+
+
+def random_init_weights(args: argparse.Namespace, folder, command: str) -> str:
+    """A randomly initialised checkpoint of ``--model`` (seed 0, ``--num-classes`` or 19) in
+    ``folder``, for the speed-only runs of ``bench``/``node-bench`` without ``--weights``: the
+    pipeline and any eager reference then load the same tensors."""
+    import torch
+
+    from ..errors import ConfigError
+    from ..models import build_model
+
+    if args.model is None:
+        raise ConfigError(f"{command} without --weights needs --model (bisenetv1 or bisenetv2)")
+    torch.manual_seed(0)
+    path = Path(folder) / f"{args.model}_random.pth"
+    torch.save(build_model(args.model, args.num_classes or 19).state_dict(), path)
+    return str(path)

@@ -33,7 +33,8 @@ from ..errors import BisenetError, ConfigError
 from ..metrics import latency_stats
 from ..outputs import JSON, check_output, write_text
 from .bench import DEFAULT_FRAME_SIZE, machine_info, time_calls
-from .common import add_model_arguments, hw_type, input_size_of, number, options_from_args, pipeline_from_args
+from .common import (add_model_arguments, hw_type, input_size_of, number, options_from_args, pipeline_from_args,
+                     random_init_weights)
 
 HELP = "benchmark the ROS 2 node under load (camera process, node process, collector)"
 EXAMPLES = """\
@@ -113,15 +114,7 @@ def run(args: argparse.Namespace) -> int:
     random_init = args.weights is None
     with tempfile.TemporaryDirectory(prefix="bisenet-node-bench-") as tmp:
         if random_init:
-            import torch
-
-            from ..models import build_model
-            if args.model is None:
-                raise ConfigError("node-bench without --weights needs --model (bisenetv1 or bisenetv2)")
-            torch.manual_seed(0)
-            path = Path(tmp) / f"{args.model}_random.pth"
-            torch.save(build_model(args.model, args.num_classes or 19).state_dict(), path)
-            args.weights = str(path)
+            args.weights = random_init_weights(args, tmp, "node-bench")
         if args.pipeline_fps is None:
             ref = _reference(args, outputs)
         else:

@@ -272,15 +272,7 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
     use_amp = bool(cfg.amp and device.type == "cuda")
 
     preset = resolve_preset(cfg)
-    jitter = float(defaults["colour_jitter"])
-    augment = Augment(tuple(cfg.crop), tuple(hp["scale"]), True, jitter, jitter, jitter)
-    train_ds = _open(cfg.data, cfg.split, cfg, preset, augment, log)
-    train_ds.seed = cfg.seed
-    val_ds = _open(cfg.val, cfg.val_split, cfg, preset, None, log) if cfg.val else None
-    check_data(train_ds, "training data", cfg.progress)  # labels, sizes, readability: now, not at iteration N
-    if val_ds is not None:
-        check_data(val_ds, "validation data", cfg.progress)
-
+    train_ds, val_ds = _datasets(cfg, preset, defaults, hp, log)
     model = build_model(arch, preset.num_classes, aux_heads=True)
     init_classifiers(model, arch)
     if cfg.init:
@@ -332,11 +324,8 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
             log(f"iter {done}/{cfg.iters}: loss {ema:.4f} (main {float(main.detach()):.4f}) lr {lr:.2e} "
                 f"{time.perf_counter() - t0:.0f}s")
         if val_ds is not None and ((cfg.val_every and done % cfg.val_every == 0) or done == cfg.iters):
-            metrics = evaluate(model, val_ds, device, "fp16" if use_amp else "fp32")
-            model.train()
-            history.append({"iteration": done, "miou": metrics["miou"], "iou": metrics["per_class_iou"]})
-            log(f"iter {done}: val mIoU {metrics['miou'] or 0.0:.4f} " + _per_class(metrics))
-            curve.add_validation(done, metrics["miou"])
+            history.append(_validate(model, val_ds, device, use_amp, done, log))
+            curve.add_validation(done, history[-1]["miou"])
             curve.write(out)
         if cfg.save_every and done % cfg.save_every == 0 and done < cfg.iters:
             _save_state(out, model, optimizer, scaler, done, history, arch, preset.num_classes, curve.rows)
@@ -346,6 +335,28 @@ def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: di
     csv_path, png_path = curve.write(out)
     log(f"saved {ckpt} (+ {side.name}); training curve {png_path.name} (+ {csv_path.name})")
     return TrainResult(ckpt, side, cfg.iters, losses, history, time.perf_counter() - t0)
+
+
+def _datasets(cfg: TrainConfig, preset, defaults: dict, hp: dict, log: Callable[[str], None]):
+    """(training set with augmentation, validation set or None), both checked up front: labels,
+    sizes and readability fail now, not at iteration N."""
+    jitter = float(defaults["colour_jitter"])
+    augment = Augment(tuple(cfg.crop), tuple(hp["scale"]), True, jitter, jitter, jitter)
+    train_ds = _open(cfg.data, cfg.split, cfg, preset, augment, log)
+    train_ds.seed = cfg.seed
+    val_ds = _open(cfg.val, cfg.val_split, cfg, preset, None, log) if cfg.val else None
+    check_data(train_ds, "training data", cfg.progress)
+    if val_ds is not None:
+        check_data(val_ds, "validation data", cfg.progress)
+    return train_ds, val_ds
+
+
+def _validate(model, val_ds, device: torch.device, use_amp: bool, done: int, log: Callable[[str], None]) -> dict:
+    """mIoU on the validation set after ``done`` iterations (logged); the model back in training mode."""
+    metrics = evaluate(model, val_ds, device, "fp16" if use_amp else "fp32")
+    model.train()
+    log(f"iter {done}: val mIoU {metrics['miou'] or 0.0:.4f} " + _per_class(metrics))
+    return {"iteration": done, "miou": metrics["miou"], "iou": metrics["per_class_iou"]}
 
 
 def _data_failure(exc: Exception, it: int, start: int, out: Path, model, optimizer, scaler, history: list[dict],
