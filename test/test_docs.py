@@ -45,3 +45,28 @@ def test_packaging_has_a_licence_and_no_deprecated_tests_require():
     assert "Apache License" in licence and "Version 2.0, January 2004" in licence
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in licence
     assert "<license>Apache-2.0</license>" in (ROOT / "package.xml").read_text()
+
+
+def _user_docs() -> list[Path]:
+    return [ROOT / "README.md", ROOT / "DEVELOPERS.md", *sorted((ROOT / "docs").glob("*.md")),
+            ROOT / "models" / "README.md"]
+
+
+def test_commands_in_the_docs_exist():
+    """Every ``python -m bisenet_ros...`` module the docs tell a user to run is a runnable module
+    of the package, and every ``bisenet-ros SUBCOMMAND`` is a subcommand (modules moved in a
+    refactor leave stale commands behind otherwise)."""
+    import importlib.util
+
+    from bisenet_ros.cli import COMMANDS
+
+    for path in _user_docs():
+        text = path.read_text()
+        for module in set(re.findall(r"python3? -m (bisenet_ros[\w.]*)", text)):
+            spec = importlib.util.find_spec(module)
+            assert spec is not None and spec.origin, f"{path.name}: python -m {module}: no such module"
+            source = Path(spec.origin).read_text()
+            assert '__name__ == "__main__"' in source or spec.submodule_search_locations, \
+                f"{path.name}: python -m {module} does nothing (no __main__ block)"
+        for command in set(re.findall(r"bisenet-ros ([a-z][a-z-]*)", text)):
+            assert command in COMMANDS, f"{path.name}: bisenet-ros {command}: no such subcommand"
