@@ -105,6 +105,56 @@ class OnnxFileRunner:
         return torch.from_numpy(self.session.run([self.output_name], {self.input_name: arr})[0])
 
 
+def check_input(size: tuple[int, int], sidecar: dict | None) -> torch.Tensor:
+    """A rendered street scene (fixed seed) at the model input ``size``, normalised with the
+    sidecar's mean/std. Two correct int8 executions of one graph agree on it to about 1e-2
+    (relative L2); on noise, where int8 logits are far off anyway, they would not."""
+    import cv2
+
+    from .datasets import load_preset, preset_from_dict
+    from .synthetic import generate_scene
+
+    dataset = (sidecar or {}).get("dataset") or "cityscapes"
+    preset = preset_from_dict(dataset, "sidecar") if isinstance(dataset, dict) else load_preset(dataset)
+    rgb = cv2.resize(generate_scene(0)[0], (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (preset.mean, preset.std))
+    return (x - mean) / std
+
+
+def reference_deviations(runners: list, path: str | Path, size: tuple[int, int],
+                         sidecar: dict | None) -> dict[str, float]:
+    """Relative L2 deviation of each runner's logits from ONNX Runtime's on :func:`check_input`.
+    ONNX Runtime is the reference runtime of the QDQ format its quantizer writes; another
+    runtime may execute parts of the graph its own way (OpenVINO 2026.4 ran the demo model with
+    asymmetric activations 0.19 off, mIoU -0.09, where ONNX Runtime was 0.013 off fp32;
+    ``quantize`` now writes symmetric activations, which both run alike)."""
+    from .export import relative_error
+
+    others = [r for r in runners if r.name != "onnxruntime"]
+    if not others:
+        return {}
+    reference = next((r for r in runners if r.name == "onnxruntime"), None)
+    try:
+        reference = reference or OnnxFileRunner(path, "int8")
+    except Exception:  # no ONNX Runtime to compare with: nothing to say
+        return {}
+    x = check_input(size, sidecar)
+    with torch.inference_mode():
+        ref = reference(x).float()
+        return {r.name: relative_error(r(x).float(), ref) for r in others}
+
+
+def _refused(deviations: dict[str, float]) -> dict[str, str]:
+    """The backends whose deviation from ONNX Runtime is above the configured tolerance, why."""
+    from .backends import backend_config
+
+    tolerance = float(backend_config()["tolerance"]["int8_vs_onnxruntime"])
+    return {name: f"its logits differ from ONNX Runtime's by {err:.1e} >= {tolerance:g}: "
+                  "it does not compute what the quantized graph means"
+            for name, err in deviations.items() if err >= tolerance}
+
+
 def build_file_runner(name: str, path: str | Path, precision: str):
     from .backends import BackendUnavailable, OpenVinoRunner, backend_unavailable_reason
 
@@ -116,15 +166,18 @@ def build_file_runner(name: str, path: str | Path, precision: str):
     return OnnxFileRunner(path, precision)
 
 
-def create_file_runner(path: str | Path, backend: str, precision: str, size: tuple[int, int]):
+def create_file_runner(path: str | Path, backend: str, precision: str, size: tuple[int, int],
+                       sidecar: dict | None = None):
     """The runner for an ONNX model file: the named backend, or (auto) the fastest of
-    :data:`FILE_BACKENDS` on this CPU, measured once and cached like float models' auto."""
+    :data:`FILE_BACKENDS` on this CPU that computes what ONNX Runtime computes (see
+    :func:`reference_deviations`), measured once and cached like float models' auto."""
     from . import backend_cache
-    from .errors import one_line
 
     if backend != "auto":
         runner = build_file_runner(backend, path, precision)
         runner.selection = [f"{backend}: selected (requested)"]
+        runner.warnings = [f"{name}: {note}" for name, note in
+                           _refused(reference_deviations([runner], path, size, sidecar)).items()]
         return runner
     notes, built = [], []
     for name in FILE_BACKENDS:
@@ -132,6 +185,11 @@ def create_file_runner(path: str | Path, backend: str, precision: str, size: tup
             built.append(build_file_runner(name, path, precision))
         except Exception as exc:  # a backend that cannot load the file is skipped
             notes.append(f"{name}: failed ({one_line(exc)})")
+    deviations = reference_deviations(built, path, size, sidecar)
+    refused = _refused(deviations)
+    notes += [f"{name}: rejected ({refused[name]})" if name in refused else
+              f"{name}: ok (logits within {err:.1e} of ONNX Runtime's)" for name, err in deviations.items()]
+    built = [r for r in built if r.name not in refused]
     if not built:
         raise ConfigError(f"{Path(path).name}: no backend could load it ({'; '.join(notes)})")
     key = backend_cache.cache_key_for(f"onnx {file_sha256(path)}", size, precision)

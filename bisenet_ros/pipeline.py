@@ -415,7 +415,7 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
         "backend": getattr(runner, "name", opts.backend),
         "precision": getattr(runner, "precision", opts.precision),
         "input_size": "auto32" if size is None else f"{size[0]}x{size[1]}",
-        "warnings": [warning] if warning else [],
+        "warnings": ([warning] if warning else []) + list(getattr(runner, "warnings", ())),
     }
     if sidecar.get("source_weights"):
         info["source_weights"] = sidecar["source_weights"]
@@ -452,7 +452,7 @@ def _load_onnx_model(opts: PipelineOptions):
 
     sidecar = read_onnx_sidecar(opts.weights)
     size = check_options(opts, sidecar, opts.weights)
-    runner = create_file_runner(opts.weights, opts.backend, str(sidecar["precision"]), size)
+    runner = create_file_runner(opts.weights, opts.backend, str(sidecar["precision"]), size, sidecar)
     meta = {"arch": sidecar["arch"], "num_classes": int(sidecar["num_classes"]), "weights": str(opts.weights),
             "sidecar": sidecar}
     return meta, runner, size

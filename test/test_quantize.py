@@ -94,6 +94,46 @@ def test_int8_model_loads_in_the_cli_and_the_node_options(quantized, tmp_path, c
         build_pipeline(weights=str(out), input_size=None, device="cuda")
 
 
+def test_int8_runtimes_agree_on_the_quantized_demo_model(data, tmp_path):
+    """The trained demo weights, quantized: OpenVINO and ONNX Runtime compute the same logits
+    (asymmetric activations made OpenVINO 0.2 off, and auto picked it for being faster)."""
+    from bisenet_ros.onnx_model import build_file_runner, read_onnx_sidecar, reference_deviations
+
+    images, _ = data
+    out = tmp_path / "demo_int8.onnx"
+    assert main(["quantize", "--weights", "models/bisenetv2_synthetic_street.pth", "--calibration", str(images),
+                 "--out", str(out), "--input-size", "64x96", "--bench-runs", "1", "--no-progress"]) == 0
+    runners = [build_file_runner(name, out, "int8") for name in ("onnxruntime", "openvino")]
+    deviation = reference_deviations(runners, out, (64, 96), read_onnx_sidecar(out))["openvino"]
+    assert deviation < 0.05
+
+
+def test_auto_rejects_a_runtime_that_computes_another_function(quantized, monkeypatch):
+    """A backend whose logits leave ONNX Runtime's is never chosen by auto, however fast; asked
+    for by name it runs, with a warning."""
+    from bisenet_ros import onnx_model
+
+    out, argv = quantized
+    if not out.exists():
+        assert main(argv) == 0
+    real = onnx_model.build_file_runner
+
+    def skewed(name, path, precision):
+        runner = real(name, path, precision)
+        if name == "openvino":
+            inner = runner.__call__
+            runner = type("Skewed", (), {"name": "openvino", "precision": precision,
+                                         "__call__": lambda self, x: inner(x) * 1.5})()
+        return runner
+
+    monkeypatch.setattr(onnx_model, "build_file_runner", skewed)
+    pipe = build_pipeline(weights=str(out), input_size=None)
+    assert pipe.info["backend"] == "onnxruntime"
+    assert any(line.startswith("openvino: rejected (its logits differ") for line in pipe.runner.selection)
+    pipe = build_pipeline(weights=str(out), input_size=None, backend="openvino")
+    assert pipe.info["backend"] == "openvino" and "differ from ONNX Runtime" in pipe.info["warnings"][0]
+
+
 def test_quantize_never_overwrites_inputs_or_files_it_did_not_create(weights, data, tmp_path, capsys):
     images, _ = data
     user = tmp_path / "mine.onnx"
