@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bisenet_ros.ros.parameters import PARAMETERS, validate_config, validate_parameter
+from bisenet_ros.ros.parameters import CHOICES, PARAMETERS, validate_config, validate_parameter
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch"
@@ -225,6 +225,10 @@ def test_docs_list_every_parameter_and_launch_argument():
     text = (REPO / "docs" / "node.md").read_text()
     for name in PARAMETERS:
         assert f"| `{name}` |" in text, f"docs/node.md: parameter {name} missing from the table"
+    for name, choices in CHOICES.items():  # the row names every allowed value
+        row = text.split(f"| `{name}` |", 1)[1].split("\n", 1)[0]
+        for choice in choices:
+            assert choice in row, f"docs/node.md: parameter {name}: value {choice} not described"
     for filename in ("segment.launch.py", "multi_camera.launch.py"):
         for name in load_launch(filename).ARGUMENTS:
             assert f"`{name}`" in text, f"docs/node.md: launch argument {name} of {filename} missing"
