@@ -53,4 +53,4 @@ def serve_node(env: dict, ros_args: list[str], log: Path) -> Iterator[NodeProces
     proc = start_node(env, ros_args, log)
     yield proc
     rc = proc.stop()
-    assert rc == 0 and "Traceback" not in proc.log, proc.log[-3000:]
+    assert rc == 0 and "Traceback" not in proc.log, f"exit code {rc}\n{proc.log[-3000:]}"

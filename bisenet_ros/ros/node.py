@@ -720,10 +720,10 @@ class SegmentationCore:
             return
         pipeline.overlay_alpha = self._values["overlay_alpha"]
         pipeline.confidence_threshold = self._values["confidence_threshold"]
+        self._last_error = ""  # before the swap: /diagnostics never shows the new model with the old error
         self.pipeline = pipeline
         with self._param_lock:
             self._values.update({k: candidate[k] for k in old})
-        self._last_error = ""
         if self._active:
             self._publish_legend()
         info = pipeline.info
