@@ -212,8 +212,7 @@ class OpenVinoRunner:
             buf = io.BytesIO()
             export_onnx(model.eval(), buf, size, opset=int(cfg["onnxruntime"]["opset"]),
                         dynamic_size=input_size is None)
-            buf.seek(0)
-            source = buf
+            source = buf.getvalue()
         else:
             source = str(onnx_file)
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
@@ -222,9 +221,10 @@ class OpenVinoRunner:
         config["ENABLE_CPU_PINNING"] = bool(ov_cfg.get("pinning", False))
         if int(ov_cfg.get("threads", 0)):
             config["INFERENCE_NUM_THREADS"] = int(ov_cfg["threads"])
+        core = ov.Core()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            compiled = ov.Core().compile_model(ov.convert_model(source), "CPU", config)
+            compiled = core.compile_model(_read_openvino_model(core, source), "CPU", config)
         self.request = compiled.create_infer_request()
 
     @torch.inference_mode()
@@ -232,6 +232,21 @@ class OpenVinoRunner:
         arr = x.detach().to(torch.float32).contiguous().numpy()
         out = self.request.infer({0: arr})[0]
         return torch.from_numpy(out.copy())  # the request's output buffer is reused
+
+
+def _read_openvino_model(core, source: bytes | str):
+    """An ONNX model (bytes or a path) as OpenVINO's model converter would give it, without the
+    converter: ``ov.convert_model`` sends usage telemetry from a forked child process and writes a
+    client id under ``~/intel`` (a robot must do neither; with no network the child hung and held
+    the node's exit). The runtime's reader plus the converter's own graph transformations give the
+    same model: without the latter, OpenVINO ran ``quantize``'s int8 graphs 0.2 off."""
+    model = core.read_model(source)
+    try:
+        from openvino._offline_transformations import apply_moc_transformations
+    except ImportError:  # another OpenVINO layout: the int8 check in onnx_model decides
+        return model
+    apply_moc_transformations(model, cf=False, smart_reshape=True)
+    return model
 
 
 def onnx_providers(provider: str, device: torch.device, precision: str) -> list:
