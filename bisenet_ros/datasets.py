@@ -215,3 +215,12 @@ def load_preset(name_or_path: str | Path) -> DatasetPreset:
     except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
         raise ConfigError(f"{path}: cannot read preset ({one_line(exc)})") from None
     return preset_from_dict(data, str(path))
+
+
+def sidecar_preset(sidecar: Mapping, source: str) -> DatasetPreset:
+    """The label set a checkpoint or ONNX sidecar names: its ``dataset`` mapping (classes,
+    palette, mean/std), a preset name, else Cityscapes."""
+    dataset = sidecar.get("dataset")
+    if isinstance(dataset, Mapping):
+        return preset_from_dict(dataset, f"{source} sidecar")
+    return load_preset(dataset or "cityscapes")

@@ -105,17 +105,16 @@ class OnnxFileRunner:
         return torch.from_numpy(self.session.run([self.output_name], {self.input_name: arr})[0])
 
 
-def check_input(size: tuple[int, int], sidecar: dict | None) -> torch.Tensor:
+def check_input(size: tuple[int, int], sidecar: dict | None, source: str = "ONNX model") -> torch.Tensor:
     """A rendered street scene (fixed seed) at the model input ``size``, normalised with the
     sidecar's mean/std. Two correct int8 executions of one graph agree on it to about 1e-2
     (relative L2); on noise, where int8 logits are far off anyway, they would not."""
     import cv2
 
-    from .datasets import load_preset, preset_from_dict
+    from .datasets import sidecar_preset
     from .synthetic import generate_scene
 
-    dataset = (sidecar or {}).get("dataset") or "cityscapes"
-    preset = preset_from_dict(dataset, "sidecar") if isinstance(dataset, dict) else load_preset(dataset)
+    preset = sidecar_preset(sidecar or {}, source)
     rgb = cv2.resize(generate_scene(0)[0], (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
     mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (preset.mean, preset.std))
@@ -139,7 +138,7 @@ def reference_deviations(runners: list, path: str | Path, size: tuple[int, int],
         reference = reference or OnnxFileRunner(path, "int8")
     except Exception:  # no ONNX Runtime to compare with: nothing to say
         return {}
-    x = check_input(size, sidecar)
+    x = check_input(size, sidecar, str(path))
     with torch.inference_mode():
         ref = reference(x).float()
         return {r.name: relative_error(r(x).float(), ref) for r in others}

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from . import postprocess
-from .datasets import DatasetPreset, load_preset, preset_from_dict
+from .datasets import DatasetPreset, load_preset, sidecar_preset
 from .errors import ConfigError, ImageError
 from .images import ENCODINGS, MAX_PIXELS, MAX_SIDE, check_max_pixels, check_pixels
 from .options import CHECKPOINT, PipelineOptions, fixed_input_size, unknown_label
@@ -398,10 +398,8 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
         preset = dataset
     elif dataset:
         preset = load_preset(dataset)
-    elif isinstance(sidecar.get("dataset"), dict):
-        preset = preset_from_dict(sidecar["dataset"], f"{opts.weights} sidecar")
     else:
-        preset = load_preset(sidecar.get("dataset") or "cityscapes")
+        preset = sidecar_preset(sidecar, str(opts.weights))
     preset = preset.with_overrides(mean=opts.mean, std=opts.std, num_classes=meta["num_classes"])
     warning = constant_output_warning(runner, dev, size)
     if dev.type == "cpu":

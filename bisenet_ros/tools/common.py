@@ -142,14 +142,11 @@ def model_preset(args: argparse.Namespace):
     """The model's label set without loading it: ``--dataset``, else the checkpoint sidecar's, else
     Cityscapes (what the pipeline would use; for tools that start a node instead)."""
     from ..checkpoint import read_sidecar
-    from ..datasets import load_preset, preset_from_dict
+    from ..datasets import load_preset, sidecar_preset
 
     if args.dataset:
         return load_preset(args.dataset)
-    side = read_sidecar(args.weights) if args.weights else {}
-    if isinstance(side.get("dataset"), dict):
-        return preset_from_dict(side["dataset"], f"{args.weights} sidecar")
-    return load_preset(side.get("dataset") or "cityscapes")
+    return sidecar_preset(read_sidecar(args.weights) if args.weights else {}, str(args.weights))
 
 
 def random_init_weights(args: argparse.Namespace, folder, command: str) -> str:
