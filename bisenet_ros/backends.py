@@ -36,8 +36,11 @@ versions); later starts build only the cached backend and check it.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import os
+import sys
+import threading
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -65,6 +68,40 @@ def backend_config() -> dict:
     """The parsed ``config/backends.yaml`` (auto order, tolerances, per-backend options)."""
     with open(CONFIG_FILE, encoding="utf-8") as f:
         return yaml.safe_load(f)
+
+
+# -- shared pieces ----------------------------------------------------------------------------------
+def import_openvino():
+    """``import openvino`` with its usage telemetry off *before* the import: on import, OpenVINO's
+    converter package starts a telemetry sender that writes ``~/intel`` and contacts an analytics
+    host from a child process (with no network the process exited seconds late). Marking
+    ``openvino_telemetry`` as absent makes OpenVINO take its own no-telemetry path (its
+    ``telemetry_stub``); nothing is written, nothing is sent. Imported only when a runner is built."""
+    if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError
+    import openvino
+
+    return openvino
+
+
+_export_memo = threading.local()
+
+
+def _onnx_bytes(model: nn.Module, size: Sequence[int], dynamic: bool, half: bool = False) -> bytes:
+    """The in-memory ONNX export of ``model``; inside :func:`select_backend` one export serves
+    both ONNX Runtime and OpenVINO (at 512x1024 an export costs several seconds)."""
+    from .export import export_onnx
+
+    key = (id(model), tuple(size), dynamic, half)
+    memo = getattr(_export_memo, "graphs", None)
+    if memo is not None and key in memo:
+        return memo[key]
+    buf = io.BytesIO()
+    export_onnx(model, buf, tuple(size), opset=int(backend_config()["onnxruntime"]["opset"]),
+                dynamic_size=dynamic, half=half)
+    if memo is not None:
+        memo[key] = buf.getvalue()
+    return buf.getvalue()
 
 
 # -- runners ----------------------------------------------------------------------------------------
@@ -134,7 +171,7 @@ class OnnxRuntimeRunner:
 
     def __init__(self, model: nn.Module, device: torch.device, precision: str,
                  input_size: Sequence[int] | None, provider: str = "cpu") -> None:
-        from .export import export_onnx, onnx_session
+        from .export import onnx_session
 
         cfg = backend_config()
         self.name = "tensorrt" if provider == "tensorrt" else "onnxruntime"
@@ -148,10 +185,8 @@ class OnnxRuntimeRunner:
         net = model.eval()
         if half_graph:
             net = copy.deepcopy(net).half()
-        buf = io.BytesIO()
-        export_onnx(net, buf, size, opset=int(cfg["onnxruntime"]["opset"]),
-                    dynamic_size=input_size is None, half=half_graph)
-        self.session = onnx_session(buf.getvalue(), providers,
+        graph = _onnx_bytes(net, size, input_size is None, half_graph)
+        self.session = onnx_session(graph, providers,
                                     int(cfg["onnxruntime"].get("intra_op_threads", 0)))
         wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
         used = self.session.get_providers()[0]
@@ -200,19 +235,12 @@ class OpenVinoRunner:
                  input_size: Sequence[int] | None, onnx_file: str | Path | None = None) -> None:
         if device.type != "cpu":
             raise BackendUnavailable("backend openvino runs on the CPU only here")
-        import openvino as ov
-
-        from .export import export_onnx
-
+        ov = import_openvino()
         self.device = device
         self.precision = precision
         if onnx_file is None:
-            cfg = backend_config()
-            size = tuple(input_size) if input_size else tuple(cfg["verify_size"])
-            buf = io.BytesIO()
-            export_onnx(model.eval(), buf, size, opset=int(cfg["onnxruntime"]["opset"]),
-                        dynamic_size=input_size is None)
-            source = buf.getvalue()
+            size = tuple(input_size) if input_size else tuple(backend_config()["verify_size"])
+            source = _onnx_bytes(model.eval(), size, input_size is None)
         else:
             source = str(onnx_file)
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
@@ -376,9 +404,7 @@ def backend_unavailable_reason(name: str, device: torch.device, precision: str =
     if name == "openvino":
         if device.type != "cpu":
             return "runs on the CPU only"
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("openvino") is None:  # not imported: see import_openvino
             return "openvino is not installed (pip install openvino)"
         return None
     if name == "torchscript":
@@ -440,85 +466,10 @@ def check_runner(runner: Runner, model: nn.Module, x: torch.Tensor,
     return relative_error(out.float(), reference)
 
 
-def select_backend(model: nn.Module, device: torch.device, precision: str,
-                   input_size: Sequence[int] | None, order: Sequence[str] | None = None) -> Runner:
-    """``auto``: among the backends of ``order`` (default: the config's for the device and
-    precision) that build and match eager within tolerance, the first (CUDA) or the fastest as
-    measured once on this CPU and cached (:mod:`bisenet_ros.backend_cache`).
-
-    The runner gets ``rel_err_vs_eager`` (the check's result) and ``selection`` (one line per
-    backend tried, with why it was skipped or how fast it was).
-    """
-    from . import backend_cache
-
-    cfg = backend_config()
-    order = list(order or auto_order(device, precision))
-    tolerance = float(cfg["tolerance"][precision])
-    x = calibration_input(device, input_size)
-    with torch.inference_mode():
-        reference = model.eval()(x).float()
-    measure = device.type == "cpu" and bool(cfg["auto_measure"]["cpu"])
-    key = backend_cache.cache_key(model, input_size, precision) if measure else None
-    cached = backend_cache.lookup(key) if measure else None
-    notes: list[str] = []
-    if cached and cached["backend"] in order:  # the choice measured before on this machine
-        runner = _checked(cached["backend"], model, device, precision, input_size, x, reference,
-                          tolerance, notes)
-        if runner is not None:
-            return _selected(runner, notes, f"cached choice for this CPU: {backend_cache.describe(cached)}")
-        notes.append("cached choice no longer builds or matches: measuring again")
-    built: list[Runner] = []
-    for name in order:
-        runner = _checked(name, model, device, precision, input_size, x, reference, tolerance, notes)
-        if runner is None:
-            continue
-        if not measure:
-            return _selected(runner, notes, "first in the configured order")
-        built.append(runner)
-    if precision == "fp32" and len(built) > 1:  # eager fp32, the reference, is the last resort
-        built = [r for r in built if r.name != "torch"]
-    if len(built) == 1:
-        return _selected(built[0], notes, "the only candidate")
-    if built:
-        runner, entry = backend_cache.measure_and_store(key, built, x)
-        return _selected(runner, notes, f"fastest on this CPU, cached: {backend_cache.describe(entry)}")
-    runner = TorchRunner(model, device, precision)  # the reference itself, if the order omitted it
-    runner.rel_err_vs_eager = check_runner(runner, model, x, reference)
-    return _selected(runner, notes, "fallback")
-
-
 def auto_order(device: torch.device, precision: str) -> list[str]:
     """The configured candidates of ``auto`` for ``device`` (and ``cpu_bf16`` for bf16)."""
     table = backend_config()["auto_order"]
     return list(table.get(f"{device.type}_{precision}") or table[device.type])
-
-
-def _selected(runner: Runner, notes: list[str], why: str) -> Runner:
-    notes.append(f"{runner.name}: selected ({why})")
-    runner.selection = notes
-    return runner
-
-
-def _checked(name: str, model: nn.Module, device: torch.device, precision: str,
-             input_size: Sequence[int] | None, x: torch.Tensor, reference: torch.Tensor,
-             tolerance: float, notes: list[str]) -> Runner | None:
-    """Build backend ``name`` and check it against ``reference``; None (with a note) if it fails."""
-    reason = backend_unavailable_reason(name, device, precision)
-    if reason is not None:
-        notes.append(f"{name}: unavailable ({reason})")
-        return None
-    try:
-        runner = build_backend(name, model, device, precision, input_size)
-        err = check_runner(runner, model, x, reference)
-    except Exception as exc:  # a backend that fails to build is skipped, never fatal
-        notes.append(f"{name}: failed ({one_line(exc)})")
-        return None
-    if err < tolerance or (name == "torch" and precision == "fp32"):  # eager fp32 is the reference
-        notes.append(f"{name}: ok (rel err {err:.1e}, tolerance {tolerance:g})")
-        runner.rel_err_vs_eager = err
-        return runner
-    notes.append(f"{name}: rejected (rel err {err:.1e} >= {tolerance:g})")
-    return None
 
 
 def create_runner(
@@ -527,18 +478,34 @@ def create_runner(
     device: torch.device | str = "cpu",
     precision: str = "auto",
     input_size: Sequence[int] | None = None,
+    sidecar: dict | None = None,
 ) -> Runner:
-    """A runner for ``model`` on ``device`` with the named backend (``auto``: see :func:`select_backend`)."""
+    """A runner for ``model`` on ``device`` with the named backend (``auto``: see
+    :func:`bisenet_ros.backend_select.select_backend`); a backend named at bf16 is checked on a
+    street scene and warns when it is far from fp32. ``sidecar``: the checkpoint's (mean/std of
+    that scene)."""
+    from .backend_select import check_named, select_backend
+
     device = torch.device(device)
     name = (backend or "auto").strip().lower()
     if name not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
     precision = resolve_precision(precision, device)
     if name == "auto":
-        return select_backend(model, device, precision, input_size)
+        return select_backend(model, device, precision, input_size, sidecar=sidecar)
     try:
-        return build_backend(name, model, device, precision, input_size)
+        runner = build_backend(name, model, device, precision, input_size)
     except BisenetError:
         raise
     except Exception as exc:
         raise BackendUnavailable(f"backend {name} failed to build on {device}: {one_line(exc)}") from None
+    if precision == "bf16":
+        runner = check_named(runner, model, device, precision, input_size, sidecar)
+    return runner
+
+
+def select_backend(*args, **kwargs) -> Runner:
+    """See :func:`bisenet_ros.backend_select.select_backend` (kept here for callers of this module)."""
+    from .backend_select import select_backend as select
+
+    return select(*args, **kwargs)

@@ -193,15 +193,21 @@ def create_file_runner(path: str | Path, backend: str, precision: str, size: tup
         raise ConfigError(f"{Path(path).name}: no backend could load it ({'; '.join(notes)})")
     key = backend_cache.cache_key_for(f"onnx {file_sha256(path)}", size, precision)
     cached = backend_cache.lookup(key)
-    chosen = next((r for r in built if cached and r.name == cached["backend"]), None)
+    again = backend_cache.should_remeasure(cached) if cached else None
+    chosen = next((r for r in built if cached and not again and r.name == cached["backend"]), None)
+    entry = cached if chosen is not None else None
     if chosen is not None:
         notes.append(f"{chosen.name}: selected (cached choice for this CPU: {backend_cache.describe(cached)})")
     elif len(built) == 1:
         chosen = built[0]
         notes.append(f"{chosen.name}: selected (the only candidate)")
     else:
+        if again:
+            notes.append(f"measuring again: {again}")
         x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
         chosen, entry = backend_cache.measure_and_store(key, built, x)
         notes.append(f"{chosen.name}: selected (fastest on this CPU, cached: {backend_cache.describe(entry)})")
     chosen.selection = notes
+    chosen.cache_key, chosen.cache_entry = key, entry
+    chosen.expected_ms = ((entry or {}).get("ms") or {}).get(chosen.name)
     return chosen

@@ -98,11 +98,12 @@ def test_auto_measures_once_per_cpu_and_caches_the_fastest(monkeypatch, tmp_path
     fake_ms = {"onnxruntime": 30.0, "openvino": 10.0, "torchscript": 20.0}
     timed: list[str] = []
 
-    def fake_time(runner, x, runs):
-        timed.append(runner.name)
-        return fake_ms[runner.name]
+    def fake_measure(runners, x, rounds):
+        timed.extend(r.name for r in runners)
+        return {r.name: [fake_ms[r.name]] * rounds for r in runners}
 
-    monkeypatch.setattr(backend_cache, "time_runner", fake_time)
+    monkeypatch.setattr(backend_cache, "measure_interleaved", fake_measure)
+    monkeypatch.setattr(backend_cache, "load_average", lambda: 0.5)
     _fake_cpu(monkeypatch, tmp_path, "Fake CPU A", "avx2 avx512f")
     net = _model("bisenetv2")
     runner = create_runner(net, "auto", "cpu", "auto", SIZE)
