@@ -29,7 +29,7 @@ class Gate:
         cfg = backends.backend_config()
         self.model = model
         self.precision = precision
-        self.tolerance = float(cfg["tolerance"][precision])
+        self.tolerance = backends.tolerance_for(precision, device)
         self.min_labels = float(cfg.get("bf16_labels_equal", 0.99)) if precision == "bf16" else None
         self.scene = precision == "bf16"
         if self.scene:  # what a camera sees: labels-equal means something here, on noise it does not

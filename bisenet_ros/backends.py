@@ -466,6 +466,16 @@ def check_runner(runner: Runner, model: nn.Module, x: torch.Tensor,
     return relative_error(out.float(), reference)
 
 
+def tolerance_for(precision: str, device: torch.device) -> float:
+    """The relative L2 error a backend must stay under at ``precision`` on ``device``: the
+    config's, except fp32 on a CUDA device whose float32 convolutions run in TF32 (PyTorch's
+    default on Ampere and newer), where eager float32 is itself only about 1e-3 accurate."""
+    tolerances = backend_config()["tolerance"]
+    if precision == "fp32" and device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+        return float(tolerances["fp32_tf32"])
+    return float(tolerances[precision])
+
+
 def auto_order(device: torch.device, precision: str) -> list[str]:
     """The configured candidates of ``auto`` for ``device`` (and ``cpu_bf16`` for bf16)."""
     table = backend_config()["auto_order"]
