@@ -228,6 +228,16 @@ def forget(key: str | None = None) -> bool:
     return True
 
 
+def mark_provisional(key: str, why: str) -> bool:
+    """Mark ``key``'s entry provisional (measured again at the next quiet start); True if marked."""
+    data = _load()
+    if entry_problem(data.get(key)) is not None:
+        return False
+    data[key] = {**data[key], "provisional": True, "why": why}
+    store(key, data[key])
+    return True
+
+
 def should_remeasure(entry: dict) -> str | None:
     """Why a (readable) cached entry is measured again now, or None to use it: a provisional
     entry is re-measured once the machine is quiet."""

@@ -92,16 +92,15 @@ def select_backend(model: nn.Module, device: torch.device, precision: str,
                              key, cached)
         notes.append(f"measuring again: {again}" if again else "cached choice no longer builds or matches: "
                      "measuring again")
-    if measure and len(order) > 1:
+    timed = [n for n in order if not (n == "torch" and precision == "fp32")] or order
+    if measure and len(timed) > 1:
         backend_cache.announce(
             f"choosing the {precision} backend for {backend_cache.model_key(model)} at "
-            f"{_size_text(input_size)}: building and checking {', '.join(order)} (about "
-            f"{_build_estimate_s(gate, order):.0f} s, once per CPU; cached in {backend_cache.cache_file()})")
+            f"{_size_text(input_size)}: building and checking {', '.join(timed)} (about "
+            f"{_build_estimate_s(gate, timed):.0f} s, once per CPU; cached in {backend_cache.cache_file()})")
     built, single_ms, failed = _build_candidates(order, model, device, precision, input_size, gate, notes, measure)
     if built and not measure:
         return _selected(built[0], notes, "first in the configured order")
-    if precision == "fp32" and len(built) > 1:  # eager fp32, the reference, is the last resort
-        built = [r for r in built if r.name != "torch"]
     if len(built) == 1:
         return _selected(built[0], notes, "the only candidate", key, None)
     if built:
@@ -120,6 +119,9 @@ def _build_candidates(order, model, device, precision, input_size, gate, notes, 
     backends._export_memo.graphs = {}  # one ONNX export for ONNX Runtime and OpenVINO
     try:
         for name in order:
+            if name == "torch" and precision == "fp32" and built:  # the reference: last resort, not timed
+                notes.append("torch: not built (eager fp32 is the reference, the last resort)")
+                continue
             runner = _checked(name, model, device, precision, input_size, gate, notes, failed)
             if runner is None:
                 continue

@@ -220,3 +220,79 @@ def test_openvino_is_imported_only_when_used_and_sends_nothing(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "children []" in proc.stdout
     assert list(home.iterdir()) == [], f"written under HOME: {list(home.rglob('*'))}"
+
+
+def _watched_runner(isolated, net, load):
+    isolated["load"] = load
+    return select_backend(net, CPU, "fp32", SIZE, order=["onnxruntime", "torchscript"])  # torchscript, 20 ms
+
+
+def test_the_node_notices_a_model_far_from_the_cached_figure_on_a_quiet_machine(isolated, net):
+    from bisenet_ros.latency_watch import LatencyWatch
+
+    runner = _watched_runner(isolated, net, 0.2)
+    watch = LatencyWatch(runner, window=10)
+    assert [watch.add(25.0) for _ in range(10)] == [None] * 10  # within 2x: nothing to say
+    said = [watch.add(70.0) for _ in range(10)]
+    assert said[:9] == [None] * 9 and "3.5x the 20 ms 'auto' measured for torchscript" in said[9]
+    assert "marked to be measured again" in said[9] and "bisenet-ros bench --remeasure" in said[9]
+    assert [watch.add(70.0) for _ in range(20)] == [None] * 20  # said once
+    entry = json.loads(backend_cache.cache_file().read_text())[runner.cache_key]
+    assert entry["provisional"] is True and backend_cache.should_remeasure(entry)
+
+
+def test_under_load_the_gap_is_explained_and_the_choice_kept(isolated, net):
+    from bisenet_ros.latency_watch import LatencyWatch
+
+    runner = _watched_runner(isolated, net, 0.2)
+    isolated["load"] = 8.0
+    watch = LatencyWatch(runner, window=5)
+    said = [watch.add(200.0) for _ in range(5)][-1]
+    assert "load average now 8.0 on 2 CPUs" in said and "the cached choice is kept" in said
+    assert json.loads(backend_cache.cache_file().read_text())[runner.cache_key]["provisional"] is False
+
+
+def test_the_node_part_logs_and_publishes_what_start_up_does(isolated, net):
+    pytest.importorskip("diagnostic_msgs")
+    from bisenet_ros.ros.backend_watch import BackendWatch
+
+    class Clock:
+        def now(self):
+            from builtin_interfaces.msg import Time
+
+            class Now:
+                def to_msg(self):
+                    return Time()
+            return Now()
+
+    class Node:
+        logged: list = []
+
+        def get_logger(self):
+            node = self
+
+            class Log:
+                def info(self, m):
+                    node.logged.append(("info", m))
+
+                def warning(self, m):
+                    node.logged.append(("warn", m))
+            return Log()
+
+        def get_fully_qualified_name(self):
+            return "/segmentation"
+
+        def get_clock(self):
+            return Clock()
+
+    published = []
+    part = BackendWatch(Node(), type("Pub", (), {"publish": lambda self, m: published.append(m)})())
+    with backend_cache.announcing(part.announce):
+        runner = select_backend(net, CPU, "fp32", SIZE, order=["onnxruntime", "torchscript"])
+    assert [lvl for lvl, _ in Node.logged] == ["info", "info"] and "measuring the speed" in Node.logged[1][1]
+    assert len(published) == 2 and published[1].status[0].message.startswith("measuring the speed of")
+    pipeline = type("P", (), {"runner": runner})()
+    result = type("R", (), {"timings": {"inference_ms": 500.0}})()
+    for _ in range(30):
+        part.frame(pipeline, [result])
+    assert Node.logged[-1][0] == "warn" and "25.0x the 20 ms" in Node.logged[-1][1] and part.note

@@ -43,8 +43,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
+from ..backend_cache import announcing
 from ..errors import BisenetError, ConfigError, ImageError, one_line, safe_text
 from ..images import stamp_ns
+from .backend_watch import BackendWatch
 from .inputs import AdaptiveSubscription, reliability_name
 from .loss import LossMonitor, LossReport, loss_message
 from .transport import apply_fastdds_profile, tuning_decision
@@ -199,6 +201,7 @@ class SegmentationCore:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._backend_watch = BackendWatch(self, self._diag_pub)  # auto's measurement, said and checked
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
         self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
         self._semantic: SemanticOutputs | None = None
@@ -210,7 +213,8 @@ class SegmentationCore:
         reason = validate_changes(self._values, {k: self._values[k] for k in ("cameras", *RELOAD)})
         if reason:
             raise ConfigError(reason)
-        pipeline = build_pipeline(pipeline_options(self._values))
+        with announcing(self._backend_watch.announce):
+            pipeline = build_pipeline(pipeline_options(self._values))
         reason = check_class_parameters(self._values, pipeline.preset.class_names)
         if reason:
             raise ConfigError(reason)
@@ -466,6 +470,7 @@ class SegmentationCore:
         if not ready or pipeline is None:
             return
         results = self._segment(pipeline, ready, images, encodings)
+        self._backend_watch.frame(pipeline, results)
         with self._stats_lock:
             self._forward_passes += 1
         for (cam, frame), result in zip(ready, results):
@@ -705,7 +710,8 @@ class SegmentationCore:
         changed = ", ".join(f"{k}={candidate[k]}" for k in old)
         self.get_logger().info(f"loading model for {changed} in the background")
         try:
-            pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
+            with announcing(self._backend_watch.announce):
+                pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
             keeping = self.pipeline.info.get("weights") if self.pipeline is not None else "no model"
             reason = f"reload with {changed} failed, keeping {keeping}: {one_line(exc)}"

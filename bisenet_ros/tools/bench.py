@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backend_cache import busy_reason, cache_file, cpu_count, describe, load_average, remeasuring
+from .. import backend_cache
 from ..backends import calibration_input
 from ..errors import ConfigError
 from ..export import relative_error
@@ -100,17 +100,18 @@ def _summary(ms: list[float], per_call: int = 1) -> dict:
 def load_report(load_start: float | None) -> dict:
     """The machine's 1-minute load average at the start and the end of the run, the CPU count and
     why the figures are not trustworthy (or None)."""
-    end = load_average()
+    end = backend_cache.load_average()
     worst = max((v for v in (load_start, end) if v is not None), default=None)
-    return {"load_average_start": load_start, "load_average_end": end, "cpus": cpu_count(),
-            "untrustworthy": busy_reason(worst) if worst is not None else None}
+    return {"load_average_start": load_start, "load_average_end": end, "cpus": backend_cache.cpu_count(),
+            "untrustworthy": backend_cache.busy_reason(worst) if worst is not None else None}
 
 
 def cache_report(runner) -> dict | None:
     """What ``auto`` has cached for this model on this machine (None when no measured choice)."""
     if not getattr(runner, "cache_key", None):
         return None
-    return {"file": str(cache_file()), "key": runner.cache_key, "entry": getattr(runner, "cache_entry", None)}
+    return {"file": str(backend_cache.cache_file()), "key": runner.cache_key,
+            "entry": getattr(runner, "cache_entry", None)}
 
 
 def machine_info(device: torch.device) -> dict:
@@ -148,9 +149,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> dict:
-    load_start = load_average()
+    load_start = backend_cache.load_average()
     t0 = time.perf_counter()
-    with remeasuring() if args.remeasure else nullcontext():
+    with backend_cache.remeasuring() if args.remeasure else nullcontext():
         pipeline = pipeline_from_args(args)
     startup_s = time.perf_counter() - t0
     info = pipeline.info
@@ -354,11 +355,12 @@ def _print_trust(r: dict) -> None:
     cache = r.get("backend_cache")
     if cache:
         entry = cache["entry"]
-        held = describe(entry) if entry else "nothing (a single candidate: not measured)"
+        held = backend_cache.describe(entry) if entry else "nothing (a single candidate: not measured)"
         print(f"backend cache {cache['file']}: {held}; to measure again: bisenet-ros bench --remeasure "
               f"(same model options), best on a quiet machine")
     load = r["load"]
-    start, end = (f"{v:.1f}" if v is not None else "n/a" for v in (load["load_average_start"], load["load_average_end"]))
+    start, end = (f"{v:.1f}" if v is not None else "n/a"
+                  for v in (load["load_average_start"], load["load_average_end"]))
     print(f"machine load: 1-min load average {start} at start, {end} at end, {load['cpus']} CPUs")
     if load["untrustworthy"]:
         print(f"warning: {load['untrustworthy']}: absolute figures are not trustworthy; compare only ratios "
