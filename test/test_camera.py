@@ -88,10 +88,12 @@ def test_image_folder_played_once_exits_0(ros_env, client, tmp_path):
                           env=ros_env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert "published 3 frames" in proc.stderr
-    assert client.wait_until(lambda: len(client.messages("/camera/image_raw")) == 3, timeout=30)
+    assert client.wait_until(lambda: len(client.messages("/camera/image_raw")) == 3, timeout=30), \
+        [int(np.frombuffer(m.data, np.uint8)[0]) for m in client.messages("/camera/image_raw")]
     values = [int(np.frombuffer(m.data, np.uint8)[0]) for m in client.messages("/camera/image_raw")]
     assert values == [50, 100, 150]  # in name order
-    assert client.wait_until(lambda: len(client.messages("/camera/camera_info")) == 3, timeout=30)
+    assert client.wait_until(lambda: len(client.messages("/camera/camera_info")) == 3, timeout=30), \
+        len(client.messages("/camera/camera_info"))
     assert not any(client.messages("/camera/camera_info")[0].k)  # uncalibrated: all-zero K
 
 

@@ -81,9 +81,11 @@ class CameraNode(Node):
         self.published += 1
 
     def wait_for_subscriber(self) -> bool:
+        """Until the image and the camera_info topics both have a subscriber (a consumer such as
+        the node takes both), at most ``wait_subscriber`` s; True if the image topic has one."""
         deadline = time.monotonic() + self.s.wait_subscriber
         while time.monotonic() < deadline:
-            if self.image_pub.get_subscription_count() > 0:
+            if self.image_pub.get_subscription_count() > 0 and self.info_pub.get_subscription_count() > 0:
                 return True
             time.sleep(0.02)
         return self.image_pub.get_subscription_count() > 0
@@ -118,7 +120,13 @@ def run_camera_node(source: FrameSource, calibration: Calibration | None, settin
     rclpy.init(args=["bisenet-ros-camera"], context=context)
     node = CameraNode(source, calibration, settings, context=context)
     try:
-        return node.play()
+        sent = node.play()
+        if settings.reliable:  # the last frames reach the subscribers before the publishers go
+            from rclpy.duration import Duration
+
+            for pub in (node.info_pub, node.image_pub):
+                pub.wait_for_all_acked(Duration(seconds=5))
+        return sent
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
