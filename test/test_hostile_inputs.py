@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from bisenet_ros import bags
+from bisenet_ros.data import bags
 from bisenet_ros.cli import COMMANDS, main
 from bisenet_ros.tools import demo
 
@@ -323,7 +323,7 @@ def test_console_script_prints_one_line(files):
 
 def test_non_finite_verification_error_is_refused():
     """`nan >= tol` is False: a NaN relative error must never pass as verified (export, auto, bench)."""
-    from bisenet_ros.export import ExportError, relative_error
+    from bisenet_ros.inference.export import ExportError, relative_error
 
     ref = torch.ones(1, 3, 4, 4)
     out = ref.clone()
@@ -352,7 +352,7 @@ def test_constant_model_output_gets_a_warning(files, tmp_path, capsys):
 def test_png_header_over_the_budget_is_refused_unread():
     """A PNG claiming 16384x16384 (the 783 KB case): refused from its IHDR, before decoding."""
     from bisenet_ros.errors import ImageError
-    from bisenet_ros.images import compressed_size, decode_image_bytes
+    from bisenet_ros.data.images import compressed_size, decode_image_bytes
 
     ok, buf = cv2.imencode(".png", np.zeros((8, 8), np.uint8))
     data = bytearray(buf.tobytes())

@@ -6,9 +6,9 @@ import math
 import sys
 from pathlib import Path
 
-from ..backends import BACKENDS
-from ..cpu import cpu_model
-from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT
+from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT
+from ..inference.backends import BACKENDS
+from ..inference.cpu import cpu_model
 from ..options import PipelineOptions, fixed_input_size
 from ..pipeline import SegmentationPipeline, build_pipeline
 
@@ -90,7 +90,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                         "'bisenet-ros quantize'")
     g.add_argument("--backend", default="auto", choices=list(BACKENDS),
                    help="how the forward pass runs (default: auto = the fastest available backend that "
-                        "matches eager PyTorch, see config/backends.yaml)")
+                        "matches eager PyTorch, see resources/backends.yaml)")
     g.add_argument("--max-pixels", type=number(int, 1, MAX_PIXELS_LIMIT), default=MAX_PIXELS,
                    help=f"refuse images with more pixels (width x height) than this, checked before decoding "
                         f"(default {MAX_PIXELS} = 4096x2048, at most {MAX_PIXELS_LIMIT} = 8192x8192)")
@@ -132,7 +132,7 @@ def sidecar_input_size(weights) -> tuple[int, int] | None:
     """The ``input_size`` of a checkpoint's sidecar YAML, or None (no weights, no sidecar)."""
     if not weights:
         return None
-    from ..checkpoint import read_sidecar
+    from ..models.checkpoint import read_sidecar
 
     size = (read_sidecar(weights) or {}).get("input_size")
     return fixed_input_size(size) if size else None
@@ -141,8 +141,8 @@ def sidecar_input_size(weights) -> tuple[int, int] | None:
 def model_preset(args: argparse.Namespace):
     """The model's label set without loading it: ``--dataset``, else the checkpoint sidecar's, else
     Cityscapes (what the pipeline would use; for tools that start a node instead)."""
-    from ..checkpoint import read_sidecar
-    from ..datasets import load_preset, sidecar_preset
+    from ..models.checkpoint import read_sidecar
+    from ..data.datasets import load_preset, sidecar_preset
 
     if args.dataset:
         return load_preset(args.dataset)

@@ -3,7 +3,7 @@
 Main loss plus auxiliary-head losses (cross-entropy or OHEM), SGD with momentum, poly learning
 rate with linear warm-up, random scale/crop/flip/colour augmentation, mixed precision on CUDA,
 deterministic with a seed, resumable from ``<out>.state.pth``, periodic validation mIoU with the
-shared pipeline and :class:`bisenet_ros.metrics.ConfusionMatrix` (the code ``eval-bag`` uses).
+shared pipeline and :class:`bisenet_ros.evaluation.metrics.ConfusionMatrix` (the code ``eval-bag`` uses).
 
 The result is a plain ``state_dict`` in the public key layout (auxiliary heads included, so the
 public implementation loads it too) and a sidecar YAML next to it (``model.pth`` ->
@@ -24,18 +24,19 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import Checkpoint, sidecar_path
-from ..datasets import DatasetPreset, generate_palette, load_preset
+from ..data.datasets import DatasetPreset, generate_palette, load_preset
 from ..errors import BisenetError, ConfigError, one_line
-from ..metrics import ConfusionMatrix
+from ..evaluation.metrics import ConfusionMatrix
 from ..models import build_model, resolve_device
+from ..models.checkpoint import Checkpoint, sidecar_path
 from ..pipeline import SegmentationPipeline, auto32
+from ..resources import RESOURCES
 from .checks import check_data, check_outputs
 from .curve import TrainingLog, log_paths
 from .data import Augment, DataError, IterationSampler, SegmentationDataset, cityscapes_needs_map, find_samples
 from .losses import SegmentationLoss
 
-DEFAULTS_FILE = Path(__file__).resolve().parent / "defaults.yaml"
+DEFAULTS_FILE = RESOURCES / "training.yaml"
 
 
 class TrainingError(BisenetError):
@@ -43,14 +44,14 @@ class TrainingError(BisenetError):
 
 
 def training_defaults(arch: str) -> dict:
-    """The ``common`` defaults merged with the architecture's own (``defaults.yaml``)."""
+    """The ``common`` defaults merged with the architecture's own (``resources/training.yaml``)."""
     data = yaml.safe_load(DEFAULTS_FILE.read_text())
     return {**data["common"], **data.get(arch, {})}
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs; ``None`` means the default of ``defaults.yaml``."""
+    """Everything a training run needs; ``None`` means the default of ``resources/training.yaml``."""
 
     model: str
     data: str
@@ -208,7 +209,7 @@ def evaluate(model: nn.Module, dataset: SegmentationDataset, device: torch.devic
              precision: str = "fp32") -> dict:
     """mIoU of ``model`` on ``dataset`` through the shared pipeline (auto32 input size) and
     :class:`ConfusionMatrix`, as ``eval-bag`` computes it. Leaves the model in eval mode."""
-    from ..backends import create_runner
+    from ..inference.backends import create_runner
 
     runner = create_runner(model, backend="torch", device=device, precision=precision)
     pipe = SegmentationPipeline(runner, dataset.preset, None, device)
