@@ -358,7 +358,7 @@ def test_report_plots_name_model_and_bag_and_stack_the_stages(tmp_path, monkeypa
     import matplotlib.axes
     import matplotlib.figure
 
-    from bisenet_ros.evaluation.recording import report as rep
+    from bisenet_ros.evaluation import report as rep
 
     titles, bars = [], []
     real_title, real_barh = matplotlib.axes.Axes.set_title, matplotlib.axes.Axes.barh
