@@ -80,5 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     return int(result or 0) if code == 0 else code
 
 
+def moved_command(old: str, new: str) -> None:
+    """What an old ``python -m`` path does now: one line on stderr naming its new command, exit 2."""
+    print(f"bisenet_ros: 'python -m {old}' moved: run '{new}'", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
     sys.exit(main())
