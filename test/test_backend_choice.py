@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bisenet_ros import backend_cache, backends
-from bisenet_ros.backend_select import select_backend
+from bisenet_ros.inference import backend_cache, backends
+from bisenet_ros.inference.backends import select_backend
 from bisenet_ros.errors import ConfigError
 from bisenet_ros.models import build_model
 
@@ -48,7 +48,7 @@ def net():
 @pytest.fixture
 def isolated(monkeypatch, tmp_path):
     """A private cache, a fake CPU with bf16, fake builds (no exports) and fake interleaved times."""
-    from bisenet_ros import cpu
+    from bisenet_ros.inference import cpu
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv(backend_cache.KEEP_ENV, raising=False)
@@ -197,7 +197,7 @@ def test_openvino_is_imported_only_when_used_and_sends_nothing(tmp_path):
     home.mkdir()
     script = textwrap.dedent("""
         import os, sys, time, torch
-        from bisenet_ros import backend_cache, backends
+        from bisenet_ros.inference import backend_cache, backends
         from bisenet_ros.models import build_model
         backend_cache.library_versions()
         assert backends.backend_unavailable_reason("openvino", torch.device("cpu")) is None
@@ -228,7 +228,7 @@ def _watched_runner(isolated, net, load):
 
 
 def test_the_node_notices_a_model_far_from_the_cached_figure_on_a_quiet_machine(isolated, net):
-    from bisenet_ros.latency_watch import LatencyWatch
+    from bisenet_ros.inference.latency_watch import LatencyWatch
 
     runner = _watched_runner(isolated, net, 0.2)
     watch = LatencyWatch(runner, window=10)
@@ -242,7 +242,7 @@ def test_the_node_notices_a_model_far_from_the_cached_figure_on_a_quiet_machine(
 
 
 def test_under_load_the_gap_is_explained_and_the_choice_kept(isolated, net):
-    from bisenet_ros.latency_watch import LatencyWatch
+    from bisenet_ros.inference.latency_watch import LatencyWatch
 
     runner = _watched_runner(isolated, net, 0.2)
     isolated["load"] = 8.0

@@ -40,7 +40,7 @@ def test_bench_writes_json_with_the_keys(tiny_checkpoints, tmp_path, capsys):
 
 def test_bench_says_when_figures_are_untrustworthy_and_remeasures_on_request(tiny_checkpoints, tmp_path, capsys,
                                                                            monkeypatch):
-    from bisenet_ros import backend_cache
+    from bisenet_ros.inference import backend_cache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(backend_cache, "load_average", lambda: 50.0)
@@ -98,7 +98,7 @@ def test_node_bench_runs_camera_node_and_collector(tiny_checkpoints, tmp_path, r
 def test_bench_compares_precisions_and_the_postprocess(tiny_checkpoints, tmp_path, capsys, monkeypatch):
     """--compare-precision bf16 (the CPU's flags faked: no bf16 hardware needed for the command)
     and the exact postprocess vs the naive one: both reported, figures not asserted."""
-    from bisenet_ros import cpu
+    from bisenet_ros.inference import cpu
 
     info = tmp_path / "cpuinfo"
     info.write_text("model name\t: Fake CPU\nflags\t\t: avx512f avx512_bf16\n")

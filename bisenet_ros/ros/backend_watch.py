@@ -4,7 +4,7 @@
   input size and precision on a CPU): :meth:`BackendWatch.announce` logs what it does and how long
   it should take, and publishes it on ``/diagnostics`` at once (the node's timer cannot run while
   the model is being built).
-* While serving, every frame's model time goes to a :class:`~bisenet_ros.latency_watch.LatencyWatch`:
+* While serving, every frame's model time goes to a :class:`~bisenet_ros.inference.latency_watch.LatencyWatch`:
   a model that runs far from the cached figure is logged once (WARN), with the machine's load.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
 from ..errors import safe_text
-from ..latency_watch import LatencyWatch
+from ..inference.latency_watch import LatencyWatch
 
 
 class BackendWatch:

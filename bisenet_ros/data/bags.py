@@ -1,0 +1,430 @@
+"""ROS 2 bag I/O without a ROS install (the ``rosbags`` library): camera images in, images out.
+
+Reading: :func:`open_bag` (mcap or sqlite3; a bag directory or a single ``.mcap``/``.db3`` file),
+:func:`list_topics`, :func:`read_image_topics` (deserialised sensor_msgs/Image or CompressedImage
+messages -> numpy arrays, validated as the node validates them) and :func:`pair_stamps`
+(ground truth <-> camera frame by header stamp).
+
+Writing: :class:`BagWriter` (topics of Image/CameraInfo messages) and :func:`write_image_bag`
+(a camera recording with optional ground-truth labels and CameraInfo, one stamp per frame).
+"""
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from bisect import bisect_left
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..errors import BisenetError, ImageError, one_line
+from ..output_files import BAG, BAG_MARK, OutputError, atomic_dir, check_output
+from .images import ENCODING_ALIASES, decode_compressed, raw_image_to_array, stamp_ns  # noqa: F401 (re-exported)
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+IMAGE_TYPES = (IMAGE_TYPE, COMPRESSED_TYPE)
+STORAGES = ("mcap", "sqlite3")
+
+#: encodings written by :func:`array_to_image`: (numpy dtype, channels)
+WRITE_ENCODINGS: dict[str, tuple[type, int]] = {
+    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
+    "mono8": (np.uint8, 1), "8UC1": (np.uint8, 1), "8UC3": (np.uint8, 3),
+    "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1),
+}
+
+
+#: added to "cannot read bag" errors: what to try when a recording was cut off or damaged
+REPAIR_HINT = (" (a recording cut off or damaged may be repairable: `mcap recover in.mcap -o out.mcap` "
+               "for mcap, `ros2 bag reindex` for a bag directory)")
+
+
+class BagError(BisenetError):
+    """A bag is missing, unreadable, lacks a topic, or holds messages that cannot be used."""
+
+
+# -- typestore ------------------------------------------------------------------------------------
+_TYPESTORE = None
+
+
+def typestore():
+    """The ROS 2 Jazzy message definitions (used to write, and to read bags without definitions)."""
+    global _TYPESTORE
+    if _TYPESTORE is None:
+        from rosbags.typesys import Stores, get_typestore
+
+        _TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+    return _TYPESTORE
+
+
+# -- reading --------------------------------------------------------------------------------------
+@contextmanager
+def open_bag(path: str | Path) -> Iterator[Any]:
+    """An opened ``rosbags.highlevel.AnyReader``, closed on exit: ``with open_bag(p) as reader``.
+
+    ``path`` is a bag directory (with ``metadata.yaml``) or a single ``.mcap``/``.db3`` file.
+    """
+    from rosbags.highlevel import AnyReader, AnyReaderError
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise BagError(f"bag '{path}' does not exist")
+    if p.is_dir() and not (p / "metadata.yaml").is_file():
+        files = sorted(p.glob("*.mcap")) + sorted(p.glob("*.db3"))
+        if len(files) == 1:  # a directory that lost its metadata.yaml: read the one storage file
+            p = files[0]
+        else:
+            raise BagError(f"'{path}' is not a ROS 2 bag (no metadata.yaml, "
+                           f"{len(files)} .mcap/.db3 files)")
+    elif p.is_file() and p.suffix not in (".mcap", ".db3"):
+        raise BagError(f"'{path}' is not a ROS 2 bag (expected a directory, .mcap or .db3)")
+    try:
+        reader = AnyReader([p], default_typestore=typestore())
+        reader.open()
+    except (AnyReaderError, OSError, ValueError, KeyError) as exc:
+        raise BagError(f"cannot read bag '{path}': {one_line(exc)}{REPAIR_HINT}") from None
+    try:
+        yield reader
+    finally:
+        reader.close()
+
+
+@dataclass(frozen=True)
+class TopicSummary:
+    name: str
+    msgtype: str
+    count: int
+
+
+def list_topics(path: str | Path) -> dict[str, TopicSummary]:
+    """Topic name -> (message type, message count) of a bag."""
+    with open_bag(path) as reader:
+        return _topics(reader)
+
+
+def _topics(reader) -> dict[str, TopicSummary]:
+    out: dict[str, TopicSummary] = {}
+    for conn in reader.connections:
+        prev = out.get(conn.topic)
+        count = conn.msgcount + (prev.count if prev else 0)
+        out[conn.topic] = TopicSummary(conn.topic, conn.msgtype, count)
+    return out
+
+
+def describe_topics(topics: dict[str, TopicSummary]) -> str:
+    """``/a (sensor_msgs/msg/Image, 10 msgs), /b (...)`` for error messages."""
+    if not topics:
+        return "the bag has no topics"
+    return ", ".join(f"{t.name} ({t.msgtype}, {t.count} msgs)" for t in sorted(topics.values(), key=lambda t: t.name))
+
+
+def check_image_topic(topics: dict[str, TopicSummary], topic: str, bag: str | Path, what: str = "image") -> None:
+    """Raise :class:`BagError` unless ``topic`` exists and carries Image/CompressedImage messages."""
+    if topic not in topics:
+        images = [t for t in topics.values() if t.msgtype in IMAGE_TYPES]
+        listing = describe_topics({t.name: t for t in images}) if images else describe_topics(topics)
+        raise BagError(f"{what} topic '{topic}' is not in bag '{bag}'; "
+                       f"{'image topics' if images else 'topics'}: {listing}")
+    if topics[topic].msgtype not in IMAGE_TYPES:
+        raise BagError(f"{what} topic '{topic}' in bag '{bag}' has type {topics[topic].msgtype}, "
+                       f"expected sensor_msgs/msg/Image or CompressedImage")
+
+
+def image_to_array(msg: Any) -> tuple[np.ndarray, str]:
+    """A deserialised sensor_msgs/Image or CompressedImage -> (array, encoding).
+
+    Converted and validated by the same code as the node's messages (:mod:`bisenet_ros.data.images`);
+    ``8UC1``/``16UC1`` are read as ``mono8``/``mono16``, ``8UC3`` as ``bgr8``. The array is
+    contiguous and writable (row padding dropped). Raises :class:`BagError` with the reason.
+    """
+    try:
+        if hasattr(msg, "format"):
+            arr, enc = decode_compressed(msg)
+        else:
+            arr, enc = raw_image_to_array(msg)
+    except ImageError as exc:
+        raise BagError(str(exc)) from None
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # a view of the message bytes: torch.from_numpy wants writable memory
+        arr = arr.copy()
+    return arr, enc
+
+
+@dataclass
+class BagImage:
+    """One image message read from a bag."""
+
+    topic: str
+    stamp_ns: int  # header stamp
+    log_time_ns: int  # bag receive time
+    frame_id: str
+    array: np.ndarray | None  # None where the message could not be converted (see error)
+    encoding: str = ""
+    error: str | None = None
+
+
+def read_image_topics(
+    path: str | Path, topics: Sequence[str], *, decode: bool = True, reader=None
+) -> Iterator[BagImage]:
+    """Image messages of ``topics`` in recording order; conversion errors are reported, not raised.
+
+    Missing or non-image topics raise :class:`BagError` listing the topics that exist. With
+    ``decode=False`` only stamps are read (the array is None): the cheap first pass for pairing.
+    """
+    if reader is None:
+        with open_bag(path) as opened:
+            yield from read_image_topics(path, topics, decode=decode, reader=opened)
+        return
+    available = _topics(reader)
+    for topic in topics:
+        check_image_topic(available, topic, path)
+    conns = [c for c in reader.connections if c.topic in set(topics)]
+    for conn, log_time, raw in reader.messages(connections=conns):
+        try:
+            msg = reader.deserialize(raw, conn.msgtype)
+        except Exception as exc:  # noqa: BLE001 - any corrupt message: report, keep going
+            yield BagImage(conn.topic, -1, log_time, "", None, error=f"cannot deserialise: {one_line(exc)}")
+            continue
+        item = BagImage(conn.topic, stamp_ns(msg.header), log_time, str(msg.header.frame_id), None)
+        if decode:
+            try:
+                item.array, item.encoding = image_to_array(msg)
+            except BagError as exc:
+                item.error = str(exc)
+        yield item
+
+
+@dataclass
+class StampPairing:
+    """Result of :func:`pair_stamps`."""
+
+    pairs: dict[int, int]  # image stamp -> label stamp
+    unmatched_labels: int  # labels with no image close enough
+    max_offset_ns: int  # largest |image - label| among the pairs
+    closest_ns: int | None  # smallest |image - label| over all combinations (for error messages)
+
+
+def pair_stamps(image_stamps: Iterable[int], label_stamps: Iterable[int], tolerance_ns: int = 0) -> StampPairing:
+    """Pair each label with the camera frame of the same stamp, or the nearest within ``tolerance_ns``.
+
+    Each label is used at most once and each image gets at most one label (the closest);
+    exact matches always win.
+    """
+    images = sorted(set(image_stamps))
+    labels = sorted(set(label_stamps))
+    candidates: list[tuple[int, int, int]] = []  # (offset, label, image)
+    closest: int | None = None
+    for lab in labels:
+        i = bisect_left(images, lab)
+        for j in (i - 1, i):
+            if 0 <= j < len(images):
+                off = abs(images[j] - lab)
+                closest = off if closest is None else min(closest, off)
+                if off <= tolerance_ns:
+                    candidates.append((off, lab, images[j]))
+    candidates.sort()
+    pairs: dict[int, int] = {}
+    used: set[int] = set()
+    for off, lab, img in candidates:
+        if img in pairs or lab in used:
+            continue
+        pairs[img] = lab
+        used.add(lab)
+    max_off = max((abs(i - l) for i, l in pairs.items()), default=0)
+    return StampPairing(pairs, len(labels) - len(used), max_off, closest)
+
+
+# -- writing --------------------------------------------------------------------------------------
+def make_header(stamp: int, frame_id: str):
+    ts = typestore()
+    Time = ts.types["builtin_interfaces/msg/Time"]
+    Header = ts.types["std_msgs/msg/Header"]
+    return Header(stamp=Time(sec=int(stamp // 1_000_000_000), nanosec=int(stamp % 1_000_000_000)),
+                  frame_id=frame_id)
+
+
+def array_to_image(array: np.ndarray, encoding: str, stamp: int, frame_id: str):
+    """numpy array -> rosbags sensor_msgs/Image (mono8/mono16/rgb8/bgr8/rgba8/bgra8 or the
+    8UC1/16UC1/8UC3 aliases; 16-bit data little-endian)."""
+    if encoding not in WRITE_ENCODINGS:
+        raise BagError(f"cannot write encoding '{encoding}'")
+    dtype, channels = WRITE_ENCODINGS[encoding]
+    arr = np.asarray(array)
+    ok = arr.dtype == dtype and (arr.ndim == 2 if channels == 1 else arr.ndim == 3 and arr.shape[2] == channels)
+    if not ok:
+        raise BagError(f"{encoding} image needs {np.dtype(dtype).name} "
+                       f"{'HxW' if channels == 1 else f'HxWx{channels}'}, got {arr.dtype} {arr.shape}")
+    h, w = arr.shape[:2]
+    data = np.ascontiguousarray(arr.astype("<u2") if dtype is np.uint16 else arr).view(np.uint8).reshape(-1)
+    Image = typestore().types[IMAGE_TYPE]
+    return Image(header=make_header(stamp, frame_id), height=h, width=w, encoding=encoding,
+                 is_bigendian=0, step=w * channels * np.dtype(dtype).itemsize, data=data)
+
+
+def camera_info(height: int, width: int, stamp: int, frame_id: str,
+                intrinsics: Sequence[float] | None = None):
+    """The CameraInfo of a ``width`` x ``height`` camera: uncalibrated unless ``intrinsics`` are given.
+
+    Uncalibrated is the CameraInfo convention for "no calibration": K, R and P all zero (what
+    camera_info_manager publishes without a calibration file), so consumers (image_geometry,
+    rviz2's Camera display) do not project with invented numbers. ``intrinsics`` = (fx, fy, cx, cy)
+    of a pinhole camera without distortion: K, P from them, R = identity, ``plumb_bob`` with zero D.
+    """
+    ts = typestore()
+    Info = ts.types[CAMERA_INFO_TYPE]
+    Roi = ts.types["sensor_msgs/msg/RegionOfInterest"]
+    if intrinsics is None:
+        model, d, k, r, p = "", np.zeros(0), np.zeros(9), np.zeros(9), np.zeros(12)
+    else:
+        fx, fy, cx, cy = (float(v) for v in intrinsics)
+        model, d, r = "plumb_bob", np.zeros(5), np.eye(3).reshape(-1)
+        k = np.array([fx, 0, cx, 0, fy, cy, 0, 0, 1], dtype=np.float64)
+        p = np.array([fx, 0, cx, 0, 0, fy, cy, 0, 0, 0, 1, 0], dtype=np.float64)
+    return Info(
+        header=make_header(stamp, frame_id), height=height, width=width, distortion_model=model,
+        d=d.astype(np.float64), k=k.astype(np.float64), r=r.astype(np.float64), p=p.astype(np.float64),
+        binning_x=0, binning_y=0, roi=Roi(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+    )
+
+
+class BagWriter:
+    """Write a new ROS 2 bag directory (mcap or sqlite3); use as a context manager.
+
+    >>> with BagWriter("out_bag") as bag:
+    ...     bag.write("/camera/image_raw", array_to_image(img, "rgb8", stamp, "camera"), stamp)
+    """
+
+    def __init__(self, path: str | Path, storage: str = "mcap", overwrite: bool = False,
+                 inputs: Sequence[str | Path] = (), tool: str = "") -> None:
+        from rosbags.rosbag2 import StoragePlugin
+
+        if storage not in STORAGES:
+            raise BagError(f"unknown bag storage '{storage}' (choose from {', '.join(STORAGES)})")
+        self.path = Path(path).expanduser()
+        check_bag_output(self.path, inputs, overwrite)
+        self._plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        self._tool = tool or "bisenet-ros"
+        self._atomic = None
+        self._writer = None
+        self._connections: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> "BagWriter":
+        from .bag_layout import open_writer
+
+        # written under a temporary name, renamed over self.path when complete (outputs.atomic_dir);
+        # the storage file is named as rosbag2 names it (<bag>_0.mcap), see bag_layout
+        self._atomic = atomic_dir(self.path)
+        self._tmp = self._atomic.__enter__()
+        try:
+            self._writer = open_writer(self._tmp, self.path.name, self._plugin)
+            self._writer.set_custom_data(BAG_MARK, f"written by {self._tool}")
+            self._writer.open()
+        except BaseException:
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        from .bag_layout import finish
+
+        try:
+            self._writer.close()
+            if exc_type is None:
+                finish(self._tmp, self.path.name)
+        except BaseException:
+            if exc_type is None:
+                self._atomic.__exit__(*sys.exc_info())
+                raise
+        self._atomic.__exit__(exc_type, exc, tb)  # on error: the temporary bag is removed
+
+    def write(self, topic: str, msg: Any, timestamp_ns: int, qos: Any = None) -> None:
+        """Serialise and write ``msg`` on ``topic``. The topic is added on first use, recorded
+        as offered with ``qos`` (a :func:`bisenet_ros.bag_layout.qos` profile; default: a camera
+        driver's, :data:`~bisenet_ros.bag_layout.CAMERA_QOS`)."""
+        from .bag_layout import CAMERA_QOS
+
+        ts = typestore()
+        msgtype = msg.__msgtype__
+        conn = self._connections.get(topic)
+        if conn is None:
+            conn = self._writer.add_connection(topic, msgtype, typestore=ts,
+                                               offered_qos_profiles=[qos or CAMERA_QOS])
+            self._connections[topic] = conn
+            self.counts[topic] = 0
+        elif conn.msgtype != msgtype:
+            raise BagError(f"topic '{topic}' already carries {conn.msgtype}, cannot add {msgtype}")
+        self._writer.write(conn, int(timestamp_ns), ts.serialize_cdr(msg, msgtype))
+        self.counts[topic] += 1
+
+
+def check_bag_output(path: str | Path, inputs: Sequence[str | Path] = (), overwrite: bool = False,
+                     option: str = "output bag") -> Path:
+    """Refuse a bag output that is, contains or lies inside an input, or replaces a bag that
+    bisenet-ros did not write (see :mod:`bisenet_ros.output_files`); :class:`BagError` otherwise."""
+    try:
+        return check_output(path, inputs, kind=BAG, overwrite=overwrite, option=option)
+    except OutputError as exc:
+        raise BagError(str(exc)) from None
+
+
+def write_image_bag(
+    path: str | Path,
+    frames: Iterable[tuple[np.ndarray, np.ndarray | None]],
+    *,
+    fps: float = 10.0,
+    image_topic: str = "/camera/image_raw",
+    label_topic: str | None = "/camera/labels",
+    info_topic: str | None = "/camera/camera_info",
+    frame_id: str = "camera",
+    storage: str = "mcap",
+    encoding: str = "rgb8",
+    start_ns: int | None = None,
+    overwrite: bool = False,
+    intrinsics: Sequence[float] | None = None,
+    inputs: Sequence[str | Path] = (),
+    tool: str = "",
+) -> int:
+    """Write a camera recording: per frame an Image, its ground-truth labels (mono8, or mono16
+    for uint16 labels) when given, and a CameraInfo, all with the same header stamp.
+
+    ``frames`` yields ``(rgb uint8 HxWx3, labels HxW or None)``. Stamps start at ``start_ns``
+    (default: now) and advance by ``1/fps``; the bag's receive times equal the stamps. The
+    CameraInfo is uncalibrated (all-zero K) unless ``intrinsics`` (fx, fy, cx, cy) are given.
+    ``encoding`` is ``rgb8`` or ``bgr8`` (the image is converted). Returns the frames written.
+    """
+    import time
+
+    if not fps > 0:
+        raise BagError(f"fps must be positive, got {fps}")
+    if encoding not in ("rgb8", "bgr8"):
+        raise BagError(f"image encoding must be rgb8 or bgr8, got '{encoding}'")
+    start = time.time_ns() if start_ns is None else int(start_ns)
+    n = 0
+    with BagWriter(path, storage=storage, overwrite=overwrite, inputs=inputs, tool=tool) as bag:
+        for i, frame in enumerate(frames):
+            image, labels = frame
+            image = np.asarray(image)
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise BagError(f"frame {i}: image must be uint8 HxWx3 RGB, got {image.dtype} {image.shape}")
+            stamp = start + round(i * 1e9 / fps)
+            out = image[:, :, ::-1] if encoding == "bgr8" else image
+            bag.write(image_topic, array_to_image(out, encoding, stamp, frame_id), stamp)
+            if labels is not None and label_topic:
+                labels = np.asarray(labels)
+                if labels.shape != image.shape[:2]:
+                    raise BagError(f"frame {i}: labels {labels.shape[1::-1]} and image "
+                                   f"{image.shape[1::-1]} differ in size (WxH)")
+                if labels.dtype not in (np.uint8, np.uint16):
+                    raise BagError(f"frame {i}: labels must be uint8 or uint16, got {labels.dtype}")
+                lab_enc = "mono16" if labels.dtype == np.uint16 else "mono8"
+                bag.write(label_topic, array_to_image(labels, lab_enc, stamp, frame_id), stamp)
+            if info_topic:
+                bag.write(info_topic, camera_info(image.shape[0], image.shape[1], stamp, frame_id, intrinsics), stamp)
+            n += 1
+        if n == 0:
+            raise BagError("no frames to write")
+    return n
