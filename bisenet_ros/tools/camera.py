@@ -1,7 +1,7 @@
 """``bisenet-ros camera SOURCE``: publish a video file, an image folder or a V4L2 device as a ROS 2
 camera (``sensor_msgs/Image`` + ``CameraInfo``), for users without a ROS camera driver.
 
-See :mod:`bisenet_ros.ros.camera` (publishing) and :mod:`bisenet_ros.camera_source` (frames,
+See :mod:`bisenet_ros.ros.camera` (publishing) and :mod:`bisenet_ros.data.camera_source` (frames,
 camera_info_manager YAML). Runs until the source ends (``--once``) or Ctrl-C (exit 0).
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..errors import ConfigError
-from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT
+from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT
 from .common import number
 from .make_bag import TOPIC_NAME
 
@@ -59,7 +59,7 @@ def _topics(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..camera_source import open_source, read_calibration
+    from ..data.camera_source import open_source, read_calibration
     from ..outputs import terminate_as_interrupt
 
     terminate_as_interrupt()  # SIGTERM ends it like Ctrl-C: exit 0

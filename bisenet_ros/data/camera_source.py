@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import yaml
 
-from .errors import BisenetError, ImageError, one_line
+from ..errors import BisenetError, ImageError, one_line
 from .images import MAX_PIXELS, check_pixels, decode_image_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
