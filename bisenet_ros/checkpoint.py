@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from .errors import CheckpointError, one_line
+from .safe_yaml import load_yaml_file
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "weights")
 
@@ -104,12 +105,7 @@ def read_sidecar(weights: str | Path) -> dict[str, Any]:
     path = sidecar_path(weights)
     if path is None:
         return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint sidecar ({one_line(exc)})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: checkpoint sidecar must be a YAML mapping")
+    data = load_yaml_file(path, "checkpoint sidecar", error=CheckpointError)
     problem = sidecar_problem(data)
     if problem:
         raise CheckpointError(f"{path}: checkpoint sidecar: {problem}")

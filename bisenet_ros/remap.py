@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from .datasets import PRESET_DIR, DatasetPreset
-from .errors import ConfigError
+from .errors import ConfigError, safe_text
+from .safe_yaml import load_yaml_file
 
 REMAP_DIR = PRESET_DIR / "remaps"
 
@@ -52,11 +52,10 @@ def load_remap(name_or_path: str | Path, source: DatasetPreset) -> ClassRemap:
     if not path.is_file():
         raise ConfigError(f"unknown class remap '{name_or_path}' (shipped: {', '.join(available_remaps())}; "
                           "or a YAML file)")
-    try:
-        data = yaml.safe_load(path.read_text())
-        classes = list(data["classes"])
-    except (OSError, yaml.YAMLError, TypeError, KeyError) as exc:
-        raise ConfigError(f"class remap {path}: expected a YAML mapping with 'classes' ({exc})") from None
+    data = load_yaml_file(path, "class remap")
+    classes = data.get("classes")
+    if not isinstance(classes, list):
+        raise ConfigError(f"{safe_text(str(path))}: class remap: expected a mapping with 'classes', a list")
     return resolve_remap(str(data.get("name") or path.stem), classes, source, str(path))
 
 

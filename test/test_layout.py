@@ -83,3 +83,30 @@ def test_bags_load_without_torch_and_the_core_without_rclpy():
     loaded = _loaded_after("\n".join(f"import {m}" for m in modules))
     assert "torch" in loaded  # the statement really imported the core
     assert not loaded & ROS_RUNTIME, sorted(loaded & ROS_RUNTIME)
+
+
+YAML_READERS = {"safe_load", "load", "full_load", "unsafe_load", "safe_load_all", "load_all", "full_load_all",
+                "unsafe_load_all", "parse", "compose", "compose_all", "scan", "SafeLoader", "CSafeLoader", "Loader",
+                "CLoader", "FullLoader", "UnsafeLoader"}
+
+
+def yaml_readers(path: Path) -> list[str]:
+    """``yaml.safe_load(...)``-like reads in ``path`` (attribute uses and ``from yaml import ...``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (isinstance(node, ast.Attribute) and node.attr in YAML_READERS and isinstance(node.value, ast.Name)
+                and node.value.id == "yaml"):
+            found.append(f"yaml.{node.attr} (line {node.lineno})")
+        elif isinstance(node, ast.ImportFrom) and node.module == "yaml":
+            found += [f"from yaml import {a.name} (line {node.lineno})" for a in node.names if a.name in YAML_READERS]
+    return found
+
+
+def test_every_yaml_is_read_through_the_one_safe_loader():
+    """Every YAML the package reads goes through ``bisenet_ros.safe_yaml`` (size cap, alias
+    expansion bounded, types checked): no module parses YAML itself."""
+    loader = PACKAGE / "safe_yaml.py"
+    offenders = {str(p.relative_to(PACKAGE.parent)): yaml_readers(p) for p in sorted(PACKAGE.rglob("*.py"))
+                 if p != loader}
+    assert not {k: v for k, v in offenders.items() if v}, offenders
+    assert yaml_readers(loader)  # the check sees them where they are

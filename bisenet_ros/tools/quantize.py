@@ -21,12 +21,13 @@ import torch
 import yaml
 
 from .. import quantize as q
-from ..errors import ConfigError
+from ..errors import BisenetError, ConfigError
 from ..onnx_model import CREATED_BY, sidecar_of
 from ..options import PipelineOptions
 from ..outputs import ONNX, Kind, atomic_file, check_output, write_text
 from ..pipeline import build_pipeline
 from ..progress import progress_bar
+from ..safe_yaml import load_yaml_file
 from .common import float_triple
 
 HELP = "int8 post-training quantization (ONNX) from unlabelled images, a video or a bag topic"
@@ -65,10 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _written_by_quantize(side: Path) -> bool:
     try:
-        data = yaml.safe_load(side.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return load_yaml_file(side).get("created_by") == CREATED_BY
+    except BisenetError:
         return False
-    return isinstance(data, dict) and data.get("created_by") == CREATED_BY
 
 
 #: what quantize may replace with --overwrite: its own model (known by its sidecar) and sidecar
