@@ -34,9 +34,12 @@ def sidecar_of(path: str | Path) -> Path:
 
 def read_onnx_sidecar(path: str | Path) -> dict[str, Any]:
     """The sidecar of an ONNX model file, checked for the keys the pipeline needs."""
+    from .checkpoint import weights_problem
+
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found")
+    problem = weights_problem(path)
+    if problem:
+        raise CheckpointError(f"{path}: weights file {problem}")
     side = sidecar_of(path)
     if not side.is_file():
         raise CheckpointError(f"{path}: an ONNX model needs its sidecar {side.name} (as written by "

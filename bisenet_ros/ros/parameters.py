@@ -10,7 +10,6 @@ callback only and applies changes (live switches, background reloads) in its pos
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.parameter import Parameter
 
 from ..backends import BACKENDS
+from ..checkpoint import weights_problem
 from ..errors import BisenetError
 from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT, MAX_SIDE
 from ..options import PipelineOptions
@@ -191,11 +191,9 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if name == "weights":
         if not value:
             return "parameter 'weights' is required (a BiSeNet checkpoint, e.g. -p weights:=model.pth)"
-        path = Path(value).expanduser()
-        if not path.is_file():
-            return f"weights '{value}' not found"
-        if not os.access(path, os.R_OK):
-            return f"weights '{value}' is not readable"
+        problem = weights_problem(value)
+        if problem:
+            return f"weights '{value}' {problem}"
     if name in ("mean", "std") and value is not None and len(value) not in (0, 3):
         return f"{name} needs three values (R, G, B on a 0-1 scale), got {list(value)}"
     if name in ("mean", "std") and value and not all(math.isfinite(v) for v in value):
