@@ -132,21 +132,29 @@ def sidecar_input_size(weights) -> tuple[int, int] | None:
     """The ``input_size`` of a checkpoint's sidecar YAML, or None (no weights, no sidecar)."""
     if not weights:
         return None
-    from ..checkpoint import read_sidecar
-
-    size = (read_sidecar(weights) or {}).get("input_size")
+    size = (weights_sidecar(weights) or {}).get("input_size")
     return fixed_input_size(size) if size else None
+
+
+def weights_sidecar(weights) -> dict:
+    """What the weights say about themselves: a checkpoint's sidecar YAML, an ONNX model's sidecar
+    or (``export-onnx``) its embedded metadata; ``{}`` when there is none."""
+    from ..checkpoint import read_sidecar
+    from ..onnx_model import is_onnx, read_onnx_sidecar
+
+    if is_onnx(weights):
+        return read_onnx_sidecar(weights)
+    return read_sidecar(weights)
 
 
 def model_preset(args: argparse.Namespace):
     """The model's label set without loading it: ``--dataset``, else the checkpoint sidecar's, else
     Cityscapes (what the pipeline would use; for tools that start a node instead)."""
-    from ..checkpoint import read_sidecar
     from ..datasets import load_preset, sidecar_preset
 
     if args.dataset:
         return load_preset(args.dataset)
-    return sidecar_preset(read_sidecar(args.weights) if args.weights else {}, str(args.weights))
+    return sidecar_preset(weights_sidecar(args.weights) if args.weights else {}, str(args.weights))
 
 
 def random_init_weights(args: argparse.Namespace, folder, command: str) -> str:
