@@ -99,34 +99,34 @@ def no_known_class_message(args: argparse.Namespace, report: dict, num_classes: 
             f"or out of range{': ' + oor if oor else ''}); check --label-map and --ignore-index (report: {path})")
 
 
-def resolve_label_topic(asked: str | None, topics: dict, image_topic: str) -> str | None:
-    """``--label-topic`` as given; ``none`` -> no ground truth; omitted -> the bag's one label
-    topic (:func:`~bisenet_ros.bags.label_topic_candidates`), said on stderr, else a note with
-    the image topics the bag has (timing only)."""
+def resolve_label_topic(asked: str | None, topics: dict, image_topic: str) -> tuple[str | None, str]:
+    """(label topic, what to say about it): ``--label-topic`` as given; ``none`` -> no ground
+    truth; omitted -> the bag's one label topic (:func:`~bisenet_ros.bags.label_topic_candidates`),
+    else none, with a note naming the image topics the bag has (timing only)."""
     if asked is not None:
-        return None if asked.strip().lower() in ("", "none") else asked
+        return (None if asked.strip().lower() in ("", "none") else asked), ""
     found = label_topic_candidates(topics, image_topic)
     if len(found) == 1:
-        print(f"ground truth: {found[0]} (the bag's label topic; --label-topic none to time only)", file=sys.stderr)
-        return found[0]
+        return found[0], f"ground truth: {found[0]} (the bag's label topic; --label-topic none to time only)"
     images = {k: t for k, t in topics.items() if t.msgtype in IMAGE_TYPES and k != image_topic}
     listing = describe_topics(images) if images else "none but the camera's"
-    print(f"note: timing only, no mIoU: {'several label topics' if found else 'no label topic'} in the bag; "
-          f"name one with --label-topic (image topics: {listing})", file=sys.stderr)
-    return None
+    return None, (f"note: timing only, no mIoU: {'several label topics' if found else 'no label topic'} in the "
+                  f"bag; name one with --label-topic (image topics: {listing})")
 
 
 def run(args: argparse.Namespace) -> int:
     bag = Path(args.bag).expanduser()
     topics = list_topics(bag)  # fail fast on a bad bag, topic or output, before loading the model
     check_image_topic(topics, args.image_topic, bag, "image")
-    args.label_topic = resolve_label_topic(args.label_topic, topics, args.image_topic)
+    args.label_topic, note = resolve_label_topic(args.label_topic, topics, args.image_topic)
     if args.label_topic:
         check_image_topic(topics, args.label_topic, bag, "label")
         if args.label_topic == args.image_topic:
             raise ConfigError("--label-topic must differ from --image-topic")
     out = args.out or Path(f"eval_{bag.stem or bag.name}")
     check_outputs(args, bag, out)
+    if note:
+        print(note, file=sys.stderr)
     pipeline = pipeline_from_args(args)
     lut = resolve_label_map(args.label_map, pipeline.source_preset, args.ignore_index)
     if pipeline.remap is not None and args.label_topic:  # ground truth in the model's classes -> output classes
