@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import yaml
 
-from bisenet_ros import bags
+from bisenet_ros.data import bags
 from bisenet_ros.cli import main
 from bisenet_ros.errors import BisenetError, ConfigError
 
@@ -60,11 +60,11 @@ def huge_remap(size: int = 16 << 20) -> str:
 _CHILD = textwrap.dedent("""
     import json, resource, sys, time
     from pathlib import Path
-    from bisenet_ros.checkpoint import read_sidecar
-    from bisenet_ros.datasets import load_preset
+    from bisenet_ros.models.checkpoint import read_sidecar
+    from bisenet_ros.data.datasets import load_preset
     from bisenet_ros.errors import BisenetError
-    from bisenet_ros.onnx_model import read_onnx_sidecar
-    from bisenet_ros.remap import load_remap
+    from bisenet_ros.inference.onnx_model import read_onnx_sidecar
+    from bisenet_ros.data.remap import load_remap
 
     root = Path(sys.argv[1])
     source = load_preset("cityscapes")
@@ -167,8 +167,8 @@ REMAPS = {
 
 def test_hostile_class_remaps_give_one_line_and_exit_2(tmp_path, tiny_checkpoints, image, capsys):
     """Row 1 (core): every malformed remap is one ConfigError line naming the file, never a TypeError."""
-    from bisenet_ros.datasets import load_preset
-    from bisenet_ros.remap import load_remap
+    from bisenet_ros.data.datasets import load_preset
+    from bisenet_ros.data.remap import load_remap
 
     failures = []
     for name, content in REMAPS.items():
@@ -302,7 +302,7 @@ def test_quantize_streams_video_frames(tmp_path):
     """Row 6: --max-frames 10 of a 600-frame video keeps about 10 frames in memory, not 600."""
     import tracemalloc
 
-    from bisenet_ros import quantize as q
+    from bisenet_ros.inference import quantization as q
 
     h, w = 120, 160
     video = tmp_path / "long.avi"

@@ -1,6 +1,6 @@
 """Class remapping/merging (e.g. Cityscapes -> drivable / obstacle / other), kept as YAML data.
 
-A remap file (``bisenet_ros/presets/remaps/<name>.yaml`` or any path) names its output classes,
+A remap file (``bisenet_ros/resources/remaps/<name>.yaml`` or any path) names its output classes,
 their colours and which of the model's classes each one takes::
 
     name: cityscapes_driving
@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import PRESET_DIR, DatasetPreset
-from .errors import ConfigError, safe_text
-from .safe_yaml import load_yaml_file
+from ..errors import ConfigError, safe_text
+from ..resources import RESOURCES
+from ..safe_yaml import load_yaml_file
+from .datasets import DatasetPreset
 
-REMAP_DIR = PRESET_DIR / "remaps"
+REMAP_DIR = RESOURCES / "remaps"
 MAX_OUTPUT_CLASSES = 65535  #: output classes of one remap (labels are 16-bit)
 
 

@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import BisenetError, ConfigError, ImageError
-from .images import MAX_PIXELS
+from ..data.images import MAX_PIXELS
+from ..errors import BisenetError, ConfigError, ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -88,7 +88,7 @@ def looks_like_labels(image: np.ndarray, encoding: str, num_classes: int, ignore
 
 
 def _folder_frames(root: Path, _topic, limit: int, max_pixels: int) -> Iterator[tuple[np.ndarray, str]]:
-    from .images import decode_image_bytes
+    from ..data.images import decode_image_bytes
 
     folder = root / "images" if (root / "images").is_dir() else root
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -109,7 +109,7 @@ def _folder_frames(root: Path, _topic, limit: int, max_pixels: int) -> Iterator[
 
 
 def _video_frames(path: Path, _topic, limit: int, max_pixels: int) -> Iterator[tuple[np.ndarray, str]]:
-    from .images import check_pixels
+    from ..data.images import check_pixels
 
     cap = cv2.VideoCapture(str(path))
     try:
@@ -139,7 +139,7 @@ def _video_frames(path: Path, _topic, limit: int, max_pixels: int) -> Iterator[t
 
 
 def _bag_frames(path: Path, topic: str, limit: int, max_pixels: int) -> Iterator[tuple[np.ndarray, str]]:
-    from .bags import _topics, check_image_topic, image_to_array, open_bag
+    from ..data.bags import _topics, check_image_topic, image_to_array, open_bag
 
     with open_bag(path) as reader:
         topics = _topics(reader)
@@ -167,7 +167,7 @@ def split_held_out(n: int, every: int = 5) -> tuple[list[int], list[int]]:
 def export_float_onnx(pipeline, weights: str | Path, path: Path, size: tuple[int, int]) -> None:
     """The 1/8-logits model of ``weights`` as float32 ONNX at ``size``."""
     from .export import export_onnx
-    from .models import load_model, low_res_view
+    from ..models import load_model, low_res_view
 
     info = pipeline.info
     net = load_model(info["model"], weights=weights, num_classes=info["num_classes"])

@@ -1,6 +1,6 @@
 """Dataset presets: class names, palette, normalisation and label maps, kept as data.
 
-Built-in presets live in ``bisenet_ros/presets/<name>.yaml`` (Cityscapes, CamVid, COCO-Stuff,
+Built-in presets live in ``bisenet_ros/resources/presets/<name>.yaml`` (Cityscapes, CamVid, COCO-Stuff,
 ADE20k). A custom preset is a YAML file of the same form::
 
     name: my_robot
@@ -25,10 +25,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import ConfigError, one_line
-from .safe_yaml import load_yaml_file
+from ..errors import ConfigError, one_line
+from ..resources import RESOURCES
+from ..safe_yaml import load_yaml_file
 
-PRESET_DIR = Path(__file__).resolve().parent / "presets"
+PRESET_DIR = RESOURCES / "presets"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Bag directories exactly as rosbag2 (ROS 2 Jazzy) lays them out, written with ``rosbags``.
 
-What ``ros2 bag record`` produces and what :class:`bisenet_ros.bags.BagWriter` therefore writes:
+What ``ros2 bag record`` produces and what :class:`bisenet_ros.data.bags.BagWriter` therefore writes:
 
 - the storage file is ``<bag>_0.mcap`` / ``<bag>_0.db3`` inside the directory ``<bag>`` (rosbags
   names it ``<dir>.mcap`` after the directory it writes into; here that directory is a hidden
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from .safe_yaml import load_yaml_text
+from ..safe_yaml import load_yaml_text
 
 #: the distribution whose message definitions and bag format the tools write
 ROS_DISTRO = "jazzy"

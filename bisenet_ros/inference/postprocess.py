@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from numba import njit
 
-from .errors import one_line, safe_text
+from ..errors import one_line, safe_text
 
 _log = logging.getLogger(__name__)
 
