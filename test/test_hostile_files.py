@@ -339,7 +339,7 @@ def test_quantize_refuses_a_ground_truth_label_topic(tiny_checkpoints, tmp_path,
 # -- row 9: the postprocess kernel's numba cache replaced by garbage ----------------------------------
 def test_garbage_numba_cache_is_ignored_and_rebuilt_with_one_line(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
-    code = "from bisenet_ros import postprocess; postprocess.warm_up(); print('labels ok')"
+    code = "from bisenet_ros.inference import postprocess; postprocess.warm_up(); print('labels ok')"
 
     def start() -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
