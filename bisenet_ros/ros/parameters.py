@@ -13,13 +13,13 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.parameter import Parameter
 
 from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT, MAX_SIDE
-from ..errors import BisenetError
+from ..errors import BisenetError, one_line, safe_text
 from ..inference.backends import BACKENDS
 from ..models.checkpoint import weights_problem
 from ..models.weights_catalog import resolve_weights
@@ -309,3 +309,18 @@ def as_parameter(name: str, value: Any) -> Parameter:
     if isinstance(default, Parameter.Type):
         return Parameter(name, default, list(value))
     return Parameter(name, value=value)
+
+
+def never_raises(check: Callable[[list[Parameter]], SetParametersResult]) -> Callable[[list[Parameter]], SetParametersResult]:
+    """An on-set parameters callback that cannot raise: whatever escapes ``check`` (a value no
+    validator foresaw) is a refused set whose reason is one line naming the parameters, never an
+    exception out of the executor, which would end the node."""
+    def callback(params: list[Parameter]) -> SetParametersResult:
+        try:
+            return check(params)
+        except Exception as exc:  # noqa: BLE001 - refusing is always possible; dying is not
+            names = ", ".join(p.name for p in params)
+            kind = "" if isinstance(exc, BisenetError) else f"{type(exc).__name__}: "
+            return SetParametersResult(successful=False,
+                                       reason=f"{names}: refused: {kind}{safe_text(one_line(exc), 300)}")
+    return callback
