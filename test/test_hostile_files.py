@@ -165,6 +165,9 @@ REMAPS = {
 }
 
 
+ISSUE_REMAPS = ("from_int", "color_300", "color_red", "ragged_colors", "bad_utf8")
+
+
 def test_hostile_class_remaps_give_one_line_and_exit_2(tmp_path, tiny_checkpoints, image, capsys):
     """Row 1 (core): every malformed remap is one ConfigError line naming the file, never a TypeError."""
     from bisenet_ros.data.datasets import load_preset
@@ -182,6 +185,8 @@ def test_hostile_class_remaps_give_one_line_and_exit_2(tmp_path, tiny_checkpoint
                 failures.append(f"{name}: {exc}")
         except Exception as exc:  # noqa: BLE001 - the test's point
             failures.append(f"{name}: {type(exc).__name__}: {exc}")
+        if name not in ISSUE_REMAPS:  # the CLI line is the same for all: the issue's cases go through it
+            continue
         rc, lines, _ = _run(["segment", str(image), "--out-dir", str(tmp_path / "o"), "--weights",
                              str(tiny_checkpoints["bisenetv2"]), "--backend", "torch", "--class-remap", str(path)],
                             capsys)
