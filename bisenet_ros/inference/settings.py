@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import yaml
-
 from ..resources import RESOURCES
+from ..safe_yaml import load_yaml_file
 
 CONFIG_FILE = RESOURCES / "backends.yaml"
 
@@ -15,5 +14,4 @@ CONFIG_FILE = RESOURCES / "backends.yaml"
 @lru_cache(maxsize=1)
 def backend_config() -> dict:
     """The parsed ``resources/backends.yaml`` (auto order, tolerances, per-backend options)."""
-    with open(CONFIG_FILE, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    return load_yaml_file(CONFIG_FILE, "backends configuration")
