@@ -20,6 +20,7 @@ output folder under the same paths (shared storage on a cluster).
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,7 @@ class BagResult:
     latencies: dict[str, list[float]] = field(default_factory=dict)
     error: str | None = None
     pid: int = 0
+    host: str = ""
 
     @property
     def miou(self) -> float | None:
@@ -99,7 +101,7 @@ def safe_call(job: Callable[[Path], BagResult], bag: Path) -> BagResult:
         result = BagResult(str(bag), error=str(exc))
     except Exception as exc:  # noqa: BLE001 - a corrupt bag may fail deep inside a reader
         result = BagResult(str(bag), error=f"{type(exc).__name__}: {one_line(exc)}")
-    result.pid = os.getpid()
+    result.pid, result.host = os.getpid(), socket.gethostname()
     return result
 
 
@@ -247,7 +249,7 @@ def fleet_total(results: Sequence[BagResult], wall_s: float, workers: str) -> tu
 
 
 def bag_entry(result: BagResult) -> dict:
-    entry = {"bag": result.bag, "miou": result.miou}
+    entry = {"bag": result.bag, "miou": result.miou, "worker": f"{result.host}:{result.pid}"}
     if result.report is not None:
         entry.update(frames=result.report["frames"], labelled_frames=result.report["labelled_frames"],
                      fps=result.report.get("fps"))
