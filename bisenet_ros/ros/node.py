@@ -43,24 +43,25 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
+from ..data.images import stamp_ns
 from ..errors import BisenetError, ConfigError, ImageError, one_line, safe_text
-from ..images import stamp_ns
-from .inputs import AdaptiveSubscription, reliability_name
-from .loss import LossMonitor, LossReport, loss_message
-from .transport import apply_fastdds_profile, tuning_decision
-from ..metrics import latency_stats
+from ..evaluation.metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import (array_to_compressed_msg, array_to_image_msg, check_compressed_msg, compressed_msg_to_array,
                           image_msg_to_array)
 from .health import Health, InputMonitor, worst
-from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, pipeline_options, plain,
-                         reload_changes, usage_text, validate_changes)
+from .inputs import AdaptiveSubscription, reliability_name
+from .loss import CallbackLoad, LossMonitor, LossReport, loss_message
+from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, never_raises, pipeline_options,
+                         plain, reload_changes, usage_text, validate_changes)
 from .points import SemanticOutputs, check_class_parameters
+from .transport import apply_fastdds_profile, tuning_decision
 
 NODE_NAME = "segmentation"
 ERROR_THROTTLE_S = 5.0
 INPUT_REFRESH_S = 1.0  # how often input_reliability auto looks at the publishers again
 STATS_WINDOW = 300  # frames kept for the latency percentiles in /diagnostics
+RELOAD_WARN_S = 30.0  # a failed reload keeps /diagnostics at WARN this long (the old model serves on)
 
 
 def legend_json(pipeline: SegmentationPipeline) -> str:
@@ -190,19 +191,21 @@ class SegmentationCore:
         self._reverting = False
         self._reload_thread: threading.Thread | None = None
         self._last_error = ""
+        self._last_error_at = 0.0  # time.monotonic() of the last reload failure
         self._stats_lock = threading.Lock()
         self._window: deque[tuple[float, float]] = deque(maxlen=STATS_WINDOW)  # (total, latency) ms
         self._frames_since_diag = 0
         self._last_diag = time.perf_counter()
         self._forward_passes = 0
         self._input = InputMonitor()
+        self._callback_load = CallbackLoad()  # sampled by the diagnostics timer, on the executor's thread
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
         self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
         self._semantic: SemanticOutputs | None = None
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_on_set_parameters_callback(never_raises(self._on_set_parameters))  # refuses, never raises
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
     def _configure_pipeline(self) -> None:
@@ -560,13 +563,14 @@ class SegmentationCore:
             return Health(DiagnosticStatus.OK, "unconfigured: no model loaded")
         if not self._active:
             return Health(DiagnosticStatus.OK, "inactive")
-        if self._last_error:
-            return Health(DiagnosticStatus.WARN, self._last_error)
+        if self._last_error and time.monotonic() - self._last_error_at < RELOAD_WARN_S:
+            return Health(DiagnosticStatus.WARN, self._last_error)  # then OK again: the old model serves
         return Health(DiagnosticStatus.OK, "segmenting")
 
     def _transport_warnings(self) -> list[str]:
         """Close the loss monitors' period; one warning per camera losing images in transport."""
         now = time.monotonic()
+        busy = self._callback_load.sample(now, time.thread_time())  # is the node itself the bottleneck?
         warnings = []
         with self._cond:
             cameras = list(self.cameras)
@@ -575,7 +579,8 @@ class SegmentationCore:
             if report.warn:
                 image_sub = cam.inputs[0]
                 offered = [reliability_name(r) for r in image_sub.publisher_reliabilities()]
-                warnings.append(loss_message(cam.label, report, reliability_name(image_sub.reliability), offered))
+                warnings.append(loss_message(cam.label, report, reliability_name(image_sub.reliability), offered,
+                                             callback_busy=busy))
         return warnings
 
     def _health(self, now: float) -> tuple[Health, dict[str, str]]:
@@ -697,7 +702,7 @@ class SegmentationCore:
         except Exception as exc:  # noqa: BLE001
             if self._stop.is_set() or not self.context.ok():
                 return  # the context went away under the reload: nothing left to tell
-            self._last_error = f"reload failed: {safe_text(one_line(exc), 300)}"
+            self._last_error, self._last_error_at = f"reload failed: {safe_text(one_line(exc), 300)}", time.monotonic()
             self.get_logger().error(self._last_error)
 
     def _load(self, candidate: dict[str, Any], old: dict[str, Any]) -> None:
@@ -708,8 +713,8 @@ class SegmentationCore:
             pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
             keeping = self.pipeline.info.get("weights") if self.pipeline is not None else "no model"
-            reason = f"reload with {changed} failed, keeping {keeping}: {one_line(exc)}"
-            self._last_error = reason
+            reason = safe_text(f"reload with {changed} failed, keeping {keeping}: {one_line(exc, 300)}", 500)
+            self._last_error, self._last_error_at = reason, time.monotonic()
             self.get_logger().error(reason)
             with self._param_lock:
                 self._reverting = True

@@ -1,6 +1,6 @@
 """The node's 3D and mask outputs: ``~/points`` (semantic PointCloud2), ``~/mask`` and class areas.
 
-The arithmetic lives in the ROS-free :mod:`bisenet_ros.pointcloud`; this module wires it to topics:
+The arithmetic lives in the ROS-free :mod:`bisenet_ros.data.pointcloud`; this module wires it to topics:
 
 - per camera a depth subscription (``depth``, or ``<camera>/depth`` with ``cameras``), which
   exists only while ``publish_points`` is on and someone subscribes to ``~/points`` (checked every
@@ -28,13 +28,13 @@ from rclpy.subscription import Subscription
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
-from ..datasets import DatasetPreset
-from ..errors import BisenetError, ImageError, safe_text
-from ..pointcloud import (
+from ..data.datasets import DatasetPreset
+from ..data.images import stamp_ns
+from ..data.pointcloud import (
     CloudOptions, DepthBuffer, PointCloudBuilder, class_areas, class_mask, class_table, depth_intrinsics,
     depth_to_metres, resolve_classes,
 )
-from ..images import stamp_ns
+from ..errors import BisenetError, ImageError, safe_text
 from .conversions import array_to_image_msg, depth_msg_to_array, points_to_cloud_msg
 
 DEPTH_BUFFER = 5  # depth messages kept per camera for pairing by stamp
