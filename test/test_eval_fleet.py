@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from bisenet_ros import cli
-from bisenet_ros.bags import write_image_bag
-from bisenet_ros.fleet import RAY_HINT, find_bags
+from bisenet_ros.data.bags import write_image_bag
+from bisenet_ros.evaluation.fleet import RAY_HINT, find_bags
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1_700_000_000_000_000_000

@@ -109,7 +109,7 @@ def no_known_class_message(args: argparse.Namespace, report: dict, num_classes: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..fleet import find_bags
+    from ..evaluation.fleet import find_bags
 
     bags = find_bags(args.bags)
     if len(bags) > 1 or args.jobs > 1 or args.ray is not None:

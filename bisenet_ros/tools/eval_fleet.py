@@ -2,7 +2,7 @@
 
 Each bag is evaluated as ``eval-bag`` evaluates one (same pipeline, same scoring) by an
 :class:`EvalJob` in this process, in ``--jobs`` local worker processes or as Ray tasks
-(:mod:`bisenet_ros.fleet`); the driver writes one report per bag under ``OUT/bags/<name>/``, the
+(:mod:`bisenet_ros.evaluation.fleet`); the driver writes one report per bag under ``OUT/bags/<name>/``, the
 fleet total (summed confusion matrices) in ``OUT/`` and prints the per-bag table, worst first.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..bags import BagError, check_bag_output
+from ..data.bags import BagError, check_bag_output
 from ..errors import ConfigError
-from ..fleet import BagResult, bag_names, fleet_total, run_local, run_ray, run_serial, table, timed
-from ..report import check_report_dir, write_report
+from ..evaluation.fleet import BagResult, bag_names, fleet_total, run_local, run_ray, run_serial, table, timed
+from ..evaluation.report import check_report_dir, write_report
 from .common import cpu_name
 
 

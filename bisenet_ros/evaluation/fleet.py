@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import BisenetError, ConfigError, one_line
+from ..errors import BisenetError, ConfigError, one_line
 from .metrics import ConfusionMatrix, fps_from_latencies, LatencyRecorder
 
 RAY_HINT = "--ray needs Ray: pip install 'ray==2.60.0' (and 'ray[client]' for ray:// addresses)"
