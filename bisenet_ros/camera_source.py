@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 from .errors import BisenetError, ImageError, one_line
-from .images import MAX_PIXELS, check_pixels, decode_image_bytes
+from .data.images import MAX_PIXELS, check_pixels, decode_image_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _MATRICES = {"camera_matrix": (3, 3), "rectification_matrix": (3, 3), "projection_matrix": (3, 4)}

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..errors import ConfigError
-from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT
+from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT
 from .common import number
 from .make_bag import TOPIC_NAME
 
@@ -60,7 +60,7 @@ def _topics(args: argparse.Namespace) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..camera_source import open_source, read_calibration
-    from ..outputs import terminate_as_interrupt
+    from ..errors import terminate_as_interrupt
 
     terminate_as_interrupt()  # SIGTERM ends it like Ctrl-C: exit 0
     image_topic, info_topic = _topics(args)
