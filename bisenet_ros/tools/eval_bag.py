@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 from ..data.bags import STORAGES, BagError, check_bag_output, check_image_topic, list_topics
-from ..data.remap import ground_truth_lut
 from ..errors import ConfigError
-from ..evaluation.recording import evaluate_bag, resolve_label_map
 from ..evaluation.report import check_report_dir, write_report
-from .common import add_model_arguments, cpu_name, number, pipeline_from_args
+from ..evaluation.fleet import find_bags
+from .common import add_model_arguments, cpu_name, number
+from .eval_fleet import run_fleet
+from .eval_job import evaluate, no_known_class_message, prepare
 
 HELP = "evaluate accuracy (mIoU vs ground-truth labels) and speed on a ROS 2 bag (mcap/sqlite3)"
 EXAMPLES = """\
@@ -101,45 +102,11 @@ def check_outputs(args: argparse.Namespace, bag: Path, out: Path) -> None:
     check_report_dir(out, [*inputs, args.pred_bag], overwrite=args.overwrite)
 
 
-def no_known_class_message(args: argparse.Namespace, report: dict, num_classes: int, path: Path) -> str:
-    oor = report["warning_messages"].get("out_of_range_pixels")
-    return (f"no ground-truth pixel on '{args.label_topic}' holds a class id 0..{num_classes - 1} "
-            f"(every pixel of {report['labelled_frames']} labelled frames is the ignore index {args.ignore_index} "
-            f"or out of range{': ' + oor if oor else ''}); check --label-map and --ignore-index (report: {path})")
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.fleet import find_bags
-
     bags = find_bags(args.bags)
     if len(bags) > 1 or args.jobs > 1 or args.ray is not None:
-        from .eval_fleet import run_fleet
-
         return run_fleet(args, bags)
     return run_one(args, bags[0])
-
-
-def prepare(args: argparse.Namespace):
-    """The pipeline and ground-truth lookup table of the options (once per process)."""
-    pipeline = pipeline_from_args(args)
-    lut = resolve_label_map(args.label_map, pipeline.source_preset, args.ignore_index)
-    if pipeline.remap is not None and args.label_topic:  # ground truth in the model's classes -> output classes
-        lut = ground_truth_lut(pipeline.remap, lut, args.ignore_index)
-    if args.label_map and not args.label_topic:
-        raise ConfigError("--label-map needs --label-topic")
-    return pipeline, lut
-
-
-def evaluate(args: argparse.Namespace, pipeline, lut, bag: Path, pred_bag: Path | None, progress: bool):
-    ev = evaluate_bag(
-        pipeline, bag, args.image_topic, args.label_topic, ignore_index=args.ignore_index, label_lut=lut,
-        stamp_tolerance_ms=args.stamp_tolerance, max_frames=args.max_frames, warmup=args.warmup,
-        pred_bag=pred_bag, pred_storage=args.pred_storage, pred_namespace=args.pred_namespace,
-        pred_with_image=args.pred_with_image, overwrite=args.overwrite, strict=args.strict, progress=progress,
-    )
-    ev.report["label_map"] = args.label_map
-    ev.report["cpu"] = cpu_name()  # every speed figure names the machine
-    return ev
 
 
 def run_one(args: argparse.Namespace, bag: Path) -> int:

@@ -13,32 +13,10 @@ from pathlib import Path
 
 from ..data.bags import BagError, check_bag_output
 from ..errors import ConfigError
-from ..evaluation.fleet import BagResult, bag_names, fleet_total, run_local, run_ray, run_serial, table, timed
+from ..evaluation.fleet import bag_names, fleet_total, run_local, run_ray, run_serial, table, timed
 from ..evaluation.report import check_report_dir, write_report
 from .common import cpu_name
-
-
-class EvalJob:
-    """Evaluates one bag with the command's options; the pipeline is built on first use and kept
-    for the life of the worker process (it is not pickled: each worker builds its own)."""
-
-    def __init__(self, args: argparse.Namespace, pred_bags: dict[str, Path]) -> None:
-        self.args, self.pred_bags = args, pred_bags
-        self._ready = None
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_ready": None}
-
-    def __call__(self, bag: Path) -> BagResult:
-        from .eval_bag import evaluate, no_known_class_message, prepare
-
-        if self._ready is None:
-            self._ready = prepare(self.args)
-        pipeline, lut = self._ready
-        ev = evaluate(self.args, pipeline, lut, bag, self.pred_bags.get(str(bag)), progress=False)
-        if self.args.label_topic and ev.report.get("miou") is None:
-            raise BagError(no_known_class_message(self.args, ev.report, pipeline.num_classes, bag))
-        return BagResult(str(bag), ev.report, ev.confusion, {k: list(v) for k, v in ev.latencies.samples.items()})
+from .eval_job import EvalJob
 
 
 def check_fleet_outputs(args: argparse.Namespace, bags: list[Path], out: Path, names: list[str]) -> dict[str, Path]:
