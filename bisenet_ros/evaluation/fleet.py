@@ -45,18 +45,15 @@ def is_bag(path: Path) -> bool:
 
 def find_bags(paths: Sequence[str | Path]) -> list[Path]:
     """Bags named on the command line, folders of bags expanded (sorted); each bag once."""
+    from ..data.bags import BagError
+
     found: list[Path] = []
     for raw in paths:
         path = Path(raw).expanduser()
         if not path.exists():
-            raise ConfigError(f"{path}: no such bag or folder")
-        if is_bag(path):
-            found.append(path)
-            continue
-        inner = sorted(p for p in path.iterdir() if is_bag(p)) if path.is_dir() else []
-        if not inner:
-            raise ConfigError(f"{path}: neither a bag (.mcap/.db3 or a folder with metadata.yaml) nor a folder of bags")
-        found.extend(inner)
+            raise BagError(f"bag '{path}' does not exist")
+        inner = sorted(p for p in path.iterdir() if is_bag(p)) if path.is_dir() and not is_bag(path) else []
+        found.extend(inner or [path])  # not a bag and no bags inside: reading it says what is wrong
     seen, unique = set(), []
     for bag in found:
         key = bag.resolve()
