@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bisenet_ros.camera_source import CameraError, read_calibration
+from bisenet_ros.data.camera_source import CameraError, read_calibration
 from bisenet_ros.cli import main
 from bisenet_ros.ros.client import qos_profile
 

@@ -379,3 +379,71 @@ def test_row20_a_failed_reload_warns_for_a_while_in_one_line_then_ok(inproc, tmp
     status = diagnostics[-1].status[0]
     assert status.level == status.OK and "reload" not in status.message, status.message
     assert values(status)["last_error"].startswith("reload with weights=")  # still said, as a value
+
+
+def test_row18_idle_cameras_cost_no_periodic_work(ros_env, tiny_checkpoints):
+    """Row 18: 200 configured cameras, none publishing, took 85% of a core: every second each
+    camera's two inputs queried the ROS graph (input_reliability auto) and every 0.5 s each
+    camera's ~/points subscribers were counted. Now that work runs only after a matched event:
+    idle, the only periodic callback is /diagnostics, and no graph query is made. A camera that
+    starts publishing is still followed (its subscription turns reliable)."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from bisenet_ros.ros.node import SegmentationNode
+
+    cameras = [f"c{i}" for i in range(60)]
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = SegmentationNode(context=ctx, parameter_overrides=[
+        Parameter("weights", value=str(tiny_checkpoints["bisenetv2"])), Parameter("backend", value="torch"),
+        Parameter("cameras", value=cameras)])
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    counts = {"graph": 0, "timers": {}}
+    real_query = node.get_publishers_info_by_topic
+
+    def query(topic):
+        counts["graph"] += 1
+        return real_query(topic)
+
+    node.get_publishers_info_by_topic = query
+    for timer in node.timers:
+        def counted(callback=timer.callback, name=getattr(timer.callback, "__name__", "timer")):
+            counts["timers"][name] = counts["timers"].get(name, 0) + 1
+            return callback()
+        timer.callback = counted
+
+    def spin(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.1)
+
+    try:
+        spin(3.0)  # start-up: every input looks at its publishers once
+        assert counts["graph"] >= 2 * len(cameras)
+        counts["graph"], counts["timers"] = 0, {}
+        spin(4.0)  # idle
+        assert counts["graph"] == 0, counts
+        assert set(counts["timers"]) <= {"_publish_diagnostics"}, counts
+        assert counts["timers"].get("_publish_diagnostics", 0) <= 6, counts
+        # a camera starts publishing (reliable): its input follows within a refresh period
+        pub = node.create_publisher(Image, "/c7/image", 10)  # the client side, in the same context
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and reliability_of(node, "c7") != "reliable":
+                spin(0.2)
+            assert reliability_of(node, "c7") == "reliable"
+            assert reliability_of(node, "c8") == "best_effort"
+        finally:
+            node.destroy_publisher(pub)
+    finally:
+        executor.shutdown()
+        node.close()
+        rclpy.try_shutdown(context=ctx)
+
+
+def reliability_of(node, camera: str) -> str:
+    from bisenet_ros.ros.inputs import reliability_name
+
+    cam = next(c for c in node.cameras if c.name == camera)
+    return reliability_name(cam.inputs[0].reliability)

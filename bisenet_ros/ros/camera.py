@@ -1,5 +1,5 @@
 """``bisenet-ros camera``: a camera driver for users without one (no usb_cam, v4l2_camera or
-image_publisher in a pip-only environment): frames of a :class:`~bisenet_ros.camera_source.FrameSource`
+image_publisher in a pip-only environment): frames of a :class:`~bisenet_ros.data.camera_source.FrameSource`
 published as ``sensor_msgs/Image`` + ``sensor_msgs/CameraInfo`` with the same stamp, at a rate.
 
 Topics as a camera driver names them: ``<ns>/image_raw`` and ``<ns>/camera_info`` beside it.
@@ -16,7 +16,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from ..camera_source import Calibration, CameraError, FrameSource
+from ..data.camera_source import Calibration, CameraError, FrameSource
 from .conversions import array_to_image_msg
 from .transport import apply_fastdds_profile
 

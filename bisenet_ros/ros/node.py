@@ -59,7 +59,7 @@ from .transport import apply_fastdds_profile, tuning_decision
 
 NODE_NAME = "segmentation"
 ERROR_THROTTLE_S = 5.0
-INPUT_REFRESH_S = 1.0  # how often input_reliability auto looks at the publishers again
+INPUT_REFRESH_S = 1.0  # input_reliability auto looks at the publishers this soon after they changed
 STATS_WINDOW = 300  # frames kept for the latency percentiles in /diagnostics
 RELOAD_WARN_S = 30.0  # a failed reload keeps /diagnostics at WARN this long (the old model serves on)
 
@@ -72,6 +72,7 @@ def legend_json(pipeline: SegmentationPipeline) -> str:
         "num_classes": preset.num_classes,
         "model": pipeline.info.get("model"),
         "weights": pipeline.info.get("weights"),
+        **{k: pipeline.info.get(k) for k in ("backend", "device", "precision", "input_size")},
         "classes": [{"id": i, "name": name, "color": [int(c) for c in preset.palette[i]]}
                     for i, name in enumerate(preset.class_names)],
     })
@@ -203,7 +204,8 @@ class SegmentationCore:
         self._worker: threading.Thread | None = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
-        self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
+        # runs only while an input's publishers changed (matched events wake it): idle cameras cost nothing
+        self._refresh_timer = self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
         self._semantic: SemanticOutputs | None = None
         self.add_on_set_parameters_callback(never_raises(self._on_set_parameters))  # refuses, never raises
         self.add_post_set_parameters_callback(self._on_parameters_set)
@@ -316,8 +318,9 @@ class SegmentationCore:
                 image_topic += "/compressed"
             cam.inputs = [  # reliability fixed, or following the publishers (input_reliability auto)
                 AdaptiveSubscription(self, image_type, image_topic, self._on_image(cam), mode, depth,
-                                     on_lost=cam.loss.on_middleware_lost),
-                AdaptiveSubscription(self, CameraInfo, info_topic, self._on_camera_info(cam), mode, depth),
+                                     on_lost=cam.loss.on_middleware_lost, on_change=self._wake_refresh),
+                AdaptiveSubscription(self, CameraInfo, info_topic, self._on_camera_info(cam), mode, depth,
+                                     on_change=self._wake_refresh),
             ]
             for key, (msg_type, topic) in OUTPUTS.items():
                 cam.publishers[key] = self.create_publisher(msg_type, f"~/{prefix}{topic}", out_qos)
@@ -329,6 +332,7 @@ class SegmentationCore:
         self._entities.append(self._legend_pub)
         with self._cond:
             self.cameras = cameras
+        self._wake_refresh()  # the new inputs' first look at their publishers
 
     # -- callbacks: keep only the newest frame -------------------------------------------------------
     def _wanted(self, cam: Camera) -> bool:
@@ -372,10 +376,20 @@ class SegmentationCore:
             cam.loss.on_camera_info(stamp_ns(msg.header), time.monotonic())
         return callback
 
+    def _wake_refresh(self) -> None:
+        """An input's publishers changed: :meth:`_refresh_inputs` runs within INPUT_REFRESH_S."""
+        if self._refresh_timer.is_canceled():
+            self._refresh_timer.reset()
+
     def _refresh_inputs(self) -> None:
-        """input_reliability auto: follow the publishers' reliability as they come and go."""
+        """input_reliability auto: follow the publishers' reliability as they come and go. Only
+        inputs whose publishers changed are looked at; with none left the timer stops until the
+        next matched event (:meth:`_wake_refresh`)."""
         with self._cond:
             cameras = list(self.cameras)
+        if all(not sub.dirty and sub.events for cam in cameras for sub in cam.inputs):
+            self._refresh_timer.cancel()
+            return
         for cam in cameras:
             changed = [sub for sub in cam.inputs if sub.refresh()]
             for sub in changed:
@@ -687,6 +701,8 @@ class SegmentationCore:
             for name, value in changes.items():
                 if name not in RELOAD:
                     self._values[name] = value
+                    if name == "publish_points" and self._semantic is not None:
+                        self._semantic.wake()
                     if name == "overlay_alpha" and self.pipeline is not None:
                         self.pipeline.overlay_alpha = value
                     elif name == "confidence_threshold" and self.pipeline is not None:

@@ -1,7 +1,7 @@
 """``bisenet-ros camera SOURCE``: publish a video file, an image folder or a V4L2 device as a ROS 2
 camera (``sensor_msgs/Image`` + ``CameraInfo``), for users without a ROS camera driver.
 
-See :mod:`bisenet_ros.ros.camera` (publishing) and :mod:`bisenet_ros.camera_source` (frames,
+See :mod:`bisenet_ros.ros.camera` (publishing) and :mod:`bisenet_ros.data.camera_source` (frames,
 camera_info_manager YAML). Runs until the source ends (``--once``) or Ctrl-C (exit 0).
 """
 from __future__ import annotations
@@ -59,7 +59,11 @@ def _topics(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+<<<<<<< HEAD
     from ..camera_source import open_source, read_calibration
+=======
+    from ..data.camera_source import open_source, read_calibration
+>>>>>>> main
     from ..errors import terminate_as_interrupt
 
     terminate_as_interrupt()  # SIGTERM ends it like Ctrl-C: exit 0

@@ -12,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data.bags import STORAGES, BagError, check_bag_output, check_image_topic, list_topics
+from ..data.bags import (IMAGE_TYPES, STORAGES, BagError, check_bag_output, check_image_topic, describe_topics,
+                         label_topic_candidates, list_topics)
 from ..errors import ConfigError
 from ..evaluation.report import check_report_dir, write_report
 from ..evaluation.fleet import find_bags
@@ -36,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "matrices, see docs/evaluation.md)")
     parser.add_argument("--image-topic", default="/camera/image_raw", help="camera topic (Image or CompressedImage)")
     parser.add_argument("--label-topic", default=None,
-                        help="ground-truth labels (mono8/mono16/16UC1 images of class ids); omit to time only")
+                        help="ground-truth labels (mono8/mono16/16UC1 images of class ids); default: the bag's "
+                             "one image topic named *label* (make-bag writes /camera/labels); 'none' to time only")
     parser.add_argument("--ignore-index", type=number(int, 0, 65535), default=255, help="ground-truth value that is not scored")
     parser.add_argument("--label-map", default=None,
                         help="map raw label values to class ids: a label map of the dataset preset "
@@ -102,9 +104,40 @@ def check_outputs(args: argparse.Namespace, bag: Path, out: Path) -> None:
     check_report_dir(out, [*inputs, args.pred_bag], overwrite=args.overwrite)
 
 
+def resolve_label_topic(asked: str | None, topics: dict, image_topic: str) -> tuple[str | None, str]:
+    """(label topic, what to say about it): ``--label-topic`` as given; ``none`` -> no ground
+    truth; omitted -> the bag's one label topic (:func:`~bisenet_ros.bags.label_topic_candidates`),
+    else none, with a note naming the image topics the bag has (timing only)."""
+    if asked is not None:
+        return (None if asked.strip().lower() in ("", "none") else asked), ""
+    found = label_topic_candidates(topics, image_topic)
+    if len(found) == 1:
+        return found[0], f"ground truth: {found[0]} (the bag's label topic; --label-topic none to time only)"
+    images = {k: t for k, t in topics.items() if t.msgtype in IMAGE_TYPES and k != image_topic}
+    listing = describe_topics(images) if images else "none but the camera's"
+    return None, (f"note: timing only, no mIoU: {'several label topics' if found else 'no label topic'} in the "
+                  f"bag; name one with --label-topic (image topics: {listing})")
+
+
+def fleet_label_topic(args: argparse.Namespace, bags: list[Path]) -> tuple[str | None, str]:
+    """The label topic of a fleet run: ``--label-topic``, else the one the first readable bag has."""
+    if args.label_topic is not None:
+        return resolve_label_topic(args.label_topic, {}, args.image_topic)
+    for bag in bags:
+        try:
+            topics = list_topics(bag)
+        except BagError:
+            continue  # reported with the other failed bags
+        return resolve_label_topic(None, topics, args.image_topic)
+    return None, ""
+
+
 def run(args: argparse.Namespace) -> int:
     bags = find_bags(args.bags)
     if len(bags) > 1 or args.jobs > 1 or args.ray is not None:
+        args.label_topic, note = fleet_label_topic(args, bags)
+        if note:
+            print(note, file=sys.stderr)
         return run_fleet(args, bags)
     return run_one(args, bags[0])
 
@@ -112,12 +145,15 @@ def run(args: argparse.Namespace) -> int:
 def run_one(args: argparse.Namespace, bag: Path) -> int:
     topics = list_topics(bag)  # fail fast on a bad bag, topic or output, before loading the model
     check_image_topic(topics, args.image_topic, bag, "image")
+    args.label_topic, note = resolve_label_topic(args.label_topic, topics, args.image_topic)
     if args.label_topic:
         check_image_topic(topics, args.label_topic, bag, "label")
         if args.label_topic == args.image_topic:
             raise ConfigError("--label-topic must differ from --image-topic")
     out = args.out or Path(f"eval_{bag.stem or bag.name}")
     check_outputs(args, bag, out)
+    if note:
+        print(note, file=sys.stderr)
     pipeline, lut = prepare(args)
     info = pipeline.info
     print(f"model {info['model']} ({info['num_classes']} classes, {info['dataset']}) on {info['device']}, "
