@@ -18,14 +18,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-<<<<<<< HEAD:bisenet_ros/camera_source.py
-from .errors import BisenetError, ImageError, one_line
-from .data.images import MAX_PIXELS, check_pixels, decode_image_bytes
-=======
 from ..errors import BisenetError, ImageError, one_line
 from ..safe_yaml import load_yaml_file
 from .images import MAX_PIXELS, check_pixels, decode_image_bytes
->>>>>>> main:bisenet_ros/data/camera_source.py
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 _MATRICES = {"camera_matrix": (3, 3), "rectification_matrix": (3, 3), "projection_matrix": (3, 4)}

@@ -59,11 +59,7 @@ def _topics(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-<<<<<<< HEAD
-    from ..camera_source import open_source, read_calibration
-=======
     from ..data.camera_source import open_source, read_calibration
->>>>>>> main
     from ..errors import terminate_as_interrupt
 
     terminate_as_interrupt()  # SIGTERM ends it like Ctrl-C: exit 0
