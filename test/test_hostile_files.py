@@ -393,3 +393,33 @@ def test_node_weights_parameter_says_is_a_directory(tmp_path):
 
     assert validate_parameter("weights", str(tmp_path)) == f"weights '{tmp_path}' is a directory"
     assert validate_parameter("weights", str(tmp_path / "none.pth")) == f"weights '{tmp_path / 'none.pth'}' not found"
+
+
+def test_node_reload_refuses_a_model_whose_output_does_not_fit(ros_env, tiny_checkpoints, tmp_path):
+    """Row 4 at reload: a model with 3-D output (or 21 channels for 7 classes) is refused by the
+    background reload, the parameter reverted and the running model kept; a fitting one is taken."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from bisenet_ros.ros.node import SegmentationNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = SegmentationNode(context=ctx, parameter_overrides=[
+        Parameter("weights", value=str(tiny_checkpoints["bisenetv2"])), Parameter("backend", value="torch")])
+    try:
+        def reload(weights: Path) -> str:
+            assert node.set_parameters_atomically([Parameter("weights", value=str(weights)),
+                                                   Parameter("backend", value="onnxruntime")]).successful
+            node._reload_thread.join(120)
+            return node.get_parameter("weights").value
+
+        first = node.pipeline
+        for bad in (onnx_model(tmp_path / "flat.onnx", 7, rank=3), onnx_model(tmp_path / "wide.onnx", 21)):
+            assert reload(bad) == str(tiny_checkpoints["bisenetv2"])  # reverted
+            assert node.pipeline is first and "returns" in node._last_error, node._last_error
+        good = onnx_model(tmp_path / "good.onnx", 7)
+        assert reload(good) == str(good) and node.pipeline.num_classes == 7
+    finally:
+        node.close()
+        rclpy.try_shutdown(context=ctx)
