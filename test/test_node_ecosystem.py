@@ -28,6 +28,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
 from bisenet_ros.pipeline import build_pipeline  # noqa: E402
+from bisenet_ros.ros.camera_info import STALE_S  # noqa: E402
 from bisenet_ros.ros.conversions import array_to_compressed_msg, array_to_image_msg  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from foxglove_client import FoxgloveClient  # noqa: E402
@@ -237,9 +238,11 @@ def camera_info(stamp: int, fx: float, frame_id: str) -> CameraInfo:
 
 
 def test_first_labels_frame_after_a_camera_starts_carries_its_k(ros_env, tiny_checkpoints, tmp_path):
-    """Each start: a new camera (new publishers; reliable or best effort, so input_reliability auto
-    re-subscribes about a second after it appears) with a new K sends image + CameraInfo with
-    equal stamps, in either order; the first ~/camera_info and ~/labels for it carry that K."""
+    """Each start: a new camera (new publishers) with a new K sends image + CameraInfo with equal
+    stamps, the CameraInfo first or well after the image (later than the node takes to segment
+    it); the first ~/camera_info and ~/labels for it carry that K, neither zeros nor the previous
+    camera's. Reliable cameras make input_reliability auto re-subscribe about a second after they
+    appear (frames sent in that window are lost); best-effort ones deliver the first frame at once."""
     proc = start_node(ros_env, ["-r", "image:=/start_cam", "-p", f"weights:={tiny_checkpoints['bisenetv2']}"],
                       tmp_path / "node.log")
     viewer = RosClient("camera_info_viewer")
@@ -248,24 +251,30 @@ def test_first_labels_frame_after_a_camera_starts_carries_its_k(ros_env, tiny_ch
         viewer.subscribe(f"{NODE}/labels", Image)
         assert viewer.wait_until(lambda: viewer.node.count_subscribers("/start_cam") > 0, 90), proc.log
         rgb = frame(48, 64, 11)
-        for start in range(4):
+        #: (reliable, CameraInfo first) per start
+        starts = [(False, False), (True, True), (False, False), (True, False)]
+        for start, (reliable, info_first) in enumerate(starts):
             fx, fid = 200.0 + 10 * start, f"cam_{start}"
-            qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT if start in (1, 2)
-                             else ReliabilityPolicy.RELIABLE)
+            qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
             camera = RosClient(f"camera_{start}")
             try:
                 img_pub = camera.publisher("/start_cam", Image, qos)
                 info_pub = camera.publisher("/camera_info", CameraInfo, qos)
+                assert camera.wait_until(lambda: img_pub.get_subscription_count() and info_pub.get_subscription_count(),
+                                         30), proc.log
                 first = camera.node.get_clock().now().nanoseconds
                 got = None
-                for _ in range(200):  # 20 Hz until the node answers
+                for _ in range(60):  # about 2 Hz until the node answers
                     stamp = camera.node.get_clock().now().nanoseconds
                     image = array_to_image_msg(rgb, "rgb8")
-                    image.header = camera_info(stamp, fx, fid).header
-                    first_out, second = (info_pub, img_pub) if start % 2 else (img_pub, info_pub)
-                    first_out.publish(camera_info(stamp, fx, fid) if first_out is info_pub else image)
-                    second.publish(camera_info(stamp, fx, fid) if second is info_pub else image)
-                    got = viewer.wait_for(f"{NODE}/camera_info", lambda m, f=fid: m.header.frame_id == f, 0.05)
+                    info = camera_info(stamp, fx, fid)
+                    image.header = info.header
+                    if info_first:
+                        info_pub.publish(info)
+                    img_pub.publish(image)
+                    got = viewer.wait_for(f"{NODE}/camera_info", lambda m, f=fid: m.header.frame_id == f, 0.5)
+                    if not info_first:
+                        info_pub.publish(info)
                     if got is not None:
                         break
                 assert got is not None, proc.log
@@ -276,6 +285,9 @@ def test_first_labels_frame_after_a_camera_starts_carries_its_k(ros_env, tiny_ch
             finally:
                 camera.close()
             assert viewer.wait_until(lambda: viewer.count_publishers("/start_cam") == 0, 20)
+            # the next camera's stamps are further from this one's than camera_info.STALE_S
+            assert viewer.wait_until(lambda: viewer.node.get_clock().now().nanoseconds - stamp > (STALE_S + 0.5) * 1e9,
+                                     STALE_S + 5)
     finally:
         viewer.close()
         rc = proc.stop()
