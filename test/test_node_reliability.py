@@ -20,7 +20,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from bisenet_ros.errors import ImageError  # noqa: E402
-from bisenet_ros.images import check_compressed  # noqa: E402
+from bisenet_ros.data.images import check_compressed  # noqa: E402
 from node_client import frame, start_node, values  # noqa: E402
 from test_hostile_inputs import huge_jpeg  # noqa: E402
 

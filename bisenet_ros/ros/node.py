@@ -43,16 +43,15 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
+from ..data.images import stamp_ns
 from ..errors import BisenetError, ConfigError, ImageError, one_line, safe_text
-from ..images import stamp_ns
-from .inputs import AdaptiveSubscription, reliability_name
-from .loss import LossMonitor, LossReport, loss_message
-from .transport import apply_fastdds_profile, tuning_decision
-from ..metrics import latency_stats
+from ..evaluation.metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import (array_to_compressed_msg, array_to_image_msg, check_compressed_msg, compressed_msg_to_array,
                           image_msg_to_array)
 from .health import Health, InputMonitor, worst
+from .inputs import AdaptiveSubscription, reliability_name
+from .loss import LossMonitor, LossReport, loss_message
 from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, pipeline_options, plain,
                          reload_changes, usage_text, validate_changes)
 from .camera_info import CameraInfoPairing
@@ -60,6 +59,7 @@ from .foxglove_view import FoxgloveView
 from .label_info import LabelInfoOutput
 from .timing import LatencyCheck
 from .points import SemanticOutputs, check_class_parameters
+from .transport import apply_fastdds_profile, tuning_decision
 
 NODE_NAME = "segmentation"
 ERROR_THROTTLE_S = 5.0

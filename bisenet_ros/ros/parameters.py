@@ -19,9 +19,10 @@ from typing import Any
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 
-from ..backends import BACKENDS
+from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT, MAX_SIDE
 from ..errors import BisenetError
-from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT, MAX_SIDE
+from ..inference.backends import BACKENDS
+from ..models.weights_catalog import resolve_weights
 from ..options import PipelineOptions
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -68,8 +69,9 @@ class ParamSpec:
 PARAMETERS: dict[str, ParamSpec] = {
     # model and pipeline (changing one reloads the model in the background)
     "model": ParamSpec("auto", "architecture; auto = from the checkpoint (sidecar YAML or key layout)"),
-    "weights": ParamSpec("", "checkpoint file (.pth/.pt/.safetensors) or an int8 .onnx from "
-                             "bisenet-ros quantize (with its .onnx.yaml sidecar); required"),
+    "weights": ParamSpec("", "checkpoint file (.pth/.pt/.safetensors), an .onnx from bisenet-ros "
+                             "export-onnx or quantize, or a public checkpoint's name (bisenetv2-cityscapes, "
+                             "after bisenet-ros weights get); required"),
     "num_classes": ParamSpec(0, "class count; 0 = from the checkpoint", int_range=(0, 65535, 1)),
     "dataset": ParamSpec("", "preset name (cityscapes, camvid, cocostuff, ade20k) or preset YAML; "
                              "empty = checkpoint sidecar, else cityscapes"),
@@ -196,6 +198,10 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if name == "weights":
         if not value:
             return "parameter 'weights' is required (a BiSeNet checkpoint, e.g. -p weights:=model.pth)"
+        try:  # a public checkpoint's name (bisenetv2-cityscapes) -> the cached file
+            value = resolve_weights(value)
+        except BisenetError as exc:
+            return str(exc)
         path = Path(value).expanduser()
         if not path.is_file():
             return f"weights '{value}' not found"
@@ -210,7 +216,7 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)):
         return f"device must be auto, cpu, cuda or cuda:N, got '{value}'"
     if name == "dataset" and value:
-        from ..datasets import load_preset
+        from ..data.datasets import load_preset
         try:
             load_preset(value)
         except BisenetError as exc:
@@ -218,7 +224,7 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if name == "confidence_threshold" and not 0.0 <= value < 1.0:
         return f"confidence_threshold must be in [0, 1), got {value}"
     if name == "class_remap" and value:
-        from ..remap import REMAP_DIR, available_remaps
+        from ..data.remap import REMAP_DIR, available_remaps
         if not (Path(value).expanduser().is_file() or (REMAP_DIR / f"{value}.yaml").is_file()):
             return f"unknown class remap '{value}' (shipped: {', '.join(available_remaps())}; or a YAML file)"
     if name == "foxglove_address" and not valid_address(value):
@@ -268,7 +274,7 @@ def check_remap(changes: dict[str, Any], source: Any) -> str | None:
     DatasetPreset), or None; a remap changed together with the model is checked at the reload."""
     if not changes.get("class_remap") or {"weights", "model", "dataset", "num_classes"} & set(changes):
         return None
-    from ..remap import load_remap
+    from ..data.remap import load_remap
     try:
         load_remap(changes["class_remap"], source)
     except BisenetError as exc:
@@ -286,7 +292,7 @@ def check_dataset_classes(values: dict[str, Any], changes: dict[str, Any], model
     n = changes.get("num_classes", values.get("num_classes")) or model_classes
     if not n:
         return None
-    from ..datasets import load_preset
+    from ..data.datasets import load_preset
 
     preset = load_preset(changes["dataset"])
     if preset.num_classes != n:

@@ -6,9 +6,10 @@ import math
 import sys
 from pathlib import Path
 
-from ..backends import BACKENDS
-from ..cpu import cpu_model
-from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT
+from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT
+from ..inference.backends import BACKENDS
+from ..inference.cpu import cpu_model
+from ..models.weights_catalog import resolve_weights
 from ..options import PipelineOptions, fixed_input_size
 from ..pipeline import SegmentationPipeline, build_pipeline
 
@@ -71,7 +72,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                    help="architecture (default: from the checkpoint's sidecar or key layout)")
     g.add_argument("--weights", required=weights_required,
                    help="checkpoint (.pth/.pt/.safetensors), e.g. the public model_final_v2_city.pth, "
-                        "or an int8 .onnx made by 'bisenet-ros quantize'")
+                        "an .onnx made by 'bisenet-ros export-onnx' or 'quantize', or a public checkpoint's "
+                        "name (bisenetv2-cityscapes; 'bisenet-ros weights list')")
     g.add_argument("--num-classes", type=number(int, 1, 65535), default=None,
                    help="class count (default: from the checkpoint)")
     g.add_argument("--dataset", default=None,
@@ -90,7 +92,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                         "'bisenet-ros quantize'")
     g.add_argument("--backend", default="auto", choices=list(BACKENDS),
                    help="how the forward pass runs (default: auto = the fastest available backend that "
-                        "matches eager PyTorch, see config/backends.yaml)")
+                        "matches eager PyTorch, see resources/backends.yaml)")
     g.add_argument("--max-pixels", type=number(int, 1, MAX_PIXELS_LIMIT), default=MAX_PIXELS,
                    help=f"refuse images with more pixels (width x height) than this, checked before decoding "
                         f"(default {MAX_PIXELS} = 4096x2048, at most {MAX_PIXELS_LIMIT} = 8192x8192)")
@@ -122,7 +124,7 @@ def input_size_of(args: argparse.Namespace) -> str:
     fixed size for the benchmarks), as ``'HxW'`` or ``'auto32'``."""
     if args.input_size:
         return args.input_size
-    side = sidecar_input_size(args.weights)
+    side = sidecar_input_size(resolve_weights(args.weights))
     if side:
         return f"{side[0]}x{side[1]}"
     return getattr(args, "input_size_fallback", "auto32")
@@ -132,21 +134,30 @@ def sidecar_input_size(weights) -> tuple[int, int] | None:
     """The ``input_size`` of a checkpoint's sidecar YAML, or None (no weights, no sidecar)."""
     if not weights:
         return None
-    from ..checkpoint import read_sidecar
-
-    size = (read_sidecar(weights) or {}).get("input_size")
+    size = (weights_sidecar(weights) or {}).get("input_size")
     return fixed_input_size(size) if size else None
+
+
+def weights_sidecar(weights) -> dict:
+    """What the weights say about themselves: a checkpoint's sidecar YAML, an ONNX model's sidecar
+    or (``export-onnx``) its embedded metadata; ``{}`` when there is none."""
+    from ..models.checkpoint import read_sidecar
+    from ..inference.onnx_model import is_onnx, read_onnx_sidecar
+
+    if is_onnx(weights):
+        return read_onnx_sidecar(weights)
+    return read_sidecar(weights)
 
 
 def model_preset(args: argparse.Namespace):
     """The model's label set without loading it: ``--dataset``, else the checkpoint sidecar's, else
     Cityscapes (what the pipeline would use; for tools that start a node instead)."""
-    from ..checkpoint import read_sidecar
-    from ..datasets import load_preset, sidecar_preset
+    from ..data.datasets import load_preset, sidecar_preset
 
     if args.dataset:
         return load_preset(args.dataset)
-    return sidecar_preset(read_sidecar(args.weights) if args.weights else {}, str(args.weights))
+    weights = resolve_weights(args.weights)
+    return sidecar_preset(weights_sidecar(weights) if weights else {}, str(weights))
 
 
 def random_init_weights(args: argparse.Namespace, folder, command: str) -> str:

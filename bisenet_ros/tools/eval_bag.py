@@ -12,11 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..bags import STORAGES, BagError, check_bag_output, check_image_topic, list_topics
+from ..data.bags import STORAGES, BagError, check_bag_output, check_image_topic, list_topics
+from ..data.remap import ground_truth_lut
 from ..errors import ConfigError
-from ..evaluation import evaluate_bag, resolve_label_map
-from ..remap import ground_truth_lut
-from ..report import check_report_dir, write_report
+from ..evaluation.recording import evaluate_bag, resolve_label_map
+from ..evaluation.report import check_report_dir, write_report
 from .common import add_model_arguments, cpu_name, number, pipeline_from_args
 
 HELP = "evaluate accuracy (mIoU vs ground-truth labels) and speed on a ROS 2 bag (mcap/sqlite3)"

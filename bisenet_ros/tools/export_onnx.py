@@ -4,9 +4,10 @@ The file runs in ONNX Runtime (CPU, CUDA, TensorRT providers) or ``trtexec``. It
 options every tool shares (``--model --weights --num-classes --dataset --mean --std --input-size
 --device``); the graph's input is the normalised image, so the preprocessing the model expects
 (mean/std on a 0-1 RGB scale, class names, input size) is written into the file's metadata
-(``bisenet_ros.*`` keys). After writing it, the command runs the file in ONNX Runtime for batch 1
+(``bisenet_ros.*`` keys, with the palette): the file is weights like any other
+(``bisenet-ros segment --weights street.onnx``, the node's ``weights``), no sidecar needed. After writing it, the command runs the file in ONNX Runtime for batch 1
 and 2 and prints the relative L2 error of the logits against eager PyTorch float32; above the
-tolerance in ``config/backends.yaml`` it fails.
+tolerance in ``resources/backends.yaml`` it fails.
 """
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..backends import backend_config
 from ..errors import ConfigError
-from ..export import DEFAULT_OPSET, ExportError, export_onnx, verify_onnx
+from ..inference.backends import backend_config
+from ..inference.export import DEFAULT_OPSET, ExportError, export_onnx, verify_onnx
 from ..models import load_model
-from ..outputs import ONNX, atomic_file, check_output
+from ..output_files import ONNX, atomic_file, check_output
 from .common import add_model_arguments, pipeline_from_args
 
 HELP = "export the model to ONNX (dynamic batch) and verify it against eager PyTorch"
@@ -71,6 +72,7 @@ def metadata(pipeline, size: tuple[int, int], dynamic: bool) -> dict[str, str]:
         "bisenet_ros.class_names": json.dumps(list(preset.class_names)),
         "bisenet_ros.mean": json.dumps([float(v) for v in preset.mean]),
         "bisenet_ros.std": json.dumps([float(v) for v in preset.std]),
+        "bisenet_ros.palette": json.dumps([[int(c) for c in col] for col in preset.palette]),
         "bisenet_ros.input_size": "dynamic" if dynamic else f"{size[0]}x{size[1]}",
         "bisenet_ros.input": "RGB, (x / 255 - mean) / std, NCHW float32",
     }

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .outputs import REPORT_DIR, atomic_file, check_in_dir, check_output, prepare_dir, write_text
+from ..output_files import REPORT_DIR, atomic_file, check_in_dir, check_output, prepare_dir, write_text
 
 METRICS_JSON = "metrics.json"
 REPORT_MD = "report.md"

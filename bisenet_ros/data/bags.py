@@ -19,9 +19,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import BisenetError, ImageError, one_line
+from ..errors import BisenetError, ImageError, one_line
+from ..output_files import BAG, BAG_MARK, OutputError, atomic_dir, check_output
 from .images import ENCODING_ALIASES, decode_compressed, raw_image_to_array, stamp_ns  # noqa: F401 (re-exported)
-from .outputs import BAG, BAG_MARK, OutputError, atomic_dir, check_output
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -136,7 +136,7 @@ def check_image_topic(topics: dict[str, TopicSummary], topic: str, bag: str | Pa
 def image_to_array(msg: Any) -> tuple[np.ndarray, str]:
     """A deserialised sensor_msgs/Image or CompressedImage -> (array, encoding).
 
-    Converted and validated by the same code as the node's messages (:mod:`bisenet_ros.images`);
+    Converted and validated by the same code as the node's messages (:mod:`bisenet_ros.data.images`);
     ``8UC1``/``16UC1`` are read as ``mono8``/``mono16``, ``8UC3`` as ``bgr8``. The array is
     contiguous and writable (row padding dropped). Raises :class:`BagError` with the reason.
     """
@@ -313,14 +313,14 @@ class BagWriter:
         self.counts: dict[str, int] = {}
 
     def __enter__(self) -> "BagWriter":
-        from rosbags.rosbag2 import Writer
+        from .bag_layout import open_writer
 
-        # written under a temporary name, renamed over self.path when complete (outputs.atomic_dir)
+        # written under a temporary name, renamed over self.path when complete (outputs.atomic_dir);
+        # the storage file is named as rosbag2 names it (<bag>_0.mcap), see bag_layout
         self._atomic = atomic_dir(self.path)
-        tmp = self._atomic.__enter__()
+        self._tmp = self._atomic.__enter__()
         try:
-            # version 8 is what Jazzy's rosbag2 writes; newer readers read it too
-            self._writer = Writer(tmp, version=8, storage_plugin=self._plugin)
+            self._writer = open_writer(self._tmp, self.path.name, self._plugin)
             self._writer.set_custom_data(BAG_MARK, f"written by {self._tool}")
             self._writer.open()
         except BaseException:
@@ -329,21 +329,30 @@ class BagWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        from .bag_layout import finish
+
         try:
             self._writer.close()
+            if exc_type is None:
+                finish(self._tmp, self.path.name)
         except BaseException:
             if exc_type is None:
                 self._atomic.__exit__(*sys.exc_info())
                 raise
         self._atomic.__exit__(exc_type, exc, tb)  # on error: the temporary bag is removed
 
-    def write(self, topic: str, msg: Any, timestamp_ns: int) -> None:
-        """Serialise and write ``msg`` on ``topic`` (the topic is added on first use)."""
+    def write(self, topic: str, msg: Any, timestamp_ns: int, qos: Any = None) -> None:
+        """Serialise and write ``msg`` on ``topic``. The topic is added on first use, recorded
+        as offered with ``qos`` (a :func:`bisenet_ros.bag_layout.qos` profile; default: a camera
+        driver's, :data:`~bisenet_ros.bag_layout.CAMERA_QOS`)."""
+        from .bag_layout import CAMERA_QOS
+
         ts = typestore()
         msgtype = msg.__msgtype__
         conn = self._connections.get(topic)
         if conn is None:
-            conn = self._writer.add_connection(topic, msgtype, typestore=ts)
+            conn = self._writer.add_connection(topic, msgtype, typestore=ts,
+                                               offered_qos_profiles=[qos or CAMERA_QOS])
             self._connections[topic] = conn
             self.counts[topic] = 0
         elif conn.msgtype != msgtype:
@@ -355,7 +364,7 @@ class BagWriter:
 def check_bag_output(path: str | Path, inputs: Sequence[str | Path] = (), overwrite: bool = False,
                      option: str = "output bag") -> Path:
     """Refuse a bag output that is, contains or lies inside an input, or replaces a bag that
-    bisenet-ros did not write (see :mod:`bisenet_ros.outputs`); :class:`BagError` otherwise."""
+    bisenet-ros did not write (see :mod:`bisenet_ros.output_files`); :class:`BagError` otherwise."""
     try:
         return check_output(path, inputs, kind=BAG, overwrite=overwrite, option=option)
     except OutputError as exc:
