@@ -46,8 +46,10 @@ $(STAMP): requirements.txt setup.py
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# FOXGLOVE=1: afterwards keep the node serving the Foxglove live view on ws://127.0.0.1:8765 (docs/node.md)
+FOXGLOVE ?=
 demo: setup
-	$(PY) -m bisenet_ros.tools.demo
+	$(PY) -m bisenet_ros.tools.demo $(if $(FOXGLOVE),--foxglove $(if $(filter 1,$(FOXGLOVE)),8765,$(FOXGLOVE)))
 
 # the semantic point cloud: synthetic drive with exact depth -> node ~/points -> demo_output/points/cloud.png
 demo-points: setup

@@ -137,8 +137,8 @@ class FoxgloveClient:
                 self._handle_text(msg)
         return next(c for c in self.channels.values() if c["topic"] == topic)
 
-    def subscribe(self, topic: str) -> int:
-        channel = self.channel(topic)
+    def subscribe(self, topic: str, timeout: float = 20.0) -> int:
+        channel = self.channel(topic, timeout)
         sub_id = len(self._subs) + 1
         self._subs[sub_id] = channel["id"]
         self._send(0x1, json.dumps({"op": "subscribe", "subscriptions": [{"id": sub_id, "channelId": channel["id"]}]})

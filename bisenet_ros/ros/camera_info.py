@@ -32,7 +32,7 @@ from typing import Callable
 
 from sensor_msgs.msg import CameraInfo
 
-from ..images import stamp_ns
+from ..data.images import stamp_ns
 
 KEEP = 10  # CameraInfo messages kept per camera
 WAIT_S = 0.1  # for the image's own CameraInfo when it is still on its way
