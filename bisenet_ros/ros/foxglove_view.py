@@ -25,14 +25,6 @@ from typing import Any
 
 from rclpy.node import Node
 
-try:
-    import foxglove
-    from foxglove.channels import CompressedImageChannel, PointCloudChannel
-    from foxglove.messages import (CompressedImage, PackedElementField, PackedElementFieldNumericType, PointCloud,
-                                   Pose, Quaternion, Timestamp, Vector3)
-except ImportError:
-    foxglove = None
-
 from ..errors import one_line
 from .conversions import array_to_compressed_msg
 
@@ -42,7 +34,20 @@ LATCH_PERIOD_S = 1.0
 POINT_TYPES = {1: "Int8", 2: "Uint8", 3: "Int16", 4: "Uint16", 5: "Int32", 6: "Uint32", 7: "Float32", 8: "Float64"}
 
 
+def sdk() -> Any:
+    """The foxglove-sdk modules (imported when the view is first started), or None without it."""
+    try:
+        import foxglove
+        import foxglove.channels
+        import foxglove.messages
+    except ImportError:
+        return None
+    return foxglove
+
+
 def _stamp(header: Any) -> Any:
+    from foxglove.messages import Timestamp
+
     return Timestamp(sec=header.stamp.sec, nsec=header.stamp.nanosec)
 
 
@@ -69,6 +74,9 @@ class CameraChannels:
     """One camera's image, cloud and timing channels."""
 
     def __init__(self, node: Node, context: Any, prefix: str) -> None:
+        import foxglove
+        from foxglove.channels import CompressedImageChannel, PointCloudChannel
+
         topic = lambda name: node.resolve_topic_name(f"~/{prefix}{name}")  # noqa: E731
         self.overlay = CompressedImageChannel(topic("overlay/compressed"), context=context)
         self.color = CompressedImageChannel(topic("color"), context=context)
@@ -105,6 +113,7 @@ class FoxgloveView:
         port, address = self._values["foxglove_port"], self._values["foxglove_address"]
         if not port:
             return
+        foxglove = sdk()
         if foxglove is None:
             if not self._told_missing:
                 self._told_missing = True
@@ -164,6 +173,8 @@ class FoxgloveView:
         cam = self._cameras.get(label)
         if cam is None:
             return
+        from foxglove.messages import CompressedImage
+
         v = self._values
         images = ((cam.overlay, res.overlay, res.overlay_encoding, "jpeg", v["jpeg_quality"]),
                   (cam.color, res.color, "rgb8", "png", v["png_level"]),
@@ -196,6 +207,8 @@ class FoxgloveView:
         cam = self._cameras.get(label)
         if cam is None or not cam.points.has_sinks():
             return
+        from foxglove.messages import PackedElementField, PackedElementFieldNumericType, PointCloud, Pose, Quaternion, Vector3
+
         fields = [PackedElementField(name=f.name, offset=f.offset, type=getattr(
             PackedElementFieldNumericType, "Uint32" if f.name in ("rgb", "rgba") else POINT_TYPES[f.datatype]))
             for f in cloud.fields]
