@@ -46,6 +46,8 @@ from std_msgs.msg import Header, String
 from ..data.images import stamp_ns
 from ..errors import BisenetError, ConfigError, ImageError, one_line, safe_text
 from ..evaluation.metrics import latency_stats
+from ..inference.backend_cache import announcing
+from .backend_watch import BackendWatch
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import (array_to_compressed_msg, array_to_image_msg, check_compressed_msg, compressed_msg_to_array,
                           image_msg_to_array)
@@ -207,6 +209,7 @@ class SegmentationCore:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._backend_watch = BackendWatch(self, self._diag_pub)  # auto's measurement, said and checked
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
         # runs only while an input's publishers changed (matched events wake it): idle cameras cost nothing
         self._refresh_timer = self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
@@ -222,7 +225,8 @@ class SegmentationCore:
         reason = validate_changes(self._values, {k: self._values[k] for k in ("cameras", *RELOAD)})
         if reason:
             raise ConfigError(reason)
-        pipeline = build_pipeline(pipeline_options(self._values))
+        with announcing(self._backend_watch.announce):
+            pipeline = build_pipeline(pipeline_options(self._values))
         reason = check_class_parameters(self._values, pipeline.preset.class_names)
         if reason:
             raise ConfigError(reason)
@@ -500,6 +504,7 @@ class SegmentationCore:
         if not ready or pipeline is None:
             return
         results = self._segment(pipeline, ready, images, encodings)
+        self._backend_watch.frame(pipeline, results)
         with self._stats_lock:
             self._forward_passes += 1
         for (cam, frame), result in zip(ready, results):
@@ -755,7 +760,8 @@ class SegmentationCore:
         changed = ", ".join(f"{k}={candidate[k]}" for k in old)
         self.get_logger().info(f"loading model for {changed} in the background")
         try:
-            pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
+            with announcing(self._backend_watch.announce):
+                pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
             keeping = self.pipeline.info.get("weights") if self.pipeline is not None else "no model"
             reason = safe_text(f"reload with {changed} failed, keeping {keeping}: {one_line(exc, 300)}", 500)
