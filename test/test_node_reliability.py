@@ -146,41 +146,41 @@ def inproc(ros_env, tiny_checkpoints):
 def test_one_failing_frame_costs_no_other_camera_and_is_reported(inproc):
     """A worker exception (here MemoryError for camera b's frame) is isolated from the batch,
     counted per camera and reported by /diagnostics as WARN with the reason."""
-    from bisenet_ros.ros.node import Frame
+    from bisenet_ros.ros.cameras import Frame
 
     node, _ = inproc
-    cam_a, cam_b = node.cameras
+    cam_a, cam_b = node.core.cameras
     published, diagnostics = [], []
-    node._publish = lambda cam, frame, res, n, pipe: published.append(cam.label)
-    node._diag_pub.publish = diagnostics.append
-    real = node.pipeline.run_batch
+    node.core.outputs.publish = lambda cam, frame, res, n, pipe: published.append(cam.label)
+    node.core.diagnostics.publisher.publish = diagnostics.append
+    real = node.core.pipeline.run_batch
 
     def run_batch(images, encodings, outputs=()):
         if any(img.shape[0] == 40 for img in images):
             raise MemoryError("cannot allocate 3.5 GB")
         return real(images, encodings, outputs)
 
-    node.pipeline.run_batch = run_batch
+    node.core.pipeline.run_batch = run_batch
     frames = []
     for cam, h in ((cam_a, 48), (cam_b, 40)):
         msg = Image(height=h, width=64, encoding="rgb8", step=64 * 3, data=frame(h, 64, 5).tobytes())
         msg.header.frame_id = f"{cam.label}_frame"
         f = Frame(msg, time.perf_counter(), image=frame(h, 64, 5), encoding="rgb8")
         frames.append((cam, f))
-    node.process(frames)
+    node.core.worker.process(frames)
     assert published == ["a"]
     assert (cam_a.failed, cam_b.failed) == (0, 1)
-    node._publish_diagnostics()
+    node.core.diagnostics.publish()
     status = diagnostics[-1].status[0]
     assert status.level == status.WARN and "b: 1 frames failed (cannot allocate 3.5 GB)" in status.message
     assert values(status)["failed_frames"] == "1"
-    node._publish_diagnostics()  # reported once: the next period is clean again
+    node.core.diagnostics.publish()  # reported once: the next period is clean again
     assert "frames failed" not in diagnostics[-1].status[0].message
 
 
 def test_reload_racing_shutdown_is_quiet(inproc, tiny_checkpoints):
     """SIGINT right after a weights change: the context goes away while the reload runs."""
-    import bisenet_ros.ros.node as node_module
+    import bisenet_ros.ros.reconfigure as node_module
 
     node, ctx = inproc
     started, release = threading.Event(), threading.Event()
@@ -200,7 +200,7 @@ def test_reload_racing_shutdown_is_quiet(inproc, tiny_checkpoints):
         assert started.wait(30)
         rclpy.try_shutdown(context=ctx)  # what SIGINT does
         release.set()
-        node._reload_thread.join(60)
+        node.core.reconfigure.thread.join(60)
     finally:
         node_module.build_pipeline = real
         threading.excepthook = old_hook

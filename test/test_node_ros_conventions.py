@@ -23,7 +23,7 @@ from rcl_interfaces.srv import GetParameters, ListParameters  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from bisenet_ros.ros.conversions import image_msg_to_array  # noqa: E402
-from bisenet_ros.ros.node import output_camera_info  # noqa: E402
+from bisenet_ros.ros.conversions import output_camera_info  # noqa: E402
 from bisenet_ros.ros.parameters import PARAMETERS  # noqa: E402
 from node_client import RosClient, frame, serve_node, start_node, values  # noqa: E402
 
@@ -43,7 +43,7 @@ def node(ros_env, tiny_checkpoints, tmp_path_factory):
 def client(node):
     c = RosClient("test_conventions_client")
     c.subscribe("/diagnostics", DiagnosticArray)
-    assert c.wait_matched(CAM, Image), "the node did not subscribe to " + CAM + ":\n" + node.log
+    assert c.wait_matched(CAM, Image, 120), "the node did not subscribe to " + CAM + ":\n" + node.log
     yield c
     c.close()
 
@@ -239,3 +239,39 @@ def test_lifecycle_transitions_through_real_services(ros_env, tiny_checkpoints, 
         client.close()
         rc = proc.stop()
     assert rc == 0 and "Traceback" not in proc.log, proc.log[-3000:]
+
+
+def test_output_qos_overridden_from_a_parameter_file(ros_env, tiny_checkpoints, tmp_path):
+    """Output publishers take QoS overrides the ROS 2 way (QoSOverridingOptions): a parameter file's
+    ``qos_overrides./segmentation/labels.publisher.reliability`` (nested or as one dotted key) applies
+    to that publisher only; the others keep output_reliability/output_depth."""
+    from rclpy.qos import ReliabilityPolicy
+
+    params = tmp_path / "qos.yaml"
+    params.write_text(f"""/segmentation:
+  ros__parameters:
+    weights: {tiny_checkpoints['bisenetv2']}
+    device: cpu
+    qos_overrides:
+      /segmentation/labels:
+        publisher:
+          reliability: best_effort
+          depth: 4
+    qos_overrides./segmentation/color.publisher.reliability: best_effort
+""")
+    proc = start_node(ros_env, ["-r", "image:=/qos_cam", "--params-file", str(params)], tmp_path / "node.log")
+    client = RosClient("test_qos_client")
+    try:
+        def qos(kind):
+            infos = client.node.get_publishers_info_by_topic(f"{NODE}/{kind}")
+            return infos[0].qos_profile if infos else None
+
+        assert client.wait_until(lambda: all(qos(k) is not None for k in ("labels", "color", "overlay")), 120), proc.log
+        assert (qos("labels").reliability, qos("labels").depth) == (ReliabilityPolicy.BEST_EFFORT, 4)
+        assert qos("color").reliability == ReliabilityPolicy.BEST_EFFORT
+        assert (qos("overlay").reliability, qos("overlay").depth) == (ReliabilityPolicy.RELIABLE, 1)
+        assert client.get_parameter(NODE, "qos_overrides./segmentation/labels.publisher.reliability") == "best_effort"
+    finally:
+        client.close()
+        rc = proc.stop()
+    assert rc == 0 and "Traceback" not in proc.log, proc.log

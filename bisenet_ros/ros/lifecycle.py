@@ -9,8 +9,8 @@ its parameter services and ``/diagnostics`` are up at once, nothing is loaded. T
 - deactivate: stop the worker, remove subscriptions and publishers (the model stays loaded);
 - cleanup: release the model; shutdown (from any state): all of the above.
 
-The behaviour is :class:`~bisenet_ros.ros.node.SegmentationCore`, the same code the plain
-``segmentation_node`` runs in its constructor.
+The behaviour is :class:`~bisenet_ros.ros.core.SegmentationCore`, the same object the plain
+``segmentation_node`` runs in its constructor; each transition calls one of its public stages.
 """
 from __future__ import annotations
 
@@ -19,55 +19,55 @@ from typing import Any
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from ..errors import BisenetError
-from ..errors import one_line
-from .node import NODE_NAME, SegmentationCore, spin
+from ..errors import BisenetError, one_line
+from .core import SegmentationCore
+from .node import NODE_NAME, spin
 
 
-class LifecycleSegmentationNode(SegmentationCore, LifecycleNode):
+class LifecycleSegmentationNode(LifecycleNode):
     """``segmentation`` as a lifecycle node; see the module docstring."""
 
     def __init__(self, **node_kwargs: Any) -> None:
-        LifecycleNode.__init__(self, NODE_NAME, **node_kwargs)
-        self._init_core()
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.core = SegmentationCore(self)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self._configure_pipeline()
-        except BisenetError as exc:
-            self.get_logger().error(f"configure failed: {exc}")
+            self.core.configure()
+        except Exception as exc:  # BisenetError, or torch refusing the device or the weights
+            self.get_logger().error(f"configure failed: {exc if isinstance(exc, BisenetError) else one_line(exc)}")
             return TransitionCallbackReturn.FAILURE
-        except Exception as exc:  # torch refusing the device or the weights
-            self.get_logger().error(f"configure failed: {one_line(exc)}")
-            return TransitionCallbackReturn.FAILURE
-        info = self.pipeline.info
+        info = self.core.pipeline.info
         self.get_logger().info(f"configured: {info['model']} ({info['num_classes']} classes) from "
                                f"{info['weights']} on {info['device']} [{info['backend']}]")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._activate()
+        self.core.activate()
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
+        self.core.deactivate()
         self.get_logger().info("deactivated: not subscribed, model kept")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._cleanup_pipeline()
+        self.core.cleanup()
         self.get_logger().info("cleaned up: model released")
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
-        self._cleanup_pipeline()
+        self.core.shutdown()
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
-        self._cleanup_pipeline()
+        self.core.shutdown()
         return TransitionCallbackReturn.SUCCESS  # back to unconfigured
+
+    def close(self) -> None:
+        """Stop the worker (and a background model load) and release the node."""
+        self.core.shutdown()
+        self.destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:
