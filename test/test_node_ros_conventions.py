@@ -243,34 +243,38 @@ def test_lifecycle_transitions_through_real_services(ros_env, tiny_checkpoints, 
 
 def test_output_qos_overridden_from_a_parameter_file(ros_env, tiny_checkpoints, tmp_path):
     """Output publishers take QoS overrides the ROS 2 way (QoSOverridingOptions): a parameter file's
-    ``qos_overrides./segmentation/labels.publisher.reliability`` (nested or as one dotted key) applies
-    to that publisher only; the others keep output_reliability/output_depth."""
+    ``qos_overrides.<topic>.publisher.reliability`` (nested or as one dotted key) applies to that
+    publisher only; the others keep output_reliability/output_depth."""
     from rclpy.qos import ReliabilityPolicy
 
+    ns = "/qos_test/segmentation"  # its own namespace: the module's node is /segmentation
     params = tmp_path / "qos.yaml"
-    params.write_text(f"""/segmentation:
+    params.write_text(f"""{ns}:
   ros__parameters:
     weights: {tiny_checkpoints['bisenetv2']}
     device: cpu
     qos_overrides:
-      /segmentation/labels:
+      {ns}/labels:
         publisher:
           reliability: best_effort
           depth: 4
-    qos_overrides./segmentation/color.publisher.reliability: best_effort
+    qos_overrides.{ns}/color.publisher.reliability: best_effort
 """)
-    proc = start_node(ros_env, ["-r", "image:=/qos_cam", "--params-file", str(params)], tmp_path / "node.log")
+    proc = start_node(ros_env, ["-r", "__ns:=/qos_test", "-r", "image:=/qos_cam", "--params-file", str(params)],
+                      tmp_path / "node.log")
     client = RosClient("test_qos_client")
     try:
-        def qos(kind):
-            infos = client.node.get_publishers_info_by_topic(f"{NODE}/{kind}")
-            return infos[0].qos_profile if infos else None
+        def reliability(kind):
+            infos = client.node.get_publishers_info_by_topic(f"{ns}/{kind}")
+            return infos[0].qos_profile.reliability if infos else None
 
-        assert client.wait_until(lambda: all(qos(k) is not None for k in ("labels", "color", "overlay")), 120), proc.log
-        assert (qos("labels").reliability, qos("labels").depth) == (ReliabilityPolicy.BEST_EFFORT, 4)
-        assert qos("color").reliability == ReliabilityPolicy.BEST_EFFORT
-        assert (qos("overlay").reliability, qos("overlay").depth) == (ReliabilityPolicy.RELIABLE, 1)
-        assert client.get_parameter(NODE, "qos_overrides./segmentation/labels.publisher.reliability") == "best_effort"
+        kinds = ("labels", "color", "overlay", "timing")
+        assert client.wait_until(lambda: all(reliability(k) is not None for k in kinds), 120), proc.log
+        assert [reliability(k) for k in kinds] == [ReliabilityPolicy.BEST_EFFORT, ReliabilityPolicy.BEST_EFFORT,
+                                                   ReliabilityPolicy.RELIABLE, ReliabilityPolicy.RELIABLE]
+        assert client.get_parameter(ns, f"qos_overrides.{ns}/labels.publisher.reliability") == "best_effort"
+        assert client.get_parameter(ns, f"qos_overrides.{ns}/labels.publisher.depth") == 4
+        assert client.get_parameter(ns, f"qos_overrides.{ns}/overlay.publisher.depth") == 1
     finally:
         client.close()
         rc = proc.stop()

@@ -69,7 +69,9 @@ class OutputPublishers:
 
     def create(self, msg_type: type, topic: str, qos: QoSProfile) -> Publisher:
         """One output publisher, its QoS overridable by parameters (``qos_overrides.<topic>.publisher.*``)."""
-        publisher = self.node.create_publisher(msg_type, topic, qos, qos_overriding_options=QOS_OVERRIDES)
+        own = QoSProfile(history=qos.history, depth=qos.depth, reliability=qos.reliability, durability=qos.durability)
+        # (its own profile: rclpy writes the overrides into the profile it is given)
+        publisher = self.node.create_publisher(msg_type, topic, own, qos_overriding_options=QOS_OVERRIDES)
         self.publishers.append(publisher)
         return publisher
 
