@@ -28,7 +28,7 @@ from .health import InputMonitor
 from .inputs import AdaptiveSubscription, reliability_name
 from .loss import LossMonitor, LossReport
 
-INPUT_REFRESH_S = 1.0  # how often input_reliability auto looks at the publishers again
+INPUT_REFRESH_S = 1.0  # input_reliability auto looks at the publishers this soon after they changed
 ERROR_THROTTLE_S = 5.0
 
 
@@ -91,7 +91,8 @@ class CameraInputs:
         self.cameras: list[Camera] = []
         self.monitor = InputMonitor()  # receive times and stamp delays, for /diagnostics
         self.subscriptions: list[AdaptiveSubscription] = []
-        node.create_timer(INPUT_REFRESH_S, self.refresh)
+        # runs only while an input's publishers changed (matched events wake it): idle cameras cost nothing
+        self.refresh_timer = node.create_timer(INPUT_REFRESH_S, self.refresh)
 
     def depth_qos(self) -> QoSProfile:
         """Depth images: fixed reliability (best effort unless input_reliability is reliable)."""
@@ -112,13 +113,15 @@ class CameraInputs:
             cam.inputs = [  # reliability fixed, or following the publishers (input_reliability auto)
                 AdaptiveSubscription(self.node, CompressedImage if compressed else Image,
                                      image_topic + ("/compressed" if compressed else ""), self._on_image(cam),
-                                     mode, depth, on_lost=cam.loss.on_middleware_lost),
-                AdaptiveSubscription(self.node, CameraInfo, info_topic, self._on_camera_info(cam), mode, depth),
+                                     mode, depth, on_lost=cam.loss.on_middleware_lost, on_change=self.wake_refresh),
+                AdaptiveSubscription(self.node, CameraInfo, info_topic, self._on_camera_info(cam), mode, depth,
+                                     on_change=self.wake_refresh),
             ]
             self.subscriptions += cam.inputs
         self.monitor.reset(time.perf_counter())
         with self.lock:
             self.cameras = cameras
+        self.wake_refresh()  # the new inputs' first look at their publishers
         return cameras
 
     def unsubscribe(self) -> None:
@@ -205,9 +208,20 @@ class CameraInputs:
             f"dropping {cam.label} frame (frame_id '{safe_text(msg.header.frame_id, 80)}'): {cam.last_reject}",
             throttle_duration_sec=ERROR_THROTTLE_S)
 
+    def wake_refresh(self) -> None:
+        """An input's publishers changed: :meth:`refresh` runs within INPUT_REFRESH_S."""
+        if self.refresh_timer.is_canceled():
+            self.refresh_timer.reset()
+
     def refresh(self) -> None:
-        """input_reliability auto: follow the publishers' reliability as they come and go."""
-        for cam in self.snapshot():
+        """input_reliability auto: follow the publishers' reliability as they come and go. Only
+        inputs whose publishers changed are looked at; with none left the timer stops until the
+        next matched event (:meth:`wake_refresh`)."""
+        cameras = self.snapshot()
+        if all(not sub.dirty and sub.events for cam in cameras for sub in cam.inputs):
+            self.refresh_timer.cancel()
+            return
+        for cam in cameras:
             changed = [sub for sub in cam.inputs if sub.refresh()]
             for sub in changed:
                 offered = ", ".join(reliability_name(r) for r in sub.publisher_reliabilities()) or "nothing"

@@ -59,6 +59,7 @@ class SegmentationCore:
         self.pipeline: SegmentationPipeline | None = None
         self.active = False
         self.last_error = ""
+        self.last_error_at = 0.0  # time.monotonic() of the last reload failure
         self.inputs = CameraInputs(node, self)
         self.outputs = OutputPublishers(node, self)
         self.worker = Worker(node, self)

@@ -17,10 +17,11 @@ from ..evaluation.metrics import latency_stats
 from .cameras import Camera
 from .health import Health, worst
 from .inputs import reliability_name
-from .loss import loss_message
+from .loss import CallbackLoad, loss_message
 from .transport import tuning_decision
 
 STATS_WINDOW = 300  # frames kept for the latency percentiles
+RELOAD_WARN_S = 30.0  # a failed reload keeps /diagnostics at WARN this long (the old model serves on)
 #: latencies outside this range (ms) come from a wrong stamp (another clock, a replayed recording,
 #: a negative or future stamp), not from the node: left out of the latency statistics
 PLAUSIBLE_LATENCY_MS = (-1000.0, 3.6e6)
@@ -59,6 +60,7 @@ class NodeDiagnostics:
         self._frames = 0  # since the last message
         self._last = time.perf_counter()
         self.forward_passes = 0
+        self._callback_load = CallbackLoad()  # sampled by the timer, on the executor's thread
         node.create_timer(period, self.publish)
 
     def record(self, total_ms: float, latency_ms: float) -> None:
@@ -78,20 +80,22 @@ class NodeDiagnostics:
             return Health(DiagnosticStatus.OK, "unconfigured: no model loaded")
         if not core.active:
             return Health(DiagnosticStatus.OK, "inactive")
-        if core.last_error:
-            return Health(DiagnosticStatus.WARN, core.last_error)
+        if core.last_error and time.monotonic() - core.last_error_at < RELOAD_WARN_S:
+            return Health(DiagnosticStatus.WARN, core.last_error)  # then OK again: the old model serves
         return Health(DiagnosticStatus.OK, "segmenting")
 
     def transport_warnings(self, cameras: list[Camera]) -> list[str]:
         """Close the loss monitors' period; one warning per camera losing images in transport."""
         now = time.monotonic()
+        busy = self._callback_load.sample(now, time.thread_time())  # is the node itself the bottleneck?
         warnings = []
         for cam in cameras:
             report = cam.last_loss = cam.loss.evaluate(now)
             if report.warn:
                 image_sub = cam.inputs[0]
                 offered = [reliability_name(r) for r in image_sub.publisher_reliabilities()]
-                warnings.append(loss_message(cam.label, report, reliability_name(image_sub.reliability), offered))
+                warnings.append(loss_message(cam.label, report, reliability_name(image_sub.reliability), offered,
+                                             callback_busy=busy))
         return warnings
 
     def health(self, now: float) -> tuple[Health, dict[str, str]]:

@@ -10,18 +10,18 @@ callback only and applies changes (live switches, background reloads) in its pos
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.parameter import Parameter
 
 from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT, MAX_SIDE
-from ..errors import BisenetError
+from ..errors import BisenetError, one_line, safe_text
 from ..inference.backends import BACKENDS
+from ..models.checkpoint import weights_problem
 from ..models.weights_catalog import resolve_weights
 from ..options import PipelineOptions
 
@@ -197,11 +197,9 @@ def validate_parameter(name: str, value: Any) -> str | None:
             value = resolve_weights(value)
         except BisenetError as exc:
             return str(exc)
-        path = Path(value).expanduser()
-        if not path.is_file():
-            return f"weights '{value}' not found"
-        if not os.access(path, os.R_OK):
-            return f"weights '{value}' is not readable"
+        problem = weights_problem(value)
+        if problem:
+            return f"weights '{value}' {problem}"
     if name in ("mean", "std") and value is not None and len(value) not in (0, 3):
         return f"{name} needs three values (R, G, B on a 0-1 scale), got {list(value)}"
     if name in ("mean", "std") and value and not all(math.isfinite(v) for v in value):
@@ -311,3 +309,18 @@ def as_parameter(name: str, value: Any) -> Parameter:
     if isinstance(default, Parameter.Type):
         return Parameter(name, default, list(value))
     return Parameter(name, value=value)
+
+
+def never_raises(check: Callable[[list[Parameter]], SetParametersResult]) -> Callable[[list[Parameter]], SetParametersResult]:
+    """An on-set parameters callback that cannot raise: whatever escapes ``check`` (a value no
+    validator foresaw) is a refused set whose reason is one line naming the parameters, never an
+    exception out of the executor, which would end the node."""
+    def callback(params: list[Parameter]) -> SetParametersResult:
+        try:
+            return check(params)
+        except Exception as exc:  # noqa: BLE001 - refusing is always possible; dying is not
+            names = ", ".join(p.name for p in params)
+            kind = "" if isinstance(exc, BisenetError) else f"{type(exc).__name__}: "
+            return SetParametersResult(successful=False,
+                                       reason=f"{names}: refused: {kind}{safe_text(one_line(exc), 300)}")
+    return callback

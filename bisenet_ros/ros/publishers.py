@@ -45,6 +45,7 @@ def legend_json(pipeline: SegmentationPipeline) -> str:
         "num_classes": preset.num_classes,
         "model": pipeline.info.get("model"),
         "weights": pipeline.info.get("weights"),
+        **{k: pipeline.info.get(k) for k in ("backend", "device", "precision", "input_size")},
         "classes": [{"id": i, "name": name, "color": [int(c) for c in preset.palette[i]]}
                     for i, name in enumerate(preset.class_names)],
     })
@@ -67,11 +68,11 @@ class OutputPublishers:
         return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=values["output_depth"],
                           reliability=reliability, durability=DurabilityPolicy.VOLATILE)
 
-    def create(self, msg_type: type, topic: str, qos: QoSProfile) -> Publisher:
+    def create(self, msg_type: type, topic: str, qos: QoSProfile, **kwargs) -> Publisher:
         """One output publisher, its QoS overridable by parameters (``qos_overrides.<topic>.publisher.*``)."""
         own = QoSProfile(history=qos.history, depth=qos.depth, reliability=qos.reliability, durability=qos.durability)
         # (its own profile: rclpy writes the overrides into the profile it is given)
-        publisher = self.node.create_publisher(msg_type, topic, own, qos_overriding_options=QOS_OVERRIDES)
+        publisher = self.node.create_publisher(msg_type, topic, own, qos_overriding_options=QOS_OVERRIDES, **kwargs)
         self.publishers.append(publisher)
         return publisher
 

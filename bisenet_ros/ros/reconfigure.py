@@ -6,6 +6,7 @@ parameters are reverted and the old model keeps serving).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from rcl_interfaces.msg import SetParametersResult
@@ -14,8 +15,8 @@ from rclpy.parameter import Parameter
 
 from ..errors import one_line, safe_text
 from ..pipeline import build_pipeline
-from .parameters import (PARAMETERS, RELOAD, as_parameter, check_remap, pipeline_options, plain, reload_changes,
-                         validate_changes)
+from .parameters import (PARAMETERS, RELOAD, as_parameter, check_remap, never_raises, pipeline_options, plain,
+                         reload_changes, validate_changes)
 from .points import check_class_parameters
 
 LIVE = {"overlay_alpha", "confidence_threshold"}  # pipeline attributes changed in place
@@ -29,7 +30,7 @@ class Reconfigure:
         self.lock = threading.RLock()
         self.reverting = False
         self.thread: threading.Thread | None = None
-        node.add_on_set_parameters_callback(self.validate)
+        node.add_on_set_parameters_callback(never_raises(self.validate))  # refuses, never raises
         node.add_post_set_parameters_callback(self.apply)
 
     @staticmethod
@@ -72,6 +73,8 @@ class Reconfigure:
             for name, value in changes.items():
                 if name not in RELOAD:
                     values[name] = value
+                    if name == "publish_points" and self.core.outputs.semantic is not None:
+                        self.core.outputs.semantic.wake()
                     if name in LIVE:
                         setattr(pipeline, name, value)
 
@@ -91,6 +94,7 @@ class Reconfigure:
             if self.core.worker.stop_event.is_set() or not self.node.context.ok():
                 return  # the context went away under the reload: nothing left to tell
             self.core.last_error = f"reload failed: {safe_text(one_line(exc), 300)}"
+            self.core.last_error_at = time.monotonic()
             self.node.get_logger().error(self.core.last_error)
 
     def _load(self, candidate: dict[str, Any], old: dict[str, Any]) -> None:
@@ -102,7 +106,8 @@ class Reconfigure:
             pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=core.values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
             keeping = core.pipeline.info.get("weights") if core.pipeline is not None else "no model"
-            core.last_error = f"reload with {changed} failed, keeping {keeping}: {one_line(exc)}"
+            core.last_error = safe_text(f"reload with {changed} failed, keeping {keeping}: {one_line(exc, 300)}", 500)
+            core.last_error_at = time.monotonic()
             log.error(core.last_error)
             self._revert(old)
             return
