@@ -359,23 +359,23 @@ def test_row7_lifecycle_refuses_an_unavailable_transition_and_keeps_running(ros_
 def test_row20_a_failed_reload_warns_for_a_while_in_one_line_then_ok(inproc, tmp_path, monkeypatch):
     """Row 20: a failed weights reload kept /diagnostics at WARN for the rest of the run. Now WARN
     with the package's one line for RELOAD_WARN_S, then OK; the old model serves throughout."""
-    import bisenet_ros.ros.node as node_module
+    import bisenet_ros.ros.diagnostics as diagnostics_module
 
     node, _ = inproc
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint at all\n" * 100)
     diagnostics = []
-    node._diag_pub.publish = diagnostics.append
-    old_weights = node.pipeline.info["weights"]
+    node.core.diagnostics.publisher.publish = diagnostics.append
+    old_weights = node.core.pipeline.info["weights"]
     assert node.set_parameters([Parameter("weights", value=str(garbage))])[0].successful
-    node._reload_thread.join(60)
+    node.core.reconfigure.thread.join(60)
     assert node.get_parameter("weights").value == old_weights  # reverted
-    node._publish_diagnostics()
+    node.core.diagnostics.publish()
     status = diagnostics[-1].status[0]
     assert status.level == status.WARN and status.message.startswith(f"reload with weights={garbage} failed, keeping")
     assert "\n" not in status.message and len(status.message) <= 500
-    monkeypatch.setattr(node_module, "RELOAD_WARN_S", 0.0, raising=False)  # the documented period has passed
-    node._publish_diagnostics()
+    monkeypatch.setattr(diagnostics_module, "RELOAD_WARN_S", 0.0)  # the documented period has passed
+    node.core.diagnostics.publish()
     status = diagnostics[-1].status[0]
     assert status.level == status.OK and "reload" not in status.message, status.message
     assert values(status)["last_error"].startswith("reload with weights=")  # still said, as a value
@@ -424,8 +424,9 @@ def test_row18_idle_cameras_cost_no_periodic_work(ros_env, tiny_checkpoints):
         counts["graph"], counts["timers"] = 0, {}
         spin(4.0)  # idle
         assert counts["graph"] == 0, counts
-        assert set(counts["timers"]) <= {"_publish_diagnostics"}, counts
-        assert counts["timers"].get("_publish_diagnostics", 0) <= 6, counts
+        diagnostics = node.core.diagnostics.publish.__name__  # the /diagnostics timer
+        assert set(counts["timers"]) <= {diagnostics}, counts
+        assert counts["timers"].get(diagnostics, 0) <= 6, counts
         # a camera starts publishing (reliable): its input follows within a refresh period
         pub = node.create_publisher(Image, "/c7/image", 10)  # the client side, in the same context
         try:
@@ -445,5 +446,5 @@ def test_row18_idle_cameras_cost_no_periodic_work(ros_env, tiny_checkpoints):
 def reliability_of(node, camera: str) -> str:
     from bisenet_ros.ros.inputs import reliability_name
 
-    cam = next(c for c in node.cameras if c.name == camera)
+    cam = next(c for c in node.core.cameras if c.name == camera)
     return reliability_name(cam.inputs[0].reliability)
