@@ -19,7 +19,9 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from ..errors import ConfigError
+from ..inference.backend_cache import announcing
 from ..pipeline import SegmentationPipeline, build_pipeline
+from .backend_watch import BackendWatch
 from .cameras import CameraInputs
 from .diagnostics import NodeDiagnostics
 from .parameters import PARAMETERS, RELOAD, pipeline_options, plain, validate_changes
@@ -64,6 +66,7 @@ class SegmentationCore:
         self.outputs = OutputPublishers(node, self)
         self.worker = Worker(node, self)
         self.diagnostics = NodeDiagnostics(node, self, self.values["diagnostics_period"])
+        self.backend_watch = BackendWatch(node, self.diagnostics.publisher)  # auto's measurement, said and checked
         self.reconfigure = Reconfigure(node, self)
 
     @property
@@ -75,7 +78,8 @@ class SegmentationCore:
         reason = validate_changes(self.values, {k: self.values[k] for k in ("cameras", *RELOAD)})
         if reason:
             raise ConfigError(reason)
-        pipeline = build_pipeline(pipeline_options(self.values))
+        with announcing(self.backend_watch.announce):
+            pipeline = build_pipeline(pipeline_options(self.values))
         reason = check_class_parameters(self.values, pipeline.preset.class_names)
         if reason:
             raise ConfigError(reason)

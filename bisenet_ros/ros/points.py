@@ -98,12 +98,14 @@ class SemanticOutputs:
         """Publishers ``~/[<camera>/]points`` and ``mask`` for a camera; returns them by name."""
         try:  # a subscriber coming or going wakes follow_subscribers
             points = self._create_publisher(PointCloud2, f"~/{prefix}points", out_qos,
-                                            event_callbacks=PublisherEventCallbacks(matched=lambda _: self.wake()))
+                                            event_callbacks=PublisherEventCallbacks(
+                                                matched=lambda _: self.wake(), use_default_callbacks=False))
         except UnsupportedEventTypeError:  # a middleware without matched events: poll
             self._events = False
             points = self._create_publisher(PointCloud2, f"~/{prefix}points", out_qos)
         self.wake()
-        mask = self._create_publisher(Image, f"~/{prefix}mask", out_qos)
+        mask = self._create_publisher(Image, f"~/{prefix}mask", out_qos,  # no handlers: see publishers.output_events
+                                      event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
         self._cameras[label] = CameraDepth(label, f"{prefix}depth", points, mask)
         return {"points": points, "mask": mask}
 

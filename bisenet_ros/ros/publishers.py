@@ -13,6 +13,7 @@ import json
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -35,6 +36,14 @@ CAMERA_TOPICS: dict[str, tuple[type, str]] = {
     "timing": (DiagnosticArray, "timing"),
 }
 QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()  # history, depth, reliability (+ durability)
+
+
+def output_events(key: str) -> PublisherEventCallbacks:
+    """Event handlers of a camera's output publisher: rclpy's default ones (a warning when a
+    subscriber asks for incompatible QoS or type) on ``labels`` only. Every handler is an entity the
+    executor walks at each wake-up: 2 per publisher on 8 outputs was most of what 200 idle cameras
+    cost; all outputs share one QoS, so the warning on ``labels`` says it for all."""
+    return PublisherEventCallbacks(use_default_callbacks=key == "labels")
 
 
 def legend_json(pipeline: SegmentationPipeline) -> str:
@@ -82,7 +91,8 @@ class OutputPublishers:
         self.semantic = SemanticOutputs(self.node, self.core.values, depth_qos, self.create)
         for cam in cameras:
             for key, (msg_type, topic) in CAMERA_TOPICS.items():
-                cam.publishers[key] = self.create(msg_type, f"~/{cam.prefix}{topic}", qos)
+                cam.publishers[key] = self.create(msg_type, f"~/{cam.prefix}{topic}", qos,
+                                                  event_callbacks=output_events(key))
             cam.publishers.update(self.semantic.add_camera(cam.label, cam.prefix, qos))
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -14,6 +14,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from ..errors import one_line, safe_text
+from ..inference.backend_cache import announcing
 from ..pipeline import build_pipeline
 from .parameters import (PARAMETERS, RELOAD, as_parameter, check_remap, never_raises, pipeline_options, plain,
                          reload_changes, validate_changes)
@@ -103,7 +104,8 @@ class Reconfigure:
         changed = ", ".join(f"{k}={candidate[k]}" for k in old)
         log.info(f"loading model for {changed} in the background")
         try:
-            pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=core.values["overlay_alpha"])
+            with announcing(core.backend_watch.announce):
+                pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=core.values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
             keeping = core.pipeline.info.get("weights") if core.pipeline is not None else "no model"
             core.last_error = safe_text(f"reload with {changed} failed, keeping {keeping}: {one_line(exc, 300)}", 500)

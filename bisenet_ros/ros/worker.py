@@ -63,6 +63,7 @@ class Worker:
         if not ready or pipeline is None:
             return
         results = self._segment(pipeline, ready, images, encodings)
+        self.core.backend_watch.frame(pipeline, results)
         self.core.diagnostics.count_forward_pass()
         for (cam, frame), result in zip(ready, results):
             if result is None:

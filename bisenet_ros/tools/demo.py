@@ -55,8 +55,11 @@ def default_weights() -> Path:
 
 
 def demo_weights(given: Path | None) -> Path:
-    """``given``, else the shipped demo weights; ConfigError when the file is not there."""
-    weights = given or default_weights()
+    """``given`` (a file or a public checkpoint's name), else the shipped demo weights; ConfigError
+    when the file is not there."""
+    from ..models.weights_catalog import resolve_weights
+
+    weights = Path(resolve_weights(str(given))) if given else default_weights()
     if not weights.is_file():
         raise ConfigError(f"{weights}: demo weights not found (they ship in models/; see models/README.md)")
     return weights
