@@ -23,6 +23,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..data.images import check_image, stamp_ns
 from ..errors import ImageError, safe_text
+from .camera_info import CameraInfoPairing
 from .conversions import check_compressed_msg, image_msg_to_array
 from .health import InputMonitor
 from .inputs import AdaptiveSubscription, reliability_name
@@ -51,7 +52,7 @@ class Camera:
     name: str  # '' = the single default camera
     publishers: dict[str, Publisher] = field(default_factory=dict)
     pending: Frame | None = None
-    camera_info: CameraInfo | None = None
+    info: CameraInfoPairing | None = None  # recent CameraInfo, paired with frames by stamp
     inputs: list[AdaptiveSubscription] = field(default_factory=list)  # image, camera_info
     loss: LossMonitor = field(default_factory=LossMonitor)
     last_loss: LossReport | None = None
@@ -117,6 +118,7 @@ class CameraInputs:
                 AdaptiveSubscription(self.node, CameraInfo, info_topic, self._on_camera_info(cam), mode, depth,
                                      on_change=self.wake_refresh),
             ]
+            cam.info = CameraInfoPairing(lambda sub=cam.inputs[1]: self.node.count_publishers(sub.topic))
             self.subscriptions += cam.inputs
         self.monitor.reset(time.perf_counter())
         with self.lock:
@@ -179,7 +181,7 @@ class CameraInputs:
 
     def _on_camera_info(self, cam: Camera) -> Callable[[CameraInfo], None]:
         def callback(msg: CameraInfo) -> None:
-            cam.camera_info = msg
+            cam.info.add(msg)
             cam.loss.on_camera_info(stamp_ns(msg.header), time.monotonic())
         return callback
 
@@ -229,3 +231,5 @@ class CameraInputs:
                                             f"{reliability_name(sub.reliability)}")
             if changed or cam.inputs[0].publishers_changed:  # a new camera: no gap to its predecessor
                 cam.loss.forget_pending()
+            if cam.inputs[0].publishers_changed or cam.inputs[1].publishers_changed:
+                cam.info.restart()  # its first frames may wait for its first CameraInfo

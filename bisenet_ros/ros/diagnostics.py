@@ -22,15 +22,6 @@ from .transport import tuning_decision
 
 STATS_WINDOW = 300  # frames kept for the latency percentiles
 RELOAD_WARN_S = 30.0  # a failed reload keeps /diagnostics at WARN this long (the old model serves on)
-#: latencies outside this range (ms) come from a wrong stamp (another clock, a replayed recording,
-#: a negative or future stamp), not from the node: left out of the latency statistics
-PLAUSIBLE_LATENCY_MS = (-1000.0, 3.6e6)
-
-
-def plausible_latency(latency_ms: float) -> bool:
-    return PLAUSIBLE_LATENCY_MS[0] <= latency_ms <= PLAUSIBLE_LATENCY_MS[1]
-
-
 def failure_warnings(cameras: list[Camera]) -> list[str]:
     """One warning per camera whose frames were refused (malformed, over budget) or failed in the
     worker since the last call, with the latest reason."""
@@ -63,10 +54,10 @@ class NodeDiagnostics:
         self._callback_load = CallbackLoad()  # sampled by the timer, on the executor's thread
         node.create_timer(period, self.publish)
 
-    def record(self, total_ms: float, latency_ms: float) -> None:
-        """One published frame (a stamp from the far past or future says nothing about our latency)."""
+    def record(self, total_ms: float, latency_ms: float | None) -> None:
+        """One published frame (``latency_ms`` None: its stamp says nothing about our latency)."""
         with self._lock:
-            self._window.append((total_ms, latency_ms if plausible_latency(latency_ms) else float("nan")))
+            self._window.append((total_ms, float("nan") if latency_ms is None else latency_ms))
             self._frames += 1
 
     def count_forward_pass(self) -> None:
@@ -142,6 +133,7 @@ class NodeDiagnostics:
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.publisher.publish(msg)
+        self.core.outputs.foxglove.diagnostics(msg)
 
     def _counters(self) -> dict[str, str]:
         inputs = self.core.inputs

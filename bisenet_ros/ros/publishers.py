@@ -25,8 +25,11 @@ from ..data.images import stamp_ns
 from ..pipeline import SegmentationPipeline, SegmentationResult
 from .cameras import Camera, Frame
 from .conversions import array_to_compressed_msg, array_to_image_msg, output_camera_info
+from .foxglove_view import FoxgloveView
+from .label_info import LabelInfoOutput
 from .parameters import SWITCHES
 from .points import SemanticOutputs
+from .timing import LatencyCheck
 
 #: per camera: publisher key -> (message type, topic below ~/<camera>/)
 CAMERA_TOPICS: dict[str, tuple[type, str]] = {
@@ -68,6 +71,9 @@ class OutputPublishers:
         self.publishers: list[Publisher] = []
         self.legend: Publisher | None = None
         self.semantic: SemanticOutputs | None = None
+        self.label_info = LabelInfoOutput(node)
+        self.latency = LatencyCheck(node)
+        self.foxglove = FoxgloveView(node, core.values)  # the same outputs to Foxglove, when asked for
 
     def qos(self) -> QoSProfile:
         """The outputs' QoS from ``output_reliability``/``output_depth`` (before parameter overrides)."""
@@ -97,36 +103,49 @@ class OutputPublishers:
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.legend = self.create(String, "~/legend", latched)
+        self.label_info.advertise()
+        self.foxglove.start({c.label: c.prefix for c in cameras})
+        self.semantic.extra_subscribers, self.semantic.on_cloud = self.foxglove.wants_points, self.foxglove.points
 
     def withdraw(self) -> None:
         """Destroy every publisher and stop the semantic outputs."""
         for publisher in self.publishers:
             self.node.destroy_publisher(publisher)
         self.publishers, self.legend = [], None
+        self.label_info.withdraw()
+        self.foxglove.stop()
         if self.semantic is not None:
             self.semantic.close()
             self.semantic = None
 
     def publish_legend(self) -> None:
-        if self.legend is not None and self.core.pipeline is not None:
-            self.legend.publish(String(data=legend_json(self.core.pipeline)))
+        """The legend (and the label info and Foxglove's copy of it) of the pipeline now serving."""
+        pipeline = self.core.pipeline
+        if self.legend is None or pipeline is None:
+            return
+        legend = legend_json(pipeline)
+        self.legend.publish(String(data=legend))
+        self.foxglove.legend(legend)
+        self.label_info.publish(pipeline.preset.class_names, self.core.values["confidence_threshold"])
 
     # -- who listens ---------------------------------------------------------------------------------
     def wanted(self, cam: Camera) -> bool:
         """Whether anyone listens to this camera's outputs (or always_process forces the work)."""
         if self.core.values["always_process"]:
             return True
-        return any(pub.get_subscription_count() > 0 for pub in cam.publishers.values())
+        return any(pub.get_subscription_count() > 0 for pub in cam.publishers.values()) \
+            or bool(self.foxglove.wanted(cam.label))
 
     def wanted_outputs(self, cameras: list[Camera]) -> set[str]:
         """Pipeline outputs someone subscribed to (with their publish_* switch on)."""
         wanted = set()
         for cam in cameras:
+            foxglove = self.foxglove.wanted(cam.label)
             for switch, output in SWITCHES.items():
                 if not output or not self.core.values[switch]:
                     continue
                 keys = (output, "overlay_jpeg") if output == "overlay" else (output,)
-                if any(cam.publishers[k].get_subscription_count() > 0 for k in keys):
+                if output in foxglove or any(cam.publishers[k].get_subscription_count() > 0 for k in keys):
                     wanted.add(output)
         return wanted
 
@@ -142,20 +161,21 @@ class OutputPublishers:
             if image is not None and values[f"publish_{key}"]:
                 pubs[key].publish(array_to_image_msg(image, encoding, header))
         self._publish_compressed(pubs, res, label_encoding, header)
+        self.foxglove.frame(cam.label, header, res, label_encoding)
         out_h, out_w = res.labels.shape[:2]
-        pubs["camera_info"].publish(output_camera_info(cam.camera_info, header, out_w, out_h))
-        extra, counts = self.semantic.publish(cam.label, header, res.labels, frame.size, cam.camera_info,
+        camera_info = cam.info.for_frame(stamp_ns(header))
+        pubs["camera_info"].publish(output_camera_info(camera_info, header, out_w, out_h))
+        extra, counts = self.semantic.publish(cam.label, header, res.labels, frame.size, camera_info,
                                               pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
-        stamp = stamp_ns(header)
-        latency_ms = (self.node.get_clock().now().nanoseconds - stamp) / 1e6 if stamp else float("nan")
+        latency_ms, latency_note = self.latency(stamp_ns(header))  # None: the stamp says nothing about it
         with self.core.inputs.lock:
             cam.processed += 1
         self.core.diagnostics.record(total_ms, latency_ms)
         if values["publish_timing"]:
-            timings = dict(wait_ms=(frame.taken - frame.received) * 1e3, **res.timings,
-                           total_ms=total_ms, latency_ms=latency_ms, **extra)
-            self._publish_timing(cam, header, res, timings, counts, batch_size, pipeline)
+            timings = dict(wait_ms=(frame.taken - frame.received) * 1e3, **res.timings, total_ms=total_ms,
+                           **({} if latency_ms is None else {"latency_ms": latency_ms}), **extra)
+            self._publish_timing(cam, header, res, timings, counts, batch_size, pipeline, latency_note)
 
     def _publish_compressed(self, pubs: dict[str, Publisher], res: SegmentationResult, label_encoding: str,
                             header: Header) -> None:
@@ -169,11 +189,14 @@ class OutputPublishers:
                                                                  values["jpeg_quality"]))
 
     def _publish_timing(self, cam: Camera, header: Header, res: SegmentationResult, timings: dict[str, float],
-                        counts: dict[str, int], batch_size: int, pipeline: SegmentationPipeline) -> None:
+                        counts: dict[str, int], batch_size: int, pipeline: SegmentationPipeline,
+                        latency_note: str) -> None:
         """``~/timing``: the stage timings of one frame, its counters and the class areas."""
         status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.node.get_name()}: {cam.label} timing",
                                   hardware_id=str(pipeline.info.get("device", "")))
         status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in timings.items()]
+        if latency_note:
+            status.values.append(KeyValue(key="latency_note", value=latency_note))
         status.values += [KeyValue(key="dropped_frames", value=str(cam.dropped)),
                           KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                           KeyValue(key="batch_size", value=str(batch_size)),
@@ -181,4 +204,6 @@ class OutputPublishers:
         status.values += [KeyValue(key=k, value=str(v)) for k, v in counts.items()]
         status.values += [KeyValue(key=k, value=f"{v:.4f}")
                           for k, v in self.semantic.areas(res.labels, pipeline.preset).items()]
-        cam.publishers["timing"].publish(DiagnosticArray(header=header, status=[status]))
+        timing = DiagnosticArray(header=header, status=[status])
+        cam.publishers["timing"].publish(timing)
+        self.foxglove.timing(cam.label, timing)

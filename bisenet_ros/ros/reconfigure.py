@@ -78,6 +78,10 @@ class Reconfigure:
                         self.core.outputs.semantic.wake()
                     if name in LIVE:
                         setattr(pipeline, name, value)
+                    if name == "confidence_threshold":
+                        self.core.outputs.label_info.publish(pipeline.preset.class_names, value)
+            if {"foxglove_port", "foxglove_address"} & set(changes) and self.core.active:
+                self.core.outputs.foxglove.restart()
 
     def reloading(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
