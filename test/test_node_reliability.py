@@ -374,6 +374,8 @@ def test_row20_a_failed_reload_warns_for_a_while_in_one_line_then_ok(inproc, tmp
     status = diagnostics[-1].status[0]
     assert status.level == status.WARN and status.message.startswith(f"reload with weights={garbage} failed, keeping")
     assert "\n" not in status.message and len(status.message) <= 500
+    assert status.message.endswith("not a PyTorch checkpoint (neither a zip nor a pickle of tensors, or truncated)")
+    assert "Weights only load failed" not in status.message and "weights_only" not in status.message
     monkeypatch.setattr(node_module, "RELOAD_WARN_S", 0.0, raising=False)  # the documented period has passed
     node._publish_diagnostics()
     status = diagnostics[-1].status[0]
@@ -450,3 +452,21 @@ def reliability_of(node, camera: str) -> str:
 
     cam = next(c for c in node.cameras if c.name == camera)
     return reliability_name(cam.inputs[0].reliability)
+
+
+def test_row19_the_node_names_itself_when_its_callback_thread_is_the_bottleneck(inproc):
+    """Row 19 in the node: with images lost and the callback thread busy (the diagnostics timer
+    samples its CPU time), /diagnostics says the node, not the network, is the bottleneck."""
+    node, _ = inproc
+    diagnostics = []
+    node._diag_pub.publish = diagnostics.append
+    cam = node.cameras[0]
+    for i in range(100):  # a fast camera; later every other image never reached the callback
+        if i < 40 or i % 2 == 0:
+            cam.loss.on_image(1_000_000_000 + i * 1_000_000)
+    node._callback_load.sample = lambda now, cpu: 0.97
+    node._publish_diagnostics()
+    status = diagnostics[-1].status[0]
+    assert status.level == status.WARN, status.message
+    assert "a: " in status.message and "97% busy, so the node itself, not the network, is the bottleneck" in \
+        status.message and "lost in transport" not in status.message
