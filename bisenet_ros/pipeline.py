@@ -29,14 +29,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import postprocess
+from . import health, postprocess
 from .datasets import DatasetPreset, load_preset, sidecar_preset
 from .errors import ConfigError, ImageError
 from .images import ENCODINGS, MAX_PIXELS, MAX_SIDE, check_max_pixels, check_pixels
 from .options import CHECKPOINT, PipelineOptions, fixed_input_size, unknown_label
 from .remap import ClassRemap, load_remap
 
-OUTPUTS = frozenset({"color", "overlay", "confidence"})
+OUTPUTS = frozenset({"color", "overlay", "confidence", "health"})
 
 
 def auto32(h: int, w: int) -> tuple[int, int]:
@@ -75,6 +75,7 @@ class SegmentationResult:
     overlay_encoding: str = "rgb8"  # rgb8, or bgr8 for bgr8/bgra8 input
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     model_size: tuple[int, int] = (0, 0)  # (H, W) the model ran at
+    health: dict[str, float] | None = None  # perception-health statistics (bisenet_ros.health)
 
 
 class SegmentationPipeline:
@@ -113,6 +114,7 @@ class SegmentationPipeline:
         self.label_dtype = torch.uint8 if self.num_classes <= 256 else torch.int16
         self.unknown_label = unknown_label(self.num_classes)
         self.confidence_threshold = confidence_threshold
+        self.health_level = health.DEFAULT_LEVEL  # max softmax below which a logit cell counts as unsure
         std = torch.tensor(preset.std, dtype=torch.float32)
         mean = torch.tensor(preset.mean, dtype=torch.float32)
         # x_norm = (x/255 - mean)/std = x * scale + shift, per RGB channel
@@ -228,6 +230,10 @@ class SegmentationPipeline:
             results.append(self._postprocess(logits[i:i + 1], stride, size, rgb, native, image.shape[:2],
                                              enc, wanted))
         t3 = self._tick()
+        if "health" in wanted:  # from the low-resolution logits and a subsample of the image
+            for i, (res, image) in enumerate(zip(results, images)):
+                res.health = health.frame_statistics(logits[i], image, self.health_level)
+        t4 = self._tick()
         n = len(images)
         for res in results:
             res.model_size = size
@@ -236,6 +242,8 @@ class SegmentationPipeline:
                 "inference_ms": (t2 - t1) * 1e3 / n,
                 "postprocess_ms": (t3 - t2) * 1e3 / n,
             }
+            if res.health is not None:
+                res.timings["health_ms"] = (t4 - t3) * 1e3 / n
         return results
 
     def _postprocess(
