@@ -247,7 +247,9 @@ class HealthMonitor:
                 sym.since = next(t for t, s, _ in self._window if name in s)
             elif sym.active and (share <= CLEAR or name not in self.enabled):
                 sym.active = False
-        return self.verdict(now)
+        verdict = self.verdict(now)
+        verdict.changed, self._warn = verdict.warn != self._warn, verdict.warn
+        return verdict
 
     def _push(self, now: float, seen: frozenset[str], fraction: float) -> None:
         """Append a frame to the hold window, drop the ones older than ``hold_s`` (running counts)."""
@@ -270,12 +272,10 @@ class HealthMonitor:
         return name != "frozen" or self.identical + 1 >= self.frozen_frames
 
     def verdict(self, now: float) -> Verdict:
-        """WARN with the active symptoms' messages (most telling first), else OK."""
+        """WARN with the active symptoms' messages (most telling first), else OK; ``changed`` is
+        set by :meth:`update` only (asking for the verdict changes nothing)."""
         active = [s for s in self.symptoms.values() if s.active]
-        warn = bool(active)
-        changed, self._warn = warn != self._warn, warn
-        message = "; ".join(self.message(s.name, now) for s in active)
-        return Verdict(warn, message, changed, self.values())
+        return Verdict(bool(active), "; ".join(self.message(s.name, now) for s in active), False, self.values())
 
     def message(self, name: str, now: float) -> str:
         b = self.baseline

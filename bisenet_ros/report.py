@@ -20,10 +20,11 @@ CONFUSION_PNG = "confusion_matrix.png"
 IOU_PNG = "per_class_iou.png"
 LATENCY_PNG = "latency_histogram.png"
 STAGES_PNG = "latency_stages.png"
+HEALTH_CSV = "health.csv"  # eval-bag: perception-health statistics per frame (bisenet_ros.health_eval)
 #: latency keys that are sums of the others (drawn as the total, not as a stage)
 TOTAL_KEYS = ("total_ms", "end_to_end_ms")
 #: every file :func:`write_report` may write
-REPORT_FILES = (METRICS_JSON, REPORT_MD, CONFUSION_PNG, IOU_PNG, LATENCY_PNG, STAGES_PNG)
+REPORT_FILES = (METRICS_JSON, REPORT_MD, CONFUSION_PNG, IOU_PNG, LATENCY_PNG, STAGES_PNG, HEALTH_CSV)
 
 
 def check_report_dir(out_dir: str | Path, inputs=(), overwrite: bool = False, option: str = "--out") -> None:
@@ -169,6 +170,10 @@ def markdown_report(report: Mapping, plots: Mapping[str, str], title: str = "Seg
         for stage, stats in lat.items():
             lines.append(f"| {stage} | " + " | ".join(_fmt(stats.get(c), 2) for c in cols) + " |")
         lines.append("")
+
+    if report.get("health"):
+        from .health_eval import health_markdown
+        lines += health_markdown(report["health"])
 
     if plots:
         lines += ["## Plots", ""]

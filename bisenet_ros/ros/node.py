@@ -55,6 +55,7 @@ from .conversions import (array_to_compressed_msg, array_to_image_msg, check_com
 from .health import Health, InputMonitor, worst
 from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, pipeline_options, plain,
                          reload_changes, usage_text, validate_changes)
+from .perception import HEALTH_PARAMETERS, PerceptionHealth
 from .points import SemanticOutputs, check_class_parameters
 
 NODE_NAME = "segmentation"
@@ -202,6 +203,7 @@ class SegmentationCore:
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
         self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
         self._semantic: SemanticOutputs | None = None
+        self._perception = PerceptionHealth(self, self._values)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
@@ -214,6 +216,7 @@ class SegmentationCore:
         reason = check_class_parameters(self._values, pipeline.preset.class_names)
         if reason:
             raise ConfigError(reason)
+        self._perception.configure(self._values, pipeline)
         self.pipeline = pipeline
 
     def _activate(self) -> None:
@@ -246,6 +249,7 @@ class SegmentationCore:
             else:  # an input (its subscription may have been re-created for another reliability)
                 self.destroy_subscription(entity.subscription)
         self._entities = []
+        self._perception.reset()
         if self._semantic is not None:
             self._semantic.close()
             self._semantic = None
@@ -448,8 +452,8 @@ class SegmentationCore:
         return ready, images, encodings
 
     def _wanted_outputs(self, cameras: list[Camera]) -> set[str]:
-        """Pipeline outputs someone subscribed to (with their publish_* switch on)."""
-        wanted = set()
+        """Pipeline outputs someone subscribed to (with their publish_* switch on), and health."""
+        wanted = {"health"} if self._perception.enabled else set()
         for cam in cameras:
             for switch, output in SWITCHES.items():
                 if not output or not self._values[switch]:
@@ -513,6 +517,7 @@ class SegmentationCore:
         self._publish_compressed(pubs, res, label_encoding, header)
         out_h, out_w = res.labels.shape[:2]
         pubs["camera_info"].publish(output_camera_info(cam.camera_info, header, out_w, out_h))
+        health = self._perception.update(cam.label, frame.received, res.health)
         extra, counts = self._semantic.publish(cam.label, header, res.labels, frame.size, cam.camera_info,
                                                pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
@@ -535,6 +540,7 @@ class SegmentationCore:
                               KeyValue(key="batch_size", value=str(batch_size)),
                               KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
             status.values += [KeyValue(key=k, value=str(v)) for k, v in counts.items()]
+            status.values += [KeyValue(key=k, value=v) for k, v in health.items()]
             status.values += [KeyValue(key=k, value=f"{v:.4f}")
                               for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
             pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
@@ -686,6 +692,16 @@ class SegmentationCore:
                         self.pipeline.overlay_alpha = value
                     elif name == "confidence_threshold" and self.pipeline is not None:
                         self.pipeline.confidence_threshold = value
+            if set(changes) & set(HEALTH_PARAMETERS):
+                self._perception.configure(self._values, self.pipeline)
+
+    def _reconfigure_health(self, values: dict[str, Any], pipeline: SegmentationPipeline) -> None:
+        """The health thresholds for a new model (its own baseline); the defaults if that one is unreadable."""
+        try:
+            self._perception.configure(values, pipeline)
+        except BisenetError as exc:
+            self.get_logger().error(f"{exc}; perception health uses the default thresholds")
+            self._perception.configure({**values, "health_baseline": "none"}, pipeline)
 
     def _reloading(self) -> bool:
         return self._reload_thread is not None and self._reload_thread.is_alive()
@@ -721,6 +737,7 @@ class SegmentationCore:
         pipeline.overlay_alpha = self._values["overlay_alpha"]
         pipeline.confidence_threshold = self._values["confidence_threshold"]
         self._last_error = ""  # before the swap: /diagnostics never shows the new model with the old error
+        self._reconfigure_health({**self._values, **{k: candidate[k] for k in old}}, pipeline)
         self.pipeline = pipeline
         with self._param_lock:
             self._values.update({k: candidate[k] for k in old})

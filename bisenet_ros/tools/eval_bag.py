@@ -4,7 +4,9 @@ Every camera image on ``--image-topic`` goes through the node's pipeline and is 
 whose header stamp matches a ground-truth label on ``--label-topic`` (exactly, or within
 ``--stamp-tolerance``) are scored into one confusion matrix over the whole bag. Output in
 ``--out``: metrics.json, report.md, confusion/IoU/latency plots; optionally a bag with the
-predictions (labels, colour, overlay) under the original stamps.
+predictions (labels, colour, overlay) under the original stamps. Every frame's perception-health
+statistics go to health.csv; ``--shift`` / ``--shifted-bag`` measure how well they tell the
+recording from shifted versions of it (docs/evaluation.md, "Perception health").
 """
 from __future__ import annotations
 
@@ -15,6 +17,10 @@ from pathlib import Path
 from ..bags import STORAGES, BagError, check_bag_output, check_image_topic, list_topics
 from ..errors import ConfigError
 from ..evaluation import evaluate_bag, resolve_label_map
+from ..health import resolve_baseline
+from ..health_eval import LEVELS, SHIFTS, HealthProbe, parse_shifts, recording_statistics, write_health_csv
+from ..health_eval import summary_line as health_summary
+from ..report import HEALTH_CSV
 from ..remap import ground_truth_lut
 from ..report import check_report_dir, write_report
 from .common import add_model_arguments, cpu_name, number, pipeline_from_args
@@ -25,6 +31,7 @@ EXAMPLES = """\
       --weights models/bisenetv2_synthetic_street.pth --out eval_demo
   bisenet-ros eval-bag cityscapes_val_bag --label-topic /camera/labels --label-map labelIds \\
       --weights model_final_v2_city.pth --input-size 512x1024 --out eval_city --pred-bag eval_city/pred
+  bisenet-ros eval-bag drive_bag --weights models/bisenetv2_synthetic_street.pth --shift all --out eval_health
 """
 
 
@@ -59,7 +66,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="copy the camera images into the prediction bag (one bag for rviz2/Foxglove)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing --pred-bag (only a bag bisenet-ros wrote) and report files")
+    g = parser.add_argument_group("perception health (per-frame statistics in health.csv; docs/evaluation.md)")
+    g.add_argument("--shift", type=shift_list, default=[], metavar="FAMILIES",
+                   help=f"also segment each frame corrupted by these families ({', '.join(SHIFTS)} or all, "
+                        "comma-separated; untimed) and report how well health separates them: AUROC, "
+                        "detection delay")
+    g.add_argument("--shift-strength", choices=LEVELS, default="moderate", help="strength of the --shift corruptions")
+    g.add_argument("--shifted-bag", type=Path, default=None,
+                   help="a second recording outside the training domain (same --image-topic): separation and delay")
+    g.add_argument("--health-baseline", default="",
+                   help="baseline YAML for the WARN thresholds; default: <weights>.health.yaml when there is one, "
+                        "'none' = the documented defaults")
+    g.add_argument("--hold-time", type=number(float, 0.1, 3600), default=3.0, metavar="S",
+                   help="the node's health_hold_time used to replay the WARNs")
     add_model_arguments(parser)
+
+
+def shift_list(text: str) -> list[str]:
+    """``--shift`` (argparse type)."""
+    try:
+        return parse_shifts(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def summary_line(report: dict) -> str:
@@ -82,7 +110,7 @@ def summary_line(report: dict) -> str:
 def check_outputs(args: argparse.Namespace, bag: Path, out: Path) -> None:
     """Before the model loads: the prediction bag and the report never touch the recording."""
     label_map = args.label_map if args.label_map and Path(args.label_map).is_file() else None
-    inputs = [bag, args.weights, label_map]
+    inputs = [bag, args.weights, label_map, args.shifted_bag]
     if args.pred_bag:
         check_bag_output(args.pred_bag, inputs, args.overwrite, option="--pred-bag")
         if Path(args.pred_bag).expanduser().resolve() == out.expanduser().resolve():
@@ -105,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
         check_image_topic(topics, args.label_topic, bag, "label")
         if args.label_topic == args.image_topic:
             raise ConfigError("--label-topic must differ from --image-topic")
+    if args.shifted_bag:
+        check_image_topic(list_topics(args.shifted_bag), args.image_topic, args.shifted_bag, "image")
+    baseline = resolve_baseline(args.health_baseline, args.weights)
     out = args.out or Path(f"eval_{bag.stem or bag.name}")
     check_outputs(args, bag, out)
     pipeline = pipeline_from_args(args)
@@ -117,19 +148,25 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {info['model']} ({info['num_classes']} classes, {info['dataset']}) on {info['device']}, "
           f"backend {info['backend']}, input {info['input_size']}"
           + (f", classes remapped by {info['class_remap']}" if info.get('class_remap') else ""), file=sys.stderr)
+    health = HealthProbe(args.shift, args.shift_strength, baseline, args.hold_time)
+    if args.shifted_bag:
+        health.add_recording("shifted_bag", *recording_statistics(pipeline, args.shifted_bag, args.image_topic,
+                                                                 args.max_frames))
     ev = evaluate_bag(
         pipeline, bag, args.image_topic, args.label_topic, ignore_index=args.ignore_index, label_lut=lut,
         stamp_tolerance_ms=args.stamp_tolerance, max_frames=args.max_frames, warmup=args.warmup,
         pred_bag=args.pred_bag, pred_storage=args.pred_storage, pred_namespace=args.pred_namespace,
         pred_with_image=args.pred_with_image, overwrite=args.overwrite, strict=args.strict,
-        progress=not args.no_progress,
+        progress=not args.no_progress, health=health,
     )
     ev.report["label_map"] = args.label_map
     ev.report["cpu"] = cpu_name()  # every speed figure names the machine
     paths = write_report(out, ev.report,
                          confusion=ev.confusion.matrix if ev.confusion is not None else None,
                          latency_samples=ev.latencies.samples, title=f"eval-bag: {bag.name}", tool="eval-bag")
+    write_health_csv(Path(paths["report"]).with_name(HEALTH_CSV), health.rows())
     print(summary_line(ev.report))
+    print(health_summary(ev.report["health"]))
     if args.label_topic and ev.report.get("miou") is None:  # labelled frames, not one pixel of a known class
         raise BagError(no_known_class_message(args, ev.report, pipeline.num_classes, paths["report"]))
     for kind, msg in ev.report["warning_messages"].items():
