@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 
 from bisenet_ros.health import baseline_path  # noqa: E402
 from bisenet_ros.health_eval import corrupt  # noqa: E402
 from bisenet_ros.synthetic import drive_sequence  # noqa: E402
 from node_client import RosClient, serve_node, values  # noqa: E402
 
+pytestmark = pytest.mark.ros
 DEMO = Path(__file__).resolve().parent.parent / "models" / "bisenetv2_synthetic_street.pth"
 NODE = "/segmentation"
 RATE = 5.0
@@ -46,7 +47,7 @@ def client(node):
     c = RosClient("test_node_health_client")
     c.subscribe(f"{NODE}/timing", DiagnosticArray)
     c.subscribe("/diagnostics", DiagnosticArray)
-    assert c.wait_matched("/cam"), "the node did not subscribe to /cam:\n" + node.log
+    assert c.wait_matched("/cam", timeout=120.0), "the node did not subscribe to /cam:\n" + node.log
     yield c
     c.close()
 
@@ -101,7 +102,7 @@ def test_in_domain_drive_for_60_s_gives_no_perception_warn(client, scenes):
     assert not warned, f"{len(warned)} of {len(answered)} in-domain frames under WARN: {warned[:2]}"
     assert (answered[-1][0] - answered[0][0]) / 1e9 >= 55.0  # 60 s of stream time, all answered OK
     status = perception_statuses(client)[-1]
-    assert status.level == 0 and "bisenetv2_synthetic_street.health.yaml" in values(status)["baseline"]
+    assert status.level == DiagnosticStatus.OK and "bisenetv2_synthetic_street.health.yaml" in values(status)["baseline"]
     assert "low_confidence_fraction" in answered[-1][1] and "health_ms" in answered[-1][1]
 
 
@@ -129,7 +130,7 @@ def test_shifted_scenes_warn_within_the_hold_time_and_clear(client, scenes, fami
     assert warn_ns is not None, f"{family}: no WARN over {len(stamps)} frames"
     delay = (warn_ns - stamps[0]) / 1e9
     assert delay <= HOLD + 2 / RATE + 1e-3, f"{family}: WARN after {delay:.2f} s"
-    assert client.wait_until(lambda: any(s.level == 1 and text in s.message for s in perception_statuses(client)),
+    assert client.wait_until(lambda: any(s.level == DiagnosticStatus.WARN and text in s.message for s in perception_statuses(client)),
                              timeout=10.0), f"{family}: no /diagnostics WARN with '{text}'"
     back = stream.play(cycle(scenes, 40), until=lambda: stream.first(warn_ns + 1, "OK") is not None)
     ok_ns = stream.first(back[0], "OK")
