@@ -313,14 +313,14 @@ class BagWriter:
         self.counts: dict[str, int] = {}
 
     def __enter__(self) -> "BagWriter":
-        from rosbags.rosbag2 import Writer
+        from .bag_layout import open_writer
 
-        # written under a temporary name, renamed over self.path when complete (outputs.atomic_dir)
+        # written under a temporary name, renamed over self.path when complete (outputs.atomic_dir);
+        # the storage file is named as rosbag2 names it (<bag>_0.mcap), see bag_layout
         self._atomic = atomic_dir(self.path)
-        tmp = self._atomic.__enter__()
+        self._tmp = self._atomic.__enter__()
         try:
-            # version 8 is what Jazzy's rosbag2 writes; newer readers read it too
-            self._writer = Writer(tmp, version=8, storage_plugin=self._plugin)
+            self._writer = open_writer(self._tmp, self.path.name, self._plugin)
             self._writer.set_custom_data(BAG_MARK, f"written by {self._tool}")
             self._writer.open()
         except BaseException:
@@ -329,21 +329,30 @@ class BagWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        from .bag_layout import finish
+
         try:
             self._writer.close()
+            if exc_type is None:
+                finish(self._tmp, self.path.name)
         except BaseException:
             if exc_type is None:
                 self._atomic.__exit__(*sys.exc_info())
                 raise
         self._atomic.__exit__(exc_type, exc, tb)  # on error: the temporary bag is removed
 
-    def write(self, topic: str, msg: Any, timestamp_ns: int) -> None:
-        """Serialise and write ``msg`` on ``topic`` (the topic is added on first use)."""
+    def write(self, topic: str, msg: Any, timestamp_ns: int, qos: Any = None) -> None:
+        """Serialise and write ``msg`` on ``topic``. The topic is added on first use, recorded
+        as offered with ``qos`` (a :func:`bisenet_ros.bag_layout.qos` profile; default: a camera
+        driver's, :data:`~bisenet_ros.bag_layout.CAMERA_QOS`)."""
+        from .bag_layout import CAMERA_QOS
+
         ts = typestore()
         msgtype = msg.__msgtype__
         conn = self._connections.get(topic)
         if conn is None:
-            conn = self._writer.add_connection(topic, msgtype, typestore=ts)
+            conn = self._writer.add_connection(topic, msgtype, typestore=ts,
+                                               offered_qos_profiles=[qos or CAMERA_QOS])
             self._connections[topic] = conn
             self.counts[topic] = 0
         elif conn.msgtype != msgtype:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "node-bench": "node_bench",
     "quantize": "quantize",
     "health-baseline": "health_baseline",
+    "weights": "weights",
 }
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import yaml
 
+from .bag_layout import NODE_OUTPUT_QOS
 from .bags import (BagError, BagImage, BagWriter, array_to_image, check_image_topic, list_topics, pair_stamps,
                    read_image_topics)
 from .datasets import DatasetPreset, build_label_lut
@@ -196,9 +197,10 @@ class PredictionBag:
         if self.with_image:
             writer.write(item.topic, array_to_image(item.array, item.encoding, stamp, frame), log_time)
         lab_enc = "mono16" if res.labels.dtype == np.uint16 else "mono8"
-        writer.write(f"{ns}/labels", array_to_image(res.labels, lab_enc, stamp, frame), log_time)
-        writer.write(f"{ns}/color", array_to_image(res.color, "rgb8", stamp, frame), log_time)
-        writer.write(f"{ns}/overlay", array_to_image(res.overlay, res.overlay_encoding, stamp, frame), log_time)
+        out = NODE_OUTPUT_QOS  # recorded as the node offers them
+        writer.write(f"{ns}/labels", array_to_image(res.labels, lab_enc, stamp, frame), log_time, out)
+        writer.write(f"{ns}/color", array_to_image(res.color, "rgb8", stamp, frame), log_time, out)
+        writer.write(f"{ns}/overlay", array_to_image(res.overlay, res.overlay_encoding, stamp, frame), log_time, out)
 
 
 class BagEvaluation:

@@ -114,10 +114,26 @@ def _pixel_rows(msg: Any, channels: int, nbytes: int, max_pixels: int = MAX_PIXE
     row = w * channels * nbytes
     if step < row:
         raise ImageError(f"step {step} is smaller than width*channels*bytes = {w}*{channels}*{nbytes} = {row}")
+    if step > max_step(row):
+        raise ImageError(f"step {step} is more than twice the row of {row} bytes plus {MAX_ROW_PADDING} "
+                         "(row padding out of proportion to the pixels)")
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size < h * step:
         raise ImageError(f"data has {data.size} bytes, fewer than height*step = {h}*{step} = {h * step}")
+    if data.size > (h + 1) * step:  # what a message holds is bounded by its pixels: a few trailing
+        raise ImageError(f"data has {data.size} bytes, {data.size - h * step} more than "  # bytes, not a payload
+                         f"height*step = {h}*{step} = {h * step} (at most one row of trailing bytes)")
     return data[: h * step].reshape(h, step)[:, :row]
+
+
+#: row padding allowed beyond twice the row (``step <= 2 * row + MAX_ROW_PADDING``): alignment
+#: padding, never a payload out of proportion to the pixels
+MAX_ROW_PADDING = 4096
+
+
+def max_step(row: int) -> int:
+    """The largest ``step`` accepted for rows of ``row`` bytes."""
+    return 2 * row + MAX_ROW_PADDING
 
 
 def _native(buf: np.ndarray, dtype: type, big_endian: bool) -> np.ndarray:

@@ -1,7 +1,10 @@
-"""ONNX model files as weights: the int8 models ``bisenet-ros quantize`` writes.
+"""ONNX model files as weights: the int8 models ``bisenet-ros quantize`` writes and the float
+models ``bisenet-ros export-onnx`` writes.
 
-``MODEL.onnx`` comes with its sidecar ``MODEL.onnx.yaml`` (architecture, classes, palette and
-mean/std, the fixed input size, precision, logit stride). Every tool and the node load it through
+A quantized ``MODEL.onnx`` comes with its sidecar ``MODEL.onnx.yaml`` (architecture, classes,
+palette and mean/std, the fixed input size, precision, logit stride). An exported one needs none:
+the same facts are in the file's own metadata (``bisenet_ros.*`` metadata_props, see
+:func:`sidecar_from_metadata`); a sidecar beside it, when there is one, wins. Every tool and the node load it through
 :func:`bisenet_ros.pipeline.build_pipeline` with ``weights=MODEL.onnx``; options that contradict
 what was fixed at export (another input size, architecture, class count or precision, a CUDA
 device, a PyTorch backend) are refused with one line.
@@ -9,6 +12,7 @@ device, a PyTorch backend) are refused with one line.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +43,11 @@ def read_onnx_sidecar(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: weights file not found")
     side = sidecar_of(path)
     if not side.is_file():
+        embedded = sidecar_from_metadata(path)
+        if embedded is not None:
+            return embedded
         raise CheckpointError(f"{path}: an ONNX model needs its sidecar {side.name} (as written by "
-                              f"'bisenet-ros quantize')")
+                              f"'bisenet-ros quantize') or the metadata 'bisenet-ros export-onnx' writes into it")
     try:
         data = yaml.safe_load(side.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -51,17 +58,63 @@ def read_onnx_sidecar(path: str | Path) -> dict[str, Any]:
     return data
 
 
+_META = "bisenet_ros."
+
+
+def sidecar_from_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The sidecar facts ``bisenet-ros export-onnx`` writes into the model's metadata_props
+    (architecture, classes, mean/std, palette, input size; float32, logits at the input size),
+    or None when the file carries none. ``input_size`` is None for a dynamic-size export."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, OSError, ...
+        raise CheckpointError(f"{path}: not a readable ONNX model ({one_line(exc)})") from None
+    props = {p.key[len(_META):]: p.value for p in model.metadata_props if p.key.startswith(_META)}
+    if not {"model", "num_classes", "class_names", "mean", "std", "input_size"} <= set(props):
+        return None
+    try:
+        names = [str(n) for n in json.loads(props["class_names"])]
+        palette = json.loads(props["palette"]) if "palette" in props else [None] * len(names)
+        size = None if props["input_size"] == "dynamic" else [int(v) for v in props["input_size"].split("x")]
+        dataset = {"name": props.get("dataset", "custom"), "mean": json.loads(props["mean"]),
+                   "std": json.loads(props["std"]),
+                   "classes": [{"name": n, **({"color": c} if c else {})} for n, c in zip(names, palette)]}
+        num_classes = int(props["num_classes"])
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: malformed bisenet_ros metadata ({one_line(exc)})") from None
+    return {"created_by": "bisenet-ros export-onnx", "format": "onnx", "arch": props["model"],
+            "num_classes": num_classes, "input_size": size, "precision": "fp32",
+            "output": "logits at the input size", "dataset": dataset}
+
+
+def _model_size(opts, sidecar: dict, name: str) -> tuple[int, int]:
+    from .options import AUTO32, CHECKPOINT
+
+    if sidecar["input_size"] is not None:
+        return int(sidecar["input_size"][0]), int(sidecar["input_size"][1])
+    if opts.input_size in (AUTO32, CHECKPOINT):  # a dynamic-size export runs at one size per pipeline
+        raise ConfigError(f"{name} was exported with a dynamic input size; give the size to run it at "
+                          "(--input-size HxW, multiples of 32)")
+    h, w = (int(v) for v in opts.input_size)
+    if h % 32 or w % 32:
+        raise ConfigError(f"{name}: input size {h}x{w} must be multiples of 32")
+    return h, w
+
+
 def check_options(opts, sidecar: dict, path: str | Path) -> tuple[int, int]:
     """The model input size, after refusing options that contradict the exported model."""
     from .options import AUTO32, CHECKPOINT
 
     name = Path(path).name
-    size = (int(sidecar["input_size"][0]), int(sidecar["input_size"][1]))
+    size = _model_size(opts, sidecar, name)
     if opts.model and opts.model != sidecar["arch"]:
         raise ConfigError(f"{name} is a {sidecar['arch']} model; --model {opts.model} does not apply")
     if opts.num_classes and int(opts.num_classes) != int(sidecar["num_classes"]):
         raise ConfigError(f"{name} has {sidecar['num_classes']} classes; --num-classes {opts.num_classes} does not apply")
     if opts.input_size == AUTO32 or (opts.input_size != CHECKPOINT and tuple(opts.input_size) != size):
+        again = "export" if sidecar.get("created_by") == "bisenet-ros export-onnx" else "quantize"
         asked = "auto32" if opts.input_size == AUTO32 else f"{opts.input_size[0]}x{opts.input_size[1]}"
         raise ConfigError(f"{name} was exported at input size {size[0]}x{size[1]}; input size {asked} "
                           f"does not apply (quantize again with --input-size)")

@@ -102,8 +102,10 @@ class PipelineOptions:
         for name in ("mean", "std"):
             if name in values:  # unset (None or empty) or three values
                 values[name] = triple(values[name], name) if values[name] is not None and len(values[name]) else None
-        if values.get("weights") is not None:
-            values["weights"] = str(values["weights"])
+        if values.get("weights") is not None:  # a public checkpoint's name -> the cached file
+            from .weights_catalog import resolve_weights
+
+            values["weights"] = resolve_weights(str(values["weights"]))
         return cls(**values)
 
     @classmethod

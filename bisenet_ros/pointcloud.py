@@ -7,7 +7,9 @@ wraps the arrays in messages (``bisenet_ros/ros/conversions.py``).
   NaN where there is no measurement (0, NaN, +-inf, negative).
 - :func:`depth_intrinsics`: the colour camera's K (CameraInfo of size ``W x H``) for a depth image
   or label image of another resolution of the same optical frame (pixel-centre convention, as the
-  pipeline resizes), refusing sizes that are not a clean scale of the camera's.
+  pipeline resizes), refusing sizes that are not a clean scale of the camera's, depth more than
+  :data:`MAX_DEPTH_SCALE` times larger or :data:`MAX_DEPTH_DOWNSCALE` times smaller than the camera
+  per side, and intrinsics that are not finite and plausible (:func:`check_intrinsics`).
 - :class:`PointCloudBuilder`: vectorised back-projection ``X = (u - cx) z / fx``, ``Y = (v - cy) z / fy``,
   ``Z = z`` (undistorted depth assumed), with stride, depth limits and a class filter, each depth
   pixel labelled with the label pixel under its centre; packed into a structured array with the
@@ -18,6 +20,7 @@ wraps the arrays in messages (``bisenet_ros/ros/conversions.py``).
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -31,6 +34,14 @@ from .images import DEPTH_ENCODINGS
 
 #: the largest depth image, per side, relative to the colour image: bounds one cloud's size
 MAX_DEPTH_SCALE = 2
+#: the smallest depth image: at least 1/MAX_DEPTH_DOWNSCALE of the colour image per side (a 640x480
+#: camera takes depth from 80x60 up); a 1x1 or 2x3 "depth" is no scale of a 320x240 camera
+MAX_DEPTH_DOWNSCALE = 8
+#: plausible focal lengths, in units of the image's larger side: below 1/20 the field of view is
+#: over ~170 degrees (no pinhole camera), above 1000 it is under ~0.06 degrees
+FOCAL_RANGE = (0.05, 1000.0)
+#: the principal point may lie outside the image (a crop) but at most one image size beyond it
+PRINCIPAL_MARGIN = 1.0
 #: PointField datatype codes (sensor_msgs/PointField)
 FLOAT32, UINT16 = 7, 4
 #: the point layout: (name, offset, PointField datatype); point_step = POINT_DTYPE.itemsize
@@ -77,12 +88,38 @@ def depth_intrinsics(k: Sequence[float], info_size: tuple[int, int], depth_size:
         raise ImageError("camera_info has no valid K (fx, fy must be > 0)")
     if not (info_size[0] and info_size[1]):
         info_size = image_size
+    check_intrinsics((float(k[0]), float(k[4]), float(k[2]), float(k[5])), info_size)
     check_clean_scale("camera_info", image_size, info_size)
     check_clean_scale("depth", depth_size, info_size)
     if depth_size[0] > MAX_DEPTH_SCALE * image_size[0] or depth_size[1] > MAX_DEPTH_SCALE * image_size[1]:
         raise ImageError(f"depth size {depth_size[1]}x{depth_size[0]} is more than {MAX_DEPTH_SCALE}x the camera's "
                          f"{image_size[1]}x{image_size[0]} (a bound on what one cloud may cost)")
+    if depth_size[0] * MAX_DEPTH_DOWNSCALE < image_size[0] or depth_size[1] * MAX_DEPTH_DOWNSCALE < image_size[1]:
+        raise ImageError(f"depth size {depth_size[1]}x{depth_size[0]} is less than 1/{MAX_DEPTH_DOWNSCALE} of the "
+                         f"camera's {image_size[1]}x{image_size[0]} per side (no depth image of this camera)")
     return scale_k(k, info_size, depth_size)
+
+
+def check_intrinsics(intrinsics: tuple[float, float, float, float], size: tuple[int, int]) -> None:
+    """Refuse (fx, fy, cx, cy) for an image of ``size`` (H, W) unless all are finite, the focal
+    lengths within :data:`FOCAL_RANGE` times the larger side and the principal point within
+    :data:`PRINCIPAL_MARGIN` image sizes of the image: back-projecting with anything else gives
+    non-finite or absurd points (cx = NaN, fx = 1e-300 or inf, cx = 1e38)."""
+    fx, fy, cx, cy = intrinsics
+    h, w = size
+    side = max(h, w)
+    for name, value in (("fx", fx), ("fy", fy), ("cx", cx), ("cy", cy)):
+        if not math.isfinite(value):
+            raise ImageError(f"camera_info K has {name} = {value} (must be finite): no cloud from it")
+    for name, value in (("fx", fx), ("fy", fy)):
+        if not FOCAL_RANGE[0] * side <= value <= FOCAL_RANGE[1] * side:
+            raise ImageError(f"camera_info K has {name} = {value:.6g}, implausible for a {w}x{h} image (expected "
+                             f"{FOCAL_RANGE[0]:g}..{FOCAL_RANGE[1]:g} times its larger side): no cloud from it")
+    for name, value, extent in (("cx", cx, w), ("cy", cy, h)):
+        margin = PRINCIPAL_MARGIN * extent
+        if not -margin <= value <= extent + margin:
+            raise ImageError(f"camera_info K has {name} = {value:.6g}, far outside the {w}x{h} image (allowed "
+                             f"{-margin:g}..{extent + margin:g}): no cloud from it")
 
 
 def resolve_classes(spec: Sequence[str | int], class_names: Sequence[str]) -> np.ndarray:
@@ -184,11 +221,16 @@ class PointCloudBuilder:
             keep &= table[np.minimum(lab, len(table) - 1)] & (lab < len(table))
         xr, yr = self.rays(depth_m.shape, *intrinsics, s)
         zk = z[keep]
-        out = np.zeros(zk.size, POINT_DTYPE)  # zeros: the padding bytes are defined
-        out["x"] = xr[keep] * zk
-        out["y"] = yr[keep] * zk
-        out["z"] = zk
+        with np.errstate(over="ignore", invalid="ignore"):
+            x, y = xr[keep] * zk, yr[keep] * zk
         lk = lab[keep]
+        finite = np.isfinite(x) & np.isfinite(y)  # a float32 overflow (depth near 3e38) is no point:
+        if not finite.all():                       # the cloud says is_dense
+            x, y, zk, lk = x[finite], y[finite], zk[finite], lk[finite]
+        out = np.zeros(zk.size, POINT_DTYPE)  # zeros: the padding bytes are defined
+        out["x"] = x
+        out["y"] = y
+        out["z"] = zk
         colours = pack_rgb(palette)
         out["rgb"] = colours[np.minimum(lk, len(colours) - 1)]
         out["label"] = lk

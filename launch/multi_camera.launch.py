@@ -43,9 +43,16 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
 
 
 def camera_names(text: str) -> list[str]:
+    """The camera names of ``cameras:=`` (comma-separated), each once: a name is the camera's
+    namespace (or topic prefix with batch:=true), so a repeated one would start two nodes on the
+    same topics."""
     names = [c.strip() for c in text.split(",") if c.strip()]
     if not names:
         raise ValueError("launch argument cameras:= needs at least one camera name")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"launch argument cameras:={text} names {', '.join(repeated)} more than once "
+                         "(each camera needs its own name: it is the camera's namespace)")
     return names
 
 

@@ -361,3 +361,113 @@ def test_png_header_over_the_budget_is_refused_unread():
     assert compressed_size(bytes(data)) == (16384, 16384)
     with pytest.raises(ImageError, match="exceeds the budget"):
         decode_image_bytes(bytes(data), "png")
+
+
+# -- issue 23 (reliability, pass three): depth, intrinsics, loss blame -------------------------------
+# The node's side of these rows (refused per frame with a WARN, labels keep flowing) is in
+# test_node_points.py; here the ROS-free core that decides.
+K23 = [300.0, 0.0, 159.5, 0.0, 300.0, 119.5, 0.0, 0.0, 1.0]  # a 320x240 camera
+
+
+def _k(**changes: float) -> list[float]:
+    k = list(K23)
+    for name, value in changes.items():
+        k[{"fx": 0, "cx": 2, "fy": 4, "cy": 5}[name]] = value
+    return k
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"cx": float("nan")}, "cx = nan (must be finite)"),
+    ({"cy": float("inf")}, "cy = inf (must be finite)"),
+    ({"fx": float("inf")}, "fx = inf (must be finite)"),
+    ({"fx": 1e-300}, "fx = 1e-300, implausible for a 320x240 image"),
+    ({"fy": 1e12}, "fy = 1e+12, implausible"),
+    ({"cx": 1e38}, "cx = 1e+38, far outside the 320x240 image"),
+    ({"cy": -500.0}, "cy = -500, far outside"),
+])
+def test_row3_implausible_intrinsics_are_refused_before_back_projection(changes, fragment):
+    """Row 3: CameraInfo K with NaN/inf/absurd values made clouds of non-finite points (is_dense
+    true) or points 1e35 m away; refused with a line naming the value, before any point is made."""
+    from bisenet_ros.errors import ImageError
+    from bisenet_ros.pointcloud import depth_intrinsics
+
+    with pytest.raises(ImageError, match=__import__("re").escape(fragment)):
+        depth_intrinsics(_k(**changes), (240, 320), (240, 320), (240, 320))
+    assert depth_intrinsics(K23, (240, 320), (240, 320), (240, 320)) == (300.0, 300.0, 159.5, 119.5)
+
+
+def test_row3_a_cloud_never_holds_a_non_finite_point():
+    """Row 3: valid intrinsics, but float32 depth near its maximum: x = ray * z overflows to inf.
+    The cloud says is_dense, so such a pixel is no point."""
+    from bisenet_ros.pointcloud import CloudOptions, PointCloudBuilder, depth_intrinsics, depth_to_metres
+
+    depth = np.full((240, 320), 2.0, np.float32)
+    depth[0, 0] = depth[239, 319] = 3e38
+    palette = np.array([[0, 0, 0], [255, 0, 0]], np.uint8)
+    with np.errstate(all="raise"):  # no warning either
+        cloud = PointCloudBuilder().build(depth_to_metres(depth, "32FC1"), depth_intrinsics(  # wide: rays > 1
+            _k(fx=100.0, fy=100.0), (240, 320), (240, 320), (240, 320)), np.zeros((240, 320), np.uint8), palette,
+            CloudOptions())
+    xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]])
+    assert np.isfinite(xyz).all() and len(cloud) == 240 * 320 - 2
+
+
+@pytest.mark.parametrize("depth_size, fragment", [
+    ((1, 1), "depth size 1x1 is less than 1/8 of the camera's 320x240"),
+    ((2, 3), "depth size 3x2 is less than 1/8 of the camera's 320x240"),
+])
+def test_row11_depth_far_smaller_than_the_camera_is_refused(depth_size, fragment):
+    """Row 11: a 1x1 or 3x2 'depth' passed the clean-scale check (1 px rounding) and gave 1 or 6
+    points; depth smaller than 1/MAX_DEPTH_DOWNSCALE of the camera per side is refused."""
+    from bisenet_ros.errors import ImageError
+    from bisenet_ros.pointcloud import MAX_DEPTH_DOWNSCALE, depth_intrinsics
+
+    with pytest.raises(ImageError, match=fragment):
+        depth_intrinsics(K23, (240, 320), depth_size, (240, 320))
+    smallest = (240 // MAX_DEPTH_DOWNSCALE, 320 // MAX_DEPTH_DOWNSCALE)
+    assert depth_intrinsics(K23, (240, 320), smallest, (240, 320))[0] == pytest.approx(300.0 / MAX_DEPTH_DOWNSCALE)
+
+
+def test_row12_depth_with_a_trailing_payload_or_a_huge_step_is_refused():
+    """Row 12: a depth message carrying 60 MB beyond its pixels was accepted and buffered (5 per
+    camera); its data may hold at most one row beyond height*step, its step at most twice the row
+    plus MAX_ROW_PADDING (here 6 MB of trailing bytes on a 4x4 image)."""
+    from types import SimpleNamespace
+
+    from bisenet_ros.errors import ImageError
+    from bisenet_ros.images import MAX_ROW_PADDING, raw_depth_to_array
+
+    pixels = np.ones((4, 4), np.uint16).tobytes()
+    msg = SimpleNamespace(height=4, width=4, step=8, encoding="16UC1", is_bigendian=0,
+                          data=pixels + bytes(6_000_000))
+    with pytest.raises(ImageError, match="6000000 more than height\\*step = 4\\*8 = 32"):
+        raw_depth_to_array(msg)
+    huge_step = 8 * 2 + MAX_ROW_PADDING + 1
+    msg = SimpleNamespace(height=4, width=4, step=huge_step, encoding="16UC1", is_bigendian=0,
+                          data=bytes(4 * huge_step))
+    with pytest.raises(ImageError, match=f"step {huge_step} is more than twice the row of 8 bytes"):
+        raw_depth_to_array(msg)
+    msg.data, msg.step = pixels + bytes(8), 8  # a few bytes (at most a row) beyond: tolerated
+    assert raw_depth_to_array(msg)[0].shape == (4, 4)
+
+
+def test_row19_the_loss_warning_names_the_node_when_its_callback_thread_is_busy():
+    """Row 19: 1x1 images at 45k msg/s kept one core busy and /diagnostics blamed the network
+    ("53% lost in transport"). With the callback thread busy (CallbackLoad), the node is named."""
+    from bisenet_ros.ros.loss import NODE_BUSY, CallbackLoad, LossMonitor, loss_message
+
+    m = LossMonitor()
+    for i in range(100):  # stamps of a fast camera; later every other image never reached the callback
+        if i < 40 or i % 2 == 0:
+            m.on_image(1_000_000_000 + i * 1_000_000)
+    report = m.evaluate(now=10.0)
+    assert report.warn
+    load = CallbackLoad()
+    assert load.sample(100.0, 5.0) is None  # one sample is no interval
+    busy = load.sample(102.0, 6.94)  # 1.94 s of CPU in 2 s of wall time
+    assert busy == pytest.approx(0.97) and busy >= NODE_BUSY
+    text = loss_message("image", report, "reliable", ["reliable"], callback_busy=busy)
+    assert "the node itself, not the network, is the bottleneck" in text and "97% busy" in text
+    assert "lost in transport" not in text and "\n" not in text
+    idle = loss_message("image", report, "reliable", ["reliable"], callback_busy=0.01)
+    assert "lost in transport" in idle and "the network or the camera host" in idle

@@ -156,3 +156,20 @@ def test_segment_launch_namespace_sim_time_and_log_level(colcon_install, ros_env
     finally:
         rc = run.stop()
     assert rc == 0, run.log
+
+
+def test_multi_camera_launch_refuses_a_repeated_camera_name(colcon_install, ros_env, tiny_checkpoints, tmp_path):
+    """issue 23 row 17: ``cameras:=front,front`` would start two nodes in one namespace; the real
+    launch refuses it with one line naming the name, starts no node and exits non-zero."""
+    run = Launch(colcon_install, ros_env, "multi_camera.launch.py",
+                 {"cameras": "front,rear,front", "weights": str(tiny_checkpoints["bisenetv2"]), "device": "cpu",
+                  "backend": "torch"}, tmp_path / "launch.log")
+    try:
+        run.proc.wait(120)
+    finally:
+        rc = run.stop()
+    log = run.log
+    assert rc != 0, log
+    errors = [line for line in log.splitlines() if "cameras:=front,rear,front" in line]
+    assert len(errors) == 1 and "names front more than once" in errors[0], log
+    assert "Traceback" not in log and "segmentation_node" not in log and "process started" not in log, log

@@ -17,7 +17,12 @@ period apart, so they are never added):
   best-effort reader: sequence-number gaps, incomplete fragmented samples).
 
 Frames the node itself skips (newest-frame policy, ``max_frame_age_ms``) arrive first and are not
-counted here; they are ``dropped_frames``. Pure Python: no rclpy, times and stamps are numbers.
+counted here; they are ``dropped_frames``. Frames that never reached the callbacks because the
+node could not take them as fast as they came (a flood of tiny images, a starved executor) are
+lost in the node's own subscription queue: the signs above count them too, so the warning says
+so when the thread that runs the callbacks was busy (:class:`CallbackLoad`, at least
+:data:`NODE_BUSY` of its time) instead of blaming the network. Pure Python: no rclpy, times and
+stamps are numbers.
 """
 from __future__ import annotations
 
@@ -31,6 +36,10 @@ PAUSE_S, PAUSE_PERIODS = 2.0, 20  # a longer gap is the camera pausing or restar
 UNANSWERED_PERIODS = 3  # periods of CameraInfo without any image before those count as lost
 WARN_FRACTION = 0.1  # warn when more than this share of the frames sent was lost ...
 WARN_MIN_LOST = 2  # ... and at least this many
+#: the callback thread busy at least this share of the time: the node, not the network, is the
+#: bottleneck (an idle node's callbacks take well under 1% of it; at one half, a keep-last queue of
+#: depth 1 is overwritten whenever two images arrive within one callback's work)
+NODE_BUSY = 0.5
 
 
 @dataclass
@@ -143,12 +152,36 @@ class LossMonitor:
                           sources=tuple(dict.fromkeys(s for _, _, src in self._window for s in src)))
 
 
-def loss_message(camera: str, report: LossReport, subscribed: str, offered: list[str]) -> str:
+class CallbackLoad:
+    """How busy the thread that runs the node's subscription callbacks is: its CPU time over the
+    wall time between two :meth:`sample` calls, both read by the caller on that thread (a timer of
+    the same executor: ``time.thread_time()``, ``time.monotonic()``)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, float] | None = None
+        self.busy: float | None = None  # share of the last interval, None before two samples
+
+    def sample(self, now: float, cpu: float) -> float | None:
+        if self._last is not None and now > self._last[0]:
+            self.busy = min(1.0, max(0.0, (cpu - self._last[1]) / (now - self._last[0])))
+        self._last = (now, cpu)
+        return self.busy
+
+
+def loss_message(camera: str, report: LossReport, subscribed: str, offered: list[str],
+                 callback_busy: float | None = None) -> str:
     """The /diagnostics warning: how much was lost, the likely cause and the fix (one line).
 
-    ``subscribed`` is the node's image subscription reliability, ``offered`` the publishers'.
+    ``subscribed`` is the node's image subscription reliability, ``offered`` the publishers';
+    ``callback_busy`` the share of the time the node's callback thread was busy
+    (:class:`CallbackLoad`): from :data:`NODE_BUSY` on, the node itself is named as the bottleneck.
     """
     sent = report.received + report.lost
+    if callback_busy is not None and callback_busy >= NODE_BUSY:
+        return (f"{camera}: {report.lost} of {sent} images lost ({report.fraction:.0%}) before the node took them: "
+                f"its callback thread was {callback_busy:.0%} busy, so the node itself, not the network, is the "
+                f"bottleneck (its subscription queue is overwritten faster than it is read); lower the camera's "
+                f"rate, throttle the topic, or spread the cameras over several nodes; see docs/node.md, Transport")
     head = (f"{camera}: {report.lost} of {sent} images lost in transport "
             f"({report.fraction:.0%}, seen by {', '.join(report.sources) or 'stamps'})")
     if subscribed == "best_effort" and offered and all(o == "reliable" for o in offered):

@@ -23,6 +23,7 @@ from ..backends import BACKENDS
 from ..errors import BisenetError
 from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT, MAX_SIDE
 from ..options import PipelineOptions
+from ..weights_catalog import resolve_weights
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": ("auto", "bisenetv1", "bisenetv2"),
@@ -68,8 +69,9 @@ class ParamSpec:
 PARAMETERS: dict[str, ParamSpec] = {
     # model and pipeline (changing one reloads the model in the background)
     "model": ParamSpec("auto", "architecture; auto = from the checkpoint (sidecar YAML or key layout)"),
-    "weights": ParamSpec("", "checkpoint file (.pth/.pt/.safetensors) or an int8 .onnx from "
-                             "bisenet-ros quantize (with its .onnx.yaml sidecar); required"),
+    "weights": ParamSpec("", "checkpoint file (.pth/.pt/.safetensors), an .onnx from bisenet-ros "
+                             "export-onnx or quantize, or a public checkpoint's name (bisenetv2-cityscapes, "
+                             "after bisenet-ros weights get); required"),
     "num_classes": ParamSpec(0, "class count; 0 = from the checkpoint", int_range=(0, 65535, 1)),
     "dataset": ParamSpec("", "preset name (cityscapes, camvid, cocostuff, ade20k) or preset YAML; "
                              "empty = checkpoint sidecar, else cityscapes"),
@@ -209,6 +211,10 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if name == "weights":
         if not value:
             return "parameter 'weights' is required (a BiSeNet checkpoint, e.g. -p weights:=model.pth)"
+        try:  # a public checkpoint's name (bisenetv2-cityscapes) -> the cached file
+            value = resolve_weights(value)
+        except BisenetError as exc:
+            return str(exc)
         path = Path(value).expanduser()
         if not path.is_file():
             return f"weights '{value}' not found"

@@ -29,7 +29,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
 from ..datasets import DatasetPreset
-from ..errors import BisenetError, ImageError
+from ..errors import BisenetError, ImageError, safe_text
 from ..pointcloud import (
     CloudOptions, DepthBuffer, PointCloudBuilder, class_areas, class_mask, class_table, depth_intrinsics,
     depth_to_metres, resolve_classes,
@@ -168,7 +168,8 @@ class SemanticOutputs:
         if info is None:
             raise ImageError("no camera_info received: K is needed to back-project the depth")
         if msg.header.frame_id and header.frame_id and msg.header.frame_id != header.frame_id:
-            self._report(f"depth frame_id '{msg.header.frame_id}' differs from the image's '{header.frame_id}' "
+            self._report(f"depth frame_id '{safe_text(msg.header.frame_id, 80)}' differs from the image's "
+                         f"'{safe_text(header.frame_id, 80)}' "
                          "(the depth must be registered to the colour camera); using it as registered")
         depth, encoding = depth_msg_to_array(msg)
         intrinsics = depth_intrinsics(info.k, (info.height, info.width), depth.shape, camera_size)
@@ -208,8 +209,10 @@ class SemanticOutputs:
     # -- problems and diagnostics -------------------------------------------------------------------
     def _report(self, text: str) -> None:
         """Log ``text`` (at most once per LOG_THROTTLE_S per kind of problem: the text without its
-        numbers) and keep it for /diagnostics."""
-        kind = re.sub(r"\d+(\.\d+)?", "#", text)
+        numbers and quoted names) and keep it for /diagnostics. ``text`` may quote a message's
+        strings (frame_id, encoding): escaped and cut here, whoever made it."""
+        text = safe_text(text, 300)
+        kind = re.sub(r"\d+(\.\d+)?", "#", re.sub(r"'[^']*'", "''", text))  # quoted names: one kind
         now = time.monotonic()
         with self._lock:
             self._problems[kind] = (now, text)
@@ -218,6 +221,8 @@ class SemanticOutputs:
             log = now - self._logged.get(kind, -LOG_THROTTLE_S) >= LOG_THROTTLE_S
             if log:
                 self._logged[kind] = now
+                if len(self._logged) > 64:  # bounded: forget kinds not logged for a while
+                    self._logged = {k: t for k, t in self._logged.items() if now - t < LOG_THROTTLE_S}
         if log:
             self._node.get_logger().warning(text)
 

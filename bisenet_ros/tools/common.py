@@ -10,6 +10,7 @@ from ..backends import BACKENDS
 from ..cpu import cpu_model
 from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT
 from ..options import PipelineOptions, fixed_input_size
+from ..weights_catalog import resolve_weights
 from ..pipeline import SegmentationPipeline, build_pipeline
 
 
@@ -71,7 +72,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                    help="architecture (default: from the checkpoint's sidecar or key layout)")
     g.add_argument("--weights", required=weights_required,
                    help="checkpoint (.pth/.pt/.safetensors), e.g. the public model_final_v2_city.pth, "
-                        "or an int8 .onnx made by 'bisenet-ros quantize'")
+                        "an .onnx made by 'bisenet-ros export-onnx' or 'quantize', or a public checkpoint's "
+                        "name (bisenetv2-cityscapes; 'bisenet-ros weights list')")
     g.add_argument("--num-classes", type=number(int, 1, 65535), default=None,
                    help="class count (default: from the checkpoint)")
     g.add_argument("--dataset", default=None,
@@ -122,7 +124,7 @@ def input_size_of(args: argparse.Namespace) -> str:
     fixed size for the benchmarks), as ``'HxW'`` or ``'auto32'``."""
     if args.input_size:
         return args.input_size
-    side = sidecar_input_size(args.weights)
+    side = sidecar_input_size(resolve_weights(args.weights))
     if side:
         return f"{side[0]}x{side[1]}"
     return getattr(args, "input_size_fallback", "auto32")
@@ -132,21 +134,30 @@ def sidecar_input_size(weights) -> tuple[int, int] | None:
     """The ``input_size`` of a checkpoint's sidecar YAML, or None (no weights, no sidecar)."""
     if not weights:
         return None
-    from ..checkpoint import read_sidecar
-
-    size = (read_sidecar(weights) or {}).get("input_size")
+    size = (weights_sidecar(weights) or {}).get("input_size")
     return fixed_input_size(size) if size else None
+
+
+def weights_sidecar(weights) -> dict:
+    """What the weights say about themselves: a checkpoint's sidecar YAML, an ONNX model's sidecar
+    or (``export-onnx``) its embedded metadata; ``{}`` when there is none."""
+    from ..checkpoint import read_sidecar
+    from ..onnx_model import is_onnx, read_onnx_sidecar
+
+    if is_onnx(weights):
+        return read_onnx_sidecar(weights)
+    return read_sidecar(weights)
 
 
 def model_preset(args: argparse.Namespace):
     """The model's label set without loading it: ``--dataset``, else the checkpoint sidecar's, else
     Cityscapes (what the pipeline would use; for tools that start a node instead)."""
-    from ..checkpoint import read_sidecar
     from ..datasets import load_preset, sidecar_preset
 
     if args.dataset:
         return load_preset(args.dataset)
-    return sidecar_preset(read_sidecar(args.weights) if args.weights else {}, str(args.weights))
+    weights = resolve_weights(args.weights)
+    return sidecar_preset(weights_sidecar(weights) if weights else {}, str(weights))
 
 
 def random_init_weights(args: argparse.Namespace, folder, command: str) -> str:

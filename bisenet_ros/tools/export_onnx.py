@@ -4,7 +4,8 @@ The file runs in ONNX Runtime (CPU, CUDA, TensorRT providers) or ``trtexec``. It
 options every tool shares (``--model --weights --num-classes --dataset --mean --std --input-size
 --device``); the graph's input is the normalised image, so the preprocessing the model expects
 (mean/std on a 0-1 RGB scale, class names, input size) is written into the file's metadata
-(``bisenet_ros.*`` keys). After writing it, the command runs the file in ONNX Runtime for batch 1
+(``bisenet_ros.*`` keys, with the palette): the file is weights like any other
+(``bisenet-ros segment --weights street.onnx``, the node's ``weights``), no sidecar needed. After writing it, the command runs the file in ONNX Runtime for batch 1
 and 2 and prints the relative L2 error of the logits against eager PyTorch float32; above the
 tolerance in ``config/backends.yaml`` it fails.
 """
@@ -71,6 +72,7 @@ def metadata(pipeline, size: tuple[int, int], dynamic: bool) -> dict[str, str]:
         "bisenet_ros.class_names": json.dumps(list(preset.class_names)),
         "bisenet_ros.mean": json.dumps([float(v) for v in preset.mean]),
         "bisenet_ros.std": json.dumps([float(v) for v in preset.std]),
+        "bisenet_ros.palette": json.dumps([[int(c) for c in col] for col in preset.palette]),
         "bisenet_ros.input_size": "dynamic" if dynamic else f"{size[0]}x{size[1]}",
         "bisenet_ros.input": "RGB, (x / 255 - mean) / std, NCHW float32",
     }
