@@ -26,9 +26,10 @@ TIMING_KEYS = ("confidence_mean", "low_confidence_fraction", "entropy_mean", "br
                "brightness_std", "saturated_fraction")
 
 
-def baseline_for(values: dict[str, Any]) -> Baseline:
-    """The thresholds the parameters ask for (raises ConfigError for an unreadable baseline)."""
-    base = resolve_baseline(values["health_baseline"], values["weights"] or None)
+def baseline_for(values: dict[str, Any], weights: str | None) -> Baseline:
+    """The thresholds the parameters ask for, for the checkpoint file ``weights`` (raises
+    ConfigError for an unreadable baseline)."""
+    base = resolve_baseline(values["health_baseline"], weights)
     return with_overrides(base, confidence_level=values["health_confidence_level"],
                           low_confidence_max=values["health_low_confidence_max"])
 
@@ -53,7 +54,8 @@ class PerceptionHealth:
         """Thresholds and monitor settings from ``values`` (at start, after a parameter change or a
         reload); sets the pipeline's confidence level. The monitors keep their history."""
         self.values = values
-        baseline = baseline_for(values)
+        weights = pipeline.info.get("weights") if pipeline is not None else None  # a file, names resolved
+        baseline = baseline_for(values, weights or values["weights"] or None)
         with self._lock:
             self.baseline = baseline
             for mon in self._monitors.values():

@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--label-topic must differ from --image-topic")
     if args.shifted_bag:
         check_image_topic(list_topics(args.shifted_bag), args.image_topic, args.shifted_bag, "image")
-    baseline = resolve_baseline(args.health_baseline, args.weights)
+    if args.health_baseline not in ("", "none"):
+        resolve_baseline(args.health_baseline, None)  # an unreadable file: an error before the model loads
     out = args.out or Path(f"eval_{bag.stem or bag.name}")
     check_outputs(args, bag, out)
     pipeline = pipeline_from_args(args)
@@ -148,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {info['model']} ({info['num_classes']} classes, {info['dataset']}) on {info['device']}, "
           f"backend {info['backend']}, input {info['input_size']}"
           + (f", classes remapped by {info['class_remap']}" if info.get('class_remap') else ""), file=sys.stderr)
+    baseline = resolve_baseline(args.health_baseline, info.get("weights"))  # beside the checkpoint file
     health = HealthProbe(args.shift, args.shift_strength, baseline, args.hold_time)
     if args.shifted_bag:
         health.add_recording("shifted_bag", *recording_statistics(pipeline, args.shifted_bag, args.image_topic,

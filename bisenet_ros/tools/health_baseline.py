@@ -22,6 +22,7 @@ from ..health_eval import summary
 from ..outputs import Kind, check_output, write_text
 from ..progress import progress_bar
 from .common import add_model_arguments, number, pipeline_from_args
+from ..weights_catalog import resolve_weights
 from .make_bag import list_images
 
 HELP = "measure a model's perception-health statistics on in-domain data and store the node's thresholds"
@@ -126,8 +127,9 @@ def thresholds(stats: list[dict], level: float, margin: float, data: str) -> Bas
 
 
 def run(args: argparse.Namespace) -> int:
-    out = args.out or baseline_path(args.weights)
-    inputs = [args.bag, args.images, args.video, args.weights]
+    weights = resolve_weights(args.weights)  # a catalogue name: the cached file, where the node looks
+    out = args.out or baseline_path(weights)
+    inputs = [args.bag, args.images, args.video, weights]
     check_output(out, inputs, kind=BASELINE, overwrite=args.overwrite)
     data, source = frames(args)
     pipeline = pipeline_from_args(args)
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if len(stats) < 10:
         raise ConfigError(f"{data}: {len(stats)} frames; a baseline needs at least 10 in-domain frames")
     base = thresholds(stats, args.confidence_level, args.margin, data)
-    write_text(out, baseline_yaml(base, str(args.weights), "bisenet-ros health-baseline"))
+    write_text(out, baseline_yaml(base, str(weights), "bisenet-ros health-baseline"))
     low, bright = base.statistics["low_confidence_fraction"], base.statistics["brightness_mean"]
     print(f"{len(stats)} frames of {data}: low-confidence share (max softmax < {args.confidence_level:g}) "
           f"mean {low['mean']:.3f}, p99 {low['p99']:.3f}, max {low['max']:.3f} -> WARN above "
