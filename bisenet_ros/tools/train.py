@@ -11,6 +11,7 @@ import math
 import sys
 
 from ..errors import ConfigError
+from ..training.distributed import DEFAULT_TIMEOUT_S
 from .common import hw_type, number
 
 HELP = "train or fine-tune BiSeNet V1/V2 on your own data (folder images/+labels/ or Cityscapes)"
@@ -21,6 +22,10 @@ EXAMPLES = """\
   bisenet-ros train --init models/bisenetv2_synthetic_street.pth --dataset synthetic_street \\
       --data /tmp/synthetic_street/train --val /tmp/synthetic_street/val --iters 20 --batch-size 8 \\
       --crop 160x224 --device cpu --threads 1 --out runs/ft/model.pth
+  # 4 GPUs of one machine (DistributedDataParallel, NCCL; --batch-size per process: global batch 32)
+  torchrun --nproc_per_node 4 -m bisenet_ros.cli train --model bisenetv2 --data my_data/train \
+      --val my_data/val --num-classes 5 --iters 20000 --batch-size 8 --crop 512x512 --device cuda \
+      --out runs/robot/model.pth
 """
 
 
@@ -88,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--log-every", type=number(int, 0), default=0, help="also print a log line every N iterations")
     g.add_argument("--no-progress", action="store_true",
                    help="no progress bar (there is none anyway when stderr is not a terminal)")
+    g = parser.add_argument_group("several processes (under torchrun, see docs/training.md)")
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="SyncBatchNorm: BatchNorm statistics over the global batch (default: on with CUDA and "
+                        "several processes, off on the CPU, where torch does not support it)")
+    g.add_argument("--dist-timeout", type=number(float, 10, 86400), default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help="seconds a rank waits for the others (rendezvous, gradient exchange) before the run "
+                        "stops with an error: a dead rank or lost host ends every rank within this time")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,8 +118,11 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume, val_every=args.val_every, save_every=args.save_every, workers=args.workers,
         threads=args.threads, save_dtype=args.save_dtype, input_size=args.input_size,
         log_every=args.log_every, progress=not args.no_progress, overwrite=args.overwrite,
+        sync_bn=args.sync_bn, dist_timeout=args.dist_timeout,
     )
     result = train(cfg)
+    if result.rank != 0:  # under torchrun: rank 0 reports (and wrote) everything
+        return 0
     miou = f", val mIoU {result.validation[-1]['miou']:.4f}" if result.validation else ""
     base = [v["miou"] for v in result.validation if v["iteration"] == 0 and v["miou"] is not None]
     if base and len(result.validation) > 1:

@@ -26,20 +26,20 @@ from torch.utils.data import DataLoader
 
 from ..checkpoint import Checkpoint, sidecar_path
 from ..datasets import DatasetPreset, generate_palette, load_preset
-from ..errors import BisenetError, ConfigError, one_line
-from ..metrics import ConfusionMatrix
+from ..errors import ConfigError
 from ..models import build_model, resolve_device
-from ..pipeline import SegmentationPipeline, auto32
+from ..pipeline import auto32
 from .checks import check_data, check_outputs
 from .curve import TrainingLog, log_paths
 from .data import Augment, DataError, IterationSampler, SegmentationDataset, cityscapes_needs_map, find_samples
+from .distributed import (DEFAULT_TIMEOUT_S, DistContext, DistributedFailure, DistributedIterationSampler,
+                          average, broadcast_object, check_sync_bn, describe, init_distributed,
+                          is_collective_failure, launched_by_torchrun, lost_peer_message, shutdown, wrap_model)
 from .losses import SegmentationLoss
+from .state import TrainingError, apply_state, read_state, save_state, state_path
+from .validation import baseline, evaluate, validate
 
 DEFAULTS_FILE = Path(__file__).resolve().parent / "defaults.yaml"
-
-
-class TrainingError(BisenetError):
-    """Training cannot start or continue (bad options, diverged loss, unusable resume state)."""
 
 
 def training_defaults(arch: str) -> dict:
@@ -86,6 +86,8 @@ class TrainConfig:
     log_every: int = 0
     progress: bool = True
     overwrite: bool = False  # replace an existing checkpoint/sidecar at out (only those)
+    sync_bn: bool | None = None  # under torchrun: None = on for CUDA with several processes, off on the CPU
+    dist_timeout: float = DEFAULT_TIMEOUT_S  # seconds a collective waits for a lost rank before failing
 
 
 @dataclass
@@ -96,12 +98,8 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # per iteration (this run only)
     validation: list[dict] = field(default_factory=list)  # {"iteration", "miou", "iou"}
     seconds: float = 0.0
-
-
-def state_path(out: str | Path) -> Path:
-    """The resume state written next to the checkpoint: ``model.pth`` -> ``model.state.pth``."""
-    out = Path(out)
-    return out.with_name(out.stem + ".state.pth")
+    rank: int = 0  # under torchrun: this process's rank (only rank 0 wrote anything)
+    world_size: int = 1
 
 
 def class_dependent_keys(arch: str, num_classes: int) -> set[str]:
@@ -119,7 +117,7 @@ def init_classifiers(model: nn.Module, arch: str) -> None:
     fan-out Kaiming initialisation (much faster early convergence)."""
     keys = class_dependent_keys(arch, model.num_classes)
     params = dict(model.named_parameters())
-    for key in keys:
+    for key in sorted(keys):  # a set: its order changes with every process (hash seed), the draws must not
         if key in params:
             if key.endswith("weight"):
                 params[key].normal_(0.0, 0.01)
@@ -203,22 +201,6 @@ def lr_at(it: int, iters: int, base: float, warmup: int, warmup_ratio: float, po
     return base * (1 - (it - warmup) / max(1, iters - warmup)) ** power
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, dataset: SegmentationDataset, device: torch.device,
-             precision: str = "fp32") -> dict:
-    """mIoU of ``model`` on ``dataset`` through the shared pipeline (auto32 input size) and
-    :class:`ConfusionMatrix`, as ``eval-bag`` computes it. Leaves the model in eval mode."""
-    from ..backends import create_runner
-
-    runner = create_runner(model, backend="torch", device=device, precision=precision)
-    pipe = SegmentationPipeline(runner, dataset.preset, None, device)
-    cm = ConfusionMatrix(dataset.preset.num_classes, dataset.preset.ignore_index)
-    for i in range(len(dataset)):
-        img, gt = dataset.load(i)
-        cm.update(pipe(img, "rgb8", outputs=()).labels, gt)
-    return cm.compute(list(dataset.preset.class_names))
-
-
 def _seed_everything(seed: int, device: torch.device) -> None:
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
@@ -240,7 +222,11 @@ def cv2_threads(n: int) -> None:
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainResult:
-    """Run a training as configured; returns where the checkpoint and sidecar were written."""
+    """Run a training as configured; returns where the checkpoint and sidecar were written.
+
+    Under torchrun (``RANK``/``WORLD_SIZE`` set) the run joins the process group and trains with
+    DistributedDataParallel (see :mod:`bisenet_ros.training.distributed`); rank 0 alone logs and writes.
+    """
     from tqdm import tqdm
 
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
@@ -250,94 +236,176 @@ def train(cfg: TrainConfig, log: Callable[[str], None] | None = None) -> TrainRe
     defaults = training_defaults(arch)
     hp = {k: (getattr(cfg, k) if getattr(cfg, k, None) is not None else defaults[k])
           for k in ("lr", "momentum", "weight_decay", "scale", "aux_weight")}
+    if launched_by_torchrun():
+        ctx, device = init_distributed(cfg.device, cfg.dist_timeout)
+    else:
+        ctx, device = DistContext(), resolve_device(cfg.device)
+    if not ctx.is_main:
+        log = _quiet
     if cfg.init and cfg.lr is None:  # fine-tuning refines the checkpoint instead of overwriting it
         hp["lr"] = float(defaults["finetune_lr"])
         log(f"fine-tuning: base learning rate {hp['lr']:g} (the {arch} fine-tuning default; --lr to change)")
     warmup = cfg.warmup_iters if cfg.warmup_iters is not None else min(defaults["warmup_iters"], cfg.iters // 10)
-    device = resolve_device(cfg.device)
     saved_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     try:
-        return _train(cfg, log, arch, defaults, hp, warmup, device)
+        return _train(cfg, log, arch, defaults, hp, warmup, device, ctx)
+    except DistributedFailure as exc:
+        raise TrainingError(str(exc)) from None
     finally:
         torch.set_num_threads(saved_threads)
+        shutdown(ctx)
+
+
+def _quiet(msg: str) -> None:  # ranks other than 0 log nothing (errors still end the process in one line)
+    pass
+
+
+class _Run:
+    """The objects of one training run, built in :meth:`setup` (model, optimizer, data, schedule)."""
+
+    def __init__(self, cfg: TrainConfig, log, arch: str, defaults: dict, hp: dict, warmup: int,
+                 device: torch.device, ctx: DistContext) -> None:
+        self.cfg, self.log, self.arch, self.defaults, self.hp, self.warmup = cfg, log, arch, defaults, hp, warmup
+        self.device, self.ctx = device, ctx
+        self.out = Path(cfg.out)
+        self.use_amp = bool(cfg.amp and device.type == "cuda")
+        self.start, self.history, self.samples = 0, [], 0
+        self.losses: list[float] = []
+        self.it = 0  # the iteration in progress
+        self.saved: tuple[Path, int] | None = None  # the last resume state written (rank 0)
+
+    def setup(self) -> None:
+        cfg, ctx, arch = self.cfg, self.ctx, self.arch
+        _seed_everything(cfg.seed + ctx.rank, self.device)  # rank 0 as a single process; DDP copies its weights
+        self.preset = resolve_preset(cfg)
+        self.train_ds, self.val_ds = _datasets(cfg, self.preset, self.defaults, self.hp, self.log,
+                                               progress=cfg.progress and ctx.is_main)
+        model = build_model(arch, self.preset.num_classes, aux_heads=True)
+        init_classifiers(model, arch)
+        if cfg.init:
+            load_init(model, arch, cfg.init, self.log)
+        model.to(self.device).train()
+        self.sync_bn = check_sync_bn(cfg.sync_bn, self.device, ctx.world_size) if ctx.active else False
+        self.net = wrap_model(model, ctx, self.device, self.sync_bn) if ctx.active else model
+        self.model = self.net.module if ctx.active else model  # what is saved and validated
+        self.optimizer = torch.optim.SGD(_param_groups(self.model, self.hp["weight_decay"]), lr=self.hp["lr"],
+                                         momentum=self.hp["momentum"])
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.criterion = SegmentationLoss(self.preset.ignore_index, cfg.ohem, float(self.defaults["ohem_thresh"]),
+                                          self.hp["aux_weight"])
+        if ctx.active:
+            self.log(describe(ctx, self.device, cfg.batch_size, self.sync_bn))
+        self.curve = TrainingLog(f"{arch} on {cfg.data}" + (f", fine-tuned from {Path(cfg.init).name}" if cfg.init else ""))
+        self._start()
+
+    def _start(self) -> None:
+        """Resume state (rank 0 reads, every rank gets it) or the ``--init`` baseline."""
+        cfg, ctx = self.cfg, self.ctx
+        global_batch = cfg.batch_size * ctx.world_size
+        if cfg.resume:
+            state = read_state(cfg.resume, cfg.out, self.arch, self.preset.num_classes, cfg.iters) \
+                if ctx.is_main else None
+            state = broadcast_object(state, ctx, self.device)
+            self.start, self.history, self.curve.rows = apply_state(state, self.model, self.optimizer, self.scaler,
+                                                                    restore_rng=ctx.is_main)
+            self.samples = int(state.get("samples", self.start * global_batch))
+            self.log(f"resume: continuing at iteration {self.start} of {cfg.iters}"
+                     + (f" (sample {self.samples} of the data stream)" if ctx.active else ""))
+        elif cfg.init and self.val_ds is not None:
+            self.history.append(baseline(self.model, self.val_ds, self.device, cfg.init, self.log, ctx, self.arch))
+            self.curve.add_validation(0, self.history[-1]["miou"])
+
+    def loader(self) -> DataLoader:
+        cfg, ctx = self.cfg, self.ctx
+        if ctx.active:
+            sampler = DistributedIterationSampler(len(self.train_ds), cfg.seed, self.samples, ctx.rank,
+                                                  ctx.world_size, cfg.batch_size)
+        else:
+            sampler = IterationSampler(len(self.train_ds), cfg.seed, self.start * cfg.batch_size)
+        return DataLoader(
+            self.train_ds, batch_size=cfg.batch_size, sampler=sampler,
+            num_workers=max(0, cfg.workers), pin_memory=self.device.type == "cuda", drop_last=True,
+            worker_init_fn=_worker_init if cfg.workers > 0 else None, persistent_workers=False,
+            generator=torch.Generator().manual_seed(cfg.seed),  # not the global RNG (dropout), for exact resume
+        )
+
+    def save_state(self, done: int) -> None:
+        if self.ctx.is_main:
+            save_state(self.out, self.model, self.optimizer, self.scaler, done, self.history, self.arch,
+                       self.preset.num_classes, self.curve.rows,
+                       samples=self.samples + (done - self.start) * self.cfg.batch_size * self.ctx.world_size
+                       if self.ctx.active else None)
+            self.saved = (state_path(self.out), done)
 
 
 def _train(cfg: TrainConfig, log: Callable[[str], None], arch: str, defaults: dict, hp: dict, warmup: int,
-           device: torch.device) -> TrainResult:
+           device: torch.device, ctx: DistContext) -> TrainResult:
+    run = _Run(cfg, log, arch, defaults, hp, warmup, device, ctx)
+    run.setup()
+    t0 = time.perf_counter()
+    try:
+        _loop(run, t0)
+    except Exception as exc:
+        if ctx.active and is_collective_failure(exc):
+            saved = f"{run.saved[0]} (iteration {run.saved[1]})" if run.saved else None
+            raise TrainingError(lost_peer_message(ctx, exc, run.it, cfg.dist_timeout, saved)) from None
+        raise
+    if not ctx.is_main:
+        return TrainResult(run.out, sidecar_path(run.out, existing=False), cfg.iters, run.losses, run.history,
+                           time.perf_counter() - t0, ctx.rank, ctx.world_size)
+    ckpt, side = save_checkpoint(run.model, run.out, arch, run.preset, _input_size(cfg, run.train_ds), cfg,
+                                 run.history)
+    state_path(run.out).unlink(missing_ok=True)  # finished: the resume state is no longer needed
+    csv_path, png_path = run.curve.write(run.out)
+    log(f"saved {ckpt} (+ {side.name}); training curve {png_path.name} (+ {csv_path.name})")
+    return TrainResult(ckpt, side, cfg.iters, run.losses, run.history, time.perf_counter() - t0,
+                       ctx.rank, ctx.world_size)
+
+
+def _loop(run: _Run, t0: float) -> None:
+    """The iterations from ``run.start`` to ``--iters``: step, log, validate, save."""
     from ..progress import progress_bar
 
-    _seed_everything(cfg.seed, device)
-    use_amp = bool(cfg.amp and device.type == "cuda")
-
-    preset = resolve_preset(cfg)
-    train_ds, val_ds = _datasets(cfg, preset, defaults, hp, log)
-    model = build_model(arch, preset.num_classes, aux_heads=True)
-    init_classifiers(model, arch)
-    if cfg.init:
-        load_init(model, arch, cfg.init, log)
-    model.to(device).train()
-    optimizer = torch.optim.SGD(_param_groups(model, hp["weight_decay"]), lr=hp["lr"], momentum=hp["momentum"])
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    criterion = SegmentationLoss(preset.ignore_index, cfg.ohem, float(defaults["ohem_thresh"]), hp["aux_weight"])
-
-    start, history = 0, []
-    out = Path(cfg.out)
-    curve = TrainingLog(f"{arch} on {cfg.data}" + (f", fine-tuned from {Path(cfg.init).name}" if cfg.init else ""))
-    if cfg.resume:
-        start, history, curve.rows = _resume(cfg, model, optimizer, scaler, arch, preset.num_classes)
-        log(f"resume: continuing at iteration {start} of {cfg.iters}")
-    elif cfg.init and val_ds is not None:
-        history.append(_baseline(model, val_ds, device, cfg.init, log))
-        curve.add_validation(0, history[-1]["miou"])
-
-    loader = DataLoader(
-        train_ds, batch_size=cfg.batch_size, sampler=IterationSampler(len(train_ds), cfg.seed, start * cfg.batch_size),
-        num_workers=max(0, cfg.workers), pin_memory=device.type == "cuda", drop_last=True,
-        worker_init_fn=_worker_init if cfg.workers > 0 else None, persistent_workers=False,
-        generator=torch.Generator().manual_seed(cfg.seed),  # not the global RNG (dropout), for exact resume
-    )
-    batches = iter(loader)
-    losses: list[float] = []
+    cfg, ctx, out = run.cfg, run.ctx, run.out
+    batches = iter(run.loader())
     ema = None
-    t0 = time.perf_counter()
-    bar = progress_bar(total=cfg.iters, initial=start, enabled=cfg.progress, desc=f"train {arch}", unit="it",
-                       mininterval=1.0)
-    for it in range(start, cfg.iters):
-        lr = lr_at(it, cfg.iters, hp["lr"], warmup, float(defaults["warmup_ratio"]), float(defaults["poly_power"]))
-        for group in optimizer.param_groups:
+    bar = progress_bar(total=cfg.iters, initial=run.start, enabled=cfg.progress and ctx.is_main,
+                       desc=f"train {run.arch}", unit="it", mininterval=1.0)
+    for it in range(run.start, cfg.iters):
+        run.it = it
+        lr = lr_at(it, cfg.iters, run.hp["lr"], run.warmup, float(run.defaults["warmup_ratio"]),
+                   float(run.defaults["poly_power"]))
+        for group in run.optimizer.param_groups:
             group["lr"] = lr
         try:
             batch = next(batches)
         except Exception as exc:  # a file changed or vanished since the check: keep what was trained
-            raise _data_failure(exc, it, start, out, model, optimizer, scaler, history, arch,
-                                preset.num_classes) from None
-        value, main = _step(model, criterion, optimizer, scaler, batch, device, use_amp, it)
-        losses.append(value)
+            raise _data_failure(exc, it, run) from None
+        value, main = _step(run.net, run.criterion, run.optimizer, run.scaler, batch, run.device, run.use_amp, it,
+                            ctx)
+        run.losses.append(value)
         ema = value if ema is None else 0.9 * ema + 0.1 * value
         bar.set_postfix(loss=f"{ema:.3f}", lr=f"{lr:.2e}", refresh=False)
         bar.update(1)
         done = it + 1
-        curve.add_iteration(done, value, ema, lr)
+        run.curve.add_iteration(done, value, ema, lr)
         if cfg.log_every and done % cfg.log_every == 0:
-            log(f"iter {done}/{cfg.iters}: loss {ema:.4f} (main {float(main.detach()):.4f}) lr {lr:.2e} "
-                f"{time.perf_counter() - t0:.0f}s")
-        if val_ds is not None and ((cfg.val_every and done % cfg.val_every == 0) or done == cfg.iters):
-            history.append(_validate(model, val_ds, device, use_amp, done, log))
-            curve.add_validation(done, history[-1]["miou"])
-            curve.write(out)
+            run.log(f"iter {done}/{cfg.iters}: loss {ema:.4f} (main {float(main.detach()):.4f}) lr {lr:.2e} "
+                    f"{time.perf_counter() - t0:.0f}s")
+        if run.val_ds is not None and ((cfg.val_every and done % cfg.val_every == 0) or done == cfg.iters):
+            run.history.append(validate(run.model, run.val_ds, run.device, run.use_amp, done, run.log, ctx,
+                                        run.arch))
+            run.curve.add_validation(done, run.history[-1]["miou"])
+            if ctx.is_main:
+                run.curve.write(out)
         if cfg.save_every and done % cfg.save_every == 0 and done < cfg.iters:
-            _save_state(out, model, optimizer, scaler, done, history, arch, preset.num_classes, curve.rows)
+            run.save_state(done)
     bar.close()
-    ckpt, side = save_checkpoint(model, out, arch, preset, _input_size(cfg, train_ds), cfg, history)
-    state_path(out).unlink(missing_ok=True)  # finished: the resume state is no longer needed
-    csv_path, png_path = curve.write(out)
-    log(f"saved {ckpt} (+ {side.name}); training curve {png_path.name} (+ {csv_path.name})")
-    return TrainResult(ckpt, side, cfg.iters, losses, history, time.perf_counter() - t0)
 
 
-def _datasets(cfg: TrainConfig, preset, defaults: dict, hp: dict, log: Callable[[str], None]):
+def _datasets(cfg: TrainConfig, preset, defaults: dict, hp: dict, log: Callable[[str], None], progress: bool = True):
     """(training set with augmentation, validation set or None), both checked up front: labels,
     sizes and readability fail now, not at iteration N."""
     jitter = float(defaults["colour_jitter"])
@@ -345,23 +413,14 @@ def _datasets(cfg: TrainConfig, preset, defaults: dict, hp: dict, log: Callable[
     train_ds = _open(cfg.data, cfg.split, cfg, preset, augment, log)
     train_ds.seed = cfg.seed
     val_ds = _open(cfg.val, cfg.val_split, cfg, preset, None, log) if cfg.val else None
-    check_data(train_ds, "training data", cfg.progress)
+    check_data(train_ds, "training data", progress)
     if val_ds is not None:
-        check_data(val_ds, "validation data", cfg.progress)
+        check_data(val_ds, "validation data", progress)
     return train_ds, val_ds
 
 
-def _validate(model, val_ds, device: torch.device, use_amp: bool, done: int, log: Callable[[str], None]) -> dict:
-    """mIoU on the validation set after ``done`` iterations (logged); the model back in training mode."""
-    metrics = evaluate(model, val_ds, device, "fp16" if use_amp else "fp32")
-    model.train()
-    log(f"iter {done}: val mIoU {metrics['miou'] or 0.0:.4f} " + _per_class(metrics))
-    return {"iteration": done, "miou": metrics["miou"], "iou": metrics["per_class_iou"]}
-
-
-def _data_failure(exc: Exception, it: int, start: int, out: Path, model, optimizer, scaler, history: list[dict],
-                  arch: str, num_classes: int) -> TrainingError:
-    """Save the resume state (when anything was trained) and describe a data error in one line.
+def _data_failure(exc: Exception, it: int, run: _Run) -> TrainingError:
+    """Save the resume state (when anything was trained; rank 0) and describe a data error in one line.
 
     Errors from loader workers carry the worker's traceback in their message: only its last line
     (the original error) is kept.
@@ -370,45 +429,30 @@ def _data_failure(exc: Exception, it: int, start: int, out: Path, model, optimiz
     reason = lines[-1] if lines else type(exc).__name__
     for prefix in ("bisenet_ros.training.data.DataError: ", "DataError: "):
         reason = reason.removeprefix(prefix)
-    if it > start:
-        _save_state(out, model, optimizer, scaler, it, history, arch, num_classes)
-        saved = f"; {it} iterations saved to {state_path(out)}: fix the data, then run again with --resume"
-    else:
-        saved = ""
-    return TrainingError(f"data error at iteration {it}: {reason}{saved}")
+    saved = ""
+    if it > run.start and run.ctx.is_main:
+        run.save_state(it)
+        saved = f"; {it} iterations saved to {state_path(run.out)}: fix the data, then run again with --resume"
+    where = f"rank {run.ctx.rank}: " if run.ctx.active else ""
+    return TrainingError(f"{where}data error at iteration {it}: {reason}{saved}")
 
 
 def _step(model: nn.Module, criterion: SegmentationLoss, optimizer, scaler, batch, device: torch.device,
-          use_amp: bool, it: int) -> tuple[float, torch.Tensor]:
-    """One optimisation step on ``batch``; returns the loss and the main head's loss."""
+          use_amp: bool, it: int, ctx: DistContext | None = None) -> tuple[float, torch.Tensor]:
+    """One optimisation step on ``batch``; returns the loss (the mean over ranks when distributed,
+    checked on every rank alike) and the main head's loss."""
     images, labels = (t.to(device, non_blocking=True) for t in batch)
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
         outputs = model(images)
     loss, main = criterion(outputs, labels)
-    if not torch.isfinite(loss):
-        raise TrainingError(f"loss became {loss.item()} at iteration {it}; lower --lr or check the labels")
+    shown = average(loss.detach(), ctx) if ctx is not None else loss.detach()
+    if not torch.isfinite(shown):
+        raise TrainingError(f"loss became {shown.item()} at iteration {it}; lower --lr or check the labels")
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     scaler.step(optimizer)
     scaler.update()
-    return float(loss.detach()), main
-
-
-def _baseline(model: nn.Module, val_ds: SegmentationDataset, device: torch.device, init: str,
-              log: Callable[[str], None]) -> dict:
-    """The ``--init`` checkpoint's own validation mIoU, before any fine-tuning (iteration 0)."""
-    metrics = evaluate(model, val_ds, device)
-    model.train()
-    log(f"baseline: {init} scores val mIoU {metrics['miou'] or 0.0:.4f} before fine-tuning "
-        + _per_class(metrics))
-    return {"iteration": 0, "miou": metrics["miou"], "iou": metrics["per_class_iou"]}
-
-
-def _per_class(metrics: dict) -> str:
-    iou = metrics.get("per_class_iou") or {}
-    if isinstance(iou, dict):
-        return "(" + ", ".join(f"{k} {v:.3f}" for k, v in iou.items() if v is not None) + ")"
-    return ""
+    return float(shown), main
 
 
 def _input_size(cfg: TrainConfig, ds: SegmentationDataset) -> tuple[int, int]:
@@ -438,44 +482,5 @@ def save_checkpoint(model: nn.Module, out: Path, arch: str, preset: DatasetPrese
     return Checkpoint(state, arch, preset.num_classes, meta).write(out, dtype)
 
 
-def _save_state(out: Path, model, optimizer, scaler, iteration: int, history: list[dict], arch: str,
-                num_classes: int, curve_rows: list[dict] | None = None) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = state_path(out).with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "iteration": iteration, "arch": arch, "num_classes": num_classes,
-                "rng": torch.get_rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "history": [{"iteration": h["iteration"], "miou": h["miou"]} for h in history],
-                "curve": [[r[k] for k in ("iteration", "loss", "loss_avg", "lr", "val_miou")]
-                          for r in curve_rows or []]}, tmp)
-    tmp.replace(state_path(out))
-
-
-def _resume(cfg: TrainConfig, model, optimizer, scaler, arch: str, num_classes: int) -> tuple[int, list, list]:
-    path = state_path(cfg.out) if cfg.resume == "auto" else Path(cfg.resume)
-    if not path.is_file():
-        raise TrainingError(f"{path}: no training state to resume from")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainingError(f"{path}: unreadable training state ({one_line(exc)})") from None
-    if state.get("arch") != arch or state.get("num_classes") != num_classes:
-        raise TrainingError(f"{path}: state is a {state.get('arch')} with {state.get('num_classes')} classes, "
-                            f"not a {arch} with {num_classes}")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
-    if "rng" in state:  # dropout masks continue as in an uninterrupted run
-        torch.set_rng_state(state["rng"])
-    if state.get("cuda_rng") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    it = int(state["iteration"])
-    if it > cfg.iters:
-        raise TrainingError(f"{path}: state is at iteration {it}, beyond --iters {cfg.iters}")
-    curve = [dict(zip(("iteration", "loss", "loss_avg", "lr", "val_miou"), row)) for row in state.get("curve", [])]
-    return it, list(state.get("history", [])), curve
-
-
-__all__ = ["TrainConfig", "TrainingLog", "log_paths", "TrainResult", "TrainingError", "class_dependent_keys", "evaluate", "load_init",
-           "lr_at", "save_checkpoint", "state_path", "train", "training_defaults"]
+__all__ = ["TrainConfig", "TrainingLog", "log_paths", "TrainResult", "TrainingError", "class_dependent_keys", "evaluate",
+           "load_init", "lr_at", "save_checkpoint", "state_path", "train", "training_defaults"]
