@@ -648,7 +648,7 @@ class SegmentationCore:
         status = DiagnosticStatus(level=health.level, name=f"{self.get_fully_qualified_name()}: segmentation",
                                   message=health.message, hardware_id=str(info.get("device")))
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
+        msg = DiagnosticArray(status=[status, self._perception.status()])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
 

@@ -4,8 +4,9 @@
 each processed frame's health statistics (:mod:`bisenet_ros.health`, computed by the pipeline
 from the 1/8 logits and a subsample of the image); it keeps one
 :class:`~bisenet_ros.health.HealthMonitor` per camera (hold times on the node's receive clock),
-adds the statistics to ``~/timing``, and publishes a ``/diagnostics`` status named
-``<node>: perception`` every ``diagnostics_period`` and at once when a camera turns WARN or OK.
+adds the statistics to ``~/timing`` (with each frame's verdict, ``perception`` OK/WARN), logs each
+change, and gives the node a ``/diagnostics`` status named ``<node>: perception``, published beside
+the node's own status (``status[1]`` of the same message) every ``diagnostics_period``.
 Thresholds: ``health_baseline`` (a YAML from ``bisenet-ros health-baseline``; by default the one
 beside the weights), else the documented defaults, overridden by the ``health_*`` parameters.
 """
@@ -15,7 +16,7 @@ import threading
 import time
 from typing import Any
 
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
 from ..health import DEFAULT_BASELINE, SYMPTOMS, Baseline, HealthMonitor, resolve_baseline, with_overrides
 
@@ -43,8 +44,6 @@ class PerceptionHealth:
         self._monitors: dict[str, HealthMonitor] = {}
         self._warn: dict[str, bool] = {}
         self.baseline: Baseline = DEFAULT_BASELINE
-        self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._timer = node.create_timer(values["diagnostics_period"], self.publish)
 
     @property
     def enabled(self) -> bool:
@@ -76,8 +75,8 @@ class PerceptionHealth:
             self._warn.clear()
 
     def update(self, camera: str, now: float, stats: dict[str, float] | None) -> dict[str, str]:
-        """One processed frame of ``camera`` received at ``now``: the values for ``~/timing``.
-        A change of the camera's verdict is published on ``/diagnostics`` at once."""
+        """One processed frame of ``camera`` received at ``now``: the values for ``~/timing``
+        (a change of the camera's verdict is logged)."""
         if stats is None or not self.enabled:
             return {}
         with self._lock:
@@ -94,7 +93,6 @@ class PerceptionHealth:
             level = "WARN" if verdict.warn else "OK"
             log = self.node.get_logger().warning if verdict.warn else self.node.get_logger().info
             log(f"perception {level}: {camera}: {verdict.message or 'labels trustworthy again'}")
-            self.publish()
         return out
 
     def status(self) -> DiagnosticStatus:
@@ -124,12 +122,3 @@ class PerceptionHealth:
                 status.message += " (no baseline: default thresholds)"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         return status
-
-    def publish(self) -> None:
-        msg = DiagnosticArray(status=[self.status()])
-        msg.header.stamp = self.node.get_clock().now().to_msg()
-        self._pub.publish(msg)
-
-    def close(self) -> None:
-        self.node.destroy_timer(self._timer)
-        self.node.destroy_publisher(self._pub)
