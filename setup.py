@@ -15,21 +15,21 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={PACKAGE: ["presets/*.yaml", "presets/remaps/*.yaml", "config/*.xml", "config/*.yaml", "training/*.yaml"]},
+    package_data={PACKAGE: ["resources/*.yaml", "resources/*.xml", "resources/presets/*.yaml", "resources/remaps/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         share("launch", "*.launch.py"),
         share("config", "*.yaml"),
         share("config", "*.xml"),
-        (f"share/{PACKAGE}/config", [f"{PACKAGE}/config/fastdds_profile.xml"]),  # Fast DDS profile
+        (f"share/{PACKAGE}/config", [f"{PACKAGE}/resources/fastdds_profile.xml"]),  # Fast DDS profile
         share("config", "*.rviz"),
         share("models", "*"),
     ],
     python_requires=">=3.10",
     install_requires=[
         "numpy>=1.24",
-        "numba>=0.58",  # the exact cheap postprocess kernel (bisenet_ros.postprocess)
+        "numba>=0.58",  # the exact cheap postprocess kernel (bisenet_ros.inference.postprocess)
         "opencv-python-headless>=4.8",
         "pyyaml>=6.0",
         "torch>=2.1",
@@ -40,7 +40,7 @@ setup(
     ],
     extras_require={
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
-        "openvino": ["openvino>=2024.0"],  # bf16/int8 on the CPU (bisenet_ros.backends)
+        "openvino": ["openvino>=2024.0"],  # bf16/int8 on the CPU (bisenet_ros.inference.backends)
         "video": ["av>=12"],  # H.264 videos (PyAV ships FFmpeg with libx264)
         "test": ["pytest>=7"],
     },

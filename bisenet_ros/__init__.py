@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 # OpenCV refuses to decode images whose header claims more pixels than this (set before cv2 is
 # first imported): a hard ceiling for formats whose header bisenet_ros does not parse itself
-# (see bisenet_ros.images.MAX_PIXELS_LIMIT).
+# (see bisenet_ros.data.images.MAX_PIXELS_LIMIT).
 _os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(8192 * 8192))
 # a broken file is reported by bisenet_ros in one line; OpenCV's own warnings would add more
 _os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")

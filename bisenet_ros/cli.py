@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "quantize": "quantize",
     "health-baseline": "health_baseline",
     "weights": "weights",
+    "camera": "camera",
 }
 
 
@@ -78,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     code, result = run_reporting(f"bisenet-ros {args.command}", lambda: args._run(args))
     return int(result or 0) if code == 0 else code
+
+
+def moved_command(old: str, new: str) -> None:
+    """What an old ``python -m`` path does now: one line on stderr naming its new command, exit 2."""
+    print(f"bisenet_ros: 'python -m {old}' moved: run '{new}'", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

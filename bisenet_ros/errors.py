@@ -5,6 +5,7 @@ from :class:`BisenetError`; the CLI and the node print ``str(err)`` as a single 
 """
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable, TypeVar
 
@@ -35,7 +36,7 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that clean-up (``finally``, atomic writes) runs
-    (installed by :func:`bisenet_ros.outputs.terminate_as_interrupt`)."""
+    (installed by :func:`terminate_as_interrupt`)."""
 
 
 def safe_text(text: str, limit: int = 500) -> str:
@@ -45,12 +46,21 @@ def safe_text(text: str, limit: int = 500) -> str:
     return out if len(out) <= limit else out[:limit] + f"... ({len(out) - limit} more characters)"
 
 
+def terminate_as_interrupt() -> None:
+    """Turn SIGTERM into :class:`Terminated` in the main thread (CLI tools only)."""
+    def handler(signum, frame):  # noqa: ARG001
+        raise Terminated()
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread)
+        pass
+
+
 def run_reporting(prog: str, run: Callable[[], T]) -> tuple[int, T | None]:
     """Run a command's ``run()``: ``(0, result)``; a :class:`BisenetError` or a refusal of the file
     system (``OSError``) -> one line ``PROG: error: ...`` on stderr and ``(2, None)``; Ctrl-C ->
     ``PROG: interrupted``, ``(130, None)``; SIGTERM -> ``PROG: terminated``, ``(143, None)``."""
-    from .outputs import terminate_as_interrupt
-
     terminate_as_interrupt()  # SIGTERM cleans up like Ctrl-C: no half-written outputs left
     try:
         return 0, run()

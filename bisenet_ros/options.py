@@ -22,9 +22,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Sequence, Union
 
-from .datasets import triple
+from .data.datasets import triple
+from .data.images import MAX_PIXELS, MAX_SIDE
 from .errors import ConfigError
-from .images import MAX_PIXELS, MAX_SIDE
 
 CHECKPOINT = "checkpoint"
 AUTO32 = "auto32"
@@ -88,7 +88,7 @@ class PipelineOptions:
     overlay_alpha: float = 0.5
     max_pixels: int = MAX_PIXELS  # per frame, checked from the header before decoding
     confidence_threshold: float = 0.0  # max softmax below this -> unknown_label; 0 = off
-    class_remap: str | None = None  # remap name (presets/remaps/) or YAML file; None = the model's classes
+    class_remap: str | None = None  # remap name (resources/remaps/) or YAML file; None = the model's classes
 
     # -- constructors (the boundaries) -----------------------------------------------------------
     @classmethod
@@ -103,7 +103,7 @@ class PipelineOptions:
             if name in values:  # unset (None or empty) or three values
                 values[name] = triple(values[name], name) if values[name] is not None and len(values[name]) else None
         if values.get("weights") is not None:  # a public checkpoint's name -> the cached file
-            from .weights_catalog import resolve_weights
+            from .models.weights_catalog import resolve_weights
 
             values["weights"] = resolve_weights(str(values["weights"]))
         return cls(**values)

@@ -9,12 +9,12 @@ only what is asked for is copied back):
 1. uint8 image (any supported encoding) -> RGB float, ``/255``, normalise by the dataset mean/std;
 2. bilinear resize (``align_corners=False``) of the normalised tensor to the model input size
    (fixed ``HxW``, or ``auto32``: each side rounded up to a multiple of 32);
-3. forward pass (eager PyTorch or another backend, see :mod:`bisenet_ros.backends`); the runner
+3. forward pass (eager PyTorch or another backend, see :mod:`bisenet_ros.inference.backends`); the runner
    may return the model's logits before its final bilinear x``s`` upsampling (1/``s`` of the
    input, as :func:`build_pipeline` sets it up), which is then done together with step 4;
 4. bilinear resize of the logits back to the camera resolution (unless ``output_resolution`` is
    ``model``), then argmax; class ids are never resized themselves. On the CPU the labels come
-   from :func:`bisenet_ros.postprocess.labels`, which computes full-resolution logits only near
+   from :func:`bisenet_ros.inference.postprocess.labels`, which computes full-resolution logits only near
    class boundaries (same labels, a fraction of the cost);
 5. optional max-softmax confidence, palette colour mask and alpha-blended overlay.
 """
@@ -29,12 +29,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import health, postprocess
-from .datasets import DatasetPreset, load_preset, sidecar_preset
+from .data.datasets import DatasetPreset, load_preset, sidecar_preset
+from .data.images import ENCODINGS, MAX_PIXELS, MAX_SIDE, check_max_pixels, check_pixels
+from .data.remap import ClassRemap, load_remap
 from .errors import ConfigError, ImageError
-from .images import ENCODINGS, MAX_PIXELS, MAX_SIDE, check_max_pixels, check_pixels
+from .inference import health, postprocess
 from .options import CHECKPOINT, PipelineOptions, fixed_input_size, unknown_label
-from .remap import ClassRemap, load_remap
 
 OUTPUTS = frozenset({"color", "overlay", "confidence", "health"})
 
@@ -75,7 +75,7 @@ class SegmentationResult:
     overlay_encoding: str = "rgb8"  # rgb8, or bgr8 for bgr8/bgra8 input
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     model_size: tuple[int, int] = (0, 0)  # (H, W) the model ran at
-    health: dict[str, float] | None = None  # perception-health statistics (bisenet_ros.health)
+    health: dict[str, float] | None = None  # perception-health statistics (bisenet_ros.inference.health)
 
 
 class SegmentationPipeline:
@@ -326,7 +326,7 @@ class SegmentationPipeline:
         """(1,C,h,w) logits at 1/``stride`` of the model input -> output class ids at ``out_hw``
         (remapped, low confidence -> unknown), the max softmax (when asked for or thresholded,
         else None) and the unknown mask (or None). Without a softmax to compute, the CPU takes
-        the exact cheap path (:func:`bisenet_ros.postprocess.labels`)."""
+        the exact cheap path (:func:`bisenet_ros.inference.postprocess.labels`)."""
         need_prob = want_confidence or self._threshold > 0
         prob = unknown = None
         if self.device.type == "cpu" and not need_prob:
@@ -392,7 +392,7 @@ def build_pipeline(options: PipelineOptions | str | None = None, /, **keywords) 
 
 def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
     from .models import resolve_device
-    from .onnx_model import is_onnx
+    from .inference.onnx_model import is_onnx
 
     if is_onnx(opts.weights):  # an int8 model from `bisenet-ros quantize`, with its sidecar
         meta, runner, size = _load_onnx_model(opts)
@@ -435,8 +435,8 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
 
 def _load_torch_model(opts: PipelineOptions, dev: torch.device):
     """(model info, runner, fixed input size or None) for a PyTorch checkpoint."""
-    from .backends import create_runner
-    from .checkpoint import Checkpoint
+    from .inference.backends import create_runner
+    from .models.checkpoint import Checkpoint
     from .models import load_model, low_res_view, model_from_checkpoint
 
     if opts.weights:
@@ -454,7 +454,7 @@ def _load_torch_model(opts: PipelineOptions, dev: torch.device):
 
 def _load_onnx_model(opts: PipelineOptions):
     """(model info, runner, input size) for an ONNX model file and its sidecar."""
-    from .onnx_model import check_options, create_file_runner, read_onnx_sidecar
+    from .inference.onnx_model import check_options, create_file_runner, read_onnx_sidecar
 
     sidecar = read_onnx_sidecar(opts.weights)
     size = check_options(opts, sidecar, opts.weights)
@@ -468,7 +468,7 @@ def constant_output_warning(runner: Callable[[torch.Tensor], torch.Tensor], devi
                             size: tuple[int, int] | None) -> str | None:
     """A warning when the model predicts one class for every pixel of a random calibration input
     (typical of zeroed, mis-scaled or wrongly normalised weights), else None."""
-    from .backends import calibration_input
+    from .inference.backends import calibration_input
 
     with torch.inference_mode():
         labels = runner(calibration_input(device, size)).float().argmax(dim=1)

@@ -20,7 +20,7 @@ def reference_dir() -> Path:
 def _private_cache(tmp_path_factory):
     """XDG_CACHE_HOME is a temp dir of this test session, set before any session fixture takes a
     copy of the environment (``ros_env``), so the node processes share it with the test process:
-    the measured `auto` backend choice (bisenet_ros.backend_cache) is never read from or written
+    the measured `auto` backend choice (bisenet_ros.inference.backend_cache) is never read from or written
     to the user's ~/.cache, node and offline pipelines agree on it, and each model/size is
     measured once per session, not per test."""
     saved = os.environ.get("XDG_CACHE_HOME")

@@ -1,16 +1,18 @@
 """Backends: every backend's logits match eager float32; BatchNorm folding; `auto` selection."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
 
-from bisenet_ros import backends
-from bisenet_ros.backends import (BACKENDS, BackendUnavailable, backend_config, backend_unavailable_reason,
-                                  check_runner, create_runner, select_backend, tolerance_for)
+from bisenet_ros.inference import backends
+from bisenet_ros.inference.backends import (BACKENDS, BackendUnavailable, backend_config, backend_unavailable_reason,
+                                            check_runner, create_runner, select_backend, tolerance_for)
 from bisenet_ros.errors import ConfigError
-from bisenet_ros.export import relative_error
-from bisenet_ros.fuse import fold_batchnorm
+from bisenet_ros.inference.export import relative_error
+from bisenet_ros.inference.fuse import fold_batchnorm
 from bisenet_ros.models import build_model
 from bisenet_ros.pipeline import build_pipeline
 
@@ -81,7 +83,7 @@ def test_backend_without_fixed_size_accepts_other_sizes(backend):
 
 
 def _fake_cpu(monkeypatch, tmp_path, model_name: str, flags: str) -> None:
-    from bisenet_ros import cpu
+    from bisenet_ros.inference import cpu
 
     info = tmp_path / f"cpuinfo-{abs(hash(model_name))}"
     info.write_text(f"processor\t: 0\nmodel name\t: {model_name}\nflags\t\t: {flags}\n")
@@ -91,7 +93,7 @@ def _fake_cpu(monkeypatch, tmp_path, model_name: str, flags: str) -> None:
 def test_auto_measures_once_per_cpu_and_caches_the_fastest(monkeypatch, tmp_path):
     """The fastest matching candidate wins (times faked: no timing in tests), the choice is cached
     under XDG_CACHE_HOME keyed by the CPU model, and a second start only builds the cached one."""
-    from bisenet_ros import backend_cache
+    from bisenet_ros.inference import backend_cache
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
 
@@ -131,7 +133,7 @@ def test_openvino_sends_no_telemetry(monkeypatch, tmp_path):
     exit until it was killed)."""
     pytest.importorskip("openvino")
     telemetry = pytest.importorskip("openvino_telemetry")
-    from bisenet_ros.export import export_onnx
+    from bisenet_ros.inference.export import export_onnx
     from bisenet_ros.models import low_res_view
 
     sent = []
@@ -146,7 +148,7 @@ def test_openvino_sends_no_telemetry(monkeypatch, tmp_path):
 
 
 def test_bf16_is_refused_in_one_line_without_avx512_bf16_or_amx(monkeypatch, tmp_path):
-    from bisenet_ros.backends import resolve_precision
+    from bisenet_ros.inference.backends import resolve_precision
 
     cpu = torch.device("cpu")
     _fake_cpu(monkeypatch, tmp_path, "Old CPU", "sse4_2 avx2 fma avx512f avx512_vnni")
@@ -164,7 +166,7 @@ def test_bf16_is_refused_in_one_line_without_avx512_bf16_or_amx(monkeypatch, tmp
 
 
 @pytest.mark.skipif(backends.backend_unavailable_reason("openvino", torch.device("cpu")) is not None
-                    or __import__("bisenet_ros.cpu").cpu.bf16_unsupported_reason() is not None,
+                    or importlib.import_module("bisenet_ros.inference.cpu").bf16_unsupported_reason() is not None,
                     reason="needs openvino and a CPU with AVX-512 BF16/AMX")
 @pytest.mark.parametrize("backend", ["openvino", "torch"])
 def test_bf16_backends_stay_close_to_fp32(model_and_ref, backend):

@@ -14,7 +14,8 @@ import yaml
 from rosbags.highlevel import AnyReader
 from rosbags.interfaces import QosDurability, QosHistory, QosReliability
 
-from bisenet_ros import bags, cli
+from bisenet_ros.data import bags
+from bisenet_ros import cli
 from bisenet_ros.tools import demo
 
 EXT = {"mcap": ".mcap", "sqlite3": ".db3"}

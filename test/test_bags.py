@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bisenet_ros import bags
-from bisenet_ros.bags import BagError, pair_stamps, write_image_bag
+from bisenet_ros.data import bags
+from bisenet_ros.data.bags import BagError, pair_stamps, write_image_bag
 
 T0 = 1_700_000_000_000_000_000
 

@@ -75,7 +75,7 @@ def test_node_bench_runs_camera_node_and_collector(tiny_checkpoints, tmp_path, r
 def test_bench_compares_precisions_and_the_postprocess(tiny_checkpoints, tmp_path, capsys, monkeypatch):
     """--compare-precision bf16 (the CPU's flags faked: no bf16 hardware needed for the command)
     and the exact postprocess vs the naive one: both reported, figures not asserted."""
-    from bisenet_ros import cpu
+    from bisenet_ros.inference import cpu
 
     info = tmp_path / "cpuinfo"
     info.write_text("model name\t: Fake CPU\nflags\t\t: avx512f avx512_bf16\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bisenet_ros.checkpoint import detect_architecture, read_state_dict
+from bisenet_ros.models.checkpoint import detect_architecture, read_state_dict
 from bisenet_ros.errors import CheckpointError
 from bisenet_ros.models import ARCHITECTURES, load_model
 
@@ -123,7 +123,7 @@ def test_empty_dict(tmp_path):
 
 
 def test_checkpoint_reads_writes_and_fits_in_one_place(tiny_checkpoints, tmp_path):
-    from bisenet_ros.checkpoint import Checkpoint, sidecar_path
+    from bisenet_ros.models.checkpoint import Checkpoint, sidecar_path
     from bisenet_ros.models import build_model
 
     ckpt = Checkpoint.read(tiny_checkpoints["bisenetv2"])

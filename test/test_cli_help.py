@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bisenet_ros import __version__
-from bisenet_ros.backends import BACKENDS
+from bisenet_ros.inference.backends import BACKENDS
 from bisenet_ros.cli import COMMANDS, build_parser, main
 from bisenet_ros.tools.common import input_size_of
 
@@ -118,7 +118,7 @@ def test_eval_bag_prints_the_final_progress_line_once(tmp_path, monkeypatch, cap
     import numpy as np
 
     from bisenet_ros import progress
-    from bisenet_ros.bags import write_image_bag
+    from bisenet_ros.data.bags import write_image_bag
 
     rng = np.random.default_rng(0)
     write_image_bag(tmp_path / "bag", [(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), None)] * 3,

@@ -51,7 +51,7 @@ def test_segment_images_and_video(tiny_checkpoints, tmp_path, capsys):
 
 def test_segment_video_is_h264_and_old_out_dir_spelling_works(tiny_checkpoints, tmp_path):
     """Browsers play H.264 MP4s, not mp4v: with PyAV installed (requirements.txt) the video is H.264."""
-    from bisenet_ros.video import h264_available
+    from bisenet_ros.data.video import h264_available
 
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (71, 45))  # odd width
@@ -88,7 +88,7 @@ def test_segment_errors_are_one_line(tiny_checkpoints, tmp_path):
 def test_video_without_h264_writes_mp4v_with_a_clear_note(tmp_path, monkeypatch, capsys):
     """Where no H.264 encoder is installed the video is still written, and the user is told why it
     may not play in a browser and how to convert it."""
-    from bisenet_ros import video
+    from bisenet_ros.data import video
 
     monkeypatch.setattr(video, "h264_available", lambda: False)
     with video.VideoWriter(tmp_path / "v.mp4", 5.0) as writer:

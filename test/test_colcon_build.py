@@ -15,5 +15,7 @@ def test_colcon_build_installs_package(colcon_install):
         assert (share / rel).is_file(), f"{rel} not installed to share/bisenet_ros"
     site = next((prefix / "lib").glob("python3*/site-packages"))
     assert (site / "bisenet_ros" / "pipeline.py").is_file()
-    for preset in tracked_files("bisenet_ros/presets/*.yaml"):
-        assert (site / preset).is_file(), f"{preset} missing from the installed package"
+    resources = [f for f in tracked_files("bisenet_ros/resources/*") if not f.endswith(".py")]
+    assert any(f.endswith("presets/cityscapes.yaml") for f in resources)
+    for resource in resources:
+        assert (site / resource).is_file(), f"{resource} missing from the installed package"

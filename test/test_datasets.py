@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bisenet_ros.datasets import available_presets, load_preset
+from bisenet_ros.data.datasets import available_presets, load_preset
 from bisenet_ros.errors import ConfigError
 
 

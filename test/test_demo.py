@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from bisenet_ros.bags import list_topics, open_bag
-from bisenet_ros.checkpoint import read_sidecar, read_state_dict
+from bisenet_ros.data.bags import list_topics, open_bag
+from bisenet_ros.models.checkpoint import read_sidecar, read_state_dict
 from bisenet_ros.tools.demo import DEMO_WEIGHTS, IMAGE_TOPIC, INFO_TOPIC, LABEL_TOPIC, default_weights, main, write_recording
 from bisenet_ros.models import build_model
-from bisenet_ros.synthetic import CLASSES, camera_matrix
+from bisenet_ros.data.synthetic_scenes import CLASSES, camera_matrix
 
 
 def test_demo_weights_ship_with_a_sidecar_in_the_public_layout():

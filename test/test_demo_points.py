@@ -33,7 +33,7 @@ def test_depth_messages_and_the_check(encoding):
     assert msg.encoding == encoding and len(msg.data) == msg.step * 2
     assert sent[0, 0] == 1.0 and sent[1, 1] == 2.5 and not (np.isfinite(sent[0, 1]) and sent[0, 1] > 0)
     k = np.array([[2.0, 0, 0.5], [0, 2.0, 0.5], [0, 0, 1]])
-    from bisenet_ros.pointcloud import POINT_DTYPE
+    from bisenet_ros.data.pointcloud import POINT_DTYPE
     cloud = np.zeros(2, POINT_DTYPE)
     cloud["x"], cloud["y"], cloud["z"], cloud["label"] = [-0.25, 0.625], [-0.25, 0.625], [1.0, 2.5], [3, 4]
     labels = np.array([[3, 0], [0, 4]], np.uint8)

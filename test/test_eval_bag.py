@@ -14,11 +14,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bisenet_ros import bags, cli
-from bisenet_ros.bags import BagError, BagWriter, array_to_image, write_image_bag
-from bisenet_ros.datasets import preset_from_dict
+from bisenet_ros.data import bags
+from bisenet_ros import cli
+from bisenet_ros.data.bags import BagError, BagWriter, array_to_image, write_image_bag
+from bisenet_ros.data.datasets import preset_from_dict
 from bisenet_ros.pipeline import SegmentationPipeline, build_pipeline
-from bisenet_ros.evaluation import evaluate_bag
+from bisenet_ros.evaluation.recording import evaluate_bag
 
 T0 = 1_700_000_000_000_000_000
 STEP = 100_000_000  # 10 fps
@@ -289,7 +290,7 @@ def test_compressed_camera_topic_and_yaml_label_map(tmp_path, capsys):
                                                   data=np.frombuffer(png, np.uint8)), t)
             if lab is not None:
                 w.write("/gt", array_to_image(np.vectorize(raw.get)(lab).astype(np.uint8), "mono8", t, "cam"), t)
-    from bisenet_ros.evaluation import resolve_label_map
+    from bisenet_ros.evaluation.recording import resolve_label_map
 
     (tmp_path / "map.yaml").write_text("7: 0\n8: 1\n11: 2\n")
     lut = resolve_label_map(str(tmp_path / "map.yaml"), PRESET, 255)
@@ -325,8 +326,8 @@ def test_unreadable_images_and_labels_are_counted(tmp_path):
 
 
 def test_stamp_matcher_pairs_in_either_order_once():
-    from bisenet_ros.evaluation import StampMatcher
-    from bisenet_ros.metrics import WarningCounter
+    from bisenet_ros.evaluation.recording import StampMatcher
+    from bisenet_ros.evaluation.metrics import WarningCounter
 
     scored = []
     warn = WarningCounter()
@@ -357,7 +358,7 @@ def test_report_plots_name_model_and_bag_and_stack_the_stages(tmp_path, monkeypa
     import matplotlib.axes
     import matplotlib.figure
 
-    from bisenet_ros import report as rep
+    from bisenet_ros.evaluation import report as rep
 
     titles, bars = [], []
     real_title, real_barh = matplotlib.axes.Axes.set_title, matplotlib.axes.Axes.barh

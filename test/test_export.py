@@ -12,7 +12,7 @@ import torch
 
 from bisenet_ros.cli import main
 from bisenet_ros.errors import ConfigError
-from bisenet_ros.export import export_onnx, onnx_session, relative_error, verify_onnx
+from bisenet_ros.inference.export import export_onnx, onnx_session, relative_error, verify_onnx
 from bisenet_ros.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -36,8 +36,8 @@ def test_profile_has_large_shm_segment_and_udp_on_every_interface():
 
 def test_profile_is_installed_as_package_data_and_share_file():
     setup_py = (fastdds.PROFILE.parents[2] / "setup.py").read_text()
-    assert '"config/*.xml"' in setup_py  # package_data
-    assert 'f"{PACKAGE}/config/fastdds_profile.xml"' in setup_py  # share/bisenet_ros/config
+    assert '"resources/*.xml"' in setup_py  # package_data
+    assert 'f"{PACKAGE}/resources/fastdds_profile.xml"' in setup_py  # share/bisenet_ros/config
 
 
 def test_apply_sets_both_variables_in_a_plain_environment(tmp_path):

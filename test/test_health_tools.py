@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bisenet_ros.bags import write_image_bag
+from bisenet_ros.data.bags import write_image_bag
 from bisenet_ros.cli import main
-from bisenet_ros.health import load_baseline
-from bisenet_ros.health_eval import SHIFTS, auroc, corrupt, parse_shifts
-from bisenet_ros.synthetic import drive_sequence
+from bisenet_ros.inference.health import load_baseline
+from bisenet_ros.evaluation.health import SHIFTS, auroc, corrupt, parse_shifts
+from bisenet_ros.data.synthetic_scenes import drive_sequence
 
 DEMO = Path(__file__).resolve().parent.parent / "models" / "bisenetv2_synthetic_street.pth"
 SMALL = ["--weights", str(DEMO), "--device", "cpu", "--backend", "torch", "--input-size", "128x160"]

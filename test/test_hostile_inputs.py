@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from bisenet_ros import bags
+from bisenet_ros.data import bags
 from bisenet_ros.cli import COMMANDS, main
 from bisenet_ros.tools import demo
 
@@ -323,7 +323,7 @@ def test_console_script_prints_one_line(files):
 
 def test_non_finite_verification_error_is_refused():
     """`nan >= tol` is False: a NaN relative error must never pass as verified (export, auto, bench)."""
-    from bisenet_ros.export import ExportError, relative_error
+    from bisenet_ros.inference.export import ExportError, relative_error
 
     ref = torch.ones(1, 3, 4, 4)
     out = ref.clone()
@@ -352,7 +352,7 @@ def test_constant_model_output_gets_a_warning(files, tmp_path, capsys):
 def test_png_header_over_the_budget_is_refused_unread():
     """A PNG claiming 16384x16384 (the 783 KB case): refused from its IHDR, before decoding."""
     from bisenet_ros.errors import ImageError
-    from bisenet_ros.images import compressed_size, decode_image_bytes
+    from bisenet_ros.data.images import compressed_size, decode_image_bytes
 
     ok, buf = cv2.imencode(".png", np.zeros((8, 8), np.uint8))
     data = bytearray(buf.tobytes())
@@ -389,7 +389,7 @@ def test_row3_implausible_intrinsics_are_refused_before_back_projection(changes,
     """Row 3: CameraInfo K with NaN/inf/absurd values made clouds of non-finite points (is_dense
     true) or points 1e35 m away; refused with a line naming the value, before any point is made."""
     from bisenet_ros.errors import ImageError
-    from bisenet_ros.pointcloud import depth_intrinsics
+    from bisenet_ros.data.pointcloud import depth_intrinsics
 
     with pytest.raises(ImageError, match=__import__("re").escape(fragment)):
         depth_intrinsics(_k(**changes), (240, 320), (240, 320), (240, 320))
@@ -399,7 +399,7 @@ def test_row3_implausible_intrinsics_are_refused_before_back_projection(changes,
 def test_row3_a_cloud_never_holds_a_non_finite_point():
     """Row 3: valid intrinsics, but float32 depth near its maximum: x = ray * z overflows to inf.
     The cloud says is_dense, so such a pixel is no point."""
-    from bisenet_ros.pointcloud import CloudOptions, PointCloudBuilder, depth_intrinsics, depth_to_metres
+    from bisenet_ros.data.pointcloud import CloudOptions, PointCloudBuilder, depth_intrinsics, depth_to_metres
 
     depth = np.full((240, 320), 2.0, np.float32)
     depth[0, 0] = depth[239, 319] = 3e38
@@ -420,7 +420,7 @@ def test_row11_depth_far_smaller_than_the_camera_is_refused(depth_size, fragment
     """Row 11: a 1x1 or 3x2 'depth' passed the clean-scale check (1 px rounding) and gave 1 or 6
     points; depth smaller than 1/MAX_DEPTH_DOWNSCALE of the camera per side is refused."""
     from bisenet_ros.errors import ImageError
-    from bisenet_ros.pointcloud import MAX_DEPTH_DOWNSCALE, depth_intrinsics
+    from bisenet_ros.data.pointcloud import MAX_DEPTH_DOWNSCALE, depth_intrinsics
 
     with pytest.raises(ImageError, match=fragment):
         depth_intrinsics(K23, (240, 320), depth_size, (240, 320))
@@ -435,7 +435,7 @@ def test_row12_depth_with_a_trailing_payload_or_a_huge_step_is_refused():
     from types import SimpleNamespace
 
     from bisenet_ros.errors import ImageError
-    from bisenet_ros.images import MAX_ROW_PADDING, raw_depth_to_array
+    from bisenet_ros.data.images import MAX_ROW_PADDING, raw_depth_to_array
 
     pixels = np.ones((4, 4), np.uint16).tobytes()
     msg = SimpleNamespace(height=4, width=4, step=8, encoding="16UC1", is_bigendian=0,

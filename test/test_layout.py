@@ -76,10 +76,91 @@ def _loaded_after(statement: str) -> set[str]:
 
 
 def test_bags_load_without_torch_and_the_core_without_rclpy():
-    assert "torch" not in _loaded_after("import bisenet_ros.bags")
-    assert "torch" not in _loaded_after("import bisenet_ros.images")
+    assert "torch" not in _loaded_after("import bisenet_ros.data.bags")
+    assert "torch" not in _loaded_after("import bisenet_ros.data.images")
     modules = [".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts) for p in core_modules()]
     modules = [m.removesuffix(".__init__") for m in modules]
     loaded = _loaded_after("\n".join(f"import {m}" for m in modules))
     assert "torch" in loaded  # the statement really imported the core
     assert not loaded & ROS_RUNTIME, sorted(loaded & ROS_RUNTIME)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each package module -> the package modules it imports explicitly (anywhere in the file, inside
+    functions too). ``from pkg import name`` is an edge to ``pkg.name`` when that is a module, else to
+    ``pkg``; the implicit import of a parent package's ``__init__`` is not an edge."""
+    paths = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+    graph = {}
+    for name, path in paths.items():
+        graph[name] = {m for m in package_imports(path) if m in paths} - {name}
+        # `from pkg import name`: package_imports gave both pkg and pkg.name; keep pkg only for non-modules
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom):
+                base = _from_base(name, path, node)
+                if all(f"{base}.{a.name}" in paths for a in node.names):
+                    graph[name].discard(base)
+    return graph
+
+
+def _from_base(name: str, path: Path, node: ast.ImportFrom) -> str:
+    parts = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    if not node.level:
+        return node.module or ""
+    base = parts[:len(parts) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles_between_package_modules():
+    graph = import_graph()
+    assert "bisenet_ros.errors" in graph["bisenet_ros.pipeline"]  # the graph sees top-level imports
+    assert "bisenet_ros.inference.backends" in graph["bisenet_ros.pipeline"]  # and imports inside functions
+    assert not import_cycles(graph), f"import cycles: {import_cycles(graph)}"
+    # the check finds a cycle where there is one
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+OLD_COMMANDS = {"bisenet_ros.synthetic": "python -m bisenet_ros.tools.synthetic",
+                "bisenet_ros.node": "segmentation_node", "bisenet_ros.demo": "make demo"}
+
+
+def test_old_module_paths_say_where_the_command_went():
+    for old, new in OLD_COMMANDS.items():
+        run = subprocess.run([sys.executable, "-m", old, "--help"], capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2, (old, run.stdout, run.stderr)
+        assert run.stderr.strip().splitlines() == [f"bisenet_ros: 'python -m {old}' moved: run '{new}'"]

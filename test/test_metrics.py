@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bisenet_ros.metrics import (
+from bisenet_ros.evaluation.metrics import (
     ConfusionMatrix,
     LatencyRecorder,
     MetricsError,

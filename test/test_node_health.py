@@ -17,9 +17,9 @@ import pytest
 pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 
-from bisenet_ros.health import baseline_path  # noqa: E402
-from bisenet_ros.health_eval import corrupt  # noqa: E402
-from bisenet_ros.synthetic import drive_sequence  # noqa: E402
+from bisenet_ros.inference.health import baseline_path  # noqa: E402
+from bisenet_ros.evaluation.health import corrupt  # noqa: E402
+from bisenet_ros.data.synthetic_scenes import drive_sequence  # noqa: E402
 from node_client import RosClient, serve_node, values  # noqa: E402
 
 pytestmark = pytest.mark.ros

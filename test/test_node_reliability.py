@@ -20,7 +20,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 
 from bisenet_ros.errors import ImageError  # noqa: E402
-from bisenet_ros.images import check_compressed  # noqa: E402
+from bisenet_ros.data.images import check_compressed  # noqa: E402
 from node_client import frame, start_node, values  # noqa: E402
 from test_hostile_inputs import huge_jpeg  # noqa: E402
 
@@ -268,3 +268,182 @@ def test_node_hostile_start_table(ros_env, tiny_checkpoints, tmp_path, args, mes
     assert proc.returncode == 2 and "Traceback" not in out, out
     errors = [line for line in out.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and message in errors[0], out
+
+
+# -- issue 23 (reliability, pass three): run-time requests never end the node --------------------
+
+
+def _bad_remaps(root) -> dict[str, str]:
+    """class_remap YAML files that once escaped the on-set callback as TypeError/ValueError/...
+    (the node exited 2: "cannot start: 'int' object is not iterable")."""
+    rest = "  - {name: other, color: [1, 2, 3], from: rest}\n"
+    texts = {
+        "from_int": "classes:\n  - {name: a, color: [1, 2, 3], from: 3}\n" + rest,
+        "colour_300": "classes:\n  - {name: a, color: [300, 0, 0], from: [0]}\n" + rest,
+        "colour_red": "classes:\n  - {name: a, color: red, from: [0]}\n" + rest,
+        "ragged": "classes:\n  - {name: a, color: [1, 2], from: [0]}\n" + rest,
+    }
+    paths = {}
+    for name, text in texts.items():
+        paths[name] = root / f"{name}.yaml"
+        paths[name].write_text(text)
+    paths["bad_utf8"] = root / "bad_utf8.yaml"
+    paths["bad_utf8"].write_bytes(b"classes:\n  - {name: \xff\xfe, from: rest}\n")
+    return {k: str(v) for k, v in paths.items()}
+
+
+def test_row1_a_bad_class_remap_at_run_time_is_refused_and_labels_keep_flowing(ros_env, tiny_checkpoints,
+                                                                                 tmp_path, client):
+    """Row 1: every hostile class_remap is a refused set with a one-line reason; the node answers
+    the next frame and exits 0 at the end."""
+    node = start_node(ros_env, ["-r", "image:=/cam_remap", "-p", f"weights:={tiny_checkpoints['bisenetv2']}",
+                                "-p", "backend:=torch"], tmp_path / "node.log")
+    try:
+        client.subscribe(f"{NODE}/labels", Image)
+        assert client.wait_matched("/cam_remap", Image, timeout=120), node.log
+        for i, (name, path) in enumerate(_bad_remaps(tmp_path).items()):
+            result = client.set_parameters(NODE, class_remap=path)
+            assert not result.successful, (name, node.log[-2000:])
+            assert "class_remap" in result.reason and "\n" not in result.reason and len(result.reason) < 700, \
+                (name, result.reason)
+            msg = client.publish_image("/cam_remap", frame(48, 64, i), "rgb8", f"after_{name}")
+            assert client.request("/cam_remap", msg, f"{NODE}/labels", timeout=60) is not None, (name, node.log[-3000:])
+        assert client.get_parameter(NODE, "class_remap") == ""
+    finally:
+        rc = node.stop()
+    assert rc == 0 and "Traceback" not in node.log and "cannot start" not in node.log, node.log[-3000:]
+
+
+def test_row7_lifecycle_refuses_an_unavailable_transition_and_keeps_running(ros_env, tiny_checkpoints, tmp_path,
+                                                                           client):
+    """Row 7: change_state with transition id 3 (activate) while unconfigured ended the lifecycle
+    node ("Failed to trigger lifecycle state machine transition", exit 2). Now refused in one line
+    naming what is available; configure and activate work afterwards and labels are served."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    lc = "/lc23/segmentation"
+    proc = start_node(ros_env, ["-r", "__ns:=/lc23", "-r", "image:=/lc23_cam", "-p", "backend:=torch",
+                                "-p", f"weights:={tiny_checkpoints['bisenetv2']}"], tmp_path / "lc.log",
+                      command=[sys.executable, "-m", "bisenet_ros.ros.lifecycle"])
+
+    def change(transition: Transition) -> bool:
+        response = client.call(ChangeState, f"{lc}/change_state", ChangeState.Request(transition=transition),
+                               timeout=120)
+        assert response is not None, proc.log[-3000:]
+        return response.success
+
+    def state() -> str:
+        return client.call(GetState, f"{lc}/get_state", GetState.Request()).current_state.label
+
+    try:
+        client.subscribe(f"{lc}/labels", Image)
+        assert state() == "unconfigured", proc.log
+        assert not change(Transition(id=Transition.TRANSITION_ACTIVATE))  # 3: not registered while unconfigured
+        assert not change(Transition(id=99))
+        assert not change(Transition(label="jump\nto [ERROR] active"))
+        assert state() == "unconfigured" and proc.proc.poll() is None, proc.log[-3000:]
+        assert "change_state refused: transition id 3 is not available in state 'unconfigured'" in proc.log
+        assert "\nto [ERROR]" not in proc.log
+        assert change(Transition(id=Transition.TRANSITION_CONFIGURE)), proc.log[-3000:]
+        assert not change(Transition(id=Transition.TRANSITION_CONFIGURE))  # again, now inactive: refused
+        assert change(Transition(id=Transition.TRANSITION_ACTIVATE)) and state() == "active"
+        assert client.wait_matched("/lc23_cam", Image, 60), proc.log
+        msg = client.publish_image("/lc23_cam", frame(48, 64, 3), "rgb8", "lc23_frame")
+        assert client.request("/lc23_cam", msg, f"{lc}/labels", timeout=60) is not None, proc.log[-3000:]
+    finally:
+        rc = proc.stop()
+    assert rc == 0 and "Traceback" not in proc.log, proc.log[-3000:]
+
+
+def test_row20_a_failed_reload_warns_for_a_while_in_one_line_then_ok(inproc, tmp_path, monkeypatch):
+    """Row 20: a failed weights reload kept /diagnostics at WARN for the rest of the run. Now WARN
+    with the package's one line for RELOAD_WARN_S, then OK; the old model serves throughout."""
+    import bisenet_ros.ros.node as node_module
+
+    node, _ = inproc
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all\n" * 100)
+    diagnostics = []
+    node._diag_pub.publish = diagnostics.append
+    old_weights = node.pipeline.info["weights"]
+    assert node.set_parameters([Parameter("weights", value=str(garbage))])[0].successful
+    node._reload_thread.join(60)
+    assert node.get_parameter("weights").value == old_weights  # reverted
+    node._publish_diagnostics()
+    status = diagnostics[-1].status[0]
+    assert status.level == status.WARN and status.message.startswith(f"reload with weights={garbage} failed, keeping")
+    assert "\n" not in status.message and len(status.message) <= 500
+    monkeypatch.setattr(node_module, "RELOAD_WARN_S", 0.0, raising=False)  # the documented period has passed
+    node._publish_diagnostics()
+    status = diagnostics[-1].status[0]
+    assert status.level == status.OK and "reload" not in status.message, status.message
+    assert values(status)["last_error"].startswith("reload with weights=")  # still said, as a value
+
+
+def test_row18_idle_cameras_cost_no_periodic_work(ros_env, tiny_checkpoints):
+    """Row 18: 200 configured cameras, none publishing, took 85% of a core: every second each
+    camera's two inputs queried the ROS graph (input_reliability auto) and every 0.5 s each
+    camera's ~/points subscribers were counted. Now that work runs only after a matched event:
+    idle, the only periodic callback is /diagnostics, and no graph query is made. A camera that
+    starts publishing is still followed (its subscription turns reliable)."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    from bisenet_ros.ros.node import SegmentationNode
+
+    cameras = [f"c{i}" for i in range(60)]
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = SegmentationNode(context=ctx, parameter_overrides=[
+        Parameter("weights", value=str(tiny_checkpoints["bisenetv2"])), Parameter("backend", value="torch"),
+        Parameter("cameras", value=cameras)])
+    executor = SingleThreadedExecutor(context=ctx)
+    executor.add_node(node)
+    counts = {"graph": 0, "timers": {}}
+    real_query = node.get_publishers_info_by_topic
+
+    def query(topic):
+        counts["graph"] += 1
+        return real_query(topic)
+
+    node.get_publishers_info_by_topic = query
+    for timer in node.timers:
+        def counted(callback=timer.callback, name=getattr(timer.callback, "__name__", "timer")):
+            counts["timers"][name] = counts["timers"].get(name, 0) + 1
+            return callback()
+        timer.callback = counted
+
+    def spin(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            executor.spin_once(timeout_sec=0.1)
+
+    try:
+        spin(3.0)  # start-up: every input looks at its publishers once
+        assert counts["graph"] >= 2 * len(cameras)
+        counts["graph"], counts["timers"] = 0, {}
+        spin(4.0)  # idle
+        assert counts["graph"] == 0, counts
+        assert set(counts["timers"]) <= {"_publish_diagnostics"}, counts
+        assert counts["timers"].get("_publish_diagnostics", 0) <= 6, counts
+        # a camera starts publishing (reliable): its input follows within a refresh period
+        pub = node.create_publisher(Image, "/c7/image", 10)  # the client side, in the same context
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and reliability_of(node, "c7") != "reliable":
+                spin(0.2)
+            assert reliability_of(node, "c7") == "reliable"
+            assert reliability_of(node, "c8") == "best_effort"
+        finally:
+            node.destroy_publisher(pub)
+    finally:
+        executor.shutdown()
+        node.close()
+        rclpy.try_shutdown(context=ctx)
+
+
+def reliability_of(node, camera: str) -> str:
+    from bisenet_ros.ros.inputs import reliability_name
+
+    cam = next(c for c in node.cameras if c.name == camera)
+    return reliability_name(cam.inputs[0].reliability)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bisenet_ros.cli import main
-from bisenet_ros.onnx_model import sidecar_from_metadata, sidecar_of
+from bisenet_ros.inference.onnx_model import sidecar_from_metadata, sidecar_of
 from bisenet_ros.pipeline import build_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,7 @@ def test_exported_file_reads_as_weights_without_sidecar(street_onnx, tmp_path, c
     np.testing.assert_array_equal(onnx_pipe.preset.palette, torch_pipe.preset.palette)
     assert list(onnx_pipe.preset.mean) == list(torch_pipe.preset.mean)
     assert onnx_pipe.input_size == (256, 320) and onnx_pipe.info["precision"] == "fp32"
-    from bisenet_ros.synthetic import generate_scene
+    from bisenet_ros.data.synthetic_scenes import generate_scene
 
     rgb = generate_scene(3)[0]
     a = onnx_pipe(rgb, "rgb8", outputs=()).labels
@@ -64,7 +64,7 @@ def test_dynamic_size_export_needs_a_size(tiny_checkpoints, tmp_path, capsys):
 def test_onnx_without_metadata_or_sidecar_is_refused(tmp_path, capsys):
     import io
 
-    from bisenet_ros.export import export_onnx
+    from bisenet_ros.inference.export import export_onnx
     from bisenet_ros.models import load_model
 
     bare = tmp_path / "bare.onnx"

@@ -1,5 +1,5 @@
 """Outputs never destroy inputs or a user's files, and are never left half-written (issue 13):
-bisenet_ros.outputs and the tools that use it."""
+bisenet_ros.output_files and the tools that use it."""
 from __future__ import annotations
 
 import signal
@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from bisenet_ros import bags
+from bisenet_ros.data import bags
 from bisenet_ros.cli import main
-from bisenet_ros.outputs import (BAG, CHECKPOINT, MARKER, PNG, REPORT_DIR, OutputError, atomic_file, check_output,
-                                 prepare_dir)
+from bisenet_ros.output_files import (BAG, CHECKPOINT, MARKER, PNG, REPORT_DIR, OutputError, atomic_file, check_output,
+                                      prepare_dir)
 
 
 def test_check_output_refuses_is_contains_and_inside(tmp_path):
@@ -179,7 +179,7 @@ def test_training_saves_its_state_before_dying_on_a_data_error(tmp_path, monkeyp
 
 def test_segment_reads_16_bit_colour_png_as_the_node_does(tiny_checkpoints, tmp_path):
     """One decoder for files and compressed messages: a 16-bit colour PNG becomes 8-bit bgr8."""
-    from bisenet_ros.images import decode_image_bytes
+    from bisenet_ros.data.images import decode_image_bytes
     from bisenet_ros.pipeline import build_pipeline
 
     img16 = (np.random.default_rng(3).integers(0, 256, (24, 40, 3)).astype(np.uint16) * 257)

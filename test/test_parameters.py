@@ -47,7 +47,7 @@ def test_validation_is_per_change_and_across_parameters(tiny_checkpoints):
 def test_backend_and_dataset_are_refused_at_set_time(tiny_checkpoints):
     """A misspelt backend lists the allowed values; a preset of another class count than the running
     model's is refused at once (unless the checkpoint changes with it)."""
-    from bisenet_ros.backends import BACKENDS
+    from bisenet_ros.inference.backends import BACKENDS
 
     values = {**default_values(), "weights": str(tiny_checkpoints["bisenetv2"])}
     reason = validate_changes(values, {"backend": "torhc"})
@@ -65,7 +65,7 @@ def test_backend_and_dataset_are_refused_at_set_time(tiny_checkpoints):
 def test_class_remap_and_confidence_threshold_parameters(tiny_checkpoints):
     """class_remap reloads the model (new classes for every output), confidence_threshold is live;
     both are refused at set time when they cannot work."""
-    from bisenet_ros.datasets import load_preset
+    from bisenet_ros.data.datasets import load_preset
     from bisenet_ros.ros.parameters import check_remap
 
     values = {**default_values(), "weights": str(tiny_checkpoints["bisenetv2"])}

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bisenet_ros import health
+from bisenet_ros.inference import health
 from bisenet_ros.errors import ConfigError
-from bisenet_ros.health import (DEFAULT_BASELINE, Baseline, HealthMonitor, baseline_path, baseline_yaml,
+from bisenet_ros.inference.health import (DEFAULT_BASELINE, Baseline, HealthMonitor, baseline_path, baseline_yaml,
                                 image_statistics, load_baseline, logit_statistics, resolve_baseline)
 
 DEMO_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "bisenetv2_synthetic_street.pth"
@@ -31,7 +31,7 @@ def test_statistics_of_the_low_resolution_logits_equal_a_dense_softmax_at_that_r
 
 def test_the_pipeline_reports_health_from_its_own_low_resolution_logits():
     from bisenet_ros.pipeline import build_pipeline
-    from bisenet_ros.synthetic import generate_scene
+    from bisenet_ros.data.synthetic_scenes import generate_scene
 
     pipe = build_pipeline(weights=str(DEMO_WEIGHTS), input_size=None, device="cpu", backend="torch")
     image, _ = generate_scene(1, (240, 320))

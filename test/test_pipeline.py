@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bisenet_ros.datasets import load_preset
+from bisenet_ros.data.datasets import load_preset
 from bisenet_ros.errors import ConfigError, ImageError
 from bisenet_ros.options import fixed_input_size as parse_input_size
 from bisenet_ros.pipeline import SegmentationPipeline, auto32, build_pipeline

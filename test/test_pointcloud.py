@@ -1,5 +1,5 @@
 """The ROS-free semantic point cloud core: depth decoding, intrinsics scaling, back-projection,
-the packed point layout, class masks and areas (bisenet_ros/pointcloud.py, images.raw_depth_to_array)."""
+the packed point layout, class masks and areas (bisenet_ros/data/pointcloud.py, images.raw_depth_to_array)."""
 from __future__ import annotations
 
 import struct
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from bisenet_ros.errors import ConfigError, ImageError
-from bisenet_ros.images import raw_depth_to_array
-from bisenet_ros.pointcloud import (
+from bisenet_ros.data.images import raw_depth_to_array
+from bisenet_ros.data.pointcloud import (
     POINT_DTYPE, POINT_FIELDS, CloudOptions, PointCloudBuilder, class_areas, class_mask, depth_intrinsics,
     depth_to_metres, resolve_classes, sample_labels,
 )
@@ -133,7 +133,7 @@ def test_sizes_that_are_not_a_clean_scale_and_missing_k_are_refused():
 def test_depth_buffer_pairs_by_stamp_and_waits_for_a_late_depth():
     import threading
 
-    from bisenet_ros.pointcloud import DepthBuffer
+    from bisenet_ros.data.pointcloud import DepthBuffer
     buf = DepthBuffer(3)
     assert buf.match(100, 0) == (None, None)
     for stamp in (100, 200, 300, 400):  # bounded: the oldest (100) is gone
@@ -153,7 +153,7 @@ def test_mask_areas_and_class_names():
     names = ["road", "sidewalk", "building", "car"]
     ids = resolve_classes(["road", "3"], names)
     assert ids.tolist() == [0, 3]
-    from bisenet_ros.pointcloud import class_table
+    from bisenet_ros.data.pointcloud import class_table
     assert class_mask(labels, class_table(ids, 4)).tolist() == [[255, 0, 0, 255]]
     assert class_areas(labels, names) == {"road": 0.25, "sidewalk": 0.5, "car": 0.25}
     with pytest.raises(ConfigError, match="unknown classes \\['tree', '9'\\]"):

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bisenet_ros import postprocess
-from bisenet_ros.datasets import load_preset
+from bisenet_ros.inference import postprocess
+from bisenet_ros.data.datasets import load_preset
 from bisenet_ros.errors import ConfigError
 from bisenet_ros.models import build_model, low_res_view
 from bisenet_ros.pipeline import SegmentationPipeline, logit_stride

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from bisenet_ros import quantize as q
+from bisenet_ros.inference import quantization as q
 from bisenet_ros.cli import main
 from bisenet_ros.errors import ConfigError
 from bisenet_ros.pipeline import build_pipeline
-from bisenet_ros.synthetic import generate_scene, write_dataset
+from bisenet_ros.data.synthetic_scenes import generate_scene, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_int8_model_loads_in_the_cli_and_the_node_options(quantized, tmp_path, c
 def test_int8_runtimes_agree_on_the_quantized_demo_model(data, tmp_path):
     """The trained demo weights, quantized: OpenVINO and ONNX Runtime compute the same logits
     (asymmetric activations made OpenVINO 0.2 off, and auto picked it for being faster)."""
-    from bisenet_ros.onnx_model import build_file_runner, read_onnx_sidecar, reference_deviations
+    from bisenet_ros.inference.onnx_model import build_file_runner, read_onnx_sidecar, reference_deviations
 
     images, _ = data
     out = tmp_path / "demo_int8.onnx"
@@ -111,7 +111,7 @@ def test_int8_runtimes_agree_on_the_quantized_demo_model(data, tmp_path):
 def test_auto_rejects_a_runtime_that_computes_another_function(quantized, monkeypatch):
     """A backend whose logits leave ONNX Runtime's is never chosen by auto, however fast; asked
     for by name it runs, with a warning."""
-    from bisenet_ros import onnx_model
+    from bisenet_ros.inference import onnx_model
 
     out, argv = quantized
     if not out.exists():
@@ -158,7 +158,7 @@ def test_quantize_never_overwrites_inputs_or_files_it_did_not_create(weights, da
 
 
 def test_calibration_sources_video_bag_and_errors(tmp_path):
-    from bisenet_ros.bags import write_image_bag
+    from bisenet_ros.data.bags import write_image_bag
 
     frames = [generate_scene(300 + i, (64, 96)) for i in range(4)]
     video = tmp_path / "drive.avi"

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from bisenet_ros import cli
-from bisenet_ros.bags import write_image_bag
-from bisenet_ros.datasets import load_preset
+from bisenet_ros.data.bags import write_image_bag
+from bisenet_ros.data.datasets import load_preset
 from bisenet_ros.errors import ConfigError
-from bisenet_ros.metrics import ConfusionMatrix
+from bisenet_ros.evaluation.metrics import ConfusionMatrix
 from bisenet_ros.pipeline import build_pipeline
-from bisenet_ros.remap import ground_truth_lut, load_remap, resolve_remap
-from bisenet_ros.synthetic import generate_scene
+from bisenet_ros.data.remap import ground_truth_lut, load_remap, resolve_remap
+from bisenet_ros.data.synthetic_scenes import generate_scene
 from bisenet_ros.tools.demo import default_weights
 
 WEIGHTS = default_weights()
@@ -119,7 +119,7 @@ def test_eval_bag_scores_the_remapped_thresholded_output(tmp_path, capsys):
 
 
 def test_unknown_pixels_give_no_points_and_no_mask():
-    from bisenet_ros.pointcloud import CloudOptions, PointCloudBuilder, class_mask
+    from bisenet_ros.data.pointcloud import CloudOptions, PointCloudBuilder, class_mask
 
     labels = np.array([[0, 1], [255, 2]], np.uint8)
     depth = np.full((2, 2), 2.0, np.float32)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from bisenet_ros import cli
-from bisenet_ros.bags import write_image_bag
+from bisenet_ros.data.bags import write_image_bag
 from bisenet_ros.pipeline import build_pipeline
-from bisenet_ros.ros.replay import NodeProcess, ReplayError, node_command, replay_bag
-from bisenet_ros.evaluation import evaluate_bag
+from bisenet_ros.ros.live_replay import NodeProcess, ReplayError, node_command, replay_bag
+from bisenet_ros.evaluation.recording import evaluate_bag
 
 N = 8
 T0 = 1_700_000_000_000_000_000
@@ -123,7 +123,7 @@ def test_replay_errors_without_a_node(ros_env, labelled_bag, tmp_path):
 
 @pytest.mark.ros
 def test_replay_compressed_camera_topic(ros_env, tiny_checkpoints, tmp_path):
-    from bisenet_ros import bags
+    from bisenet_ros.data import bags
 
     Compressed = bags.typestore().types[bags.COMPRESSED_TYPE]
     rng = np.random.default_rng(2)
@@ -143,8 +143,8 @@ def test_replay_compressed_camera_topic(ros_env, tiny_checkpoints, tmp_path):
 
 
 def test_predictions_outside_the_class_count_are_counted():
-    from bisenet_ros.metrics import GroundTruthScorer
-    from bisenet_ros.evaluation import score_frame
+    from bisenet_ros.evaluation.metrics import GroundTruthScorer
+    from bisenet_ros.evaluation.recording import score_frame
 
     scorer = GroundTruthScorer(2)
     score_frame(scorer, np.full((2, 2), 4, np.uint8), np.zeros((2, 2), np.uint8), "mono8", 7)
@@ -157,8 +157,8 @@ def test_collector_pairs_replies_without_ros():
     """The replay's collector is fed plain events: warm-up, latency, unexpected stamps, timing."""
     from types import SimpleNamespace
 
-    from bisenet_ros.metrics import WarningCounter
-    from bisenet_ros.ros.replay import Collector
+    from bisenet_ros.evaluation.metrics import WarningCounter
+    from bisenet_ros.ros.live_replay import Collector
 
     def reply(stamp, at, values=None):
         header = SimpleNamespace(stamp=SimpleNamespace(sec=stamp // 10**9, nanosec=stamp % 10**9))

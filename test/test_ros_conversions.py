@@ -10,12 +10,12 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from bisenet_ros.errors import ImageError  # noqa: E402
-from bisenet_ros.images import MAX_SIDE  # noqa: E402
+from bisenet_ros.data.images import MAX_SIDE  # noqa: E402
 from bisenet_ros.ros.conversions import (  # noqa: E402
-    array_to_image_msg,
-    compressed_msg_to_array,
-    image_msg_to_array,
-)
+                                         array_to_image_msg,
+                                         compressed_msg_to_array,
+                                         image_msg_to_array,
+                                         )
 
 rng = np.random.default_rng(0)
 
@@ -151,7 +151,7 @@ def test_undecodable_compressed_images_are_refused(data, message):
 ])
 def test_opencv_aliases_are_read_as_the_bag_tools_read_them(alias, encoding, shape, dtype):
     """One set of accepted encodings: what eval-bag/replay accept from a bag, the node accepts live."""
-    from bisenet_ros import bags
+    from bisenet_ros.data import bags
 
     array = rng.integers(0, 200, shape, dtype=dtype)
     msg = make_msg(shape[0], shape[1], alias, shape[1] * (shape[2] if len(shape) == 3 else 1) * array.itemsize,
@@ -164,7 +164,7 @@ def test_opencv_aliases_are_read_as_the_bag_tools_read_them(alias, encoding, sha
 
 
 def test_point_cloud_message_round_trip_and_layout():
-    from bisenet_ros.pointcloud import POINT_DTYPE
+    from bisenet_ros.data.pointcloud import POINT_DTYPE
     from bisenet_ros.ros.conversions import cloud_msg_to_points, points_to_cloud_msg
 
     pts = np.zeros(3, POINT_DTYPE)

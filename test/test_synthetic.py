@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bisenet_ros.datasets import load_preset
-from bisenet_ros.synthetic import (
+from bisenet_ros.data.datasets import load_preset
+from bisenet_ros.data.synthetic_scenes import (
     CAR, CLASSES, PERSON, SKY, StreetWorld, camera_matrix, drive_sequence, generate_scene, write_dataset,
 )
 from bisenet_ros.tools.synthetic import main

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bisenet_ros import bags
+from bisenet_ros.data import bags
 
 
 @pytest.fixture(scope="module")

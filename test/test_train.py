@@ -13,12 +13,12 @@ import pytest
 import torch
 import yaml
 
-from bisenet_ros.checkpoint import read_sidecar, read_state_dict
+from bisenet_ros.models.checkpoint import read_sidecar, read_state_dict
 from bisenet_ros.cli import main as cli_main
 from bisenet_ros.errors import CheckpointError, ConfigError
 from bisenet_ros.models import build_model, load_model
 from bisenet_ros.pipeline import build_pipeline
-from bisenet_ros.synthetic import CLASSES, write_dataset
+from bisenet_ros.data.synthetic_scenes import CLASSES, write_dataset
 from bisenet_ros.training import (
     DataError, OhemCrossEntropy, SegmentationLoss, TrainConfig, class_dependent_keys, evaluate, load_init,
     lr_at, state_path, train,
@@ -217,8 +217,8 @@ def test_segment_cli_reads_the_sidecar(cli_run, street, tmp_path, capsys):
 
 
 def test_eval_bag_cli_reads_the_sidecar(cli_run, street, tmp_path):
-    from bisenet_ros.bags import write_image_bag
-    from bisenet_ros.synthetic import generate_scene
+    from bisenet_ros.data.bags import write_image_bag
+    from bisenet_ros.data.synthetic_scenes import generate_scene
 
     out, _, _ = cli_run
     bag = tmp_path / "bag"
@@ -363,7 +363,7 @@ def test_cityscapes_layout_with_label_ids(tmp_path):
             cv2.imwrite(str(root / "gtFine" / split / "aachen" / f"{base}_gtFine_labelIds.png"), raw)
     samples, layout = find_samples(root, "val")
     assert layout == "cityscapes" and len(samples) == 2
-    from bisenet_ros.datasets import load_preset
+    from bisenet_ros.data.datasets import load_preset
 
     preset = load_preset("cityscapes")
     ds = SegmentationDataset(samples, preset, preset.label_lut("labelIds"))

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from bisenet_ros import weights_catalog
+from bisenet_ros.models import weights_catalog
 from bisenet_ros.cli import main
 from bisenet_ros.models import build_model
 from bisenet_ros.options import PipelineOptions

@@ -11,32 +11,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import Checkpoint, fit_state_dict
 from ..errors import ConfigError
+from .architectures import ARCHITECTURES, architecture, build_model
 from .bisenetv1 import BiSeNetV1
 from .bisenetv2 import BiSeNetV2
-
-ARCHITECTURES: dict[str, type[nn.Module]] = {"bisenetv1": BiSeNetV1, "bisenetv2": BiSeNetV2}
+from .checkpoint import Checkpoint, fit_state_dict
 
 __all__ = ["ARCHITECTURES", "BiSeNetV1", "BiSeNetV2", "LowResLogits", "architecture", "build_model", "load_model",
            "model_from_checkpoint", "fit_state_dict", "low_res_view", "resolve_device"]
-
-
-def architecture(arch: str) -> type[nn.Module]:
-    """The model class of ``bisenetv1``/``bisenetv2`` (ConfigError for anything else)."""
-    try:
-        return ARCHITECTURES[arch.lower()]
-    except KeyError:
-        raise ConfigError(
-            f"unknown model '{arch}' (choose from {', '.join(ARCHITECTURES)})"
-        ) from None
-
-
-def build_model(arch: str, num_classes: int = 19, aux_heads: bool = False) -> nn.Module:
-    """A freshly initialised model; ``aux_heads`` adds the training-only heads."""
-    if int(num_classes) < 1:
-        raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
-    return architecture(arch)(num_classes=int(num_classes), aux_heads=aux_heads)
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -94,7 +76,7 @@ def model_from_checkpoint(ckpt: Checkpoint, device: str | torch.device = "cpu", 
 class LowResLogits(nn.Module):
     """A view of a loaded BiSeNet that returns its main logits *before* the final bilinear
     upsampling, at 1/``logit_stride`` of the input (the pipeline resizes them once, exactly, to
-    the output size: :mod:`bisenet_ros.postprocess`). Shares the wrapped model's parameters."""
+    the output size: :mod:`bisenet_ros.inference.postprocess`). Shares the wrapped model's parameters."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()

@@ -1,6 +1,6 @@
 """The one ROS client harness: a ``segmentation_node`` child process and a client node that talks to it.
 
-Used by ``bisenet-ros replay`` (:mod:`bisenet_ros.ros.replay`), ``bisenet-ros node-bench`` and the
+Used by ``bisenet-ros replay`` (:mod:`bisenet_ros.ros.live_replay`), ``bisenet-ros node-bench`` and the
 node tests (``test/node_client.py``):
 
 - :func:`node_command` / :class:`NodeProcess`: the node as a user starts it, in a child process
@@ -36,8 +36,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import String
 
+from ..data.images import stamp_ns as header_stamp_ns
 from ..errors import BisenetError
-from ..images import stamp_ns as header_stamp_ns
 from .conversions import array_to_image_msg, image_msg_to_array
 from .transport import apply_fastdds_profile
 

@@ -11,10 +11,10 @@ import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from ..data.images import (MAX_PIXELS, NATIVE_BIG_ENDIAN, check_compressed, decode_compressed, raw_depth_to_array,
+                           raw_image_to_array)
+from ..data.pointcloud import POINT_DTYPE, POINT_FIELDS
 from ..errors import ImageError
-from ..images import (MAX_PIXELS, NATIVE_BIG_ENDIAN, check_compressed, decode_compressed, raw_depth_to_array,
-                      raw_image_to_array)
-from ..pointcloud import POINT_DTYPE, POINT_FIELDS
 
 
 def image_msg_to_array(msg: Image, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
@@ -99,7 +99,7 @@ def depth_msg_to_array(msg: Image) -> tuple[np.ndarray, str]:
 
 
 def points_to_cloud_msg(points: np.ndarray, header: Header) -> PointCloud2:
-    """An unorganised PointCloud2 (height 1) of a :data:`~bisenet_ros.pointcloud.POINT_DTYPE` array:
+    """An unorganised PointCloud2 (height 1) of a :data:`~bisenet_ros.data.pointcloud.POINT_DTYPE` array:
     fields x, y, z, rgb (float32) and label (uint16), little-endian, ``data = points.tobytes()``."""
     if points.dtype != POINT_DTYPE:
         raise ValueError(f"points must have dtype POINT_DTYPE, got {points.dtype}")
@@ -117,7 +117,7 @@ def points_to_cloud_msg(points: np.ndarray, header: Header) -> PointCloud2:
 
 
 def cloud_msg_to_points(msg: PointCloud2) -> np.ndarray:
-    """A ``~/points`` message back to its :data:`~bisenet_ros.pointcloud.POINT_DTYPE` array (a copy);
+    """A ``~/points`` message back to its :data:`~bisenet_ros.data.pointcloud.POINT_DTYPE` array (a copy);
     ValueError for a cloud of another layout."""
     layout = [(f.name, f.offset, f.datatype) for f in msg.fields]
     if layout != list(POINT_FIELDS) or msg.point_step != POINT_DTYPE.itemsize or msg.is_bigendian:

@@ -5,8 +5,11 @@ a reliable camera driver gives up what reliability buys for large images: fragme
 transport are not repaired, so whole frames go missing. ``auto`` therefore subscribes reliable
 when every publisher on the topic is reliable and best effort otherwise (also while there is no
 publisher yet: best effort reaches both), the way rosbag2 adapts its QoS to the publishers. The
-verdict is taken again whenever :meth:`AdaptiveSubscription.refresh` runs (the node does it once a
-second); when it changes, the subscription is re-created. History stays keep-last with the
+verdict is taken again by :meth:`AdaptiveSubscription.refresh` only after the middleware said that
+the publishers changed (a "matched" or "incompatible QoS" event marks it :attr:`~AdaptiveSubscription.dirty`
+and calls ``on_change``): an idle camera costs no graph query, however many cameras a node has.
+A middleware without matched events gets a refresh every time (polling). When the verdict
+changes, the subscription is re-created. History stays keep-last with the
 configured depth (1 by default): the node keeps only the newest frame, latency never grows.
 """
 from __future__ import annotations
@@ -35,9 +38,13 @@ class AdaptiveSubscription:
     """One input subscription with a fixed or publisher-following reliability."""
 
     def __init__(self, node: Node, msg_type: Any, topic: str, callback: Callable[[Any], None], mode: str,
-                 depth: int, on_lost: Callable[[int], None] | None = None) -> None:
+                 depth: int, on_lost: Callable[[int], None] | None = None,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.node, self.msg_type, self.callback, self.mode, self.depth = node, msg_type, callback, mode, depth
         self._on_lost = on_lost
+        self._on_change = on_change  # told when the publishers changed (a refresh is due)
+        self.dirty = True  # the publishers may have changed since the last refresh
+        self.events = True  # the middleware reports matching; False: refresh polls every time
         self.topic = node.resolve_topic_name(topic)
         self.reliability = RELIABILITY.get(mode, ReliabilityPolicy.BEST_EFFORT)
         self.publishers_changed = False  # since the previous refresh (a camera driver came or went)
@@ -48,20 +55,28 @@ class AdaptiveSubscription:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth, reliability=self.reliability,
                          durability=DurabilityPolicy.VOLATILE)
         on_lost = self._on_lost
-        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible)
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible,
+                                            matched=lambda _status: self._mark_dirty())
         if on_lost is not None:
             events.message_lost = lambda info: on_lost(info.total_count_change)
         try:
             return self.node.create_subscription(self.msg_type, self.topic, self.callback, qos,
                                                  event_callbacks=events)
-        except UnsupportedEventTypeError:  # a middleware without "message lost" events
-            events.message_lost = None
+        except UnsupportedEventTypeError:  # a middleware without "message lost"/"matched" events: poll
+            events.message_lost = events.matched = None
+            self.events = False
             return self.node.create_subscription(self.msg_type, self.topic, self.callback, qos,
                                                  event_callbacks=events)
 
+    def _mark_dirty(self) -> None:
+        self.dirty = True
+        if self._on_change is not None:
+            self._on_change()
+
     def _on_incompatible(self, _event: Any) -> None:
         if self.mode == "auto":
-            return  # the next refresh follows the new publisher
+            self._mark_dirty()  # the next refresh follows the new publisher
+            return
         self.node.get_logger().warn(
             f"a publisher on {self.topic} offers QoS incompatible with input_reliability "
             f"{self.mode} (a best-effort publisher never reaches a reliable subscription): no "
@@ -73,8 +88,12 @@ class AdaptiveSubscription:
         return [info.qos_profile.reliability for info in self.node.get_publishers_info_by_topic(self.topic)]
 
     def refresh(self) -> bool:
-        """Look at the publishers again (sets :attr:`publishers_changed`); in ``auto`` mode follow
-        their reliability. True if the subscription was re-created."""
+        """Look at the publishers again if they may have changed (sets :attr:`publishers_changed`);
+        in ``auto`` mode follow their reliability. True if the subscription was re-created."""
+        if not self.dirty and self.events:
+            self.publishers_changed = False
+            return False
+        self.dirty = False  # before the query: an event during it marks it again
         infos = self.node.get_publishers_info_by_topic(self.topic)
         gids = frozenset(bytes(info.endpoint_gid) for info in infos)
         self.publishers_changed, self._gids = gids != self._gids, gids

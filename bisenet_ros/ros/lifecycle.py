@@ -11,6 +11,11 @@ its parameter services and ``/diagnostics`` are up at once, nothing is loaded. T
 
 The behaviour is :class:`~bisenet_ros.ros.node.SegmentationCore`, the same code the plain
 ``segmentation_node`` runs in its constructor.
+
+``change_state`` refuses what the state machine cannot do from the current state (an
+unregistered transition id or label, e.g. activate while unconfigured): ``success: false`` and
+one warning line naming the transitions available; the node keeps running (rclpy's own service
+would raise out of the executor and end the process).
 """
 from __future__ import annotations
 
@@ -19,8 +24,7 @@ from typing import Any
 
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
-from ..errors import BisenetError
-from ..errors import one_line
+from ..errors import BisenetError, one_line, safe_text
 from .node import NODE_NAME, SegmentationCore, spin
 
 
@@ -29,7 +33,37 @@ class LifecycleSegmentationNode(SegmentationCore, LifecycleNode):
 
     def __init__(self, **node_kwargs: Any) -> None:
         LifecycleNode.__init__(self, NODE_NAME, **node_kwargs)
+        self._guard_change_state()
         self._init_core()
+
+    def _guard_change_state(self) -> None:
+        """Wrap the ``change_state`` service: a transition not available from the current state is
+        refused with one line, and nothing the state machine raises ends the node."""
+        service = getattr(self, "_service_change_state", None)
+        if service is None:  # no communication interface: no service to guard
+            return
+        handle = service.callback
+
+        def change_state(request: Any, response: Any) -> Any:
+            transition = request.transition
+            available = [(t[0], t[1]) for t in self._state_machine.available_transitions]
+            wanted = (lambda t: t[1] == transition.label) if transition.label else (lambda t: t[0] == transition.id)
+            if not any(wanted(t) for t in available):
+                asked = f"'{safe_text(transition.label, 80)}'" if transition.label else f"id {transition.id}"
+                self.get_logger().warning(
+                    f"change_state refused: transition {asked} is not available in state "
+                    f"'{self._state_machine.current_state[1]}' (available: "
+                    f"{', '.join(f'{label} ({tid})' for tid, label in available)})")
+                response.success = False
+                return response
+            try:
+                return handle(request, response)
+            except Exception as exc:  # noqa: BLE001 - the state machine refusing: the node keeps running
+                self.get_logger().error(f"change_state failed: {safe_text(one_line(exc), 300)}")
+                response.success = False
+                return response
+
+        service.callback = change_state
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:

@@ -43,25 +43,26 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header, String
 
+from ..data.images import stamp_ns
 from ..errors import BisenetError, ConfigError, ImageError, one_line, safe_text
-from ..images import stamp_ns
-from .inputs import AdaptiveSubscription, reliability_name
-from .loss import LossMonitor, LossReport, loss_message
-from .transport import apply_fastdds_profile, tuning_decision
-from ..metrics import latency_stats
+from ..evaluation.metrics import latency_stats
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import (array_to_compressed_msg, array_to_image_msg, check_compressed_msg, compressed_msg_to_array,
                           image_msg_to_array)
 from .health import Health, InputMonitor, worst
-from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, pipeline_options, plain,
-                         reload_changes, usage_text, validate_changes)
+from .inputs import AdaptiveSubscription, reliability_name
+from .loss import CallbackLoad, LossMonitor, LossReport, loss_message
+from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, never_raises, pipeline_options,
+                         plain, reload_changes, usage_text, validate_changes)
 from .perception import HEALTH_PARAMETERS, PerceptionHealth
 from .points import SemanticOutputs, check_class_parameters
+from .transport import apply_fastdds_profile, tuning_decision
 
 NODE_NAME = "segmentation"
 ERROR_THROTTLE_S = 5.0
-INPUT_REFRESH_S = 1.0  # how often input_reliability auto looks at the publishers again
+INPUT_REFRESH_S = 1.0  # input_reliability auto looks at the publishers this soon after they changed
 STATS_WINDOW = 300  # frames kept for the latency percentiles in /diagnostics
+RELOAD_WARN_S = 30.0  # a failed reload keeps /diagnostics at WARN this long (the old model serves on)
 
 
 def legend_json(pipeline: SegmentationPipeline) -> str:
@@ -191,20 +192,23 @@ class SegmentationCore:
         self._reverting = False
         self._reload_thread: threading.Thread | None = None
         self._last_error = ""
+        self._last_error_at = 0.0  # time.monotonic() of the last reload failure
         self._stats_lock = threading.Lock()
         self._window: deque[tuple[float, float]] = deque(maxlen=STATS_WINDOW)  # (total, latency) ms
         self._frames_since_diag = 0
         self._last_diag = time.perf_counter()
         self._forward_passes = 0
         self._input = InputMonitor()
+        self._callback_load = CallbackLoad()  # sampled by the diagnostics timer, on the executor's thread
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
-        self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
+        # runs only while an input's publishers changed (matched events wake it): idle cameras cost nothing
+        self._refresh_timer = self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
         self._semantic: SemanticOutputs | None = None
         self._perception = PerceptionHealth(self, self._values)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_on_set_parameters_callback(never_raises(self._on_set_parameters))  # refuses, never raises
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
     def _configure_pipeline(self) -> None:
@@ -317,8 +321,9 @@ class SegmentationCore:
                 image_topic += "/compressed"
             cam.inputs = [  # reliability fixed, or following the publishers (input_reliability auto)
                 AdaptiveSubscription(self, image_type, image_topic, self._on_image(cam), mode, depth,
-                                     on_lost=cam.loss.on_middleware_lost),
-                AdaptiveSubscription(self, CameraInfo, info_topic, self._on_camera_info(cam), mode, depth),
+                                     on_lost=cam.loss.on_middleware_lost, on_change=self._wake_refresh),
+                AdaptiveSubscription(self, CameraInfo, info_topic, self._on_camera_info(cam), mode, depth,
+                                     on_change=self._wake_refresh),
             ]
             for key, (msg_type, topic) in OUTPUTS.items():
                 cam.publishers[key] = self.create_publisher(msg_type, f"~/{prefix}{topic}", out_qos)
@@ -330,6 +335,7 @@ class SegmentationCore:
         self._entities.append(self._legend_pub)
         with self._cond:
             self.cameras = cameras
+        self._wake_refresh()  # the new inputs' first look at their publishers
 
     # -- callbacks: keep only the newest frame -------------------------------------------------------
     def _wanted(self, cam: Camera) -> bool:
@@ -373,10 +379,20 @@ class SegmentationCore:
             cam.loss.on_camera_info(stamp_ns(msg.header), time.monotonic())
         return callback
 
+    def _wake_refresh(self) -> None:
+        """An input's publishers changed: :meth:`_refresh_inputs` runs within INPUT_REFRESH_S."""
+        if self._refresh_timer.is_canceled():
+            self._refresh_timer.reset()
+
     def _refresh_inputs(self) -> None:
-        """input_reliability auto: follow the publishers' reliability as they come and go."""
+        """input_reliability auto: follow the publishers' reliability as they come and go. Only
+        inputs whose publishers changed are looked at; with none left the timer stops until the
+        next matched event (:meth:`_wake_refresh`)."""
         with self._cond:
             cameras = list(self.cameras)
+        if all(not sub.dirty and sub.events for cam in cameras for sub in cam.inputs):
+            self._refresh_timer.cancel()
+            return
         for cam in cameras:
             changed = [sub for sub in cam.inputs if sub.refresh()]
             for sub in changed:
@@ -566,13 +582,14 @@ class SegmentationCore:
             return Health(DiagnosticStatus.OK, "unconfigured: no model loaded")
         if not self._active:
             return Health(DiagnosticStatus.OK, "inactive")
-        if self._last_error:
-            return Health(DiagnosticStatus.WARN, self._last_error)
+        if self._last_error and time.monotonic() - self._last_error_at < RELOAD_WARN_S:
+            return Health(DiagnosticStatus.WARN, self._last_error)  # then OK again: the old model serves
         return Health(DiagnosticStatus.OK, "segmenting")
 
     def _transport_warnings(self) -> list[str]:
         """Close the loss monitors' period; one warning per camera losing images in transport."""
         now = time.monotonic()
+        busy = self._callback_load.sample(now, time.thread_time())  # is the node itself the bottleneck?
         warnings = []
         with self._cond:
             cameras = list(self.cameras)
@@ -581,7 +598,8 @@ class SegmentationCore:
             if report.warn:
                 image_sub = cam.inputs[0]
                 offered = [reliability_name(r) for r in image_sub.publisher_reliabilities()]
-                warnings.append(loss_message(cam.label, report, reliability_name(image_sub.reliability), offered))
+                warnings.append(loss_message(cam.label, report, reliability_name(image_sub.reliability), offered,
+                                             callback_busy=busy))
         return warnings
 
     def _health(self, now: float) -> tuple[Health, dict[str, str]]:
@@ -688,6 +706,8 @@ class SegmentationCore:
             for name, value in changes.items():
                 if name not in RELOAD:
                     self._values[name] = value
+                    if name == "publish_points" and self._semantic is not None:
+                        self._semantic.wake()
                     if name == "overlay_alpha" and self.pipeline is not None:
                         self.pipeline.overlay_alpha = value
                     elif name == "confidence_threshold" and self.pipeline is not None:
@@ -713,7 +733,7 @@ class SegmentationCore:
         except Exception as exc:  # noqa: BLE001
             if self._stop.is_set() or not self.context.ok():
                 return  # the context went away under the reload: nothing left to tell
-            self._last_error = f"reload failed: {safe_text(one_line(exc), 300)}"
+            self._last_error, self._last_error_at = f"reload failed: {safe_text(one_line(exc), 300)}", time.monotonic()
             self.get_logger().error(self._last_error)
 
     def _load(self, candidate: dict[str, Any], old: dict[str, Any]) -> None:
@@ -724,8 +744,8 @@ class SegmentationCore:
             pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
             keeping = self.pipeline.info.get("weights") if self.pipeline is not None else "no model"
-            reason = f"reload with {changed} failed, keeping {keeping}: {one_line(exc)}"
-            self._last_error = reason
+            reason = safe_text(f"reload with {changed} failed, keeping {keeping}: {one_line(exc, 300)}", 500)
+            self._last_error, self._last_error_at = reason, time.monotonic()
             self.get_logger().error(reason)
             with self._param_lock:
                 self._reverting = True

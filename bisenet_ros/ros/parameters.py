@@ -14,16 +14,16 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.parameter import Parameter
 
-from ..backends import BACKENDS
-from ..errors import BisenetError
-from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT, MAX_SIDE
+from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT, MAX_SIDE
+from ..errors import BisenetError, one_line, safe_text
+from ..inference.backends import BACKENDS
+from ..models.weights_catalog import resolve_weights
 from ..options import PipelineOptions
-from ..weights_catalog import resolve_weights
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "model": ("auto", "bisenetv1", "bisenetv2"),
@@ -229,7 +229,7 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if name == "device" and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(value)):
         return f"device must be auto, cpu, cuda or cuda:N, got '{value}'"
     if name == "dataset" and value:
-        from ..datasets import load_preset
+        from ..data.datasets import load_preset
         try:
             load_preset(value)
         except BisenetError as exc:
@@ -237,17 +237,17 @@ def validate_parameter(name: str, value: Any) -> str | None:
     if name == "confidence_threshold" and not 0.0 <= value < 1.0:
         return f"confidence_threshold must be in [0, 1), got {value}"
     if name == "class_remap" and value:
-        from ..remap import REMAP_DIR, available_remaps
+        from ..data.remap import REMAP_DIR, available_remaps
         if not (Path(value).expanduser().is_file() or (REMAP_DIR / f"{value}.yaml").is_file()):
             return f"unknown class remap '{value}' (shipped: {', '.join(available_remaps())}; or a YAML file)"
     if name == "health_baseline" and value and value != "none":
-        from ..health import load_baseline
+        from ..inference.health import load_baseline
         try:
             load_baseline(value)
         except BisenetError as exc:
             return str(exc)
     if name == "health_checks" and value:
-        from ..health import SYMPTOMS
+        from ..inference.health import SYMPTOMS
         bad = [c for c in value if c not in SYMPTOMS]
         if bad:
             return f"health_checks takes {', '.join(SYMPTOMS)}, got {bad}"
@@ -283,7 +283,7 @@ def check_remap(changes: dict[str, Any], source: Any) -> str | None:
     DatasetPreset), or None; a remap changed together with the model is checked at the reload."""
     if not changes.get("class_remap") or {"weights", "model", "dataset", "num_classes"} & set(changes):
         return None
-    from ..remap import load_remap
+    from ..data.remap import load_remap
     try:
         load_remap(changes["class_remap"], source)
     except BisenetError as exc:
@@ -301,7 +301,7 @@ def check_dataset_classes(values: dict[str, Any], changes: dict[str, Any], model
     n = changes.get("num_classes", values.get("num_classes")) or model_classes
     if not n:
         return None
-    from ..datasets import load_preset
+    from ..data.datasets import load_preset
 
     preset = load_preset(changes["dataset"])
     if preset.num_classes != n:
@@ -340,3 +340,18 @@ def as_parameter(name: str, value: Any) -> Parameter:
     if isinstance(default, Parameter.Type):
         return Parameter(name, default, list(value))
     return Parameter(name, value=value)
+
+
+def never_raises(check: Callable[[list[Parameter]], SetParametersResult]) -> Callable[[list[Parameter]], SetParametersResult]:
+    """An on-set parameters callback that cannot raise: whatever escapes ``check`` (a value no
+    validator foresaw) is a refused set whose reason is one line naming the parameters, never an
+    exception out of the executor, which would end the node."""
+    def callback(params: list[Parameter]) -> SetParametersResult:
+        try:
+            return check(params)
+        except Exception as exc:  # noqa: BLE001 - refusing is always possible; dying is not
+            names = ", ".join(p.name for p in params)
+            kind = "" if isinstance(exc, BisenetError) else f"{type(exc).__name__}: "
+            return SetParametersResult(successful=False,
+                                       reason=f"{names}: refused: {kind}{safe_text(one_line(exc), 300)}")
+    return callback

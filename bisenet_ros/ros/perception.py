@@ -1,9 +1,9 @@
 """Perception health in ``/diagnostics``: does the node still deserve trust in its own labels?
 
 :class:`PerceptionHealth` is a part handed the node, as diagnostic_updater is: the node gives it
-each processed frame's health statistics (:mod:`bisenet_ros.health`, computed by the pipeline
+each processed frame's health statistics (:mod:`bisenet_ros.inference.health`, computed by the pipeline
 from the 1/8 logits and a subsample of the image); it keeps one
-:class:`~bisenet_ros.health.HealthMonitor` per camera (hold times on the node's receive clock),
+:class:`~bisenet_ros.inference.health.HealthMonitor` per camera (hold times on the node's receive clock),
 adds the statistics to ``~/timing`` (with each frame's verdict, ``perception`` OK/WARN), logs each
 change, and gives the node a ``/diagnostics`` status named ``<node>: perception``, published beside
 the node's own status (``status[1]`` of the same message) every ``diagnostics_period``.
@@ -18,7 +18,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from ..health import DEFAULT_BASELINE, SYMPTOMS, Baseline, HealthMonitor, resolve_baseline, with_overrides
+from ..inference.health import DEFAULT_BASELINE, SYMPTOMS, Baseline, HealthMonitor, resolve_baseline, with_overrides
 
 #: the node parameters this part reads (declared in parameters.PARAMETERS)
 HEALTH_PARAMETERS = ("health_enabled", "health_hold_time", "health_baseline", "health_confidence_level",

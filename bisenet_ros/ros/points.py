@@ -1,10 +1,12 @@
 """The node's 3D and mask outputs: ``~/points`` (semantic PointCloud2), ``~/mask`` and class areas.
 
-The arithmetic lives in the ROS-free :mod:`bisenet_ros.pointcloud`; this module wires it to topics:
+The arithmetic lives in the ROS-free :mod:`bisenet_ros.data.pointcloud`; this module wires it to topics:
 
 - per camera a depth subscription (``depth``, or ``<camera>/depth`` with ``cameras``), which
-  exists only while ``publish_points`` is on and someone subscribes to ``~/points`` (checked every
-  :data:`FOLLOW_PERIOD_S`), so no depth message is even received otherwise;
+  exists only while ``publish_points`` is on and someone subscribes to ``~/points`` (checked
+  within :data:`FOLLOW_PERIOD_S` after a subscriber came or went -- the publisher's matched event
+  -- or ``publish_points`` changed; nothing runs while nothing changes), so no depth message is
+  even received otherwise;
 - depth messages are checked in the callback (encoding, size, step) and kept in a small buffer
   (:data:`DEPTH_BUFFER` per camera); when a frame's labels are ready the depth with the image's
   stamp (exactly, or within ``depth_tolerance_ms``) is back-projected with the camera_info K;
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+from rclpy.event_handler import PublisherEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import QoSProfile
@@ -28,17 +31,17 @@ from rclpy.subscription import Subscription
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 
-from ..datasets import DatasetPreset
-from ..errors import BisenetError, ImageError, safe_text
-from ..pointcloud import (
+from ..data.datasets import DatasetPreset
+from ..data.images import stamp_ns
+from ..data.pointcloud import (
     CloudOptions, DepthBuffer, PointCloudBuilder, class_areas, class_mask, class_table, depth_intrinsics,
     depth_to_metres, resolve_classes,
 )
-from ..images import stamp_ns
+from ..errors import BisenetError, ImageError, safe_text
 from .conversions import array_to_image_msg, depth_msg_to_array, points_to_cloud_msg
 
 DEPTH_BUFFER = 5  # depth messages kept per camera for pairing by stamp
-FOLLOW_PERIOD_S = 0.5  # how often depth subscriptions follow ~/points' subscribers
+FOLLOW_PERIOD_S = 0.5  # depth subscriptions follow ~/points' subscribers this soon after they change
 DEPTH_GRACE_S = 3.0  # "no depth received" is a problem only this long after subscribing
 DEPTH_WAIT_S = 0.1  # labels ready before their depth arrived: wait this long for it (worker thread)
 LOG_THROTTLE_S = 5.0
@@ -86,11 +89,18 @@ class SemanticOutputs:
         self._lock = threading.Lock()
         self._problems: dict[str, tuple[float, str]] = {}  # kind -> (monotonic time, text)
         self._logged: dict[str, float] = {}  # kind -> when last logged
+        self._events = True  # ~/points publishers report matching; False: follow_subscribers polls
         self._timer = node.create_timer(FOLLOW_PERIOD_S, self.follow_subscribers)
 
     def add_camera(self, label: str, prefix: str, out_qos: QoSProfile) -> dict[str, Publisher]:
         """Publishers ``~/[<camera>/]points`` and ``mask`` for a camera; returns them by name."""
-        points = self._node.create_publisher(PointCloud2, f"~/{prefix}points", out_qos)
+        try:  # a subscriber coming or going wakes follow_subscribers
+            points = self._node.create_publisher(PointCloud2, f"~/{prefix}points", out_qos,
+                                                 event_callbacks=PublisherEventCallbacks(matched=lambda _: self.wake()))
+        except UnsupportedEventTypeError:  # a middleware without matched events: poll
+            self._events = False
+            points = self._node.create_publisher(PointCloud2, f"~/{prefix}points", out_qos)
+        self.wake()
         mask = self._node.create_publisher(Image, f"~/{prefix}mask", out_qos)
         self._cameras[label] = CameraDepth(label, f"{prefix}depth", points, mask)
         return {"points": points, "mask": mask}
@@ -106,8 +116,17 @@ class SemanticOutputs:
                 cam.buffer.clear()
 
     # -- depth input ---------------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Who wants ``~/points`` may have changed (a subscriber, ``publish_points``): follow within
+        FOLLOW_PERIOD_S."""
+        if self._timer.is_canceled():
+            self._timer.reset()
+
     def follow_subscribers(self) -> None:
-        """Subscribe to a camera's depth while ``~/points`` is wanted, unsubscribe otherwise."""
+        """Subscribe to a camera's depth while ``~/points`` is wanted, unsubscribe otherwise; then
+        sleep until :meth:`wake` (unless the middleware has no matched events)."""
+        if self._events:
+            self._timer.cancel()
         for cam in self._cameras.values():
             wanted = bool(self._values["publish_points"]) and cam.points.get_subscription_count() > 0
             if wanted and cam.subscription is None:

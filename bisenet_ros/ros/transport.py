@@ -1,7 +1,7 @@
 """The node's default Fast DDS tuning, applied only where the user has not chosen their own.
 
 Fast DDS' default shared-memory segment (512 KB) is smaller than one camera image. By default the
-node points Fast DDS at the shipped profile (``config/fastdds_profile.xml``: 64 MB shared-memory
+node points Fast DDS at the shipped profile (``resources/fastdds_profile.xml``: 64 MB shared-memory
 segment, UDPv4 on every interface with larger socket buffers), so local viewers get its outputs
 over shared memory and other hosts still reach it. Fast DDS reads the profile from an environment
 variable when the first participant is created, so :func:`apply_fastdds_profile` must run before
@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import MutableMapping
 
+from ..resources import RESOURCES
+
 ENV_VAR = "FASTDDS_DEFAULT_PROFILES_FILE"  # Fast DDS >= 3
 LEGACY_ENV_VAR = "FASTRTPS_DEFAULT_PROFILES_FILE"  # Fast DDS 2.x (Jazzy)
 BUILTIN_TRANSPORTS_VAR = "FASTDDS_BUILTIN_TRANSPORTS"
@@ -32,7 +34,7 @@ OFF_VALUES = ("off", "0", "false", "no")
 FASTDDS_RMWS = ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")
 CWD_PROFILES = ("DEFAULT_FASTRTPS_PROFILES.xml", "DEFAULT_FASTDDS_PROFILES.xml")
 #: the profile inside the Python package (package data; also installed to share/bisenet_ros/config)
-PROFILE = Path(__file__).resolve().parent.parent / "config" / "fastdds_profile.xml"
+PROFILE = RESOURCES / "fastdds_profile.xml"
 
 
 @dataclass(frozen=True)

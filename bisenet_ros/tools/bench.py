@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..backends import calibration_input
 from ..errors import ConfigError
-from ..export import relative_error
-from ..metrics import latency_stats
+from ..evaluation.metrics import latency_stats
+from ..inference.backends import calibration_input
+from ..inference.export import relative_error
 from ..models import load_model, low_res_view
-from ..outputs import JSON, check_output, write_text
+from ..output_files import JSON, check_output, write_text
 from .common import add_model_arguments, cpu_name, hw_type, number, pipeline_from_args, random_init_weights
 
 HELP = "benchmark model-only and full-pipeline speed (fps, latency percentiles, error vs eager)"
@@ -203,7 +203,7 @@ def camera_frame(kind: str, h: int, w: int) -> np.ndarray:
     """A bgr8 frame: a generated street scene (``synthetic``) or uniform noise."""
     if kind == "noise":
         return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    from ..synthetic import generate_scene
+    from ..data.synthetic_scenes import generate_scene
 
     image, _ = generate_scene(0, (h, w))
     return np.ascontiguousarray(image[..., ::-1])
@@ -263,10 +263,10 @@ def _precision_summary(pipeline, other, frame: np.ndarray, pipe_ms: list[float],
 
 
 def postprocess_vs_naive(pipeline, frame: np.ndarray, frames: int, warmup: int) -> dict:
-    """The labels stage on one frame's logits: exact-cheap (:mod:`bisenet_ros.postprocess`) vs the
+    """The labels stage on one frame's logits: exact-cheap (:mod:`bisenet_ros.inference.postprocess`) vs the
     naive bilinear resize of the model-resolution logits then argmax, and vs naive including the
     model's own final upsampling; timed interleaved in this run."""
-    from .. import postprocess
+    from ..inference import postprocess
     from ..pipeline import logit_stride
 
     fh, fw = frame.shape[:2]

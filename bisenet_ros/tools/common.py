@@ -6,11 +6,11 @@ import math
 import sys
 from pathlib import Path
 
-from ..backends import BACKENDS
-from ..cpu import cpu_model
-from ..images import MAX_PIXELS, MAX_PIXELS_LIMIT
+from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT
+from ..inference.backends import BACKENDS
+from ..inference.cpu import cpu_model
+from ..models.weights_catalog import resolve_weights
 from ..options import PipelineOptions, fixed_input_size
-from ..weights_catalog import resolve_weights
 from ..pipeline import SegmentationPipeline, build_pipeline
 
 
@@ -92,7 +92,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                         "'bisenet-ros quantize'")
     g.add_argument("--backend", default="auto", choices=list(BACKENDS),
                    help="how the forward pass runs (default: auto = the fastest available backend that "
-                        "matches eager PyTorch, see config/backends.yaml)")
+                        "matches eager PyTorch, see resources/backends.yaml)")
     g.add_argument("--max-pixels", type=number(int, 1, MAX_PIXELS_LIMIT), default=MAX_PIXELS,
                    help=f"refuse images with more pixels (width x height) than this, checked before decoding "
                         f"(default {MAX_PIXELS} = 4096x2048, at most {MAX_PIXELS_LIMIT} = 8192x8192)")
@@ -141,8 +141,8 @@ def sidecar_input_size(weights) -> tuple[int, int] | None:
 def weights_sidecar(weights) -> dict:
     """What the weights say about themselves: a checkpoint's sidecar YAML, an ONNX model's sidecar
     or (``export-onnx``) its embedded metadata; ``{}`` when there is none."""
-    from ..checkpoint import read_sidecar
-    from ..onnx_model import is_onnx, read_onnx_sidecar
+    from ..models.checkpoint import read_sidecar
+    from ..inference.onnx_model import is_onnx, read_onnx_sidecar
 
     if is_onnx(weights):
         return read_onnx_sidecar(weights)
@@ -152,7 +152,7 @@ def weights_sidecar(weights) -> dict:
 def model_preset(args: argparse.Namespace):
     """The model's label set without loading it: ``--dataset``, else the checkpoint sidecar's, else
     Cityscapes (what the pipeline would use; for tools that start a node instead)."""
-    from ..datasets import load_preset, sidecar_preset
+    from ..data.datasets import load_preset, sidecar_preset
 
     if args.dataset:
         return load_preset(args.dataset)

@@ -1,11 +1,11 @@
 """``make demo`` (``python -m bisenet_ros.tools.demo``): the whole system on a generated recording.
 
-1. generates the sample recording: a drive down a synthetic street (:mod:`bisenet_ros.synthetic`,
+1. generates the sample recording: a drive down a synthetic street (:mod:`bisenet_ros.data.synthetic_scenes`,
    fixed seed) written as a ROS 2 bag with camera images, CameraInfo and ground-truth labels;
 2. starts the real ``segmentation_node`` with the shipped demo weights
    (``models/bisenetv2_synthetic_street.pth``; class names, palette, mean/std and input size come
    from its sidecar YAML) and plays the recording into it at its frame rate
-   (:func:`bisenet_ros.ros.replay.replay_bag`);
+   (:func:`bisenet_ros.ros.live_replay.replay_bag`);
 3. scores the labels the node publishes against the ground truth and writes
    ``demo_output/metrics.json`` (mIoU, per-class IoU, fps, latency, drops), the node's overlay
    images and ``overlay.mp4`` (H.264 where PyAV is installed), and ``montage.png``: three frames
@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, run_reporting
+from ..errors import ConfigError, run_reporting, terminate_as_interrupt
 from ..options import PipelineOptions
-from ..outputs import atomic_file, check_own_dir, prepare_dir, terminate_as_interrupt, write_text
+from ..output_files import atomic_file, check_own_dir, prepare_dir, write_text
 from .common import hw_type, number
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 def write_recording(path: Path, frames: int, fps: float, size: tuple[int, int], seed: int) -> tuple[int, list]:
     """The sample bag (mcap): images, labels and CameraInfo of a synthetic drive. Returns the
     frame count and three (frame index, image, labels) samples for the montage."""
-    from ..bags import write_image_bag
-    from ..synthetic import camera_matrix, drive_sequence
+    from ..data.bags import write_image_bag
+    from ..data.synthetic_scenes import camera_matrix, drive_sequence
 
     keep: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     picks = {0, frames // 2, frames - 1}
@@ -109,7 +109,7 @@ def write_montage(path: Path, samples: list, weights: Path, device: str) -> list
     Returns the per-row mIoU."""
     import cv2
 
-    from ..metrics import ConfusionMatrix
+    from ..evaluation.metrics import ConfusionMatrix
     from ..pipeline import build_pipeline
 
     pipe = build_pipeline(weights=weights, device=device, input_size=None)
@@ -173,7 +173,7 @@ def _legend(names: list[str], palette: np.ndarray, width: int) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> dict:
     """Run the demo; returns the metrics written to ``metrics.json``."""
-    from ..checkpoint import read_sidecar
+    from ..models.checkpoint import read_sidecar
 
     weights = demo_weights(args.weights)
     if args.frames < 2:
@@ -192,7 +192,7 @@ def run(args: argparse.Namespace) -> dict:
     n, samples = write_recording(bag, args.frames, args.fps, (h, w), args.seed)
     print(f"      {bag} ({IMAGE_TOPIC}, {INFO_TOPIC}, {LABEL_TOPIC}) in {time.perf_counter() - t0:.1f} s")
 
-    from ..ros.replay import pop_latency_samples, replay_bag
+    from ..ros.live_replay import pop_latency_samples, replay_bag
 
     print(f"[2/3] segmentation_node with {weights.name} ({side.get('arch', '?')}, "
           f"{side.get('num_classes', '?')} classes, device {args.device}); replaying at {args.rate:g}x")

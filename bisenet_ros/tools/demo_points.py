@@ -1,6 +1,6 @@
 """``make demo-points`` (``python -m bisenet_ros.tools.demo_points``): the semantic point cloud end to end.
 
-1. renders a synthetic drive (:mod:`bisenet_ros.synthetic`) with its exact depth and the renderer's
+1. renders a synthetic drive (:mod:`bisenet_ros.data.synthetic_scenes`) with its exact depth and the renderer's
    camera matrix: camera images, registered depth (alternately 16UC1 millimetres and 32FC1 metres)
    and CameraInfo with one stamp per frame;
 2. starts the real ``segmentation_node`` with the shipped demo weights and ``publish_points:=true``,
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def render_frames(frames: int, size: tuple[int, int], seed: int):
     """(image, depth metres float32 with inf = sky, K 3x3) per frame of a synthetic drive."""
-    from ..synthetic import camera_matrix, drive_sequence
+    from ..data.synthetic_scenes import camera_matrix, drive_sequence
 
     k = camera_matrix(size)
     for f in drive_sequence(seed, frames, size, with_depth=True):
@@ -123,7 +123,7 @@ def send_frame(client, i: int, image: np.ndarray, depth_m: np.ndarray, k: np.nda
 
 def run(args: argparse.Namespace) -> dict:
     """Run the demo; returns the figures written to ``points.json``."""
-    from ..images import raw_image_to_array
+    from ..data.images import raw_image_to_array
     from ..ros.conversions import cloud_msg_to_points
 
     weights = demo_weights(args.weights)

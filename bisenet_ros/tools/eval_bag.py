@@ -14,15 +14,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..bags import STORAGES, BagError, check_bag_output, check_image_topic, list_topics
+from ..data.bags import STORAGES, BagError, check_bag_output, check_image_topic, list_topics
+from ..data.remap import ground_truth_lut
 from ..errors import ConfigError
-from ..evaluation import evaluate_bag, resolve_label_map
-from ..health import resolve_baseline
-from ..health_eval import LEVELS, SHIFTS, HealthProbe, parse_shifts, recording_statistics, write_health_csv
-from ..health_eval import summary_line as health_summary
-from ..report import HEALTH_CSV
-from ..remap import ground_truth_lut
-from ..report import check_report_dir, write_report
+from ..evaluation.health import LEVELS, SHIFTS, HealthProbe, parse_shifts, recording_statistics, write_health_csv
+from ..evaluation.health import summary_line as health_summary
+from ..evaluation.recording import evaluate_bag, resolve_label_map
+from ..evaluation.report import HEALTH_CSV, check_report_dir, write_report
+from ..inference.health import resolve_baseline
 from .common import add_model_arguments, cpu_name, number, pipeline_from_args
 
 HELP = "evaluate accuracy (mIoU vs ground-truth labels) and speed on a ROS 2 bag (mcap/sqlite3)"

@@ -7,7 +7,7 @@ options every tool shares (``--model --weights --num-classes --dataset --mean --
 (``bisenet_ros.*`` keys, with the palette): the file is weights like any other
 (``bisenet-ros segment --weights street.onnx``, the node's ``weights``), no sidecar needed. After writing it, the command runs the file in ONNX Runtime for batch 1
 and 2 and prints the relative L2 error of the logits against eager PyTorch float32; above the
-tolerance in ``config/backends.yaml`` it fails.
+tolerance in ``resources/backends.yaml`` it fails.
 """
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..backends import backend_config
 from ..errors import ConfigError
-from ..export import DEFAULT_OPSET, ExportError, export_onnx, verify_onnx
+from ..inference.backends import backend_config
+from ..inference.export import DEFAULT_OPSET, ExportError, export_onnx, verify_onnx
 from ..models import load_model
-from ..outputs import ONNX, atomic_file, check_output
+from ..output_files import ONNX, atomic_file, check_output
 from .common import add_model_arguments, pipeline_from_args
 
 HELP = "export the model to ONNX (dynamic batch) and verify it against eager PyTorch"

@@ -15,14 +15,14 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ..bags import BagError, check_image_topic, list_topics, read_image_topics
+from ..data.bags import BagError, check_image_topic, list_topics, read_image_topics
 from ..errors import ConfigError
-from ..health import DEFAULT_BASELINE, IMAGE_STATS, LOGIT_STATS, Baseline, baseline_path, baseline_yaml
-from ..health_eval import summary
-from ..outputs import Kind, check_output, write_text
+from ..inference.health import DEFAULT_BASELINE, IMAGE_STATS, LOGIT_STATS, Baseline, baseline_path, baseline_yaml
+from ..evaluation.health import summary
+from ..output_files import Kind, check_output, write_text
 from ..progress import progress_bar
 from .common import add_model_arguments, number, pipeline_from_args
-from ..weights_catalog import resolve_weights
+from ..models.weights_catalog import resolve_weights
 from .make_bag import list_images
 
 HELP = "measure a model's perception-health statistics on in-domain data and store the node's thresholds"
@@ -33,7 +33,7 @@ EXAMPLES = """\
 
 
 def _is_baseline(path: Path) -> bool:
-    from ..health import load_baseline
+    from ..inference.health import load_baseline
 
     try:
         load_baseline(path)

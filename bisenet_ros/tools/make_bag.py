@@ -16,8 +16,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ..bags import STORAGES, BagError, check_bag_output, write_image_bag
-from ..datasets import load_preset
+from ..data.bags import STORAGES, BagError, check_bag_output, write_image_bag
+from ..data.datasets import load_preset
 from ..errors import ConfigError
 from ..progress import progress_bar
 from .common import number

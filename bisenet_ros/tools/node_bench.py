@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BisenetError, ConfigError
-from ..metrics import latency_stats
-from ..outputs import JSON, check_output, write_text
+from ..evaluation.metrics import latency_stats
+from ..output_files import JSON, check_output, write_text
 from .bench import DEFAULT_FRAME_SIZE, machine_info, time_calls
 from .common import (add_model_arguments, hw_type, input_size_of, number, options_from_args, pipeline_from_args,
                      random_init_weights)

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 import yaml
 
-from .. import quantize as q
 from ..errors import ConfigError
-from ..onnx_model import CREATED_BY, sidecar_of
+from ..inference import quantization as q
+from ..inference.onnx_model import CREATED_BY, sidecar_of
 from ..options import PipelineOptions
-from ..outputs import ONNX, Kind, atomic_file, check_output, write_text
+from ..output_files import ONNX, Kind, atomic_file, check_output, write_text
 from ..pipeline import build_pipeline
 from ..progress import progress_bar
 from .common import float_triple
@@ -78,7 +78,7 @@ INT8_SIDECAR = Kind(f"sidecar written by {CREATED_BY}", False, _written_by_quant
 
 
 def check_output_paths(args: argparse.Namespace) -> None:
-    """The model and its sidecar: never an input, never a user's file (:mod:`bisenet_ros.outputs`)."""
+    """The model and its sidecar: never an input, never a user's file (:mod:`bisenet_ros.output_files`)."""
     if args.out.suffix.lower() != ".onnx":
         raise ConfigError(f"--out {args.out}: the int8 model is an ONNX file; name it *.onnx")
     inputs = [args.weights, args.calibration, args.val]
@@ -163,7 +163,7 @@ def _compare(fp32, int8, held: list, runs: int) -> dict:
 
 
 def _miou(fp32, int8, val: str) -> dict:
-    from ..metrics import ConfusionMatrix
+    from ..evaluation.metrics import ConfusionMatrix
     from ..training.data import find_samples, read_image, read_label
 
     samples, _ = find_samples(val)
@@ -180,7 +180,7 @@ def _miou(fp32, int8, val: str) -> dict:
 
 
 def _print(args: argparse.Namespace, fp32, int8, done: dict, report: dict) -> None:
-    from ..cpu import cpu_model
+    from ..inference.cpu import cpu_model
 
     h = report["held_out"]
     kept = ", ".join(done["float_nodes"]) or "none"

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from ..data.remap import ground_truth_lut, load_remap
 from ..errors import ConfigError
-from ..evaluation import resolve_label_map
+from ..evaluation.recording import resolve_label_map
+from ..evaluation.report import check_report_dir, write_report
 from ..options import PipelineOptions
-from ..outputs import check_own_dir, prepare_dir
-from ..remap import ground_truth_lut, load_remap
-from ..report import check_report_dir, write_report
+from ..output_files import check_own_dir, prepare_dir
 from .common import add_model_arguments, cpu_name, model_preset, number
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
@@ -94,7 +94,7 @@ def summary_line(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ros.replay import pop_latency_samples, replay_bag
+    from ..ros.live_replay import pop_latency_samples, replay_bag
 
     if args.label_map and not args.label_topic:
         raise ConfigError("--label-map needs --label-topic")

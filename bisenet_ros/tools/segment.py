@@ -2,7 +2,7 @@
 
 For each image ``D/<stem>_labels.png`` (class ids, input size; 16-bit PNG above 256 classes),
 ``D/<stem>_color.png`` and ``D/<stem>_overlay.png``; for each video ``D/<stem>_overlay.mp4``
-(H.264 when PyAV is installed, see :mod:`bisenet_ros.video`) and ``D/<stem>_labels/NNNNNN.png``
+(H.264 when PyAV is installed, see :mod:`bisenet_ros.data.video`) and ``D/<stem>_labels/NNNNNN.png``
 (the class ids of every frame), with a progress bar on a terminal.
 """
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..data.images import check_pixels, decode_image_bytes
+from ..data.video import VideoWriter
 from ..errors import BisenetError, ImageError, safe_text
-from ..images import check_pixels, decode_image_bytes
-from ..outputs import MARKER, REPORT_DIR, OutputError, atomic_file, check_in_dir, check_output, check_own_dir, prepare_dir
-from ..video import VideoWriter
+from ..output_files import MARKER, REPORT_DIR, OutputError, atomic_file, check_in_dir, check_output, check_own_dir, prepare_dir
 from .common import add_model_arguments, number, pipeline_from_args
 
 HELP = "segment images or videos; writes labels, colour and overlay files"

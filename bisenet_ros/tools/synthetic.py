@@ -1,11 +1,11 @@
 """``python -m bisenet_ros.tools.synthetic``: write a synthetic street-scene folder dataset
-(``images/`` + ``labels/`` PNGs) with :func:`bisenet_ros.synthetic.write_dataset`."""
+(``images/`` + ``labels/`` PNGs) with :func:`bisenet_ros.data.synthetic_scenes.write_dataset`."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..synthetic import write_dataset
+from ..data.synthetic_scenes import write_dataset
 from .common import hw_type
 
 

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--crop", type=hw_type(), required=True, help="training crop HxW, multiples of 32")
     g.add_argument("--lr", type=number(float, 0), default=None,
                    help="base learning rate (default from scratch: 0.01 V1, 0.05 V2; fine-tuning with "
-                        "--init: 0.002 V1, 0.01 V2; training/defaults.yaml)")
+                        "--init: 0.002 V1, 0.01 V2; resources/training.yaml)")
     g.add_argument("--momentum", type=number(float, 0, 1), default=None, help="SGD momentum (default 0.9)")
     g.add_argument("--weight-decay", type=number(float, 0), default=None, help="weight decay (default 5e-4)")
     g.add_argument("--warmup-iters", type=number(int, 0), default=None,
@@ -137,7 +137,7 @@ def infer_model(init: str | None) -> str:
     command infers it; from scratch there is nothing to infer from."""
     if not init:
         raise ConfigError("give --model bisenetv1 or bisenetv2 (or --init CHECKPOINT to take it from)")
-    from ..checkpoint import detect_architecture, read_sidecar, read_state_dict
+    from ..models.checkpoint import detect_architecture, read_sidecar, read_state_dict
 
     arch = read_sidecar(init).get("arch") or detect_architecture(read_state_dict(init))
     if arch not in ("bisenetv1", "bisenetv2"):

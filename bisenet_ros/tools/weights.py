@@ -1,7 +1,7 @@
 """``bisenet-ros weights list|get NAME``: the public CoinCheung/BiSeNet checkpoints by name.
 
 ``get`` downloads one into the cache (``$XDG_CACHE_HOME/bisenet_ros/weights``), verifies it (see
-:mod:`bisenet_ros.weights_catalog`) and writes its sidecar; afterwards ``--weights NAME`` (every
+:mod:`bisenet_ros.models.weights_catalog`) and writes its sidecar; afterwards ``--weights NAME`` (every
 tool) and ``-p weights:=NAME`` (the node) use it.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from ..errors import ConfigError
-from ..weights_catalog import MIRROR_ENV, cache_dir, cached, catalog, expected_checksum, fetch
+from ..models.weights_catalog import MIRROR_ENV, cache_dir, cached, catalog, expected_checksum, fetch
 
 HELP = "list and download the public BiSeNet checkpoints by name (then --weights NAME)"
 EXAMPLES = f"""\

@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..data.images import compressed_size
 from ..errors import ConfigError, ImageError
-from ..images import compressed_size
-from ..outputs import CHECKPOINT, SIDECAR, OutputError, check_output, kind_for
+from ..output_files import CHECKPOINT, SIDECAR, OutputError, check_output, kind_for
 from .curve import log_paths
 from .data import DataError, SegmentationDataset, read_image, read_label
 

@@ -12,7 +12,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..outputs import atomic_file
+from ..output_files import atomic_file
 
 COLUMNS = ("iteration", "loss", "loss_avg", "lr", "val_miou")
 
@@ -55,7 +55,7 @@ class TrainingLog:
         return csv_path, png_path
 
     def plot(self, path: Path) -> Path:
-        from ..report import _pyplot
+        from ..evaluation.report import _pyplot
 
         plt = _pyplot()
         fig, ax = plt.subplots(figsize=(8, 4.5))

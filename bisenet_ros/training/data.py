@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..datasets import DatasetPreset
+from ..data.datasets import DatasetPreset
 from ..errors import BisenetError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")

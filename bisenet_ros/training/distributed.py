@@ -195,7 +195,7 @@ def sync_buffers(model: nn.Module, ctx: DistContext) -> None:
 
 
 def sum_confusion(cm, ctx: DistContext, device: torch.device) -> None:
-    """Sum a :class:`~bisenet_ros.metrics.ConfusionMatrix` over ranks in place (exact, int64)."""
+    """Sum a :class:`~bisenet_ros.evaluation.metrics.ConfusionMatrix` over ranks in place (exact, int64)."""
     if not ctx.active or ctx.world_size == 1:
         return
     import torch.distributed as dist

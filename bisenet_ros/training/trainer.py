@@ -3,7 +3,7 @@
 Main loss plus auxiliary-head losses (cross-entropy or OHEM), SGD with momentum, poly learning
 rate with linear warm-up, random scale/crop/flip/colour augmentation, mixed precision on CUDA,
 deterministic with a seed, resumable from ``<out>.state.pth``, periodic validation mIoU with the
-shared pipeline and :class:`bisenet_ros.metrics.ConfusionMatrix` (the code ``eval-bag`` uses).
+shared pipeline and :class:`bisenet_ros.evaluation.metrics.ConfusionMatrix` (the code ``eval-bag`` uses).
 
 The result is a plain ``state_dict`` in the public key layout (auxiliary heads included, so the
 public implementation loads it too) and a sidecar YAML next to it (``model.pth`` ->
@@ -24,11 +24,12 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..checkpoint import Checkpoint, sidecar_path
-from ..datasets import DatasetPreset, generate_palette, load_preset
+from ..data.datasets import DatasetPreset, generate_palette, load_preset
 from ..errors import ConfigError
 from ..models import build_model, resolve_device
+from ..models.checkpoint import Checkpoint, sidecar_path
 from ..pipeline import auto32
+from ..resources import RESOURCES
 from .checks import check_data, check_outputs
 from .curve import TrainingLog, log_paths
 from .data import Augment, DataError, IterationSampler, SegmentationDataset, cityscapes_needs_map, find_samples
@@ -39,18 +40,18 @@ from .losses import SegmentationLoss
 from .state import TrainingError, apply_state, read_state, save_state, state_path
 from .validation import baseline, evaluate, validate
 
-DEFAULTS_FILE = Path(__file__).resolve().parent / "defaults.yaml"
+DEFAULTS_FILE = RESOURCES / "training.yaml"
 
 
 def training_defaults(arch: str) -> dict:
-    """The ``common`` defaults merged with the architecture's own (``defaults.yaml``)."""
+    """The ``common`` defaults merged with the architecture's own (``resources/training.yaml``)."""
     data = yaml.safe_load(DEFAULTS_FILE.read_text())
     return {**data["common"], **data.get(arch, {})}
 
 
 @dataclass
 class TrainConfig:
-    """Everything a training run needs; ``None`` means the default of ``defaults.yaml``."""
+    """Everything a training run needs; ``None`` means the default of ``resources/training.yaml``."""
 
     model: str
     data: str

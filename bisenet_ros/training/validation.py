@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..metrics import ConfusionMatrix
+from ..evaluation.metrics import ConfusionMatrix
 from ..pipeline import SegmentationPipeline
 from .distributed import DistContext, sum_confusion, sync_buffers
 
@@ -23,7 +23,7 @@ def evaluate(model: nn.Module, dataset, device: torch.device, precision: str = "
     :class:`ConfusionMatrix`, as ``eval-bag`` computes it. Leaves the model in eval mode.
     With a distributed ``ctx``, this rank scores images ``rank, rank + world, ...`` and the
     matrices are summed over ranks (every rank gets the total)."""
-    from ..backends import create_runner
+    from ..inference.backends import create_runner
 
     runner = create_runner(model, backend="torch", device=device, precision=precision)
     pipe = SegmentationPipeline(runner, dataset.preset, None, device)

@@ -102,11 +102,9 @@ def time_runner(runner, x: torch.Tensor, runs: int) -> float:
     return statistics.median(times)
 
 
-def measure_and_store(key: str, runners: list, x: torch.Tensor):
-    """Time ``runners`` on ``x``, cache the fastest's name; return (fastest runner, entry)."""
-    from .backends import backend_config
-
-    runs = int(backend_config()["auto_measure"]["runs"])
+def measure_and_store(key: str, runners: list, x: torch.Tensor, runs: int):
+    """Time ``runners`` on ``x`` (median of ``runs``), cache the fastest's name; return (fastest
+    runner, entry)."""
     ms = {r.name: time_runner(r, x, runs) for r in runners}
     best = min(runners, key=lambda r: ms[r.name])
     entry = {"backend": best.name, "ms": {k: round(v, 2) for k, v in ms.items()},

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 #: statistics taken from the logits, in report order
 LOGIT_STATS = ("confidence_mean", "low_confidence_fraction", "entropy_mean")

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import yaml
 
-from .errors import CheckpointError, ConfigError, one_line
+from ..errors import CheckpointError, ConfigError, one_line
 
 CREATED_BY = "bisenet-ros quantize"
 #: backends that run an ONNX model file, in the order auto tries them
@@ -90,7 +90,7 @@ def sidecar_from_metadata(path: str | Path) -> dict[str, Any] | None:
 
 
 def _model_size(opts, sidecar: dict, name: str) -> tuple[int, int]:
-    from .options import AUTO32, CHECKPOINT
+    from ..options import AUTO32, CHECKPOINT
 
     if sidecar["input_size"] is not None:
         return int(sidecar["input_size"][0]), int(sidecar["input_size"][1])
@@ -105,7 +105,7 @@ def _model_size(opts, sidecar: dict, name: str) -> tuple[int, int]:
 
 def check_options(opts, sidecar: dict, path: str | Path) -> tuple[int, int]:
     """The model input size, after refusing options that contradict the exported model."""
-    from .options import AUTO32, CHECKPOINT
+    from ..options import AUTO32, CHECKPOINT
 
     name = Path(path).name
     size = _model_size(opts, sidecar, name)
@@ -164,8 +164,8 @@ def check_input(size: tuple[int, int], sidecar: dict | None, source: str = "ONNX
     (relative L2); on noise, where int8 logits are far off anyway, they would not."""
     import cv2
 
-    from .datasets import sidecar_preset
-    from .synthetic import generate_scene
+    from ..data.datasets import sidecar_preset
+    from ..data.synthetic_scenes import generate_scene
 
     preset = sidecar_preset(sidecar or {}, source)
     rgb = cv2.resize(generate_scene(0)[0], (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
@@ -224,6 +224,7 @@ def create_file_runner(path: str | Path, backend: str, precision: str, size: tup
     :data:`FILE_BACKENDS` on this CPU that computes what ONNX Runtime computes (see
     :func:`reference_deviations`), measured once and cached like float models' auto."""
     from . import backend_cache
+    from .backends import backend_config
 
     if backend != "auto":
         runner = build_file_runner(backend, path, precision)
@@ -254,7 +255,8 @@ def create_file_runner(path: str | Path, backend: str, precision: str, size: tup
         notes.append(f"{chosen.name}: selected (the only candidate)")
     else:
         x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
-        chosen, entry = backend_cache.measure_and_store(key, built, x)
+        runs = int(backend_config()["auto_measure"]["runs"])
+        chosen, entry = backend_cache.measure_and_store(key, built, x, runs)
         notes.append(f"{chosen.name}: selected (fastest on this CPU, cached: {backend_cache.describe(entry)})")
     chosen.selection = notes
     return chosen

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import torch
 
-from .errors import BisenetError, ConfigError
+from ..errors import BisenetError, ConfigError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -94,7 +94,7 @@ def _video_frames(path: Path, _topic, stride: int = 1) -> Iterator[tuple[np.ndar
 
 
 def _bag_frames(path: Path, topic: str) -> Iterator[tuple[np.ndarray, str]]:
-    from .bags import read_image_topics
+    from ..data.bags import read_image_topics
 
     for item in read_image_topics(path, [topic]):
         if item.array is not None:
@@ -112,7 +112,7 @@ def split_held_out(n: int, every: int = 5) -> tuple[list[int], list[int]]:
 def export_float_onnx(pipeline, weights: str | Path, path: Path, size: tuple[int, int]) -> None:
     """The 1/8-logits model of ``weights`` as float32 ONNX at ``size``."""
     from .export import export_onnx
-    from .models import load_model, low_res_view
+    from ..models import load_model, low_res_view
 
     info = pipeline.info
     net = load_model(info["model"], weights=weights, num_classes=info["num_classes"])

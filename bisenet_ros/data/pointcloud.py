@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import ConfigError, ImageError
+from ..errors import ConfigError, ImageError
 from .images import DEPTH_ENCODINGS
 
 #: the largest depth image, per side, relative to the colour image: bounds one cloud's size

@@ -19,9 +19,9 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import BisenetError, ImageError, one_line
+from ..errors import BisenetError, ImageError, one_line
+from ..output_files import BAG, BAG_MARK, OutputError, atomic_dir, check_output
 from .images import ENCODING_ALIASES, decode_compressed, raw_image_to_array, stamp_ns  # noqa: F401 (re-exported)
-from .outputs import BAG, BAG_MARK, OutputError, atomic_dir, check_output
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -136,7 +136,7 @@ def check_image_topic(topics: dict[str, TopicSummary], topic: str, bag: str | Pa
 def image_to_array(msg: Any) -> tuple[np.ndarray, str]:
     """A deserialised sensor_msgs/Image or CompressedImage -> (array, encoding).
 
-    Converted and validated by the same code as the node's messages (:mod:`bisenet_ros.images`);
+    Converted and validated by the same code as the node's messages (:mod:`bisenet_ros.data.images`);
     ``8UC1``/``16UC1`` are read as ``mono8``/``mono16``, ``8UC3`` as ``bgr8``. The array is
     contiguous and writable (row padding dropped). Raises :class:`BagError` with the reason.
     """
@@ -364,7 +364,7 @@ class BagWriter:
 def check_bag_output(path: str | Path, inputs: Sequence[str | Path] = (), overwrite: bool = False,
                      option: str = "output bag") -> Path:
     """Refuse a bag output that is, contains or lies inside an input, or replaces a bag that
-    bisenet-ros did not write (see :mod:`bisenet_ros.outputs`); :class:`BagError` otherwise."""
+    bisenet-ros did not write (see :mod:`bisenet_ros.output_files`); :class:`BagError` otherwise."""
     try:
         return check_output(path, inputs, kind=BAG, overwrite=overwrite, option=option)
     except OutputError as exc:

@@ -5,7 +5,7 @@
 header stamps; optionally restamped to now) on ``image_topic``, paced by the bag's receive times
 divided by ``rate``. It collects ``<node_namespace>/labels`` (and ``/timing``, ``/overlay`` when
 asked) and pairs every received label image with its published frame by header stamp, and with
-the bag's ground truth by the one stamp rule of :class:`bisenet_ros.evaluation.StampMatcher`.
+the bag's ground truth by the one stamp rule of :class:`bisenet_ros.evaluation.recording.StampMatcher`.
 Frames without a reply are counted as dropped.
 
 Node start: with ``node_args`` it starts ``python -m bisenet_ros.ros.node`` in a child process (its
@@ -29,11 +29,11 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..bags import BagError, check_image_topic, image_to_array, list_topics, open_bag
-from ..images import stamp_ns
+from ..data.bags import BagError, check_image_topic, image_to_array, list_topics, open_bag
+from ..data.images import stamp_ns
 from ..errors import BisenetError
-from ..evaluation import StampMatcher, pair_recording, score_frame
-from ..metrics import GroundTruthScorer, LatencyRecorder, WarningCounter, latency_stats
+from ..evaluation.metrics import GroundTruthScorer, LatencyRecorder, WarningCounter, latency_stats
+from ..evaluation.recording import StampMatcher, pair_recording, score_frame
 from ..progress import progress_bar
 from .client import LATCHED, NodeProcess, Received, RosClient, node_command, parse_legend, qos_profile
 from .client import NodeError as ReplayError  # the replay could not run: no node answering, node exited, bad bag
@@ -480,7 +480,7 @@ def _bag_frames(bag: Path, image_topic: str, label_topic: str | None) -> Iterato
 
 def _restamp(raw: bytes, msg: Any, stamp: int) -> bytes:
     """The serialised message with its header stamp set to ``stamp`` (other fields unchanged)."""
-    from ..bags import typestore
+    from ..data.bags import typestore
 
     ts = typestore()
     msg.header.stamp = ts.types["builtin_interfaces/msg/Time"](sec=stamp // 1_000_000_000,
@@ -490,7 +490,7 @@ def _restamp(raw: bytes, msg: Any, stamp: int) -> bytes:
 
 class OverlayWriter:
     """Writes received overlay frames (PNG per frame, plus ``overlay.mp4``: H.264 where PyAV is
-    installed, see :mod:`bisenet_ros.video`) from a background thread."""
+    installed, see :mod:`bisenet_ros.data.video`) from a background thread."""
 
     def __init__(self, out_dir: Path) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -532,7 +532,7 @@ class OverlayWriter:
         fps = (len(self._stamps) - 1) / span if span > 0 else 10.0
         first = cv2.imread(str(files[0]))
         h, w = first.shape[:2]
-        from ..video import VideoWriter
+        from ..data.video import VideoWriter
 
         with VideoWriter(self.out_dir / "overlay.mp4", fps, order="bgr") as writer:
             for f in files:

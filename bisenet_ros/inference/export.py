@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import BisenetError, ConfigError, one_line
+from ..errors import BisenetError, ConfigError, one_line
 
 #: ONNX opset used unless asked otherwise (ONNX Runtime and TensorRT 8.6+ support it)
 DEFAULT_OPSET = 17

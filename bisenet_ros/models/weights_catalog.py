@@ -1,6 +1,6 @@
 """Public BiSeNet checkpoints by name: download, verify, cache; ``--weights NAME`` everywhere.
 
-The names, URLs and what each file is live in ``config/weights.yaml`` (the CoinCheung/BiSeNet
+The names, URLs and what each file is live in ``resources/weights.yaml`` (the CoinCheung/BiSeNet
 release files). :func:`fetch` downloads one into ``$XDG_CACHE_HOME/bisenet_ros/weights``
 (``~/.cache/bisenet_ros/weights``), verifies it and writes its sidecar YAML beside it;
 :func:`resolve_weights` turns a name (``bisenetv2-cityscapes``) or an upstream file name
@@ -27,9 +27,10 @@ from typing import Callable
 
 import yaml
 
-from .errors import BisenetError, one_line
+from ..errors import BisenetError, one_line
+from ..resources import RESOURCES
 
-CATALOG_FILE = Path(__file__).resolve().parent / "config" / "weights.yaml"
+CATALOG_FILE = RESOURCES / "weights.yaml"
 #: base URL of a mirror holding the files under their catalogue file names
 MIRROR_ENV = "BISENET_ROS_WEIGHTS_MIRROR"
 RECORDS = "checksums.yaml"
@@ -157,7 +158,7 @@ def _download(url: str, dest: Path, progress: Callable[[int, int | None], None] 
 
 def _check_loads(path: Path, entry: Entry) -> None:
     from .checkpoint import Checkpoint
-    from .models import build_model
+    from .architectures import build_model
 
     try:
         fit = Checkpoint.read(path, entry.arch, entry.num_classes).fit(build_model(entry.arch, entry.num_classes))
@@ -181,7 +182,7 @@ def fetch(name: str, *, url: str | None = None, sha256: str | None = None, force
     """Download, verify and cache the checkpoint ``name``; returns the cached file. A cached file
     is returned as is unless ``force``."""
     from .checkpoint import sidecar_path
-    from .outputs import atomic_file, write_text
+    from ..output_files import atomic_file, write_text
 
     entry = lookup(name)
     if entry is None:
@@ -213,7 +214,7 @@ def fetch(name: str, *, url: str | None = None, sha256: str | None = None, force
 
 
 def _record(entry: Entry, url: str, sha256: str, size: int) -> None:
-    from .outputs import write_text
+    from ..output_files import write_text
 
     records = _records()
     if entry.file in records:

@@ -1,6 +1,6 @@
 """Dataset presets: class names, palette, normalisation and label maps, kept as data.
 
-Built-in presets live in ``bisenet_ros/presets/<name>.yaml`` (Cityscapes, CamVid, COCO-Stuff,
+Built-in presets live in ``bisenet_ros/resources/presets/<name>.yaml`` (Cityscapes, CamVid, COCO-Stuff,
 ADE20k). A custom preset is a YAML file of the same form::
 
     name: my_robot
@@ -26,9 +26,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import yaml
 
-from .errors import ConfigError, one_line
+from ..errors import ConfigError, one_line
+from ..resources import RESOURCES
 
-PRESET_DIR = Path(__file__).resolve().parent / "presets"
+PRESET_DIR = RESOURCES / "presets"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .outputs import REPORT_DIR, atomic_file, check_in_dir, check_output, prepare_dir, write_text
+from ..output_files import REPORT_DIR, atomic_file, check_in_dir, check_output, prepare_dir, write_text
 
 METRICS_JSON = "metrics.json"
 REPORT_MD = "report.md"
@@ -20,7 +20,7 @@ CONFUSION_PNG = "confusion_matrix.png"
 IOU_PNG = "per_class_iou.png"
 LATENCY_PNG = "latency_histogram.png"
 STAGES_PNG = "latency_stages.png"
-HEALTH_CSV = "health.csv"  # eval-bag: perception-health statistics per frame (bisenet_ros.health_eval)
+HEALTH_CSV = "health.csv"  # eval-bag: perception-health statistics per frame (bisenet_ros.evaluation.health)
 #: latency keys that are sums of the others (drawn as the total, not as a stage)
 TOTAL_KEYS = ("total_ms", "end_to_end_ms")
 #: every file :func:`write_report` may write
@@ -172,7 +172,7 @@ def markdown_report(report: Mapping, plots: Mapping[str, str], title: str = "Seg
         lines.append("")
 
     if report.get("health"):
-        from .health_eval import health_markdown
+        from .health import health_markdown
         lines += health_markdown(report["health"])
 
     if plots:

@@ -1,6 +1,6 @@
 """Class remapping/merging (e.g. Cityscapes -> drivable / obstacle / other), kept as YAML data.
 
-A remap file (``bisenet_ros/presets/remaps/<name>.yaml`` or any path) names its output classes,
+A remap file (``bisenet_ros/resources/remaps/<name>.yaml`` or any path) names its output classes,
 their colours and which of the model's classes each one takes::
 
     name: cityscapes_driving
@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .datasets import PRESET_DIR, DatasetPreset
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..resources import RESOURCES
+from .datasets import DatasetPreset
 
-REMAP_DIR = PRESET_DIR / "remaps"
+REMAP_DIR = RESOURCES / "remaps"
 
 
 def available_remaps() -> list[str]:

@@ -26,7 +26,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import BisenetError
+from ..errors import BisenetError
 
 #: latency percentiles reported everywhere (p50 is the median)
 PERCENTILES: tuple[int, ...] = (50, 90, 95, 99)
@@ -251,7 +251,7 @@ class GroundTruthScorer:
 
     def __init__(self, num_classes: int, ignore_index: int = 255, label_lut: np.ndarray | None = None,
                  warnings: WarningCounter | None = None) -> None:
-        from .options import unknown_label
+        from ..options import unknown_label
 
         # a prediction of the unknown label (confidence threshold) is a miss, never a class
         self.confusion = ConfusionMatrix(num_classes, ignore_index, unknown_index=unknown_label(num_classes))

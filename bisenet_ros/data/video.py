@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError
+from ..errors import ImageError
 
 #: what the fallback writes and why, printed once per writer
 FALLBACK_NOTE = ("note: {path} is MPEG-4 Part 2 (mp4v): PyAV with libx264 is not installed, so it will "

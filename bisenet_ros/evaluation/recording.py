@@ -9,7 +9,7 @@
   writing a prediction bag), report.
 - :func:`resolve_label_map`: ``--label-map`` (a preset's map or a YAML file) as a lookup table.
 
-ROS-free (rosbags reads the bag); the live counterpart is :mod:`bisenet_ros.ros.replay`.
+ROS-free (rosbags reads the bag); the live counterpart is :mod:`bisenet_ros.ros.live_replay`.
 """
 from __future__ import annotations
 
@@ -23,16 +23,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import yaml
 
-from .bag_layout import NODE_OUTPUT_QOS
-from .bags import (BagError, BagImage, BagWriter, array_to_image, check_image_topic, list_topics, pair_stamps,
-                   read_image_topics)
-from .datasets import DatasetPreset, build_label_lut
-from .errors import BisenetError, ConfigError
-from .health_eval import HealthProbe
+from ..data.bag_layout import NODE_OUTPUT_QOS
+from ..data.bags import (BagError, BagImage, BagWriter, array_to_image, check_image_topic, list_topics, pair_stamps,
+                         read_image_topics)
+from ..data.datasets import DatasetPreset, build_label_lut
+from ..errors import BisenetError, ConfigError
+from ..pipeline import SegmentationPipeline, SegmentationResult
+from ..progress import progress_bar
+from .health import HealthProbe
 from .metrics import (ConfusionMatrix, GroundTruthScorer, LatencyRecorder, MetricsError, WarningCounter,
                       fps_from_latencies)
-from .pipeline import SegmentationPipeline, SegmentationResult
-from .progress import progress_bar
 
 FPS_DEFINITION = ("frames / sum of per-frame pipeline time (preprocess + inference + postprocess, "
                   "bag reading excluded); wall_fps includes reading and scoring")
@@ -72,7 +72,7 @@ def score_frame(scorer: GroundTruthScorer, pred: np.ndarray, gt: np.ndarray, enc
 class StampMatcher:
     """Pairs predictions (by image stamp) with ground truth (by label stamp), in either order.
 
-    ``pairs`` maps image stamp -> label stamp (:func:`bisenet_ros.bags.pair_stamps`); ``score``
+    ``pairs`` maps image stamp -> label stamp (:func:`bisenet_ros.data.bags.pair_stamps`); ``score``
     gets ``(prediction, label array, label encoding, label stamp)`` once per paired image. Entries
     waiting for their partner are bounded by ``max_pending`` when given (oldest dropped first: in a
     live replay a dropped frame's label never finds its prediction). Not thread-safe: callers that

@@ -1,6 +1,6 @@
 """Bag directories exactly as rosbag2 (ROS 2 Jazzy) lays them out, written with ``rosbags``.
 
-What ``ros2 bag record`` produces and what :class:`bisenet_ros.bags.BagWriter` therefore writes:
+What ``ros2 bag record`` produces and what :class:`bisenet_ros.data.bags.BagWriter` therefore writes:
 
 - the storage file is ``<bag>_0.mcap`` / ``<bag>_0.db3`` inside the directory ``<bag>`` (rosbags
   names it ``<dir>.mcap`` after the directory it writes into; here that directory is a hidden

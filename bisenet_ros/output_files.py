@@ -8,7 +8,7 @@ long work starts, and writes it with :func:`atomic_file` / :func:`atomic_dir`:
 - an existing output is replaced only with ``--overwrite``, and then only when it is of the tool's
   own kind (:class:`Kind`: a PNG for a PNG, a bag written by bisenet-ros for a bag, ...);
 - the new content is written under a hidden temporary name beside the target and renamed over it
-  at the end, so an interrupted run (error, Ctrl-C, SIGTERM: see :func:`terminate_as_interrupt`)
+  at the end, so an interrupted run (error, Ctrl-C, SIGTERM: see :func:`.errors.terminate_as_interrupt`)
   leaves either the old output or the complete new one; the temporary is removed on the way out.
 
 Directories the tools fill with several files (reports, ``segment --out-dir``, the demo) carry a
@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Callable, Iterable, Iterator
 
 import yaml
 
-from .errors import BisenetError, Terminated
+from .errors import BisenetError
 
 #: written into directories a tool creates and fills (reports, segment outputs, the demo)
 MARKER = ".bisenet-ros"
@@ -274,7 +273,7 @@ def _with_parent(path: str | Path) -> Path:
 def atomic_file(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same suffix); renamed over ``path`` on success.
 
-    On any exception (including KeyboardInterrupt and SIGTERM via :func:`terminate_as_interrupt`)
+    On any exception (including KeyboardInterrupt and SIGTERM via :func:`.errors.terminate_as_interrupt`)
     the temporary is removed and ``path`` is left as it was.
     """
     path = _with_parent(path)
@@ -318,14 +317,3 @@ def write_text(path: str | Path, text: str) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
     return Path(path)
-
-
-def terminate_as_interrupt() -> None:
-    """Turn SIGTERM into :class:`Terminated` in the main thread (CLI tools only)."""
-    def handler(signum, frame):  # noqa: ARG001
-        raise Terminated()
-
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. called from a test runner thread)
-        pass

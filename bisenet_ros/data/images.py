@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import ImageError
+from ..errors import ImageError
 
 #: encodings the pipeline reads, with their channel count and channel order (None = mono)
 ENCODINGS: dict[str, tuple[int, tuple[int, int, int] | None]] = {

@@ -21,16 +21,16 @@ openvino      CPU     the in-memory ONNX export compiled by OpenVINO's CPU plugi
 ============  ======  ===========================================================================
 
 Precisions: ``fp32``; ``fp16`` (CUDA); ``bf16`` (CPU with AVX-512 BF16 or AMX, see
-:mod:`bisenet_ros.cpu`; refused elsewhere with one line); ``int8`` (models made by
-``bisenet-ros quantize``, see :mod:`bisenet_ros.onnx_model`). ``auto`` is fp16 on CUDA and the
+:mod:`bisenet_ros.inference.cpu`; refused elsewhere with one line); ``int8`` (models made by
+``bisenet-ros quantize``, see :mod:`bisenet_ros.inference.onnx_model`). ``auto`` is fp16 on CUDA and the
 configured CPU precision (fp32) on the CPU.
 
 ``auto`` (the default everywhere) considers the backends of the device's list in
-``config/backends.yaml`` that are available and whose logits match eager float32 on a fixed seeded
+``resources/backends.yaml`` that are available and whose logits match eager float32 on a fixed seeded
 input (relative L2 error below the configured tolerance: 1e-3 for fp32). On the CUDA device it
 takes the first. On the CPU, where the fastest backend depends on the CPU (Intel or AMD, AVX-512,
 AMX), it times the candidates once per machine and caches the choice
-(:mod:`bisenet_ros.backend_cache`, keyed by CPU model, model, input size, precision and library
+(:mod:`bisenet_ros.inference.backend_cache`, keyed by CPU model, model, input size, precision and library
 versions); later starts build only the cached backend and check it.
 """
 from __future__ import annotations
@@ -47,11 +47,12 @@ import torch
 import yaml
 from torch import nn
 
-from .errors import BisenetError, ConfigError, one_line
+from ..errors import BisenetError, ConfigError, one_line
+from ..resources import RESOURCES
 
 BACKENDS = ("auto", "torch", "torchscript", "onnxruntime", "openvino", "tensorrt", "cudagraph")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
-CONFIG_FILE = Path(__file__).resolve().parent / "config" / "backends.yaml"
+CONFIG_FILE = RESOURCES / "backends.yaml"
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -62,7 +63,7 @@ class BackendUnavailable(ConfigError):
 
 @lru_cache(maxsize=1)
 def backend_config() -> dict:
-    """The parsed ``config/backends.yaml`` (auto order, tolerances, per-backend options)."""
+    """The parsed ``resources/backends.yaml`` (auto order, tolerances, per-backend options)."""
     with open(CONFIG_FILE, encoding="utf-8") as f:
         return yaml.safe_load(f)
 
@@ -454,7 +455,7 @@ def select_backend(model: nn.Module, device: torch.device, precision: str,
                    input_size: Sequence[int] | None, order: Sequence[str] | None = None) -> Runner:
     """``auto``: among the backends of ``order`` (default: the config's for the device and
     precision) that build and match eager within tolerance, the first (CUDA) or the fastest as
-    measured once on this CPU and cached (:mod:`bisenet_ros.backend_cache`).
+    measured once on this CPU and cached (:mod:`bisenet_ros.inference.backend_cache`).
 
     The runner gets ``rel_err_vs_eager`` (the check's result) and ``selection`` (one line per
     backend tried, with why it was skipped or how fast it was).
@@ -490,7 +491,7 @@ def select_backend(model: nn.Module, device: torch.device, precision: str,
     if len(built) == 1:
         return _selected(built[0], notes, "the only candidate")
     if built:
-        runner, entry = backend_cache.measure_and_store(key, built, x)
+        runner, entry = backend_cache.measure_and_store(key, built, x, int(cfg["auto_measure"]["runs"]))
         return _selected(runner, notes, f"fastest on this CPU, cached: {backend_cache.describe(entry)}")
     runner = TorchRunner(model, device, precision)  # the reference itself, if the order omitted it
     runner.rel_err_vs_eager = check_runner(runner, model, x, reference)

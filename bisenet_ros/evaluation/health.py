@@ -7,7 +7,7 @@ in-domain frames from shifted ones, and how soon would the node warn?
   black with sensor noise) -- at a ``mild``, ``moderate`` or ``strong`` :data:`STRENGTHS`;
 - :func:`auroc`: the separation of one statistic between in-domain and shifted frames (1.0 =
   every shifted frame scores worse than every in-domain one, 0.5 = chance);
-- :func:`replay_monitor`: the node's :class:`~bisenet_ros.health.HealthMonitor` run over the
+- :func:`replay_monitor`: the node's :class:`~bisenet_ros.inference.health.HealthMonitor` run over the
   in-domain frames, then the shifted ones, then in-domain again, on the recording's own clock:
   false WARNs, detection delay, time back to OK;
 - :class:`HealthProbe`: what ``eval-bag`` feeds per frame, and its report (``health`` in
@@ -23,9 +23,8 @@ from typing import Any, Iterable, Sequence
 import cv2
 import numpy as np
 
-from .errors import ConfigError
-from .report import HEALTH_CSV  # noqa: F401 - where eval-bag writes health.csv
-from .health import DEFAULT_BASELINE, IMAGE_STATS, LOGIT_STATS, Baseline, HealthMonitor
+from ..errors import ConfigError
+from ..inference.health import DEFAULT_BASELINE, IMAGE_STATS, LOGIT_STATS, Baseline, HealthMonitor
 
 SHIFTS = ("darken", "fog", "noise", "blur", "cover")
 #: per family: (mild, moderate, strong) parameter; see :func:`corrupt`
@@ -207,7 +206,7 @@ class HealthProbe:
 
 def write_health_csv(path: str | Path, rows: list[dict]) -> Path:
     """The per-frame statistics as CSV, written atomically."""
-    from .outputs import atomic_file
+    from ..output_files import atomic_file
 
     with atomic_file(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["variant", "stamp_ns", *LOGIT_STATS, *IMAGE_STATS],
@@ -241,7 +240,7 @@ def health_markdown(h: dict) -> list[str]:
 
 def recording_statistics(pipeline: Any, bag: str | Path, topic: str, max_frames: int = 0) -> tuple[list[int], list[dict]]:
     """Stamps and health statistics of every readable image on ``topic`` of ``bag``."""
-    from .bags import BagError, check_image_topic, list_topics, read_image_topics
+    from ..data.bags import BagError, check_image_topic, list_topics, read_image_topics
 
     check_image_topic(list_topics(bag), topic, bag, "image")
     stamps, stats = [], []

@@ -18,7 +18,8 @@ from typing import Any, Mapping
 import torch
 import yaml
 
-from .errors import CheckpointError, one_line
+from ..errors import CheckpointError, one_line
+from .architectures import architecture
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "weights")
 
@@ -224,8 +225,6 @@ class Checkpoint:
         arch = (arch or sidecar.get("arch") or found or "").lower()
         if not arch:
             raise CheckpointError(f"{path}: not a BiSeNet checkpoint (key layout not recognised)")
-        from .models import architecture  # the model classes know their classifier key
-
         classifier_key = architecture(arch).classifier_key  # ConfigError for an unknown arch
         if num_classes is None:
             rows = state.get(classifier_key)
@@ -238,7 +237,7 @@ class Checkpoint:
 
     def write(self, path: str | Path, dtype: torch.dtype | None = None) -> tuple[Path, Path]:
         """The plain ``state_dict`` (floating tensors as ``dtype`` when given) and the sidecar beside it."""
-        from .outputs import atomic_file, write_text
+        from ..output_files import atomic_file, write_text
 
         path = Path(path)
         with atomic_file(path) as tmp:  # an interrupted save leaves the old file, never half a new one
