@@ -100,7 +100,8 @@ class MonitorRun:
     false_warning_messages: list[str] = field(default_factory=list)
     delay_s: float | None = None  # first WARN after the shift started (None: never)
     message: str = ""
-    recovery_s: float | None = None  # back to OK after in-domain frames returned
+    warn_share: float | None = None  # share of the shifted frames after the first WARN still under WARN
+    recovery_s: float | None = None  # back to OK after in-domain frames returned (None: not WARN then)
 
 
 def replay_monitor(times: np.ndarray, normal: list[dict], shifted: list[dict] | None, baseline: Baseline,
@@ -117,13 +118,17 @@ def replay_monitor(times: np.ndarray, normal: list[dict], shifted: list[dict] | 
     if not shifted:
         return run
     start = float(times[-1]) + dt
+    after = warned = 0
     for i, s in enumerate(shifted):
         t = start + i * dt
         v = mon.update(t, s)
         if v.warn and run.delay_s is None:
             run.delay_s, run.message = t - start, v.message
+        if run.delay_s is not None:
+            after, warned = after + 1, warned + v.warn
+    run.warn_share = warned / after if after else None
     back = start + len(shifted) * dt
-    for i, s in enumerate(normal if run.delay_s is not None else ()):
+    for i, s in enumerate(normal if v.warn else ()):
         t = back + i * dt
         if not mon.update(t, s).warn:
             run.recovery_s = t - back
@@ -189,7 +194,7 @@ class HealthProbe:
                           for k, d in DIRECTION.items()},
                 "shifted": {k: summary(s[k] for s in stats) for k in LOGIT_STATS},
                 "detected": run.delay_s is not None, "delay_s": run.delay_s, "message": run.message,
-                "recovery_s": run.recovery_s,
+                "warn_share": run.warn_share, "recovery_s": run.recovery_s,
             }
         return out
 
@@ -228,11 +233,13 @@ def health_markdown(h: dict) -> list[str]:
              f"false WARNs: {h['false_warnings']}.", ""]
     if h["shifts"]:
         lines += [f"| shift ({h['strength']}) | AUROC low-conf share | AUROC confidence | AUROC entropy "
-                  "| delay (s) | back to OK (s) | first message |", "|---|---:|---:|---:|---:|---:|---|"]
+                  "| delay (s) | under WARN after it | back to OK (s) | first message |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|"]
         for name, s in h["shifts"].items():
             a = s["auroc"]
             lines.append(f"| {name} | {fmt(a['low_confidence_fraction'])} | {fmt(a['confidence_mean'])} | "
                          f"{fmt(a['entropy_mean'])} | {fmt(s['delay_s'], 1) if s['detected'] else 'not detected'} | "
+                         f"{'-' if s['warn_share'] is None else format(s['warn_share'], '.0%')} | "
                          f"{fmt(s['recovery_s'], 1)} | {s['message'] or '-'} |")
         lines.append("")
     return lines
