@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import yaml
 
 from .errors import BisenetError
+from .safe_yaml import load_yaml_file
 
 #: written into directories a tool creates and fills (reports, segment outputs, the demo)
 MARKER = ".bisenet-ros"
@@ -57,19 +57,18 @@ def _is_json_object(path: Path) -> bool:
 def is_bisenet_bag(path: Path) -> bool:
     """A ROS 2 bag directory whose metadata says bisenet-ros wrote it."""
     try:
-        meta = yaml.safe_load((path / "metadata.yaml").read_text())
+        meta = load_yaml_file(path / "metadata.yaml", "bag metadata")
         custom = meta["rosbag2_bagfile_information"].get("custom_data") or {}
-    except (OSError, yaml.YAMLError, TypeError, KeyError, AttributeError):
+    except (BisenetError, TypeError, KeyError, AttributeError):
         return False
     return isinstance(custom, dict) and BAG_MARK in custom
 
 
 def _is_sidecar(path: Path) -> bool:
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return "arch" in load_yaml_file(path)
+    except BisenetError:
         return False
-    return isinstance(data, dict) and "arch" in data
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from .data.datasets import DatasetPreset, load_preset, sidecar_preset
 from .data.images import ENCODINGS, MAX_PIXELS, MAX_SIDE, check_max_pixels, check_pixels
 from .data.remap import ClassRemap, load_remap
-from .errors import ConfigError, ImageError
+from .errors import BisenetError, CheckpointError, ConfigError, ImageError, one_line
 from .inference import health, postprocess
 from .options import CHECKPOINT, PipelineOptions, fixed_input_size, unknown_label
 
@@ -409,7 +409,7 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
     else:
         preset = sidecar_preset(sidecar, str(opts.weights))
     preset = preset.with_overrides(mean=opts.mean, std=opts.std, num_classes=meta["num_classes"])
-    warning = constant_output_warning(runner, dev, size)
+    warning = check_model_output(runner, dev, size, meta["num_classes"], str(opts.weights or meta["arch"]))
     if dev.type == "cpu":
         postprocess.warm_up()
     info = {
@@ -464,14 +464,42 @@ def _load_onnx_model(opts: PipelineOptions):
     return meta, runner, size
 
 
-def constant_output_warning(runner: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
-                            size: tuple[int, int] | None) -> str | None:
-    """A warning when the model predicts one class for every pixel of a random calibration input
-    (typical of zeroed, mis-scaled or wrongly normalised weights), else None."""
+def check_model_output(runner: Callable[[torch.Tensor], torch.Tensor], device: torch.device,
+                       size: tuple[int, int] | None, num_classes: int, source: str) -> str | None:
+    """Run the model once on the random calibration input (at load and at every reload, before
+    it serves a frame). Refuse, with one :class:`CheckpointError` line naming ``source``, an
+    output the pipeline cannot read as this model's classes: not ``(1, C, h, w)``, ``C`` not the
+    class count (an ONNX file beside another model's sidecar: labels past the palette), ``h x w``
+    neither the input size nor 1/s of it. Returns a warning when the model predicts one class
+    for every pixel (typical of zeroed, mis-scaled or wrongly normalised weights), else None."""
     from .inference.backends import calibration_input
 
+    x = calibration_input(device, size)
+    try:
+        with torch.inference_mode():
+            out = runner(x)
+    except BisenetError:
+        raise
+    except Exception as exc:  # a runtime refusing the graph (wrong input rank, bad op) at run time
+        raise CheckpointError(f"{source}: the model fails on a {tuple(x.shape)} input ({one_line(exc)})") from None
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    if shape is None or len(shape) != 4 or shape[0] != x.shape[0]:
+        raise CheckpointError(f"{source}: the model returns {f'shape {shape}' if shape else type(out).__name__} "
+                              f"for a {tuple(x.shape)} input; expected ({x.shape[0]}, classes, H, W) logits")
+    if shape[1] != num_classes:
+        raise CheckpointError(f"{source}: the model returns {shape[1]} channels but {num_classes} classes are "
+                              "configured (sidecar, --num-classes): its labels would name the wrong classes")
+    try:
+        logit_stride(shape[-2:], tuple(x.shape[-2:]))
+    except ConfigError as exc:
+        raise CheckpointError(f"{source}: {exc}") from None
+    return constant_output_warning(out)
+
+
+def constant_output_warning(logits: torch.Tensor) -> str | None:
+    """A warning when ``logits`` (of the calibration input) give one class for every pixel."""
     with torch.inference_mode():
-        labels = runner(calibration_input(device, size)).float().argmax(dim=1)
+        labels = logits.float().argmax(dim=1)
     if int(labels.min()) != int(labels.max()):
         return None
     return (f"the model predicts class {int(labels.min())} for every pixel of a random calibration input: "

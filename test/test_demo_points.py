@@ -53,4 +53,4 @@ def test_demo_points_end_to_end(ros_env, tmp_path, capsys):
     assert [f["encoding"] for f in report["frames"]] == ["16UC1", "32FC1"]
     assert all(f["points"] > 10000 and f["max_deviation_mm"] < 2.0 for f in report["frames"])
     picture = cv2.imread(str(out / "cloud.png"))
-    assert picture.shape == (480, 640, 3) and np.ptp(picture[240:]) > 0
+    assert picture is not None and picture.shape[0] > 480 and np.ptp(picture) > 0  # four titled panels

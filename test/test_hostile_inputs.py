@@ -53,7 +53,18 @@ def files(tiny_checkpoints, tmp_path_factory) -> dict[str, Path]:
     f["user_file"].write_text("the user's own notes\n")
     f["nan_weights"] = _poisoned(tiny_checkpoints["bisenetv2"], root / "nan.pth", "nan")
     f["int_weights"] = _poisoned(tiny_checkpoints["bisenetv2"], root / "int.pth", "int")
+    f["code_pickle"] = root / "code.pth"
+    torch.save({"w": torch.zeros(1), "run": _RunsCode()}, f["code_pickle"])
     return f
+
+
+class _RunsCode:
+    """Unpickling this calls os.system (harmless here: ``true``): what weights_only refuses."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("true",)
 
 
 def huge_jpeg(side: int = 32768) -> bytes:
@@ -137,6 +148,10 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("segment std inf", ["segment", img, "--out-dir", out, "--std", "inf,1,1", *model], "finite"),
         ("segment num-classes 0", ["segment", img, "--out-dir", out, "--num-classes", "0", *model], "out of range"),
         ("segment max-pixels 0", ["segment", img, "--out-dir", out, "--max-pixels", "0", *model], "out of range"),
+        ("segment weights is a directory", ["segment", img, "--out-dir", out, "--weights", str(f["data"])],
+         "weights file is a directory"),  # issue 23 row 15
+        ("segment code-carrying pickle", ["segment", img, "--out-dir", out, "--weights", str(f["code_pickle"])],
+         "refused: the checkpoint holds Python objects (posix.system)"),  # issue 23 row 16: our own sentence
         ("segment image over budget", ["segment", img, "--out-dir", out, "--max-pixels", "100", *model],
          "exceeds the budget"),
         # eval-bag

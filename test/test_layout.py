@@ -164,3 +164,30 @@ def test_old_module_paths_say_where_the_command_went():
         run = subprocess.run([sys.executable, "-m", old, "--help"], capture_output=True, text=True, timeout=120)
         assert run.returncode == 2, (old, run.stdout, run.stderr)
         assert run.stderr.strip().splitlines() == [f"bisenet_ros: 'python -m {old}' moved: run '{new}'"]
+
+
+YAML_READERS = {"safe_load", "load", "full_load", "unsafe_load", "safe_load_all", "load_all", "full_load_all",
+                "unsafe_load_all", "parse", "compose", "compose_all", "scan", "SafeLoader", "CSafeLoader", "Loader",
+                "CLoader", "FullLoader", "UnsafeLoader"}
+
+
+def yaml_readers(path: Path) -> list[str]:
+    """``yaml.safe_load(...)``-like reads in ``path`` (attribute uses and ``from yaml import ...``)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (isinstance(node, ast.Attribute) and node.attr in YAML_READERS and isinstance(node.value, ast.Name)
+                and node.value.id == "yaml"):
+            found.append(f"yaml.{node.attr} (line {node.lineno})")
+        elif isinstance(node, ast.ImportFrom) and node.module == "yaml":
+            found += [f"from yaml import {a.name} (line {node.lineno})" for a in node.names if a.name in YAML_READERS]
+    return found
+
+
+def test_every_yaml_is_read_through_the_one_safe_loader():
+    """Every YAML the package reads goes through ``bisenet_ros.safe_yaml`` (size cap, alias
+    expansion bounded, types checked): no module parses YAML itself."""
+    loader = PACKAGE / "safe_yaml.py"
+    offenders = {str(p.relative_to(PACKAGE.parent)): yaml_readers(p) for p in sorted(PACKAGE.rglob("*.py"))
+                 if p != loader}
+    assert not {k: v for k, v in offenders.items() if v}, offenders
+    assert yaml_readers(loader)  # the check sees them where they are

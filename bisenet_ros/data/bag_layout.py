@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from ..safe_yaml import load_yaml_text
+
 #: the distribution whose message definitions and bag format the tools write
 ROS_DISTRO = "jazzy"
 #: rosbag2's "infinite" duration (RMW_DURATION_INFINITE as written into metadata.yaml)
@@ -51,7 +53,7 @@ _QOS_KEYS = ("history", "depth", "reliability", "durability", "deadline", "lifes
 
 def _block_qos(text: str) -> str:
     """A format-8 ``offered_qos_profiles`` string in rosbag2's key order and block style."""
-    profiles = yaml.safe_load(text) if text else None
+    profiles = load_yaml_text(text, "offered_qos_profiles", "QoS profiles", expect=None) if text else None
     if not isinstance(profiles, list):
         return text
     ordered = [{k: ({"sec": p[k]["sec"], "nsec": p[k]["nsec"]} if isinstance(p.get(k), dict) else p.get(k))
@@ -62,7 +64,7 @@ def _block_qos(text: str) -> str:
 def _jazzy(metadata: str) -> str:
     """The serialized metadata with rosbag2's distribution name instead of rosbags' tag and the
     QoS profiles laid out as rosbag2 writes them."""
-    data = yaml.safe_load(metadata)
+    data = load_yaml_text(metadata, "metadata.yaml", "bag metadata", expect=None)
     if isinstance(data, dict):
         inner = data.get("rosbag2_bagfile_information", data)
         inner["ros_distro"] = ROS_DISTRO

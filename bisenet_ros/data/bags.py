@@ -133,6 +133,13 @@ def check_image_topic(topics: dict[str, TopicSummary], topic: str, bag: str | Pa
                        f"expected sensor_msgs/msg/Image or CompressedImage")
 
 
+def label_topic_candidates(topics: dict[str, TopicSummary], image_topic: str) -> list[str]:
+    """Image topics other than ``image_topic`` whose last name part says labels (``make-bag``
+    writes ``/camera/labels``; ``/gt/label``, ``/seg_labels`` ...): where ground truth would be."""
+    return sorted(t.name for t in topics.values() if t.msgtype in IMAGE_TYPES and t.name != image_topic
+                  and "label" in t.name.rstrip("/").rsplit("/", 1)[-1].lower())
+
+
 def image_to_array(msg: Any) -> tuple[np.ndarray, str]:
     """A deserialised sensor_msgs/Image or CompressedImage -> (array, encoding).
 

@@ -17,9 +17,9 @@ from typing import Iterator
 
 import cv2
 import numpy as np
-import yaml
 
 from ..errors import BisenetError, ImageError, one_line
+from ..safe_yaml import load_yaml_file
 from .images import MAX_PIXELS, check_pixels, decode_image_bytes
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -73,14 +73,9 @@ def read_calibration(path: str | Path) -> Calibration:
     """A camera_info_manager YAML -> :class:`Calibration`; :class:`CameraError` when unusable."""
     path = Path(path).expanduser()
     source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CameraError(f"{source}: camera info file not found") from None
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CameraError(f"{source}: unreadable camera info YAML ({one_line(exc)})") from None
-    if not isinstance(data, dict):
-        raise CameraError(f"{source}: a camera info YAML must be a mapping (camera_info_manager format)")
+    if not path.exists():
+        raise CameraError(f"{source}: camera info file not found")
+    data = load_yaml_file(path, "camera info YAML (camera_info_manager format)", error=CameraError)
     w, h = data.get("image_width"), data.get("image_height")
     if not isinstance(w, int) or not isinstance(h, int) or w < 1 or h < 1:
         raise CameraError(f"{source}: 'image_width' and 'image_height' must be positive integers")

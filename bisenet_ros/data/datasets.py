@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-import yaml
 
 from ..errors import ConfigError, one_line
 from ..resources import RESOURCES
+from ..safe_yaml import load_yaml_file
 
 PRESET_DIR = RESOURCES / "presets"
 
@@ -211,10 +211,7 @@ def load_preset(name_or_path: str | Path) -> DatasetPreset:
             f"unknown dataset '{text}': not a preset ({', '.join(available_presets())}) "
             "and no such YAML file"
         )
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        raise ConfigError(f"{path}: cannot read preset ({one_line(exc)})") from None
+    data = load_yaml_file(path, "dataset preset", expect=None)  # preset_from_dict checks the type
     return preset_from_dict(data, str(path))
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import yaml
 
 from ..data.bag_layout import NODE_OUTPUT_QOS
 from ..data.bags import (BagError, BagImage, BagWriter, array_to_image, check_image_topic, list_topics, pair_stamps,
@@ -33,6 +32,7 @@ from ..progress import progress_bar
 from .health import HealthProbe
 from .metrics import (ConfusionMatrix, GroundTruthScorer, LatencyRecorder, MetricsError, WarningCounter,
                       fps_from_latencies)
+from ..safe_yaml import load_yaml_file
 
 FPS_DEFINITION = ("frames / sum of per-frame pipeline time (preprocess + inference + postprocess, "
                   "bag reading excluded); wall_fps includes reading and scoring")
@@ -46,10 +46,10 @@ def resolve_label_map(name: str | None, preset: DatasetPreset, ignore_index: int
         return build_label_lut(preset.label_maps[name], ignore_index)
     path = Path(name).expanduser()
     if path.is_file():
+        data = load_yaml_file(path, "label map")
         try:
-            data = yaml.safe_load(path.read_text())
-            mapping = {int(k): int(v) for k, v in (data or {}).items()}
-        except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError) as exc:
+            mapping = {int(k): int(v) for k, v in data.items()}
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ConfigError(f"label map {path}: expected a YAML mapping raw value -> class id ({exc})") from None
         if not mapping or any(not 0 <= k < 65536 for k in mapping):
             raise ConfigError(f"label map {path}: needs raw values in 0..65535 mapped to class ids")

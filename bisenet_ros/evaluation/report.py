@@ -23,6 +23,17 @@ STAGES_PNG = "latency_stages.png"
 HEALTH_CSV = "health.csv"  # eval-bag: perception-health statistics per frame (bisenet_ros.evaluation.health)
 #: latency keys that are sums of the others (drawn as the total, not as a stage)
 TOTAL_KEYS = ("total_ms", "end_to_end_ms")
+
+
+def is_total(key: str) -> bool:
+    """A measured total (``total_ms``, ``end_to_end_ms``, the node's ``node_total_ms``): it holds
+    the stages, so it is never stacked on top of them."""
+    return key in TOTAL_KEYS or key.endswith("total_ms")
+
+
+def stage_keys(samples: Mapping[str, Sequence[float]]) -> list[str]:
+    """The disjoint stages of ``samples`` (every key with data that is not a total), in order."""
+    return [k for k, v in samples.items() if len(v) and not is_total(k)]
 #: every file :func:`write_report` may write
 REPORT_FILES = (METRICS_JSON, REPORT_MD, CONFUSION_PNG, IOU_PNG, LATENCY_PNG, STAGES_PNG, HEALTH_CSV)
 
@@ -62,7 +73,7 @@ def write_report(
     if isinstance(iou, Mapping) and any(v is not None for v in iou.values()):
         paths["per_class_iou"] = plot_per_class_iou(iou, out / IOU_PNG, miou=report.get("miou"), subtitle=what)
     if latency_samples and any(len(v) for v in latency_samples.values()):
-        if any(k not in TOTAL_KEYS and len(v) for k, v in latency_samples.items()):
+        if stage_keys(latency_samples):
             paths["latency_stages"] = plot_latency_stages(latency_samples, out / STAGES_PNG, what)
         paths["latency_histogram"] = plot_latency_histogram(latency_samples, out / LATENCY_PNG, what)
     paths["metrics"] = write_json(out / METRICS_JSON, report)
@@ -264,8 +275,8 @@ def plot_latency_stages(samples: Mapping[str, Sequence[float]], path: Path, subt
     values; the measured total (``total_ms``/``end_to_end_ms``) is marked beside it (it also holds
     what no stage covers, e.g. transport and queueing for the live node)."""
     plt = _pyplot()
-    stages = [(k, np.asarray(v, dtype=np.float64)) for k, v in samples.items() if len(v) and k not in TOTAL_KEYS]
-    totals = [(k, np.asarray(samples[k], dtype=np.float64)) for k in TOTAL_KEYS if k in samples and len(samples[k])]
+    stages = [(k, np.asarray(samples[k], dtype=np.float64)) for k in stage_keys(samples)]
+    totals = [(k, np.asarray(v, dtype=np.float64)) for k, v in samples.items() if len(v) and is_total(k)]
     stats = (("mean", np.mean), ("median", np.median))  # percentiles above the median do not add up
     fig, ax = plt.subplots(figsize=(8, 3.4))
     colours = plt.get_cmap("tab10").colors
@@ -284,7 +295,8 @@ def plot_latency_stages(samples: Mapping[str, Sequence[float]], path: Path, subt
                     label=(f"measured {name.removesuffix('_ms')}".replace("_", " ") if row == 0 else None))
     ax.set_yticks(range(len(stats)), [s[0] for s in stats])
     ax.invert_yaxis()
-    ax.set_xlabel("milliseconds per frame (each stage's mean or median, stacked)")
+    ax.set_xlabel("milliseconds per frame (disjoint stages stacked: each one's mean or median; "
+                  "measured totals as lines)", fontsize=8)
     ax.set_title("Where the time goes" + (f"\n{subtitle}" if subtitle else ""), fontsize=9)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=len(stages) + len(totals))
     fig.tight_layout()

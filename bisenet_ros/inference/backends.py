@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-import yaml
 from torch import nn
 
 from ..errors import BisenetError, ConfigError, one_line
 from ..resources import RESOURCES
+from ..safe_yaml import load_yaml_file
 
 BACKENDS = ("auto", "torch", "torchscript", "onnxruntime", "openvino", "tensorrt", "cudagraph")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
@@ -64,8 +64,7 @@ class BackendUnavailable(ConfigError):
 @lru_cache(maxsize=1)
 def backend_config() -> dict:
     """The parsed ``resources/backends.yaml`` (auto order, tolerances, per-backend options)."""
-    with open(CONFIG_FILE, encoding="utf-8") as f:
-        return yaml.safe_load(f)
+    return load_yaml_file(CONFIG_FILE, "backends configuration")
 
 
 # -- runners ----------------------------------------------------------------------------------------

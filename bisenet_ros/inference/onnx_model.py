@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from ..errors import CheckpointError, ConfigError, one_line
+from ..safe_yaml import load_yaml_file
 
 CREATED_BY = "bisenet-ros quantize"
 #: backends that run an ONNX model file, in the order auto tries them
@@ -38,9 +38,12 @@ def sidecar_of(path: str | Path) -> Path:
 
 def read_onnx_sidecar(path: str | Path) -> dict[str, Any]:
     """The sidecar of an ONNX model file, checked for the keys the pipeline needs."""
+    from ..models.checkpoint import weights_problem
+
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found")
+    problem = weights_problem(path)
+    if problem:
+        raise CheckpointError(f"{path}: weights file {problem}")
     side = sidecar_of(path)
     if not side.is_file():
         embedded = sidecar_from_metadata(path)
@@ -48,12 +51,9 @@ def read_onnx_sidecar(path: str | Path) -> dict[str, Any]:
             return embedded
         raise CheckpointError(f"{path}: an ONNX model needs its sidecar {side.name} (as written by "
                               f"'bisenet-ros quantize') or the metadata 'bisenet-ros export-onnx' writes into it")
-    try:
-        data = yaml.safe_load(side.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise CheckpointError(f"{side}: unreadable sidecar ({one_line(exc)})") from None
+    data = load_yaml_file(side, "ONNX model sidecar", error=CheckpointError)
     missing = [k for k in ("arch", "num_classes", "input_size", "precision", "dataset") if k not in data]
-    if not isinstance(data, dict) or missing:
+    if missing:
         raise CheckpointError(f"{side}: not an ONNX model sidecar (missing {', '.join(missing) or 'a mapping'})")
     return data
 

@@ -18,6 +18,8 @@ pixel with the same weights, for the confidence output.
 """
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -26,6 +28,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from numba import njit
+
+from ..errors import one_line, safe_text
+
+_log = logging.getLogger(__name__)
 
 
 def interp_matrix(n_in: int, n_out: int) -> torch.Tensor:
@@ -96,10 +102,52 @@ def _kernel(inline: bool = False):
     def wrap(fn):
         options = {"nogil": True, "inline": "always" if inline else "never"}
         try:
-            return njit(cache=True, **options)(fn)
+            return _guard_cache(njit(cache=True, **options)(fn))
         except RuntimeError:  # numba: "cannot cache function ...: no locator available"
             return njit(**options)(fn)
     return wrap
+
+
+def _guard_cache(dispatcher):
+    """A cache file numba cannot read (garbage, truncated, another writer's) is ignored: one
+    warning naming the file, the index emptied, the kernel compiled again and re-cached. A cache
+    that cannot be written is ignored too (the kernel stays compiled in memory)."""
+    cache = getattr(dispatcher, "_cache", None)
+    files = getattr(cache, "_cache_file", None)
+    if files is None:  # numba's NullCache, or another numba layout: nothing to guard
+        return dispatcher
+    load, save = cache.load_overload, cache.save_overload
+
+    def guarded_load(sig, target_context):
+        try:
+            return load(sig, target_context)
+        except Exception as exc:  # noqa: BLE001 - pickle, EOF, numba's own errors: any unreadable file
+            _log.warning("numba cache %s is unreadable (%s): ignored, the postprocess kernel is compiled "
+                         "again", _unreadable_file(files), safe_text(one_line(exc, 120)))
+            try:
+                cache.flush()  # an empty index: the rebuilt kernel replaces the files
+            except Exception:  # noqa: BLE001 - a read-only cache: the save below is skipped too
+                pass
+            return None
+
+    def guarded_save(sig, data):
+        try:
+            save(sig, data)
+        except Exception as exc:  # noqa: BLE001
+            _log.warning("numba cache %s cannot be written (%s): the kernel is compiled at each start",
+                         files._index_path, safe_text(one_line(exc, 120)))
+
+    cache.load_overload, cache.save_overload = guarded_load, guarded_save
+    return dispatcher
+
+
+def _unreadable_file(files) -> str:
+    """The index (``.nbi``) when it cannot be read, else its data files (``.nbc``)."""
+    try:
+        files._load_index()
+    except Exception:  # noqa: BLE001
+        return files._index_path
+    return os.path.join(files._cache_path, files._data_name_pattern.replace("{number:d}", "*"))
 
 
 def warm_up() -> None:

@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import BisenetError, ConfigError
+from ..data.images import MAX_PIXELS
+from ..errors import BisenetError, ConfigError, ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -49,56 +50,110 @@ def data_kind(data: str | Path) -> str:
                         f"or a ROS 2 bag (folder, .mcap or .db3)")
 
 
-def read_frames(data: str | Path, topic: str | None = None, limit: int = 100) -> list[tuple[np.ndarray, str]]:
-    """Up to ``limit`` (image, encoding) frames, spread evenly over the source."""
+def read_frames(data: str | Path, topic: str | None = None, limit: int = 100, max_pixels: int = MAX_PIXELS,
+                labels: tuple[int, int] | None = None) -> list[tuple[np.ndarray, str]]:
+    """Up to ``limit`` (image, encoding) frames, spread evenly over the source, streamed: only the
+    frames taken are decoded and kept (a 600-frame video costs ``limit`` frames of memory), each
+    one's size checked against ``max_pixels`` before it is decoded. ``labels``: (class count,
+    ignore index) of the model; frames that are all single-channel class ids (a ground-truth
+    label topic or folder) are refused."""
     kind = data_kind(data)
     if kind == "bag" and not topic:
         raise QuantizeError(f"{data} is a bag: name its image topic with --topic")
     if kind != "bag" and topic:
         raise QuantizeError(f"--topic is for bags; {data} is {'a video' if kind == 'video' else 'an image folder'}")
     source = {"images": _folder_frames, "video": _video_frames, "bag": _bag_frames}[kind]
-    frames = list(source(Path(data).expanduser(), topic))
-    if len(frames) > limit:
-        keep = np.linspace(0, len(frames) - 1, limit).round().astype(int)
-        frames = [frames[i] for i in keep]
+    frames = list(source(Path(data).expanduser(), topic, limit, max_pixels))
     if len(frames) < 2:
         raise QuantizeError(f"{data}: {len(frames)} usable frame(s); at least 2 are needed "
                             f"(calibration and held-out)")
+    if labels is not None and all(looks_like_labels(img, enc, *labels) for img, enc in frames):
+        what = f"topic {topic}" if topic else str(data)
+        raise QuantizeError(f"{what}: every frame is a single-channel image of class ids (0..{labels[0] - 1} or "
+                            f"{labels[1]}): ground-truth labels, not camera frames; calibrate on the camera images")
     return frames
 
 
-def _folder_frames(root: Path, _topic) -> Iterator[tuple[np.ndarray, str]]:
+def spread(n: int, limit: int) -> list[int]:
+    """``min(n, limit)`` indices spread evenly over ``range(n)``."""
+    return sorted(set(np.linspace(0, n - 1, min(n, limit)).round().astype(int).tolist())) if n > 0 else []
+
+
+def looks_like_labels(image: np.ndarray, encoding: str, num_classes: int, ignore_index: int) -> bool:
+    """A mono8/mono16 image whose every value is a class id or the ignore index."""
+    if encoding not in ("mono8", "mono16") or image.ndim != 2:
+        return False
+    values = np.unique(image)
+    return bool(np.all((values < num_classes) | (values == ignore_index)))
+
+
+def _folder_frames(root: Path, _topic, limit: int, max_pixels: int) -> Iterator[tuple[np.ndarray, str]]:
+    from ..data.images import decode_image_bytes
+
     folder = root / "images" if (root / "images").is_dir() else root
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise QuantizeError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    for path in files:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise QuantizeError(f"{path}: not a readable image")
-        yield image, "bgr8"
+    cap = max_pixels * 8 + (1 << 20)  # no image file of the budget is larger (16-bit RGBA, uncompressed)
+    for i in spread(len(files), limit):
+        path = files[i]
+        try:
+            if path.stat().st_size > cap:
+                raise QuantizeError(f"{path}: {path.stat().st_size} bytes, larger than an image within the "
+                                    f"pixel budget ({max_pixels} pixels) can be")
+            yield decode_image_bytes(path.read_bytes(), str(path), max_pixels)
+        except OSError as exc:
+            raise QuantizeError(f"{path}: not a readable image ({exc.strerror or exc})") from None
+        except ImageError as exc:
+            raise QuantizeError(f"{path}: not a usable calibration image: {exc}") from None
 
 
-def _video_frames(path: Path, _topic, stride: int = 1) -> Iterator[tuple[np.ndarray, str]]:
+def _video_frames(path: Path, _topic, limit: int, max_pixels: int) -> Iterator[tuple[np.ndarray, str]]:
+    from ..data.images import check_pixels
+
     cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise QuantizeError(f"{path}: not a readable video")
     try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
+        if not cap.isOpened():
+            raise QuantizeError(f"{path}: not a readable video")
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        try:
+            check_pixels(w, h, max_pixels)
+        except ImageError as exc:
+            raise QuantizeError(f"{path}: {exc}") from None
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if count <= 0:  # not in the container: count by grabbing (nothing kept), then read again
+            while cap.grab():
+                count += 1
+            cap.release()
+            cap = cv2.VideoCapture(str(path))
+        wanted = set(spread(count, limit))
+        for i in range(count):
+            if not cap.grab():
                 break
-            yield frame, "bgr8"
+            if i in wanted:
+                ok, frame = cap.retrieve()
+                if ok and frame is not None:
+                    yield frame, "bgr8"
     finally:
         cap.release()
 
 
-def _bag_frames(path: Path, topic: str) -> Iterator[tuple[np.ndarray, str]]:
-    from ..data.bags import read_image_topics
+def _bag_frames(path: Path, topic: str, limit: int, max_pixels: int) -> Iterator[tuple[np.ndarray, str]]:
+    from ..data.bags import _topics, check_image_topic, image_to_array, open_bag
 
-    for item in read_image_topics(path, [topic]):
-        if item.array is not None:
-            yield item.array, item.encoding
+    with open_bag(path) as reader:
+        topics = _topics(reader)
+        check_image_topic(topics, topic, path)
+        wanted = set(spread(topics[topic].count, limit))
+        conns = [c for c in reader.connections if c.topic == topic]
+        for i, (conn, _, raw) in enumerate(reader.messages(connections=conns)):
+            if i not in wanted:
+                continue  # neither deserialised nor decoded
+            try:
+                array, encoding = image_to_array(reader.deserialize(raw, conn.msgtype))
+            except Exception:  # noqa: BLE001 - a corrupt or oversized message is no calibration data
+                continue
+            yield array, encoding
 
 
 def split_held_out(n: int, every: int = 5) -> tuple[list[int], list[int]]:

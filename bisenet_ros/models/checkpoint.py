@@ -11,6 +11,9 @@ Accepted: a plain ``state_dict`` (the public CoinCheung/BiSeNet release format),
 """
 from __future__ import annotations
 
+import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,7 +21,8 @@ from typing import Any, Mapping
 import torch
 import yaml
 
-from ..errors import CheckpointError, one_line
+from ..errors import CheckpointError, one_line, safe_text
+from ..safe_yaml import load_yaml_file
 from .architectures import architecture
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "weights")
@@ -30,13 +34,27 @@ ARCH_SIGNATURES: dict[str, tuple[str, ...]] = {
 }
 
 
+def weights_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be opened as a weights file ("not found", "is a directory", "is not a
+    regular file", "is not readable"), or None: the one rule of the CLI, the pipeline and the node."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return "is a directory"
+    if not path.exists():
+        return "not found"
+    if not path.is_file():
+        return "is not a regular file"
+    if not os.access(path, os.R_OK):
+        return "is not readable"
+    return None
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load the tensors of a checkpoint file on the CPU, unwrapped and without ``module.``."""
     path = Path(path).expanduser()
-    if not path.exists():
-        raise CheckpointError(f"{path}: weights file not found")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: not a file")
+    problem = weights_problem(path)
+    if problem:
+        raise CheckpointError(f"{path}: weights file {problem}")
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -48,15 +66,26 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path}: not a safetensors file ({one_line(exc)})") from None
     else:
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's notes on odd pickles: the refusal below says it all
+                warnings.simplefilter("ignore")
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle/zip errors of many kinds
-            raise CheckpointError(
-                f"{path}: not a PyTorch checkpoint or holds non-tensor objects ({one_line(exc)})"
-            ) from None
+            raise CheckpointError(pickle_refusal(path, exc)) from None
     state = _unwrap(obj)
     if state is None:
         raise CheckpointError(f"{path}: no state_dict of tensors found in the file")
     return state
+
+
+def pickle_refusal(path: Path, exc: BaseException) -> str:
+    """The package's own line for a checkpoint ``torch.load(weights_only=True)`` refused: a pickle
+    that wants Python objects (it names the first one) or a file that is no checkpoint at all."""
+    wanted = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    if wanted is None:
+        return f"{path}: not a PyTorch checkpoint (neither a zip nor a pickle of tensors, or truncated)"
+    what = f" ({safe_text(wanted.group(1), 80)})"
+    return (f"{path}: refused: the checkpoint holds Python objects{what}, not only tensors; unpickling them "
+            "could run code, so bisenet-ros reads tensors only (save the model's state_dict)")
 
 
 def _unwrap(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -105,12 +134,7 @@ def read_sidecar(weights: str | Path) -> dict[str, Any]:
     path = sidecar_path(weights)
     if path is None:
         return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint sidecar ({one_line(exc)})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: checkpoint sidecar must be a YAML mapping")
+    data = load_yaml_file(path, "checkpoint sidecar", error=CheckpointError)
     problem = sidecar_problem(data)
     if problem:
         raise CheckpointError(f"{path}: checkpoint sidecar: {problem}")

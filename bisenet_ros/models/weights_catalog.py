@@ -28,6 +28,7 @@ from typing import Callable
 import yaml
 
 from ..errors import BisenetError, one_line
+from ..safe_yaml import load_yaml_file
 from ..resources import RESOURCES
 
 CATALOG_FILE = RESOURCES / "weights.yaml"
@@ -59,7 +60,7 @@ class Entry:
 
 def catalog() -> dict[str, Entry]:
     """The catalogue's entries by name (URLs with :data:`MIRROR_ENV` applied)."""
-    data = yaml.safe_load(CATALOG_FILE.read_text())
+    data = load_yaml_file(CATALOG_FILE, "weights catalogue")
     base = (os.environ.get(MIRROR_ENV) or data["base_url"]).rstrip("/")
     out = {}
     for name, e in data["weights"].items():
@@ -108,10 +109,9 @@ def resolve_weights(value: str | os.PathLike | None) -> str | None:
 # -- download ---------------------------------------------------------------------------------------
 def _records() -> dict:
     try:
-        data = yaml.safe_load((cache_dir() / RECORDS).read_text())
-    except (OSError, yaml.YAMLError):
+        return load_yaml_file(cache_dir() / RECORDS, "download records")
+    except BisenetError:  # none yet, or unreadable: as before, nothing recorded
         return {}
-    return data if isinstance(data, dict) else {}
 
 
 def expected_checksum(entry: Entry, sha256: str | None = None) -> tuple[str | None, int | None, str]:

@@ -42,7 +42,7 @@ __all__ = ["ReplayError", "NodeProcess", "node_command", "replay_bag", "pop_late
            "Collector", "OverlayWriter"]
 
 #: stage keys of the node's per-frame timing message that are reported (prefixed ``node_``)
-NODE_STAGES = ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
+NODE_STAGES = ("wait_ms", "preprocess_ms", "inference_ms", "postprocess_ms", "total_ms")
 #: predictions / ground-truth images kept while waiting for their partner (oldest dropped first)
 MAX_PENDING = 256
 
@@ -176,7 +176,9 @@ class Collector:
             }
             samples = {"end_to_end_ms": list(self.latency), **self.node_timing.samples}
             if self.legend:
-                figures["model"] = {k: self.legend.get(k) for k in ("model", "weights", "dataset", "num_classes")}
+                figures["model"] = {k: self.legend.get(k) for k in ("model", "weights", "dataset", "num_classes",
+                                                                     "backend", "device", "precision", "input_size")
+                                    if k in self.legend}
         return figures, samples
 
 

@@ -73,6 +73,7 @@ def legend_json(pipeline: SegmentationPipeline) -> str:
         "num_classes": preset.num_classes,
         "model": pipeline.info.get("model"),
         "weights": pipeline.info.get("weights"),
+        **{k: pipeline.info.get(k) for k in ("backend", "device", "precision", "input_size")},
         "classes": [{"id": i, "name": name, "color": [int(c) for c in preset.palette[i]]}
                     for i, name in enumerate(preset.class_names)],
     })

@@ -10,7 +10,6 @@ callback only and applies changes (live switches, background reloads) in its pos
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from rclpy.parameter import Parameter
 from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT, MAX_SIDE
 from ..errors import BisenetError, one_line, safe_text
 from ..inference.backends import BACKENDS
+from ..models.checkpoint import weights_problem
 from ..models.weights_catalog import resolve_weights
 from ..options import PipelineOptions
 
@@ -215,11 +215,9 @@ def validate_parameter(name: str, value: Any) -> str | None:
             value = resolve_weights(value)
         except BisenetError as exc:
             return str(exc)
-        path = Path(value).expanduser()
-        if not path.is_file():
-            return f"weights '{value}' not found"
-        if not os.access(path, os.R_OK):
-            return f"weights '{value}' is not readable"
+        problem = weights_problem(value)
+        if problem:
+            return f"weights '{value}' {problem}"
     if name in ("mean", "std") and value is not None and len(value) not in (0, 3):
         return f"{name} needs three values (R, G, B on a 0-1 scale), got {list(value)}"
     if name in ("mean", "std") and value and not all(math.isfinite(v) for v in value):

@@ -60,7 +60,7 @@ def _topics(args: argparse.Namespace) -> tuple[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.camera_source import open_source, read_calibration
-    from ..outputs import terminate_as_interrupt
+    from ..errors import terminate_as_interrupt
 
     terminate_as_interrupt()  # SIGTERM ends it like Ctrl-C: exit 0
     image_topic, info_topic = _topics(args)

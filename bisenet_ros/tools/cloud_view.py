@@ -70,3 +70,48 @@ def fill_gaps(canvas: np.ndarray, max_px: int) -> np.ndarray:
             out[dst][take] = canvas[src][take]
             empty[dst] &= ~take
     return out
+
+
+# -- the picture: four titled panels, a class legend, metres on the top-down view --------------------
+PERSPECTIVE = dict(height=4.0, back=8.0, side=-2.0)
+
+
+def cloud_figure(image: np.ndarray, labels: np.ndarray, xyz: np.ndarray, colours: np.ndarray, cloud_labels: np.ndarray,
+                 max_depth: float, class_names: list[str] | None = None):
+    """A matplotlib figure: camera | predicted classes over the labelled cloud in perspective |
+    top-down (x right, z forward, in metres), with the classes present in a legend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    h, w = image.shape[:2]
+    palette = np.zeros((max(int(labels.max(initial=0)), int(cloud_labels.max(initial=0))) + 1, 3), np.uint8)
+    palette[cloud_labels] = colours  # each class's colour, from the cloud's rgb field
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.6))
+    (cam, cls), (per, top) = axes
+    cam.imshow(image)
+    cam.set_title("camera image (the node's input)", fontsize=10)
+    cls.imshow(palette[labels])
+    cls.set_title("predicted classes (~/labels, coloured as ~/color)", fontsize=10)
+    for ax in (cam, cls):
+        ax.set_xlabel("pixels")
+    per.imshow(perspective_view(xyz, colours, (h, w), **PERSPECTIVE))
+    per.set_title(f"labelled point cloud (~/points), {len(xyz)} points:\nseen from {PERSPECTIVE['height']:g} m above, "
+                  f"{PERSPECTIVE['back']:g} m behind the camera", fontsize=10)
+    per.set_axis_off()
+    scale = (h - 10) / max_depth  # as top_down_view draws it
+    extent = (-(w - 1) / 2 / scale, (w - 1) / 2 / scale, -4 / scale, (h - 5) / scale)
+    top.imshow(top_down_view(xyz, colours, (h, w), max_depth), extent=extent, aspect="equal")
+    top.plot([0], [0], marker="^", color="black", markersize=8, linestyle="none")
+    top.set_title(f"top-down view (bird's eye), camera at (0, 0), range {max_depth:g} m", fontsize=10)
+    top.set_xlabel("x: metres to the right of the camera")
+    top.set_ylabel("z: metres ahead of the camera")
+    present = sorted(set(np.unique(cloud_labels).tolist()) | set(np.unique(labels).tolist()))
+    names = class_names or []
+    handles = [Patch(color=palette[c] / 255.0, label=names[c] if c < len(names) else f"class {c}") for c in present]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8), fontsize=9, title="classes",
+               bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig

@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> dict:
     print("[3/3] outputs")
     report = summarise(results, args, weights, code)
     picture = args.out / "cloud.png"
-    write_picture(picture, *last, max_depth=args.max_depth)
+    write_picture(picture, *last, max_depth=args.max_depth, class_names=class_names_of(weights))
     report["picture"] = str(picture)
     (args.out / "points.json").write_text(json.dumps(report, indent=2))
     return report
@@ -199,22 +199,27 @@ def summarise(results: list[dict], args: argparse.Namespace, weights: Path, exit
                           for r in results)}
 
 
-def write_picture(path: Path, image: np.ndarray, labels: np.ndarray, cloud: np.ndarray, max_depth: float) -> None:
-    """camera | classes over perspective view | top-down view of the cloud, coloured by its rgb field."""
-    import cv2
+def write_picture(path: Path, image: np.ndarray, labels: np.ndarray, cloud: np.ndarray, max_depth: float,
+                  class_names: list[str] | None = None) -> None:
+    """camera | classes over perspective view | top-down view (metres) of the cloud, coloured by
+    its rgb field, with titles and the class legend (:func:`cloud_view.cloud_figure`)."""
+    import matplotlib.pyplot as plt
 
-    from .cloud_view import perspective_view, top_down_view
+    from .cloud_view import cloud_figure
 
-    h, w = image.shape[:2]
     xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], 1)
     rgb = cloud["rgb"].astype(np.uint32)
     colours = np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], 1).astype(np.uint8)
-    palette = np.zeros((int(labels.max(initial=0)) + 1, 3), np.uint8)  # each class's colour, from the cloud
-    palette[cloud["label"]] = colours
-    top = np.concatenate([image, palette[labels]], axis=1)
-    bottom = np.concatenate([perspective_view(xyz, colours, (h, w)), top_down_view(xyz, colours, (h, w), max_depth)],
-                            axis=1)
-    cv2.imwrite(str(path), cv2.cvtColor(np.concatenate([top, bottom], axis=0), cv2.COLOR_RGB2BGR))
+    fig = cloud_figure(image, labels, xyz, colours, np.asarray(cloud["label"]), max_depth, class_names)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def class_names_of(weights: Path) -> list[str]:
+    from ..data.datasets import sidecar_preset
+    from ..models.checkpoint import read_sidecar
+
+    return list(sidecar_preset(read_sidecar(weights), str(weights)).class_names)
 
 
 def main(argv: list[str] | None = None) -> int:

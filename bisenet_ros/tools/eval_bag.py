@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..data.bags import STORAGES, BagError, check_bag_output, check_image_topic, list_topics
+from ..data.bags import (IMAGE_TYPES, STORAGES, BagError, check_bag_output, check_image_topic, describe_topics,
+                         label_topic_candidates, list_topics)
 from ..data.remap import ground_truth_lut
 from ..errors import ConfigError
 from ..evaluation.health import LEVELS, SHIFTS, HealthProbe, parse_shifts, recording_statistics, write_health_csv
@@ -38,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bag", help="bag directory, or a single .mcap/.db3 file")
     parser.add_argument("--image-topic", default="/camera/image_raw", help="camera topic (Image or CompressedImage)")
     parser.add_argument("--label-topic", default=None,
-                        help="ground-truth labels (mono8/mono16/16UC1 images of class ids); omit to time only")
+                        help="ground-truth labels (mono8/mono16/16UC1 images of class ids); default: the bag's "
+                             "one image topic named *label* (make-bag writes /camera/labels); 'none' to time only")
     parser.add_argument("--ignore-index", type=number(int, 0, 65535), default=255, help="ground-truth value that is not scored")
     parser.add_argument("--label-map", default=None,
                         help="map raw label values to class ids: a label map of the dataset preset "
@@ -124,10 +126,26 @@ def no_known_class_message(args: argparse.Namespace, report: dict, num_classes: 
             f"or out of range{': ' + oor if oor else ''}); check --label-map and --ignore-index (report: {path})")
 
 
+def resolve_label_topic(asked: str | None, topics: dict, image_topic: str) -> tuple[str | None, str]:
+    """(label topic, what to say about it): ``--label-topic`` as given; ``none`` -> no ground
+    truth; omitted -> the bag's one label topic (:func:`~bisenet_ros.bags.label_topic_candidates`),
+    else none, with a note naming the image topics the bag has (timing only)."""
+    if asked is not None:
+        return (None if asked.strip().lower() in ("", "none") else asked), ""
+    found = label_topic_candidates(topics, image_topic)
+    if len(found) == 1:
+        return found[0], f"ground truth: {found[0]} (the bag's label topic; --label-topic none to time only)"
+    images = {k: t for k, t in topics.items() if t.msgtype in IMAGE_TYPES and k != image_topic}
+    listing = describe_topics(images) if images else "none but the camera's"
+    return None, (f"note: timing only, no mIoU: {'several label topics' if found else 'no label topic'} in the "
+                  f"bag; name one with --label-topic (image topics: {listing})")
+
+
 def run(args: argparse.Namespace) -> int:
     bag = Path(args.bag).expanduser()
     topics = list_topics(bag)  # fail fast on a bad bag, topic or output, before loading the model
     check_image_topic(topics, args.image_topic, bag, "image")
+    args.label_topic, note = resolve_label_topic(args.label_topic, topics, args.image_topic)
     if args.label_topic:
         check_image_topic(topics, args.label_topic, bag, "label")
         if args.label_topic == args.image_topic:
@@ -138,6 +156,8 @@ def run(args: argparse.Namespace) -> int:
         resolve_baseline(args.health_baseline, None)  # an unreadable file: an error before the model loads
     out = args.out or Path(f"eval_{bag.stem or bag.name}")
     check_outputs(args, bag, out)
+    if note:
+        print(note, file=sys.stderr)
     pipeline = pipeline_from_args(args)
     lut = resolve_label_map(args.label_map, pipeline.source_preset, args.ignore_index)
     if pipeline.remap is not None and args.label_topic:  # ground truth in the model's classes -> output classes

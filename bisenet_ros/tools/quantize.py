@@ -20,13 +20,14 @@ import numpy as np
 import torch
 import yaml
 
-from ..errors import ConfigError
+from ..errors import BisenetError, ConfigError
 from ..inference import quantization as q
 from ..inference.onnx_model import CREATED_BY, sidecar_of
 from ..options import PipelineOptions
 from ..output_files import ONNX, Kind, atomic_file, check_output, write_text
 from ..pipeline import build_pipeline
 from ..progress import progress_bar
+from ..safe_yaml import load_yaml_file
 from .common import float_triple
 
 HELP = "int8 post-training quantization (ONNX) from unlabelled images, a video or a bag topic"
@@ -65,10 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _written_by_quantize(side: Path) -> bool:
     try:
-        data = yaml.safe_load(side.read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return load_yaml_file(side).get("created_by") == CREATED_BY
+    except BisenetError:
         return False
-    return isinstance(data, dict) and data.get("created_by") == CREATED_BY
 
 
 #: what quantize may replace with --overwrite: its own model (known by its sidecar) and sidecar
@@ -94,15 +94,19 @@ def run(args: argparse.Namespace) -> int:
     if fp32.input_size is None:
         raise ConfigError(f"{args.weights} has no input size in its sidecar: pass --input-size HxW "
                           f"(the int8 model is exported at one size)")
-    frames = q.read_frames(args.calibration, args.topic, args.max_frames)
+    # every input checked before anything is written: --val, then the calibration frames
+    val = check_val(args.val, fp32.preset, fp32.max_pixels, not args.no_progress) if args.val else None
+    source = fp32.source_preset
+    frames = q.read_frames(args.calibration, args.topic, args.max_frames, fp32.max_pixels,
+                           labels=(source.num_classes, source.ignore_index))
     calib_idx, held_idx = q.split_held_out(len(frames))
     inputs = [fp32.model_input(*frames[i]) for i in calib_idx]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = _quantize(args, fp32, inputs)
     int8 = build_pipeline(weights=str(args.out), input_size=None)
     report = {"held_out": _compare(fp32, int8, [frames[i] for i in held_idx], args.bench_runs)}
-    if args.val:
-        report["val"] = _miou(fp32, int8, args.val)
+    if val is not None:
+        report["val"] = _miou(fp32, int8, val)
     _write_sidecar(args, fp32, done, report)
     _print(args, fp32, int8, done, report)
     return 0
@@ -162,11 +166,22 @@ def _compare(fp32, int8, held: list, runs: int) -> dict:
             "fp32_backend": fp32.info["backend"], "int8_backend": int8.info["backend"]}
 
 
-def _miou(fp32, int8, val: str) -> dict:
-    from ..evaluation.metrics import ConfusionMatrix
-    from ..training.data import find_samples, read_image, read_label
+def check_val(val: str, preset, max_pixels: int, progress: bool) -> list:
+    """The samples of ``--val``, each image header and label read once (labels single-channel
+    class ids of ``preset``, the image's size, images within the pixel budget): one line
+    naming the problems, before anything is written."""
+    from ..training.checks import check_data
+    from ..training.data import SegmentationDataset, find_samples
 
     samples, _ = find_samples(val)
+    check_data(SegmentationDataset(samples, preset), f"--val {val}", progress, max_pixels=max_pixels)
+    return samples
+
+
+def _miou(fp32, int8, samples: list) -> dict:
+    from ..evaluation.metrics import ConfusionMatrix
+    from ..training.data import read_image, read_label
+
     preset = fp32.preset
     mats = {k: ConfusionMatrix(preset.num_classes, preset.ignore_index) for k in ("fp32", "int8")}
     for s in samples:

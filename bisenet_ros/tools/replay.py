@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..data.remap import ground_truth_lut, load_remap
 from ..errors import ConfigError
@@ -18,6 +17,7 @@ from ..evaluation.recording import resolve_label_map
 from ..evaluation.report import check_report_dir, write_report
 from ..options import PipelineOptions
 from ..output_files import check_own_dir, prepare_dir
+from ..safe_yaml import load_yaml_text
 from .common import add_model_arguments, cpu_name, model_preset, number
 
 HELP = "replay a bag through a live segmentation_node: dropped frames, latency, fps, mIoU"
@@ -73,7 +73,7 @@ def node_parameters(args: argparse.Namespace) -> dict:
         name, sep, value = item.partition(":=")
         if not sep or not name:
             raise ConfigError(f"--node-param '{item}' must look like NAME:=VALUE")
-        params[name] = yaml.safe_load(value) if value else ""
+        params[name] = load_yaml_text(value, f"--node-param {name}", "value", expect=None) if value else ""
     return params
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..data.images import compressed_size
+from ..data.images import check_pixels, compressed_size
 from ..errors import ConfigError, ImageError
 from ..output_files import CHECKPOINT, SIDECAR, OutputError, check_output, kind_for
 from .curve import log_paths
@@ -54,8 +54,19 @@ def _image_size(path: Path) -> tuple[int, int]:
         return img.shape[0], img.shape[1]
 
 
-def check_data(ds: SegmentationDataset, what: str, progress: bool = True, limit: int = 5) -> None:
-    """Read every label and image header once; raise one :class:`DataError` listing the problems."""
+def _check_budget(sample, size: tuple[int, int], max_pixels: int) -> None:
+    try:
+        check_pixels(size[1], size[0], max_pixels)
+        label = _image_size(sample.label)
+        check_pixels(label[1], label[0], max_pixels)
+    except ImageError as exc:
+        raise DataError(f"{sample.image.name}: {exc}") from None
+
+
+def check_data(ds: SegmentationDataset, what: str, progress: bool = True, limit: int = 5,
+               max_pixels: int | None = None) -> None:
+    """Read every label and image header once; raise one :class:`DataError` listing the problems.
+    ``max_pixels``: images and labels beyond this budget are refused from their headers, undecoded."""
     from tqdm import tqdm
 
     problems: list[str] = []
@@ -64,6 +75,8 @@ def check_data(ds: SegmentationDataset, what: str, progress: bool = True, limit:
                        file=sys.stderr, dynamic_ncols=True, mininterval=1.0):
         try:
             size = _image_size(sample.image)
+            if max_pixels is not None:
+                _check_budget(sample, size, max_pixels)
             lbl = read_label(sample.label, ds.lut, preset.num_classes, preset.ignore_index)
             if tuple(lbl.shape) != size:
                 raise DataError(f"{sample.label}: label size {lbl.shape[1]}x{lbl.shape[0]} differs from "

@@ -20,7 +20,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -30,6 +29,7 @@ from ..models import build_model, resolve_device
 from ..models.checkpoint import Checkpoint, sidecar_path
 from ..pipeline import auto32
 from ..resources import RESOURCES
+from ..safe_yaml import load_yaml_file
 from .checks import check_data, check_outputs
 from .curve import TrainingLog, log_paths
 from .data import Augment, DataError, IterationSampler, SegmentationDataset, cityscapes_needs_map, find_samples
@@ -45,7 +45,7 @@ DEFAULTS_FILE = RESOURCES / "training.yaml"
 
 def training_defaults(arch: str) -> dict:
     """The ``common`` defaults merged with the architecture's own (``resources/training.yaml``)."""
-    data = yaml.safe_load(DEFAULTS_FILE.read_text())
+    data = load_yaml_file(DEFAULTS_FILE, "training defaults")
     return {**data["common"], **data.get(arch, {})}
 
 
