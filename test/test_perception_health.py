@@ -154,6 +154,6 @@ def test_baseline_file_round_trip_and_the_node_rule(tmp_path):
         bad.write_text(text)
         with pytest.raises(ConfigError, match="health baseline"):
             load_baseline(bad)
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="health baseline: cannot be read"):
         load_baseline(tmp_path / "missing.yaml")
     assert health.ONSET > 0.5 > health.CLEAR

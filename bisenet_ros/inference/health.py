@@ -130,11 +130,10 @@ def baseline_yaml(baseline: Baseline, weights: str, tool: str) -> str:
 
 def load_baseline(path: str | Path) -> Baseline:
     """Read a baseline YAML; :class:`ConfigError` with one line when it is not one."""
+    from ..safe_yaml import load_yaml_file
+
     p = Path(path).expanduser()
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"health baseline {path}: cannot read it ({type(exc).__name__})") from None
+    doc = load_yaml_file(p, "health baseline", error=ConfigError)  # one line: missing, too large, bad YAML
     if not isinstance(doc, dict) or "bisenet_ros_health_baseline" not in doc or \
             not isinstance(doc.get("thresholds"), dict):
         raise ConfigError(f"health baseline {path}: not a baseline written by bisenet-ros health-baseline")
