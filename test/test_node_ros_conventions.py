@@ -43,7 +43,7 @@ def node(ros_env, tiny_checkpoints, tmp_path_factory):
 def client(node):
     c = RosClient("test_conventions_client")
     c.subscribe("/diagnostics", DiagnosticArray)
-    assert c.wait_matched(CAM, Image), "the node did not subscribe to " + CAM + ":\n" + node.log
+    assert c.wait_matched(CAM, Image, timeout=180.0), "the node did not subscribe to " + CAM + ":\n" + node.log
     yield c
     c.close()
 
