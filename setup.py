@@ -42,6 +42,7 @@ setup(
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
         "openvino": ["openvino>=2024.0"],  # bf16/int8 on the CPU (bisenet_ros.inference.backends)
         "video": ["av>=12"],  # H.264 videos (PyAV ships FFmpeg with libx264)
+        "foxglove": ["foxglove-sdk>=0.30"],  # the live view of the node (foxglove_port)
         "test": ["pytest>=7"],
     },
     zip_safe=False,

@@ -34,6 +34,7 @@ from .data.images import ENCODINGS, MAX_PIXELS, MAX_SIDE, check_max_pixels, chec
 from .data.remap import ClassRemap, load_remap
 from .errors import BisenetError, CheckpointError, ConfigError, ImageError, one_line
 from .inference import health, postprocess
+from .inference.threads import pipeline_threads, torch_threads
 from .options import CHECKPOINT, PipelineOptions, fixed_input_size, unknown_label
 
 OUTPUTS = frozenset({"color", "overlay", "confidence", "health"})
@@ -127,6 +128,7 @@ class SegmentationPipeline:
         self._palette_np = table
         self._lut = torch.from_numpy(remap.lut).to(self.device) if remap is not None else None
         self._sync = self.device.type == "cuda"
+        self._stage_threads = pipeline_threads() if self.device.type == "cpu" else 0
 
     # -- public API -------------------------------------------------------------------------
     @property
@@ -219,16 +221,18 @@ class SegmentationPipeline:
         self, images: list[np.ndarray], encodings: list[str], size: tuple[int, int], wanted: set[str]
     ) -> list[SegmentationResult]:
         t0 = time.perf_counter()
-        uploaded = [self._upload(img, enc) for img, enc in zip(images, encodings)]
-        batch = torch.cat([self.preprocess(rgb, size) for rgb, _ in uploaded])
+        with torch_threads(self._stage_threads):  # see threads.py: small stages, one thread
+            uploaded = [self._upload(img, enc) for img, enc in zip(images, encodings)]
+            batch = torch.cat([self.preprocess(rgb, size) for rgb, _ in uploaded])
         t1 = self._tick()
         logits = self.runner(batch)
         t2 = self._tick()
         results = []
         stride = logit_stride(tuple(logits.shape[-2:]), size)
-        for i, ((rgb, native), image, enc) in enumerate(zip(uploaded, images, encodings)):
-            results.append(self._postprocess(logits[i:i + 1], stride, size, rgb, native, image.shape[:2],
-                                             enc, wanted))
+        with torch_threads(self._stage_threads):
+            for i, ((rgb, native), image, enc) in enumerate(zip(uploaded, images, encodings)):
+                results.append(self._postprocess(logits[i:i + 1], stride, size, rgb, native, image.shape[:2],
+                                                 enc, wanted))
         t3 = self._tick()
         if "health" in wanted:  # from the low-resolution logits and a subsample of the image
             for i, (res, image) in enumerate(zip(results, images)):
@@ -448,7 +452,7 @@ def _load_torch_model(opts: PipelineOptions, dev: torch.device):
     size = fixed_input_size(sidecar.get("input_size") if opts.input_size == CHECKPOINT else opts.input_size)
     # the runner returns the 1/8 logits; the pipeline upsamples them once, exactly (postprocess.py)
     runner = create_runner(low_res_view(net), backend=opts.backend, device=dev, precision=opts.precision,
-                           input_size=size)
+                           input_size=size, sidecar=sidecar)
     return {**net.bisenet_info, "sidecar": sidecar}, runner, size
 
 

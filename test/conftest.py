@@ -25,6 +25,9 @@ def _private_cache(tmp_path_factory):
     measured once per session, not per test."""
     saved = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    # a choice measured while the suite loads the machine is provisional; it is kept, not measured
+    # again at a quieter moment, so that node and offline pipelines keep agreeing on one backend
+    os.environ["BISENET_ROS_KEEP_PROVISIONAL_BACKEND"] = "1"
     yield
     if saved is None:
         os.environ.pop("XDG_CACHE_HOME", None)

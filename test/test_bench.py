@@ -13,7 +13,7 @@ from bisenet_ros.cli import main
 
 KEYS = {"model", "weights", "random_init", "device", "backend", "precision", "backend_selection", "input_size",
         "frame_size", "frames", "warmup", "model_fps", "model_latency_ms", "pipeline_fps", "pipeline_latency_ms",
-        "pipeline_stages_ms", "rel_err_vs_eager", "machine"}
+        "pipeline_stages_ms", "rel_err_vs_eager", "machine", "load", "backend_cache"}
 
 
 def test_bench_writes_json_with_the_keys(tiny_checkpoints, tmp_path, capsys):
@@ -30,7 +30,30 @@ def test_bench_writes_json_with_the_keys(tiny_checkpoints, tmp_path, capsys):
     assert data["model_latency_ms"]["count"] == 2
     assert {"p50", "p90", "p99"} <= set(data["pipeline_latency_ms"])
     assert 0 <= data["rel_err_vs_eager"] < 1e-3
-    assert "model    :" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "model    :" in out_text
+    # the load with the figures, and what auto has cached with how to measure again
+    assert data["load"]["cpus"] >= 1 and "load_average_start" in data["load"] and "machine load:" in out_text
+    assert data["backend_cache"]["entry"]["backend"] == data["backend"]
+    assert "bisenet-ros bench --remeasure" in out_text
+
+
+def test_bench_says_when_figures_are_untrustworthy_and_remeasures_on_request(tiny_checkpoints, tmp_path, capsys,
+                                                                           monkeypatch):
+    from bisenet_ros.inference import backend_cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(backend_cache, "load_average", lambda: 50.0)
+    args = ["bench", "--weights", str(tiny_checkpoints["bisenetv2"]), "--input-size", "64x96", "--frame-size",
+            "50x70", "--device", "cpu", "--frames", "1", "--warmup", "0"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "warning: load average 50.0" in captured.err and "not trustworthy" in captured.err
+    assert "provisional" in captured.out  # measured under load: cached, but not trusted blindly
+    first = json.loads(backend_cache.cache_file().read_text())
+    assert main(args + ["--remeasure"]) == 0
+    assert "measuring the speed of" in capsys.readouterr().err
+    assert json.loads(backend_cache.cache_file().read_text()).keys() == first.keys()
 
 
 def test_bench_random_init_and_explicit_backend(tmp_path, capsys):

@@ -90,3 +90,45 @@ def test_montage_explains_itself(tmp_path):
     for cls in palette:
         assert (legend == np.array(cls["color"], np.uint8)).all(axis=-1).sum() >= 100, cls["name"]
     assert len(mious) == 3 and all(m is None or 0 <= m <= 1 for m in mious)
+
+
+def test_demo_keeps_the_foxglove_view_open_until_ctrl_c(ros_env, tmp_path):
+    """``make demo FOXGLOVE=1`` (``--foxglove PORT``): after the demo a node serves the Foxglove view,
+    fed the recording in a loop; a protocol client receives overlays; Ctrl-C ends it cleanly."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("foxglove")
+    from foxglove_client import FoxgloveClient
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "demo.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "bisenet_ros.tools.demo", "--out", str(tmp_path / "demo"),
+                                 "--frames", "10", "--foxglove", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env=ros_env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while "[view]" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "[view]" in log.read_text() and f"ws://127.0.0.1:{port}" in log.read_text(), log.read_text()
+        fox = FoxgloveClient("127.0.0.1", port, connect_timeout=120)
+        try:
+            sub = fox.subscribe("/segmentation/overlay/compressed", timeout=120)
+            _, overlay = fox.next_message(sub, timeout=120)
+            assert overlay.format == "jpeg" and cv2.imdecode(np.frombuffer(overlay.data, np.uint8),
+                                                             cv2.IMREAD_COLOR).shape == (240, 320, 3)
+        finally:
+            fox.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in log.read_text(), log.read_text()

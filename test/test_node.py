@@ -40,7 +40,7 @@ def client(node):
         c.subscribe(f"{NODE}/{kind}", Image)
     c.subscribe(f"{NODE}/timing", DiagnosticArray)
     c.subscribe("/diagnostics", DiagnosticArray)
-    assert c.wait_matched("/cam", Image), "the node did not subscribe to /cam:\n" + node.log
+    assert c.wait_matched("/cam", Image, timeout=120), "the node did not subscribe to /cam:\n" + node.log
     assert c.wait_until(lambda: c.node.count_publishers(f"{NODE}/overlay") > 0)
     yield c
     c.close()

@@ -29,7 +29,7 @@ def test_two_cameras_are_batched_and_camera_info_is_scaled(ros_env, tiny_checkpo
             client.subscribe(f"{NODE}/{cam}/overlay", Image)
             client.subscribe(f"{NODE}/{cam}/timing", DiagnosticArray)
             client.subscribe(f"{NODE}/{cam}/camera_info", CameraInfo)
-            assert client.wait_matched(f"/{cam}/image", Image), node.log
+            assert client.wait_matched(f"/{cam}/image", Image, timeout=120), node.log  # start: 30-40 s under load
             assert client.wait_matched(f"/{cam}/camera_info", CameraInfo), node.log
         assert client.wait_until(lambda: client.node.count_publishers(f"{NODE}/rear/overlay") > 0)
         # camera_info of the front camera: 160x120, fx=100, cx=79.5 (the pixel-centre image centre)
@@ -83,7 +83,7 @@ def test_compressed_input(ros_env, tiny_checkpoints, tmp_path, client):
     try:
         client.subscribe(f"{NODE}/labels", Image)
         client.subscribe(f"{NODE}/overlay", Image)
-        assert client.wait_matched("/cam_c/compressed", CompressedImage), node.log
+        assert client.wait_matched("/cam_c/compressed", CompressedImage, timeout=120), node.log
         assert client.wait_until(lambda: client.node.count_publishers(f"{NODE}/overlay") > 0)
         bgr = frame(64, 96, 30)[:, :, ::-1].copy()
         msg = CompressedImage(format="png")
@@ -141,7 +141,7 @@ def test_mono16_labels_above_256_classes_and_outputs_only_on_demand(ros_env, tmp
     client = RosClient("test_mono16_client")
     try:
         client.subscribe(f"{NODE}/labels", Image)
-        assert client.wait_matched("/cam300", Image)
+        assert client.wait_matched("/cam300", Image, timeout=120)
         rgb = frame(64, 96, 40)
         msg = client.publish_image("/cam300", rgb, "rgb8", "many_classes")
         reply = client.request("/cam300", msg, f"{NODE}/labels")

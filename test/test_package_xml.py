@@ -21,7 +21,8 @@ PYTHON_KEYS = {
 #: imported, but optional and installed with pip (README): what needs them
 PIP_ONLY = {"safetensors": ".safetensors checkpoints", "onnx": "export-onnx metadata / ONNX graphs",
             "av": "H.264 overlay videos of segment (optional; OpenCV otherwise)",
-            "openvino": "the optional openvino backend (bf16/int8 on the CPU; setup.py extra)"}
+            "openvino": "the optional openvino backend (bf16/int8 on the CPU; setup.py extra)",
+            "foxglove": "the optional Foxglove live view, foxglove-sdk (node parameter foxglove_port; setup.py extra)"}
 ROS_MODULES = {"rclpy", "launch", "launch_ros", "ament_index_python"}
 
 

@@ -36,10 +36,12 @@ versions); later starts build only the cached backend and check it.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import io
 import os
+import sys
+import threading
 import warnings
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -47,12 +49,10 @@ import torch
 from torch import nn
 
 from ..errors import BisenetError, ConfigError, one_line
-from ..resources import RESOURCES
-from ..safe_yaml import load_yaml_file
+from .settings import CONFIG_FILE, backend_config  # noqa: F401  (re-exported)
 
 BACKENDS = ("auto", "torch", "torchscript", "onnxruntime", "openvino", "tensorrt", "cudagraph")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
-CONFIG_FILE = RESOURCES / "backends.yaml"
 
 Runner = Callable[[torch.Tensor], torch.Tensor]
 
@@ -61,10 +61,40 @@ class BackendUnavailable(ConfigError):
     """The requested backend cannot run here (package, provider or device missing)."""
 
 
-@lru_cache(maxsize=1)
-def backend_config() -> dict:
-    """The parsed ``resources/backends.yaml`` (auto order, tolerances, per-backend options)."""
-    return load_yaml_file(CONFIG_FILE, "backends configuration")
+
+
+# -- shared pieces ----------------------------------------------------------------------------------
+def import_openvino():
+    """``import openvino`` with its usage telemetry off *before* the import: on import, OpenVINO's
+    converter package starts a telemetry sender that writes ``~/intel`` and contacts an analytics
+    host (with no network the process exited seconds late). Marking ``openvino_telemetry`` as
+    absent makes OpenVINO take its own no-telemetry path (its ``telemetry_stub``): nothing is
+    written, nothing is sent. Called only when an OpenVINO runner is built."""
+    if "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import -> ImportError
+    import openvino
+
+    return openvino
+
+
+_export_memo = threading.local()
+
+
+def _onnx_bytes(model: nn.Module, size: Sequence[int], dynamic: bool, half: bool = False) -> bytes:
+    """The in-memory ONNX export of ``model``; while ``auto`` builds its candidates one export
+    serves both ONNX Runtime and OpenVINO (at 512x1024 an export costs several seconds)."""
+    from .export import export_onnx
+
+    key = (id(model), tuple(size), dynamic, half)
+    memo = getattr(_export_memo, "graphs", None)
+    if memo is not None and key in memo:
+        return memo[key]
+    buf = io.BytesIO()
+    export_onnx(model, buf, tuple(size), opset=int(backend_config()["onnxruntime"]["opset"]),
+                dynamic_size=dynamic, half=half)
+    if memo is not None:
+        memo[key] = buf.getvalue()
+    return buf.getvalue()
 
 
 # -- runners ----------------------------------------------------------------------------------------
@@ -134,7 +164,7 @@ class OnnxRuntimeRunner:
 
     def __init__(self, model: nn.Module, device: torch.device, precision: str,
                  input_size: Sequence[int] | None, provider: str = "cpu") -> None:
-        from .export import export_onnx, onnx_session
+        from .export import onnx_session
 
         cfg = backend_config()
         self.name = "tensorrt" if provider == "tensorrt" else "onnxruntime"
@@ -148,10 +178,8 @@ class OnnxRuntimeRunner:
         net = model.eval()
         if half_graph:
             net = copy.deepcopy(net).half()
-        buf = io.BytesIO()
-        export_onnx(net, buf, size, opset=int(cfg["onnxruntime"]["opset"]),
-                    dynamic_size=input_size is None, half=half_graph)
-        self.session = onnx_session(buf.getvalue(), providers,
+        graph = _onnx_bytes(net, size, input_size is None, half_graph)
+        self.session = onnx_session(graph, providers,
                                     int(cfg["onnxruntime"].get("intra_op_threads", 0)))
         wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
         used = self.session.get_providers()[0]
@@ -200,19 +228,12 @@ class OpenVinoRunner:
                  input_size: Sequence[int] | None, onnx_file: str | Path | None = None) -> None:
         if device.type != "cpu":
             raise BackendUnavailable("backend openvino runs on the CPU only here")
-        import openvino as ov
-
-        from .export import export_onnx
-
+        ov = import_openvino()
         self.device = device
         self.precision = precision
         if onnx_file is None:
-            cfg = backend_config()
-            size = tuple(input_size) if input_size else tuple(cfg["verify_size"])
-            buf = io.BytesIO()
-            export_onnx(model.eval(), buf, size, opset=int(cfg["onnxruntime"]["opset"]),
-                        dynamic_size=input_size is None)
-            source = buf.getvalue()
+            size = tuple(input_size) if input_size else tuple(backend_config()["verify_size"])
+            source = _onnx_bytes(model.eval(), size, input_size is None)
         else:
             source = str(onnx_file)
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
@@ -376,9 +397,7 @@ def backend_unavailable_reason(name: str, device: torch.device, precision: str =
     if name == "openvino":
         if device.type != "cpu":
             return "runs on the CPU only"
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("openvino") is None:  # not imported: see import_openvino
             return "openvino is not installed (pip install openvino)"
         return None
     if name == "torchscript":
@@ -451,50 +470,90 @@ def tolerance_for(precision: str, device: torch.device) -> float:
 
 
 def select_backend(model: nn.Module, device: torch.device, precision: str,
-                   input_size: Sequence[int] | None, order: Sequence[str] | None = None) -> Runner:
+                   input_size: Sequence[int] | None, order: Sequence[str] | None = None,
+                   sidecar: dict | None = None) -> Runner:
     """``auto``: among the backends of ``order`` (default: the config's for the device and
-    precision) that build and match eager within tolerance, the first (CUDA) or the fastest as
-    measured once on this CPU and cached (:mod:`bisenet_ros.inference.backend_cache`).
+    precision) that build and pass the accuracy gate (:mod:`bisenet_ros.inference.gate`), the
+    first (CUDA) or the fastest as measured interleaved on this CPU and cached
+    (:mod:`bisenet_ros.inference.backend_cache`). A reduced precision that no candidate passes is
+    refused in one line; eager fp32 is the fp32 last resort.
 
-    The runner gets ``rel_err_vs_eager`` (the check's result) and ``selection`` (one line per
-    backend tried, with why it was skipped or how fast it was).
+    The runner gets ``rel_err_vs_eager``, ``selection`` (one line per backend tried) and on the
+    CPU ``cache_key``/``cache_entry``/``expected_ms`` (what the node compares its model time with).
     """
     from . import backend_cache
 
     cfg = backend_config()
     order = list(order or auto_order(device, precision))
-    tolerance = tolerance_for(precision, device)
-    x = calibration_input(device, input_size)
-    with torch.inference_mode():
-        reference = model.eval()(x).float()
+    gate = _gate(model, device, precision, input_size, sidecar)
     measure = device.type == "cpu" and bool(cfg["auto_measure"]["cpu"])
     key = backend_cache.cache_key(model, input_size, precision) if measure else None
     cached = backend_cache.lookup(key) if measure else None
     notes: list[str] = []
     if cached and cached["backend"] in order:  # the choice measured before on this machine
-        runner = _checked(cached["backend"], model, device, precision, input_size, x, reference,
-                          tolerance, notes)
+        again = backend_cache.should_remeasure(cached)
+        runner = None if again else _checked(cached["backend"], model, device, precision, input_size, gate, notes)
         if runner is not None:
-            return _selected(runner, notes, f"cached choice for this CPU: {backend_cache.describe(cached)}")
-        notes.append("cached choice no longer builds or matches: measuring again")
-    built: list[Runner] = []
-    for name in order:
-        runner = _checked(name, model, device, precision, input_size, x, reference, tolerance, notes)
-        if runner is None:
-            continue
-        if not measure:
-            return _selected(runner, notes, "first in the configured order")
-        built.append(runner)
-    if precision == "fp32" and len(built) > 1:  # eager fp32, the reference, is the last resort
-        built = [r for r in built if r.name != "torch"]
+            return _selected(runner, notes, f"cached choice for this CPU: {backend_cache.describe(cached)}",
+                             key, cached)
+        notes.append(f"measuring again: {again}" if again else
+                     "cached choice no longer builds or matches: measuring again")
+    timed = [n for n in order if not (n == "torch" and precision == "fp32")] or order
+    if measure and len(timed) > 1:
+        rounds = int(cfg["auto_measure"]["rounds"])
+        backend_cache.announce(
+            f"choosing the {precision} backend for {backend_cache.model_key(model)} at {_size_text(input_size)}: "
+            f"building and checking {', '.join(timed)} (about {gate.reference_ms / 1e3 * len(timed) * (rounds + 3.5):.0f}"
+            f" s, once per CPU; cached in {backend_cache.cache_file()})")
+    built, failed = _build_candidates(order, model, device, precision, input_size, gate, notes, measure)
+    if built and not measure:
+        return _selected(built[0], notes, "first in the configured order")
     if len(built) == 1:
-        return _selected(built[0], notes, "the only candidate")
+        return _selected(built[0], notes, "the only candidate", key)
     if built:
-        runner, entry = backend_cache.measure_and_store(key, built, x, int(cfg["auto_measure"]["runs"]))
-        return _selected(runner, notes, f"fastest on this CPU, cached: {backend_cache.describe(entry)}")
+        runner, entry = backend_cache.measure_and_store(
+            key, built, gate.x, int(cfg["auto_measure"]["rounds"]), {r.name: r.check_ms for r in built})
+        return _selected(runner, notes, f"fastest on this CPU, cached: {backend_cache.describe(entry)}", key, entry)
+    if precision != "fp32":  # never a rejected candidate: refuse, naming what was measured
+        raise ConfigError(gate.refusal(precision, failed))
     runner = TorchRunner(model, device, precision)  # the reference itself, if the order omitted it
-    runner.rel_err_vs_eager = check_runner(runner, model, x, reference)
+    runner.rel_err_vs_eager = check_runner(runner, model, gate.x, gate.reference)
     return _selected(runner, notes, "fallback")
+
+
+def _gate(model: nn.Module, device: torch.device, precision: str, input_size: Sequence[int] | None,
+          sidecar: dict | None):
+    """The accuracy gate of ``precision``: noise for fp32/fp16, a street scene and labels for bf16."""
+    from .gate import Gate, scene_input
+
+    if precision != "bf16":
+        return Gate(model, calibration_input(device, input_size), tolerance_for(precision, device), None, False)
+    size = tuple(input_size) if input_size else tuple(backend_config()["verify_size"])
+    x = scene_input(size, sidecar or {}, "checkpoint").to(device)
+    return Gate(model, x, tolerance_for(precision, device), float(backend_config()["bf16_labels_equal"]), True)
+
+
+def _build_candidates(order, model, device, precision, input_size, gate, notes, measure):
+    """(runners that pass the gate, {name: (err, labels equal)} of those that failed it)."""
+    built, failed = [], {}
+    _export_memo.graphs = {}  # one ONNX export serves ONNX Runtime and OpenVINO
+    try:
+        for name in order:
+            if name == "torch" and precision == "fp32" and built:  # the reference: last resort, not timed
+                notes.append("torch: not built (eager fp32 is the reference, the last resort)")
+                continue
+            runner = _checked(name, model, device, precision, input_size, gate, notes, failed)
+            if runner is not None:
+                built.append(runner)
+                if not measure:
+                    break
+    finally:
+        _export_memo.graphs = None
+    return built, failed
+
+
+def _size_text(input_size: Sequence[int] | None) -> str:
+    return f"{input_size[0]}x{input_size[1]}" if input_size else "auto32"
 
 
 def auto_order(device: torch.device, precision: str) -> list[str]:
@@ -503,31 +562,36 @@ def auto_order(device: torch.device, precision: str) -> list[str]:
     return list(table.get(f"{device.type}_{precision}") or table[device.type])
 
 
-def _selected(runner: Runner, notes: list[str], why: str) -> Runner:
+def _selected(runner: Runner, notes: list[str], why: str, key: str | None = None,
+              entry: dict | None = None) -> Runner:
     notes.append(f"{runner.name}: selected ({why})")
     runner.selection = notes
+    runner.cache_key, runner.cache_entry = key, entry
+    runner.expected_ms = ((entry or {}).get("ms") or {}).get(runner.name)
     return runner
 
 
 def _checked(name: str, model: nn.Module, device: torch.device, precision: str,
-             input_size: Sequence[int] | None, x: torch.Tensor, reference: torch.Tensor,
-             tolerance: float, notes: list[str]) -> Runner | None:
-    """Build backend ``name`` and check it against ``reference``; None (with a note) if it fails."""
+             input_size: Sequence[int] | None, gate, notes: list[str], failed: dict | None = None) -> Runner | None:
+    """Build backend ``name`` and run the gate on it; None (with a note) if it fails."""
     reason = backend_unavailable_reason(name, device, precision)
     if reason is not None:
         notes.append(f"{name}: unavailable ({reason})")
         return None
     try:
         runner = build_backend(name, model, device, precision, input_size)
-        err = check_runner(runner, model, x, reference)
+        err, equal, ms = gate.measure(runner)
     except Exception as exc:  # a backend that fails to build is skipped, never fatal
         notes.append(f"{name}: failed ({one_line(exc)})")
         return None
-    if err < tolerance or (name == "torch" and precision == "fp32"):  # eager fp32 is the reference
-        notes.append(f"{name}: ok (rel err {err:.1e}, tolerance {tolerance:g})")
-        runner.rel_err_vs_eager = err
+    problem = gate.verdict(err, equal)
+    if problem is None or (name == "torch" and precision == "fp32"):  # eager fp32 is the reference
+        notes.append(f"{name}: ok ({gate.figures(err, equal)}, tolerance {gate.tolerance:g})")
+        runner.rel_err_vs_eager, runner.check_ms = err, ms
         return runner
-    notes.append(f"{name}: rejected (rel err {err:.1e} >= {tolerance:g})")
+    notes.append(f"{name}: rejected ({gate.figures(err, equal)}: {problem})")
+    if failed is not None:
+        failed[name] = (err, equal)
     return None
 
 
@@ -537,18 +601,28 @@ def create_runner(
     device: torch.device | str = "cpu",
     precision: str = "auto",
     input_size: Sequence[int] | None = None,
+    sidecar: dict | None = None,
 ) -> Runner:
-    """A runner for ``model`` on ``device`` with the named backend (``auto``: see :func:`select_backend`)."""
+    """A runner for ``model`` on ``device`` with the named backend (``auto``: see :func:`select_backend`).
+    A backend named at bf16 runs the bf16 gate and warns (``runner.warnings``) when it fails it.
+    ``sidecar``: the checkpoint's (the mean/std of the gate's street scene)."""
     device = torch.device(device)
     name = (backend or "auto").strip().lower()
     if name not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
     precision = resolve_precision(precision, device)
     if name == "auto":
-        return select_backend(model, device, precision, input_size)
+        return select_backend(model, device, precision, input_size, sidecar=sidecar)
     try:
-        return build_backend(name, model, device, precision, input_size)
+        runner = build_backend(name, model, device, precision, input_size)
     except BisenetError:
         raise
     except Exception as exc:
         raise BackendUnavailable(f"backend {name} failed to build on {device}: {one_line(exc)}") from None
+    if precision == "bf16":
+        gate = _gate(model, device, precision, input_size, sidecar)
+        err, equal, _ = gate.measure(runner)
+        runner.rel_err_vs_eager = err
+        warning = gate.warning(name, precision, err, equal)
+        runner.warnings = list(getattr(runner, "warnings", ())) + ([warning] if warning else [])
+    return runner

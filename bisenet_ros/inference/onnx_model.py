@@ -159,19 +159,10 @@ class OnnxFileRunner:
 
 
 def check_input(size: tuple[int, int], sidecar: dict | None, source: str = "ONNX model") -> torch.Tensor:
-    """A rendered street scene (fixed seed) at the model input ``size``, normalised with the
-    sidecar's mean/std. Two correct int8 executions of one graph agree on it to about 1e-2
-    (relative L2); on noise, where int8 logits are far off anyway, they would not."""
-    import cv2
+    """The rendered street scene of :func:`bisenet_ros.inference.gate.scene_input`."""
+    from .gate import scene_input
 
-    from ..data.datasets import sidecar_preset
-    from ..data.synthetic_scenes import generate_scene
-
-    preset = sidecar_preset(sidecar or {}, source)
-    rgb = cv2.resize(generate_scene(0)[0], (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
-    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in (preset.mean, preset.std))
-    return (x - mean) / std
+    return scene_input(size, sidecar, source)
 
 
 def reference_deviations(runners: list, path: str | Path, size: tuple[int, int],
@@ -247,16 +238,21 @@ def create_file_runner(path: str | Path, backend: str, precision: str, size: tup
         raise ConfigError(f"{Path(path).name}: no backend could load it ({'; '.join(notes)})")
     key = backend_cache.cache_key_for(f"onnx {file_sha256(path)}", size, precision)
     cached = backend_cache.lookup(key)
-    chosen = next((r for r in built if cached and r.name == cached["backend"]), None)
+    again = backend_cache.should_remeasure(cached) if cached else None
+    chosen = next((r for r in built if cached and not again and r.name == cached["backend"]), None)
+    entry = cached if chosen is not None else None
     if chosen is not None:
         notes.append(f"{chosen.name}: selected (cached choice for this CPU: {backend_cache.describe(cached)})")
     elif len(built) == 1:
         chosen = built[0]
         notes.append(f"{chosen.name}: selected (the only candidate)")
     else:
+        if again:
+            notes.append(f"measuring again: {again}")
         x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
-        runs = int(backend_config()["auto_measure"]["runs"])
-        chosen, entry = backend_cache.measure_and_store(key, built, x, runs)
+        chosen, entry = backend_cache.measure_and_store(key, built, x, int(backend_config()["auto_measure"]["rounds"]))
         notes.append(f"{chosen.name}: selected (fastest on this CPU, cached: {backend_cache.describe(entry)})")
     chosen.selection = notes
+    chosen.cache_key, chosen.cache_entry = key, entry
+    chosen.expected_ms = ((entry or {}).get("ms") or {}).get(chosen.name)
     return chosen

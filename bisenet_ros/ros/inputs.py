@@ -55,8 +55,9 @@ class AdaptiveSubscription:
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth, reliability=self.reliability,
                          durability=DurabilityPolicy.VOLATILE)
         on_lost = self._on_lost
-        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible,
-                                            matched=lambda _status: self._mark_dirty())
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible,  # no other default
+                                            matched=lambda _status: self._mark_dirty(),  # handler: each
+                                            use_default_callbacks=False)  # costs every executor wake-up
         if on_lost is not None:
             events.message_lost = lambda info: on_lost(info.total_count_change)
         try:

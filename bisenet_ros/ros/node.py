@@ -35,6 +35,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.event_handler import PublisherEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -46,6 +47,8 @@ from std_msgs.msg import Header, String
 from ..data.images import stamp_ns
 from ..errors import BisenetError, ConfigError, ImageError, one_line, safe_text
 from ..evaluation.metrics import latency_stats
+from ..inference.backend_cache import announcing
+from .backend_watch import BackendWatch
 from ..pipeline import SegmentationPipeline, SegmentationResult, build_pipeline, check_image
 from .conversions import (array_to_compressed_msg, array_to_image_msg, check_compressed_msg, compressed_msg_to_array,
                           image_msg_to_array)
@@ -54,6 +57,10 @@ from .inputs import AdaptiveSubscription, reliability_name
 from .loss import CallbackLoad, LossMonitor, LossReport, loss_message
 from .parameters import (PARAMETERS, RELOAD, SWITCHES, as_parameter, check_remap, never_raises, pipeline_options,
                          plain, reload_changes, usage_text, validate_changes)
+from .camera_info import CameraInfoPairing
+from .foxglove_view import FoxgloveView
+from .label_info import LabelInfoOutput
+from .timing import LatencyCheck
 from .perception import HEALTH_PARAMETERS, PerceptionHealth
 from .points import SemanticOutputs, check_class_parameters
 from .transport import apply_fastdds_profile, tuning_decision
@@ -140,7 +147,7 @@ class Camera:
     name: str  # '' = the single default camera
     publishers: dict[str, Publisher] = field(default_factory=dict)
     pending: Frame | None = None
-    camera_info: CameraInfo | None = None
+    info: CameraInfoPairing | None = None  # recent CameraInfo, paired with frames by stamp
     inputs: list[AdaptiveSubscription] = field(default_factory=list)  # image, camera_info
     loss: LossMonitor = field(default_factory=LossMonitor)
     last_loss: LossReport | None = None
@@ -165,6 +172,14 @@ OUTPUTS: dict[str, tuple[type, str]] = {
     "overlay_jpeg": (CompressedImage, "overlay/compressed"), "camera_info": (CameraInfo, "camera_info"),
     "timing": (DiagnosticArray, "timing"),
 }
+
+
+def output_events(key: str) -> PublisherEventCallbacks:
+    """Event handlers of a camera's output publisher: rclpy's default ones (a warning when a
+    subscriber asks for incompatible QoS or type) on ``labels`` only. Every handler is an entity the
+    executor walks at each wake-up: 2 per publisher on 8 outputs was most of what 200 idle cameras
+    cost; all outputs share one QoS, so the warning on ``labels`` says it for all."""
+    return PublisherEventCallbacks(use_default_callbacks=key == "labels")
 
 
 def sibling_topic(topic: str, name: str = "camera_info") -> str:
@@ -204,11 +219,15 @@ class SegmentationCore:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._backend_watch = BackendWatch(self, self._diag_pub)  # auto's measurement, said and checked
         self.create_timer(self._values["diagnostics_period"], self._publish_diagnostics)
         # runs only while an input's publishers changed (matched events wake it): idle cameras cost nothing
         self._refresh_timer = self.create_timer(INPUT_REFRESH_S, self._refresh_inputs)
         self._semantic: SemanticOutputs | None = None
         self._perception = PerceptionHealth(self, self._values)
+        self._label_info = LabelInfoOutput(self)
+        self._latency = LatencyCheck(self)
+        self._foxglove = FoxgloveView(self, self._values)
         self.add_on_set_parameters_callback(never_raises(self._on_set_parameters))  # refuses, never raises
         self.add_post_set_parameters_callback(self._on_parameters_set)
 
@@ -217,7 +236,8 @@ class SegmentationCore:
         reason = validate_changes(self._values, {k: self._values[k] for k in ("cameras", *RELOAD)})
         if reason:
             raise ConfigError(reason)
-        pipeline = build_pipeline(pipeline_options(self._values))
+        with announcing(self._backend_watch.announce):
+            pipeline = build_pipeline(pipeline_options(self._values))
         reason = check_class_parameters(self._values, pipeline.preset.class_names)
         if reason:
             raise ConfigError(reason)
@@ -255,6 +275,8 @@ class SegmentationCore:
                 self.destroy_subscription(entity.subscription)
         self._entities = []
         self._perception.reset()
+        self._label_info.withdraw()
+        self._foxglove.stop()
         if self._semantic is not None:
             self._semantic.close()
             self._semantic = None
@@ -326,14 +348,19 @@ class SegmentationCore:
                 AdaptiveSubscription(self, CameraInfo, info_topic, self._on_camera_info(cam), mode, depth,
                                      on_change=self._wake_refresh),
             ]
+            cam.info = CameraInfoPairing(lambda sub=cam.inputs[1]: self.count_publishers(sub.topic))
             for key, (msg_type, topic) in OUTPUTS.items():
-                cam.publishers[key] = self.create_publisher(msg_type, f"~/{prefix}{topic}", out_qos)
+                cam.publishers[key] = self.create_publisher(msg_type, f"~/{prefix}{topic}", out_qos,
+                                                            event_callbacks=output_events(key))
             cam.publishers.update(self._semantic.add_camera(cam.label, prefix, out_qos))
             self._entities += [*cam.inputs, *cam.publishers.values()]
         latched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self._legend_pub = self.create_publisher(String, "~/legend", latched)
         self._entities.append(self._legend_pub)
+        self._label_info.advertise()
+        self._foxglove.start({c.label: (f"{c.name}/" if c.name else "") for c in cameras})
+        self._semantic.extra_subscribers, self._semantic.on_cloud = self._foxglove.wants_points, self._foxglove.points
         with self._cond:
             self.cameras = cameras
         self._wake_refresh()  # the new inputs' first look at their publishers
@@ -343,7 +370,8 @@ class SegmentationCore:
         """Whether anyone listens to this camera's outputs (or always_process forces the work)."""
         if self._values["always_process"]:
             return True
-        return any(pub.get_subscription_count() > 0 for pub in cam.publishers.values())
+        return any(pub.get_subscription_count() > 0 for pub in cam.publishers.values()) \
+            or bool(self._foxglove.wanted(cam.label))
 
     def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage], None]:
         def callback(msg: Image | CompressedImage) -> None:
@@ -376,7 +404,7 @@ class SegmentationCore:
 
     def _on_camera_info(self, cam: Camera) -> Callable[[CameraInfo], None]:
         def callback(msg: CameraInfo) -> None:
-            cam.camera_info = msg
+            cam.info.add(msg)
             cam.loss.on_camera_info(stamp_ns(msg.header), time.monotonic())
         return callback
 
@@ -402,6 +430,8 @@ class SegmentationCore:
                                        f"{reliability_name(sub.reliability)}")
             if changed or cam.inputs[0].publishers_changed:  # a new camera: no gap to its predecessor
                 cam.loss.forget_pending()
+            if cam.inputs[0].publishers_changed or cam.inputs[1].publishers_changed:
+                cam.info.restart()  # its first frames may wait for its first CameraInfo
 
     # -- worker --------------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -472,11 +502,12 @@ class SegmentationCore:
         """Pipeline outputs someone subscribed to (with their publish_* switch on), and health."""
         wanted = {"health"} if self._perception.enabled else set()
         for cam in cameras:
+            foxglove = self._foxglove.wanted(cam.label)
             for switch, output in SWITCHES.items():
                 if not output or not self._values[switch]:
                     continue
                 keys = (output, "overlay_jpeg") if output == "overlay" else (output,)
-                if any(cam.publishers[k].get_subscription_count() > 0 for k in keys):
+                if output in foxglove or any(cam.publishers[k].get_subscription_count() > 0 for k in keys):
                     wanted.add(output)
         return wanted
 
@@ -487,6 +518,7 @@ class SegmentationCore:
         if not ready or pipeline is None:
             return
         results = self._segment(pipeline, ready, images, encodings)
+        self._backend_watch.frame(pipeline, results)
         with self._stats_lock:
             self._forward_passes += 1
         for (cam, frame), result in zip(ready, results):
@@ -532,26 +564,29 @@ class SegmentationCore:
         if res.confidence is not None and self._values["publish_confidence"]:
             pubs["confidence"].publish(array_to_image_msg(res.confidence, "mono8", header))
         self._publish_compressed(pubs, res, label_encoding, header)
+        self._foxglove.frame(cam.label, header, res, label_encoding)
         out_h, out_w = res.labels.shape[:2]
-        pubs["camera_info"].publish(output_camera_info(cam.camera_info, header, out_w, out_h))
+        camera_info = cam.info.for_frame(stamp_ns(header))
+        pubs["camera_info"].publish(output_camera_info(camera_info, header, out_w, out_h))
         health = self._perception.update(cam.label, frame.received, res.health)
-        extra, counts = self._semantic.publish(cam.label, header, res.labels, frame.size, cam.camera_info,
+        extra, counts = self._semantic.publish(cam.label, header, res.labels, frame.size, camera_info,
                                                pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
-        stamp = stamp_ns(header)
-        latency_ms = (self.get_clock().now().nanoseconds - stamp) / 1e6 if stamp else float("nan")
+        latency_ms, latency_note = self._latency(stamp_ns(header))  # None: the stamp says nothing about it
         with self._cond:
             cam.processed += 1
             dropped = cam.dropped
-        with self._stats_lock:  # a stamp from the far past or future says nothing about our latency
-            self._window.append((total_ms, latency_ms if plausible_latency(latency_ms) else float("nan")))
+        with self._stats_lock:
+            self._window.append((total_ms, float("nan") if latency_ms is None else latency_ms))
             self._frames_since_diag += 1
         if self._values["publish_timing"]:
-            values = dict(wait_ms=(frame.taken - frame.received) * 1e3, **res.timings,
-                          total_ms=total_ms, latency_ms=latency_ms, **extra)
+            values = dict(wait_ms=(frame.taken - frame.received) * 1e3, **res.timings, total_ms=total_ms,
+                          **({} if latency_ms is None else {"latency_ms": latency_ms}), **extra)
             status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.get_name()}: {cam.label} timing",
                                       hardware_id=str(device))
             status.values = [KeyValue(key=k, value=f"{v:.3f}") for k, v in values.items()]
+            if latency_note:
+                status.values.append(KeyValue(key="latency_note", value=latency_note))
             status.values += [KeyValue(key="dropped_frames", value=str(dropped)),
                               KeyValue(key="frames_lost_in_transport", value=str(cam.loss.total_lost)),
                               KeyValue(key="batch_size", value=str(batch_size)),
@@ -560,7 +595,9 @@ class SegmentationCore:
             status.values += [KeyValue(key=k, value=v) for k, v in health.items()]
             status.values += [KeyValue(key=k, value=f"{v:.4f}")
                               for k, v in self._semantic.areas(res.labels, pipeline.preset).items()]
-            pubs["timing"].publish(DiagnosticArray(header=header, status=[status]))
+            timing = DiagnosticArray(header=header, status=[status])
+            pubs["timing"].publish(timing)
+            self._foxglove.timing(cam.label, timing)
 
     def _publish_compressed(self, pubs: dict[str, Publisher], res: SegmentationResult, label_encoding: str,
                             header: Header) -> None:
@@ -575,7 +612,10 @@ class SegmentationCore:
 
     # -- legend and diagnostics ----------------------------------------------------------------------
     def _publish_legend(self) -> None:
-        self._legend_pub.publish(String(data=legend_json(self.pipeline)))
+        legend = legend_json(self.pipeline)
+        self._legend_pub.publish(String(data=legend))
+        self._foxglove.legend(legend)
+        self._label_info.publish(self.pipeline.preset.class_names, self._values["confidence_threshold"])
 
     def _state(self) -> Health:
         """What the node is doing: serving, or why not (lifecycle state, reload failure)."""
@@ -670,6 +710,7 @@ class SegmentationCore:
         msg = DiagnosticArray(status=[status, self._perception.status()])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
+        self._foxglove.diagnostics(msg)
 
     # -- run-time parameter changes -------------------------------------------------------------------
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
@@ -713,6 +754,9 @@ class SegmentationCore:
                         self.pipeline.overlay_alpha = value
                     elif name == "confidence_threshold" and self.pipeline is not None:
                         self.pipeline.confidence_threshold = value
+                        self._label_info.publish(self.pipeline.preset.class_names, value)
+            if {"foxglove_port", "foxglove_address"} & set(changes) and self._active:
+                self._foxglove.restart()
             if set(changes) & set(HEALTH_PARAMETERS):
                 self._perception.configure(self._values, self.pipeline)
 
@@ -742,7 +786,8 @@ class SegmentationCore:
         changed = ", ".join(f"{k}={candidate[k]}" for k in old)
         self.get_logger().info(f"loading model for {changed} in the background")
         try:
-            pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
+            with announcing(self._backend_watch.announce):
+                pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=self._values["overlay_alpha"])
         except Exception as exc:  # BisenetError, or torch refusing the device/weights
             keeping = self.pipeline.info.get("weights") if self.pipeline is not None else "no model"
             reason = safe_text(f"reload with {changed} failed, keeping {keeping}: {one_line(exc, 300)}", 500)
@@ -788,15 +833,6 @@ class SegmentationNode(SegmentationCore, Node):
         self._init_core()
         self._configure_pipeline()
         self._activate()
-
-
-#: latencies outside this range (ms) come from a wrong stamp (another clock, a replayed recording,
-#: a negative or future stamp), not from the node: left out of the latency statistics
-PLAUSIBLE_LATENCY_MS = (-1000.0, 3.6e6)
-
-
-def plausible_latency(latency_ms: float) -> bool:
-    return PLAUSIBLE_LATENCY_MS[0] <= latency_ms <= PLAUSIBLE_LATENCY_MS[1]
 
 
 def failure_warnings(cameras: list[Camera]) -> list[str]:

@@ -167,6 +167,11 @@ PARAMETERS: dict[str, ParamSpec] = {
                                     float_range=(0.0, 10000.0)),
     "mask_classes": ParamSpec(Parameter.Type.STRING_ARRAY, "class names or ids (as strings): ~/mask is 255 "
                                                            "on them, 0 elsewhere; unset/empty = no ~/mask"),
+    # the Foxglove live view (bisenet_ros/ros/foxglove_view.py; needs foxglove-sdk)
+    "foxglove_port": ParamSpec(0, "serve the outputs to the Foxglove app (WebSocket) on this port, e.g. 8765; "
+                                  "0 = off", int_range=(0, 65535, 1)),
+    "foxglove_address": ParamSpec("127.0.0.1", "address the Foxglove view listens on: 127.0.0.1 = this host only "
+                                               "(default), 0.0.0.0 = every interface (trusted networks only)"),
 }
 
 
@@ -249,6 +254,8 @@ def validate_parameter(name: str, value: Any) -> str | None:
         bad = [c for c in value if c not in SYMPTOMS]
         if bad:
             return f"health_checks takes {', '.join(SYMPTOMS)}, got {bad}"
+    if name == "foxglove_address" and not valid_address(value):
+        return f"foxglove_address must be an IP address of this host or 'localhost' (0.0.0.0 = all), got '{value}'"
     if name == "cameras" and value:
         bad = [c for c in value if not CAMERA_NAME.match(c)]
         if bad:
@@ -256,6 +263,19 @@ def validate_parameter(name: str, value: Any) -> str | None:
         if len(set(value)) != len(value):
             return f"camera names must be unique, got {list(value)}"
     return None
+
+
+def valid_address(value: str) -> bool:
+    """An IPv4/IPv6 address or 'localhost' (what a listening socket can bind)."""
+    import ipaddress
+
+    if value == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def validate_config(values: dict[str, Any]) -> str | None:

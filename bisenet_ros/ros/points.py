@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from rclpy.event_handler import PublisherEventCallbacks, UnsupportedEventTypeError
@@ -91,17 +91,22 @@ class SemanticOutputs:
         self._logged: dict[str, float] = {}  # kind -> when last logged
         self._events = True  # ~/points publishers report matching; False: follow_subscribers polls
         self._timer = node.create_timer(FOLLOW_PERIOD_S, self.follow_subscribers)
+        # other consumers of a camera's clouds (the Foxglove view): wanted? and each cloud made
+        self.extra_subscribers: Callable[[str], bool] = lambda label: False
+        self.on_cloud: Callable[[str, PointCloud2], None] | None = None
 
     def add_camera(self, label: str, prefix: str, out_qos: QoSProfile) -> dict[str, Publisher]:
         """Publishers ``~/[<camera>/]points`` and ``mask`` for a camera; returns them by name."""
         try:  # a subscriber coming or going wakes follow_subscribers
             points = self._node.create_publisher(PointCloud2, f"~/{prefix}points", out_qos,
-                                                 event_callbacks=PublisherEventCallbacks(matched=lambda _: self.wake()))
+                                                 event_callbacks=PublisherEventCallbacks(
+                                                     matched=lambda _: self.wake(), use_default_callbacks=False))
         except UnsupportedEventTypeError:  # a middleware without matched events: poll
             self._events = False
             points = self._node.create_publisher(PointCloud2, f"~/{prefix}points", out_qos)
         self.wake()
-        mask = self._node.create_publisher(Image, f"~/{prefix}mask", out_qos)
+        mask = self._node.create_publisher(Image, f"~/{prefix}mask", out_qos,  # no handlers: see node.output_events
+                                           event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
         self._cameras[label] = CameraDepth(label, f"{prefix}depth", points, mask)
         return {"points": points, "mask": mask}
 
@@ -128,7 +133,8 @@ class SemanticOutputs:
         if self._events:
             self._timer.cancel()
         for cam in self._cameras.values():
-            wanted = bool(self._values["publish_points"]) and cam.points.get_subscription_count() > 0
+            wanted = bool(self._values["publish_points"]) and (cam.points.get_subscription_count() > 0
+                                                               or self.extra_subscribers(cam.label))
             if wanted and cam.subscription is None:
                 cam.subscription = self._node.create_subscription(Image, cam.topic, self._on_depth(cam), self._qos)
                 cam.subscribed_at, cam.resolved = time.monotonic(), cam.subscription.topic_name
@@ -170,6 +176,8 @@ class SemanticOutputs:
             cam.skipped += 1
             return {}, {}
         cam.points.publish(cloud)
+        if self.on_cloud is not None:
+            self.on_cloud(cam.label, cloud)
         cam.clouds += 1
         return {"points_ms": (time.perf_counter() - start) * 1e3}, {"points": int(cloud.width)}
 

@@ -24,11 +24,13 @@ import platform
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..inference import backend_cache
 from ..errors import ConfigError
 from ..evaluation.metrics import latency_stats
 from ..inference.backends import calibration_input
@@ -63,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--compare-precision", choices=["fp32", "bf16"], default=None,
                    help="also build the pipeline at this precision; time both interleaved and "
                         "report the speed-up and the label agreement")
+    g.add_argument("--remeasure", action="store_true",
+                   help="measure auto's backend choice again on this machine (ignore and replace the "
+                        "cached figures; best on a quiet machine)")
     g.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
     g.add_argument("--overwrite", action="store_true", help="replace an existing JSON result at --json")
 
@@ -90,6 +95,23 @@ def _summary(ms: list[float], per_call: int = 1) -> dict:
     stats = latency_stats(ms)
     fps = per_call * len(ms) * 1e3 / sum(ms) if ms and sum(ms) > 0 else None
     return {"fps": fps, "latency_ms": stats}
+
+
+def load_report(load_start: float | None) -> dict:
+    """The machine's 1-minute load average at the start and the end of the run, the CPU count and
+    why the figures are not trustworthy (or None)."""
+    end = backend_cache.load_average()
+    worst = max((v for v in (load_start, end) if v is not None), default=None)
+    return {"load_average_start": load_start, "load_average_end": end, "cpus": backend_cache.cpu_count(),
+            "untrustworthy": backend_cache.busy_reason(worst) if worst is not None else None}
+
+
+def cache_report(runner) -> dict | None:
+    """What ``auto`` has cached for this model on this machine (None when no measured choice)."""
+    if not getattr(runner, "cache_key", None):
+        return None
+    return {"file": str(backend_cache.cache_file()), "key": runner.cache_key,
+            "entry": getattr(runner, "cache_entry", None)}
 
 
 def machine_info(device: torch.device) -> dict:
@@ -127,8 +149,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> dict:
+    load_start = backend_cache.load_average()
     t0 = time.perf_counter()
-    pipeline = pipeline_from_args(args)
+    with backend_cache.remeasuring() if args.remeasure else nullcontext():
+        pipeline = pipeline_from_args(args)
     startup_s = time.perf_counter() - t0
     info = pipeline.info
     device = pipeline.device
@@ -168,6 +192,8 @@ def _bench(args: argparse.Namespace) -> dict:
         "rel_err_vs_eager": rel_err,
         "frame": args.frame,
         "machine": machine_info(device),
+        "load": load_report(load_start),
+        "backend_cache": cache_report(runner),
     }
     if compare is not None:
         result["compare_precision"] = compare
@@ -326,6 +352,31 @@ def _print(r: dict) -> None:
     err = "n/a" if r["rel_err_vs_eager"] is None else f"{r['rel_err_vs_eager']:.2e}"
     print(f"rel_err_vs_eager: {err} ({r['frames']} frames after {r['warmup']} warm-up, {r['frame']} frame)")
     _print_comparisons(r)
+    _print_trust(r)
+
+
+def _print_trust(r: dict) -> None:
+    """The backend cache (what is cached, how to measure again) and the machine's load."""
+    cache = r.get("backend_cache")
+    if cache:
+        entry = cache["entry"]
+        held = backend_cache.describe(entry) if entry else "nothing (a single candidate: not measured)"
+        print(f"backend cache {cache['file']}: {held}; to measure again: bisenet-ros bench --remeasure "
+              f"(same model options), best on a quiet machine")
+    load = r["load"]
+    start, end = (f"{v:.1f}" if v is not None else "n/a"
+                  for v in (load["load_average_start"], load["load_average_end"]))
+    print(f"machine load: 1-min load average {start} at start, {end} at end, {load['cpus']} CPUs")
+    if load["untrustworthy"]:
+        print(f"warning: {load['untrustworthy']}: absolute figures are not trustworthy; compare only ratios "
+              f"measured interleaved in one run (--compare-precision, the labels stage) and re-run on a quiet "
+              f"machine", file=sys.stderr)
+    model_p50 = r["model_latency_ms"].get("p50")
+    stage_p50 = r["pipeline_stages_ms"].get("inference_ms", {}).get("p50")
+    if model_p50 and stage_p50 and r["batch"] == 1 and not 0.5 <= stage_p50 / model_p50 <= 2.0:
+        print(f"warning: the model took {stage_p50:.0f} ms inside the pipeline and {model_p50:.0f} ms alone "
+              f"(p50): the machine's load changed during the run; these figures do not compare",
+              file=sys.stderr)
 
 
 def _print_comparisons(r: dict) -> None:

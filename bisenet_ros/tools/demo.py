@@ -55,8 +55,11 @@ def default_weights() -> Path:
 
 
 def demo_weights(given: Path | None) -> Path:
-    """``given``, else the shipped demo weights; ConfigError when the file is not there."""
-    weights = given or default_weights()
+    """``given`` (a file or a public checkpoint's name), else the shipped demo weights; ConfigError
+    when the file is not there."""
+    from ..models.weights_catalog import resolve_weights
+
+    weights = Path(resolve_weights(str(given))) if given else default_weights()
     if not weights.is_file():
         raise ConfigError(f"{weights}: demo weights not found (they ship in models/; see models/README.md)")
     return weights
@@ -77,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-miou", type=number(float, 0, 1), default=None,
                    help="exit with status 1 when the mIoU is below this (for tests and CI)")
     p.add_argument("--timeout", type=number(float, 0.1), default=120.0, help="seconds to wait for the node to come up")
+    p.add_argument("--foxglove", type=number(int, 1, 65535), default=None, metavar="PORT",
+                   help="then keep a node serving the Foxglove live view on ws://127.0.0.1:PORT, replaying the "
+                        "recording in a loop until Ctrl-C (needs foxglove-sdk; make demo FOXGLOVE=1: port 8765)")
     return p
 
 
@@ -214,7 +220,35 @@ def run(args: argparse.Namespace) -> dict:
     }
     write_text(out / "metrics.json", json.dumps(report, indent=2))
     _summary(report, out, time.perf_counter() - t0)
+    if args.foxglove:
+        keep_view(args, bag, weights)
     return report
+
+
+def keep_view(args: argparse.Namespace, bag: Path, weights: Path) -> None:
+    """A node with the Foxglove view on ``args.foxglove``, fed the recording (restamped to now) in a
+    loop until Ctrl-C."""
+    try:
+        import foxglove  # noqa: F401
+    except ImportError:
+        print("demo: --foxglove needs foxglove-sdk (pip install foxglove-sdk); skipping the live view", file=sys.stderr)
+        return
+    from ..ros.client import NodeProcess, node_command
+    from ..ros.live_replay import replay_bag
+
+    params = {**PipelineOptions(weights=str(weights), device=args.device).to_parameters(),
+              "foxglove_port": args.foxglove}
+    node = NodeProcess(node_command(params, IMAGE_TOPIC))
+    print(f"[view] Foxglove live view on ws://127.0.0.1:{args.foxglove} (Foxglove: Open connection -> "
+          f"Foxglove WebSocket); replaying {bag.name} in a loop, Ctrl-C to stop")
+    try:
+        while True:
+            node.check_alive()
+            replay_bag(bag, image_topic=IMAGE_TOPIC, rate=args.rate, restamp=True, timeout_s=args.timeout)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.stop()
 
 
 def _summary(r: dict, out: Path, seconds: float) -> None:

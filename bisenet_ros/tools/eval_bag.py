@@ -16,14 +16,15 @@ from pathlib import Path
 
 from ..data.bags import (IMAGE_TYPES, STORAGES, BagError, check_bag_output, check_image_topic, describe_topics,
                          label_topic_candidates, list_topics)
-from ..data.remap import ground_truth_lut
 from ..errors import ConfigError
 from ..evaluation.health import LEVELS, SHIFTS, HealthProbe, parse_shifts, recording_statistics, write_health_csv
 from ..evaluation.health import summary_line as health_summary
-from ..evaluation.recording import evaluate_bag, resolve_label_map
 from ..evaluation.report import HEALTH_CSV, check_report_dir, write_report
 from ..inference.health import resolve_baseline
-from .common import add_model_arguments, cpu_name, number, pipeline_from_args
+from ..evaluation.fleet import find_bags
+from .common import add_model_arguments, cpu_name, number
+from .eval_fleet import run_fleet
+from .eval_job import evaluate, no_known_class_message, prepare
 
 HELP = "evaluate accuracy (mIoU vs ground-truth labels) and speed on a ROS 2 bag (mcap/sqlite3)"
 EXAMPLES = """\
@@ -36,7 +37,10 @@ EXAMPLES = """\
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bag", help="bag directory, or a single .mcap/.db3 file")
+    parser.add_argument("bags", nargs="+", metavar="BAG",
+                        help="bag directory or .mcap/.db3 file; several bags, or folders of bags, are "
+                             "evaluated as a fleet (per-bag reports plus the total of the summed confusion "
+                             "matrices, see docs/evaluation.md)")
     parser.add_argument("--image-topic", default="/camera/image_raw", help="camera topic (Image or CompressedImage)")
     parser.add_argument("--label-topic", default=None,
                         help="ground-truth labels (mono8/mono16/16UC1 images of class ids); default: the bag's "
@@ -57,9 +61,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop with an error at the first unusable frame instead of counting a warning")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (there is none anyway when stderr is not a terminal)")
+    g = parser.add_argument_group("many bags (see docs/evaluation.md, 'Many bags / a cluster')")
+    g.add_argument("--jobs", type=number(int, 1, 256), default=1,
+                   help="evaluate the bags in N local worker processes (the model loaded once per worker)")
+    g.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
+                   help="run each bag as a task on an existing Ray cluster: auto (the cluster 'ray start --head' "
+                        "made on this machine), HOST:PORT or ray://HOST:10001; bags, weights and outputs "
+                        "must be reachable under the same paths on every node")
     g = parser.add_argument_group("prediction bag")
     g.add_argument("--pred-bag", type=Path, default=None,
-                   help="also write the predictions to this new bag (labels, colour, overlay; original stamps)")
+                   help="also write the predictions to this new bag (labels, colour, overlay; original "
+                        "stamps); with several bags a new folder holding one prediction bag per input")
     g.add_argument("--pred-storage", choices=STORAGES, default="mcap", help="storage plugin of --pred-bag")
     g.add_argument("--pred-namespace", default="/segmentation",
                    help="topic prefix of the prediction bag (default /segmentation, as the node)")
@@ -119,13 +131,6 @@ def check_outputs(args: argparse.Namespace, bag: Path, out: Path) -> None:
     check_report_dir(out, [*inputs, args.pred_bag], overwrite=args.overwrite)
 
 
-def no_known_class_message(args: argparse.Namespace, report: dict, num_classes: int, path: Path) -> str:
-    oor = report["warning_messages"].get("out_of_range_pixels")
-    return (f"no ground-truth pixel on '{args.label_topic}' holds a class id 0..{num_classes - 1} "
-            f"(every pixel of {report['labelled_frames']} labelled frames is the ignore index {args.ignore_index} "
-            f"or out of range{': ' + oor if oor else ''}); check --label-map and --ignore-index (report: {path})")
-
-
 def resolve_label_topic(asked: str | None, topics: dict, image_topic: str) -> tuple[str | None, str]:
     """(label topic, what to say about it): ``--label-topic`` as given; ``none`` -> no ground
     truth; omitted -> the bag's one label topic (:func:`~bisenet_ros.bags.label_topic_candidates`),
@@ -141,8 +146,33 @@ def resolve_label_topic(asked: str | None, topics: dict, image_topic: str) -> tu
                   f"bag; name one with --label-topic (image topics: {listing})")
 
 
+def fleet_label_topic(args: argparse.Namespace, bags: list[Path]) -> tuple[str | None, str]:
+    """The label topic of a fleet run: ``--label-topic``, else the one the first readable bag has."""
+    if args.label_topic is not None:
+        return resolve_label_topic(args.label_topic, {}, args.image_topic)
+    for bag in bags:
+        try:
+            topics = list_topics(bag)
+        except BagError:
+            continue  # reported with the other failed bags
+        return resolve_label_topic(None, topics, args.image_topic)
+    return None, ""
+
+
 def run(args: argparse.Namespace) -> int:
-    bag = Path(args.bag).expanduser()
+    bags = find_bags(args.bags)
+    if len(bags) > 1 or args.jobs > 1 or args.ray is not None:
+        if args.shift or args.shifted_bag:
+            raise ConfigError("--shift and --shifted-bag evaluate one bag (without --jobs/--ray); "
+                              "run them on one in-domain recording")
+        args.label_topic, note = fleet_label_topic(args, bags)
+        if note:
+            print(note, file=sys.stderr)
+        return run_fleet(args, bags)
+    return run_one(args, bags[0])
+
+
+def run_one(args: argparse.Namespace, bag: Path) -> int:
     topics = list_topics(bag)  # fail fast on a bad bag, topic or output, before loading the model
     check_image_topic(topics, args.image_topic, bag, "image")
     args.label_topic, note = resolve_label_topic(args.label_topic, topics, args.image_topic)
@@ -158,12 +188,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, bag, out)
     if note:
         print(note, file=sys.stderr)
-    pipeline = pipeline_from_args(args)
-    lut = resolve_label_map(args.label_map, pipeline.source_preset, args.ignore_index)
-    if pipeline.remap is not None and args.label_topic:  # ground truth in the model's classes -> output classes
-        lut = ground_truth_lut(pipeline.remap, lut, args.ignore_index)
-    if args.label_map and not args.label_topic:
-        raise ConfigError("--label-map needs --label-topic")
+    pipeline, lut = prepare(args)
     info = pipeline.info
     print(f"model {info['model']} ({info['num_classes']} classes, {info['dataset']}) on {info['device']}, "
           f"backend {info['backend']}, input {info['input_size']}"
@@ -173,15 +198,8 @@ def run(args: argparse.Namespace) -> int:
     if args.shifted_bag:
         health.add_recording("shifted_bag", *recording_statistics(pipeline, args.shifted_bag, args.image_topic,
                                                                  args.max_frames))
-    ev = evaluate_bag(
-        pipeline, bag, args.image_topic, args.label_topic, ignore_index=args.ignore_index, label_lut=lut,
-        stamp_tolerance_ms=args.stamp_tolerance, max_frames=args.max_frames, warmup=args.warmup,
-        pred_bag=args.pred_bag, pred_storage=args.pred_storage, pred_namespace=args.pred_namespace,
-        pred_with_image=args.pred_with_image, overwrite=args.overwrite, strict=args.strict,
-        progress=not args.no_progress, health=health,
-    )
-    ev.report["label_map"] = args.label_map
-    ev.report["cpu"] = cpu_name()  # every speed figure names the machine
+    ev = evaluate(args, pipeline, lut, bag, args.pred_bag, not args.no_progress, health=health)
+    ev.report["bags"] = [{"bag": str(bag), "miou": ev.report.get("miou")}]
     paths = write_report(out, ev.report,
                          confusion=ev.confusion.matrix if ev.confusion is not None else None,
                          latency_samples=ev.latencies.samples, title=f"eval-bag: {bag.name}", tool="eval-bag")

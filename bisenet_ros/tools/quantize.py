@@ -39,7 +39,9 @@ EXAMPLES = """\
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="float checkpoint (.pth/.pt/.safetensors)")
+    parser.add_argument("--weights", required=True,
+                        help="float checkpoint (.pth/.pt/.safetensors) or a public checkpoint's name "
+                             "(bisenet-ros weights list)")
     parser.add_argument("--calibration", required=True, metavar="DATA",
                         help="unlabelled frames: an image folder, a video or a ROS 2 bag (with --topic)")
     parser.add_argument("--out", required=True, type=Path, help="the int8 model to write (.onnx)")
@@ -89,6 +91,9 @@ def check_output_paths(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_frames < 2 or args.bench_runs < 1:
         raise ConfigError("--max-frames must be >= 2 and --bench-runs >= 1")
+    from ..models.weights_catalog import resolve_weights
+
+    args.weights = resolve_weights(args.weights)  # a public checkpoint's name -> the cached file
     check_output_paths(args)
     fp32 = build_pipeline(PipelineOptions.from_args(args, device="cpu", precision="fp32", backend="auto"))
     if fp32.input_size is None:
