@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.datasets import DatasetPreset, load_preset, sidecar_preset
-from .data.images import ENCODINGS, MAX_PIXELS, MAX_SIDE, check_max_pixels, check_pixels
+from .data.images import ENCODINGS, MAX_PIXELS, MAX_SIDE, check_image, check_max_pixels, check_pixels
 from .data.remap import ClassRemap, load_remap
 from .errors import BisenetError, CheckpointError, ConfigError, ImageError, one_line
 from .inference import health, postprocess
@@ -43,26 +43,6 @@ OUTPUTS = frozenset({"color", "overlay", "confidence", "health"})
 def auto32(h: int, w: int) -> tuple[int, int]:
     """Each side rounded up to a multiple of 32."""
     return ((h + 31) // 32 * 32, (w + 31) // 32 * 32)
-
-
-def check_image(image: np.ndarray, encoding: str, max_pixels: int = MAX_PIXELS) -> None:
-    """Raise :class:`ImageError` unless ``image`` is a valid array for ``encoding``."""
-    if encoding not in ENCODINGS:
-        raise ImageError(
-            f"unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})"
-        )
-    channels, _ = ENCODINGS[encoding]
-    dtype = np.uint16 if encoding == "mono16" else np.uint8
-    if not isinstance(image, np.ndarray):
-        raise ImageError(f"image must be a numpy array, got {type(image).__name__}")
-    if image.dtype != dtype:
-        raise ImageError(f"{encoding} image must be {np.dtype(dtype).name}, got {image.dtype}")
-    shape_ok = (image.ndim == 2 and channels == 1) or (image.ndim == 3 and image.shape[2] == channels)
-    if not shape_ok:
-        raise ImageError(f"{encoding} image must be HxW{'' if channels == 1 else f'x{channels}'}, "
-                         f"got shape {image.shape}")
-    h, w = image.shape[:2]
-    check_pixels(w, h, max_pixels)
 
 
 @dataclass

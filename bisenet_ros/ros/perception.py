@@ -18,6 +18,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
+from ..errors import BisenetError
 from ..inference.health import DEFAULT_BASELINE, SYMPTOMS, Baseline, HealthMonitor, resolve_baseline, with_overrides
 
 #: the node parameters this part reads (declared in parameters.PARAMETERS)
@@ -64,6 +65,15 @@ class PerceptionHealth:
             pipeline.health_level = baseline.confidence_level
         self.node.get_logger().info(f"perception health: {baseline.describe()}"
                                     if self.enabled else "perception health: disabled (health_enabled false)")
+
+    def configure_reloaded(self, values: dict[str, Any], pipeline: Any) -> None:
+        """:meth:`configure` for a newly loaded model (its own baseline); the default thresholds
+        (and an error line) when that baseline cannot be read: the reload itself goes on."""
+        try:
+            self.configure(values, pipeline)
+        except BisenetError as exc:
+            self.node.get_logger().error(f"{exc}; perception health uses the default thresholds")
+            self.configure({**values, "health_baseline": "none"}, pipeline)
 
     def _checks(self) -> set[str]:
         return set(self.values["health_checks"] or SYMPTOMS)
