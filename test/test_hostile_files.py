@@ -411,15 +411,15 @@ def test_node_reload_refuses_a_model_whose_output_does_not_fit(ros_env, tiny_che
         def reload(weights: Path) -> str:
             assert node.set_parameters_atomically([Parameter("weights", value=str(weights)),
                                                    Parameter("backend", value="onnxruntime")]).successful
-            node._reload_thread.join(120)
+            node.core.reconfigure.thread.join(120)
             return node.get_parameter("weights").value
 
-        first = node.pipeline
+        first = node.core.pipeline
         for bad in (onnx_model(tmp_path / "flat.onnx", 7, rank=3), onnx_model(tmp_path / "wide.onnx", 21)):
             assert reload(bad) == str(tiny_checkpoints["bisenetv2"])  # reverted
-            assert node.pipeline is first and "returns" in node._last_error, node._last_error
+            assert node.core.pipeline is first and "returns" in node.core.last_error, node.core.last_error
         good = onnx_model(tmp_path / "good.onnx", 7)
-        assert reload(good) == str(good) and node.pipeline.num_classes == 7
+        assert reload(good) == str(good) and node.core.pipeline.num_classes == 7
     finally:
         node.close()
         rclpy.try_shutdown(context=ctx)

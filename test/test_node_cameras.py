@@ -135,8 +135,8 @@ def test_mono16_labels_above_256_classes_and_outputs_only_on_demand(ros_env, tmp
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     requested: list[set] = []  # the outputs the node asks the pipeline for, per batch
-    run_batch = node.pipeline.run_batch
-    node.pipeline.run_batch = lambda images, encodings, outputs: (
+    run_batch = node.core.pipeline.run_batch
+    node.core.pipeline.run_batch = lambda images, encodings, outputs: (
         requested.append(set(outputs)) or run_batch(images, encodings, outputs))
     client = RosClient("test_mono16_client")
     try:
@@ -149,7 +149,7 @@ def test_mono16_labels_above_256_classes_and_outputs_only_on_demand(ros_env, tmp
         # nobody subscribes to color/overlay/confidence: only labels were computed
         assert requested and requested[-1] == set()
         client.subscribe(f"{NODE}/overlay", Image)
-        assert client.wait_until(lambda: node.cameras[0].publishers["overlay"].get_subscription_count() > 0)
+        assert client.wait_until(lambda: node.core.cameras[0].publishers["overlay"].get_subscription_count() > 0)
         msg.header.frame_id = "with_overlay_subscriber"
         assert client.request("/cam300", msg, f"{NODE}/overlay") is not None
         assert requested[-1] == {"overlay"}

@@ -146,41 +146,41 @@ def inproc(ros_env, tiny_checkpoints):
 def test_one_failing_frame_costs_no_other_camera_and_is_reported(inproc):
     """A worker exception (here MemoryError for camera b's frame) is isolated from the batch,
     counted per camera and reported by /diagnostics as WARN with the reason."""
-    from bisenet_ros.ros.node import Frame
+    from bisenet_ros.ros.cameras import Frame
 
     node, _ = inproc
-    cam_a, cam_b = node.cameras
+    cam_a, cam_b = node.core.cameras
     published, diagnostics = [], []
-    node._publish = lambda cam, frame, res, n, pipe: published.append(cam.label)
-    node._diag_pub.publish = diagnostics.append
-    real = node.pipeline.run_batch
+    node.core.outputs.publish = lambda cam, frame, res, n, pipe: published.append(cam.label)
+    node.core.diagnostics.publisher.publish = diagnostics.append
+    real = node.core.pipeline.run_batch
 
     def run_batch(images, encodings, outputs=()):
         if any(img.shape[0] == 40 for img in images):
             raise MemoryError("cannot allocate 3.5 GB")
         return real(images, encodings, outputs)
 
-    node.pipeline.run_batch = run_batch
+    node.core.pipeline.run_batch = run_batch
     frames = []
     for cam, h in ((cam_a, 48), (cam_b, 40)):
         msg = Image(height=h, width=64, encoding="rgb8", step=64 * 3, data=frame(h, 64, 5).tobytes())
         msg.header.frame_id = f"{cam.label}_frame"
         f = Frame(msg, time.perf_counter(), image=frame(h, 64, 5), encoding="rgb8")
         frames.append((cam, f))
-    node.process(frames)
+    node.core.worker.process(frames)
     assert published == ["a"]
     assert (cam_a.failed, cam_b.failed) == (0, 1)
-    node._publish_diagnostics()
+    node.core.diagnostics.publish()
     status = diagnostics[-1].status[0]
     assert status.level == status.WARN and "b: 1 frames failed (cannot allocate 3.5 GB)" in status.message
     assert values(status)["failed_frames"] == "1"
-    node._publish_diagnostics()  # reported once: the next period is clean again
+    node.core.diagnostics.publish()  # reported once: the next period is clean again
     assert "frames failed" not in diagnostics[-1].status[0].message
 
 
 def test_reload_racing_shutdown_is_quiet(inproc, tiny_checkpoints):
     """SIGINT right after a weights change: the context goes away while the reload runs."""
-    import bisenet_ros.ros.node as node_module
+    import bisenet_ros.ros.reconfigure as node_module
 
     node, ctx = inproc
     started, release = threading.Event(), threading.Event()
@@ -200,7 +200,7 @@ def test_reload_racing_shutdown_is_quiet(inproc, tiny_checkpoints):
         assert started.wait(30)
         rclpy.try_shutdown(context=ctx)  # what SIGINT does
         release.set()
-        node._reload_thread.join(60)
+        node.core.reconfigure.thread.join(60)
     finally:
         node_module.build_pipeline = real
         threading.excepthook = old_hook
@@ -359,25 +359,25 @@ def test_row7_lifecycle_refuses_an_unavailable_transition_and_keeps_running(ros_
 def test_row20_a_failed_reload_warns_for_a_while_in_one_line_then_ok(inproc, tmp_path, monkeypatch):
     """Row 20: a failed weights reload kept /diagnostics at WARN for the rest of the run. Now WARN
     with the package's one line for RELOAD_WARN_S, then OK; the old model serves throughout."""
-    import bisenet_ros.ros.node as node_module
+    import bisenet_ros.ros.diagnostics as diagnostics_module
 
     node, _ = inproc
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint at all\n" * 100)
     diagnostics = []
-    node._diag_pub.publish = diagnostics.append
-    old_weights = node.pipeline.info["weights"]
+    node.core.diagnostics.publisher.publish = diagnostics.append
+    old_weights = node.core.pipeline.info["weights"]
     assert node.set_parameters([Parameter("weights", value=str(garbage))])[0].successful
-    node._reload_thread.join(60)
+    node.core.reconfigure.thread.join(60)
     assert node.get_parameter("weights").value == old_weights  # reverted
-    node._publish_diagnostics()
+    node.core.diagnostics.publish()
     status = diagnostics[-1].status[0]
     assert status.level == status.WARN and status.message.startswith(f"reload with weights={garbage} failed, keeping")
     assert "\n" not in status.message and len(status.message) <= 500
     assert status.message.endswith("not a PyTorch checkpoint (neither a zip nor a pickle of tensors, or truncated)")
     assert "Weights only load failed" not in status.message and "weights_only" not in status.message
-    monkeypatch.setattr(node_module, "RELOAD_WARN_S", 0.0, raising=False)  # the documented period has passed
-    node._publish_diagnostics()
+    monkeypatch.setattr(diagnostics_module, "RELOAD_WARN_S", 0.0)  # the documented period has passed
+    node.core.diagnostics.publish()
     status = diagnostics[-1].status[0]
     assert status.level == status.OK and "reload" not in status.message, status.message
     assert values(status)["last_error"].startswith("reload with weights=")  # still said, as a value
@@ -429,8 +429,9 @@ def test_row18_idle_cameras_cost_no_periodic_work(ros_env, tiny_checkpoints):
         counts["graph"], counts["timers"] = 0, {}
         spin(4.0)  # idle
         assert counts["graph"] == 0, counts
-        assert set(counts["timers"]) <= {"_publish_diagnostics"}, counts
-        assert counts["timers"].get("_publish_diagnostics", 0) <= 6, counts
+        diagnostics = node.core.diagnostics.publish.__name__  # the /diagnostics timer
+        assert set(counts["timers"]) <= {diagnostics}, counts
+        assert counts["timers"].get(diagnostics, 0) <= 6, counts
         # a camera starts publishing (reliable): its input follows within a refresh period
         pub = node.create_publisher(Image, "/c7/image", 10)  # the client side, in the same context
         try:
@@ -450,7 +451,7 @@ def test_row18_idle_cameras_cost_no_periodic_work(ros_env, tiny_checkpoints):
 def reliability_of(node, camera: str) -> str:
     from bisenet_ros.ros.inputs import reliability_name
 
-    cam = next(c for c in node.cameras if c.name == camera)
+    cam = next(c for c in node.core.cameras if c.name == camera)
     return reliability_name(cam.inputs[0].reliability)
 
 
@@ -459,13 +460,13 @@ def test_row19_the_node_names_itself_when_its_callback_thread_is_the_bottleneck(
     samples its CPU time), /diagnostics says the node, not the network, is the bottleneck."""
     node, _ = inproc
     diagnostics = []
-    node._diag_pub.publish = diagnostics.append
-    cam = node.cameras[0]
+    node.core.diagnostics.publisher.publish = diagnostics.append
+    cam = node.core.cameras[0]
     for i in range(100):  # a fast camera; later every other image never reached the callback
         if i < 40 or i % 2 == 0:
             cam.loss.on_image(1_000_000_000 + i * 1_000_000)
-    node._callback_load.sample = lambda now, cpu: 0.97
-    node._publish_diagnostics()
+    node.core.diagnostics._callback_load.sample = lambda now, cpu: 0.97
+    node.core.diagnostics.publish()
     status = diagnostics[-1].status[0]
     assert status.level == status.WARN, status.message
     assert "a: " in status.message and "97% busy, so the node itself, not the network, is the bottleneck" in \

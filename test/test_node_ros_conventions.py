@@ -23,7 +23,7 @@ from rcl_interfaces.srv import GetParameters, ListParameters  # noqa: E402
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 
 from bisenet_ros.ros.conversions import image_msg_to_array  # noqa: E402
-from bisenet_ros.ros.node import output_camera_info  # noqa: E402
+from bisenet_ros.ros.conversions import output_camera_info  # noqa: E402
 from bisenet_ros.ros.parameters import PARAMETERS  # noqa: E402
 from node_client import RosClient, frame, serve_node, start_node, values  # noqa: E402
 
@@ -43,7 +43,7 @@ def node(ros_env, tiny_checkpoints, tmp_path_factory):
 def client(node):
     c = RosClient("test_conventions_client")
     c.subscribe("/diagnostics", DiagnosticArray)
-    assert c.wait_matched(CAM, Image), "the node did not subscribe to " + CAM + ":\n" + node.log
+    assert c.wait_matched(CAM, Image, 120), "the node did not subscribe to " + CAM + ":\n" + node.log
     yield c
     c.close()
 
@@ -52,8 +52,8 @@ def node_status(client, pred=lambda s: True, timeout: float = 30.0):
     """The next /diagnostics status of the node satisfying ``pred`` (None after ``timeout``)."""
     seen = len(client.messages("/diagnostics"))
     msg = client.wait_for("/diagnostics", lambda m: client.messages("/diagnostics").index(m) >= seen
-                          and any(s.name.startswith(f"{NODE}:") and pred(s) for s in m.status), timeout)
-    return None if msg is None else next(s for s in msg.status if s.name.startswith(f"{NODE}:") and pred(s))
+                          and any(s.name == f"{NODE}: segmentation" and pred(s) for s in m.status), timeout)
+    return None if msg is None else next(s for s in msg.status if s.name == f"{NODE}: segmentation" and pred(s))
 
 
 def publish_until(client, pred, timeout: float = 40.0, rate_hz: float = 10.0):
@@ -65,7 +65,7 @@ def publish_until(client, pred, timeout: float = 40.0, rate_hz: float = 10.0):
         client.publish_image(CAM, frame(48, 64, n), "rgb8", f"paced_{n}")
         n += 1
         found = [s for m in client.messages("/diagnostics")[-3:] for s in m.status
-                 if s.name.startswith(f"{NODE}:") and pred(s)]
+                 if s.name == f"{NODE}: segmentation" and pred(s)]
         time.sleep(1.0 / rate_hz)
     return found[0] if found else None
 
@@ -239,3 +239,43 @@ def test_lifecycle_transitions_through_real_services(ros_env, tiny_checkpoints, 
         client.close()
         rc = proc.stop()
     assert rc == 0 and "Traceback" not in proc.log, proc.log[-3000:]
+
+
+def test_output_qos_overridden_from_a_parameter_file(ros_env, tiny_checkpoints, tmp_path):
+    """Output publishers take QoS overrides the ROS 2 way (QoSOverridingOptions): a parameter file's
+    ``qos_overrides.<topic>.publisher.reliability`` (nested or as one dotted key) applies to that
+    publisher only; the others keep output_reliability/output_depth."""
+    from rclpy.qos import ReliabilityPolicy
+
+    ns = "/qos_test/segmentation"  # its own namespace: the module's node is /segmentation
+    params = tmp_path / "qos.yaml"
+    params.write_text(f"""{ns}:
+  ros__parameters:
+    weights: {tiny_checkpoints['bisenetv2']}
+    device: cpu
+    qos_overrides:
+      {ns}/labels:
+        publisher:
+          reliability: best_effort
+          depth: 4
+    qos_overrides.{ns}/color.publisher.reliability: best_effort
+""")
+    proc = start_node(ros_env, ["-r", "__ns:=/qos_test", "-r", "image:=/qos_cam", "--params-file", str(params)],
+                      tmp_path / "node.log")
+    client = RosClient("test_qos_client")
+    try:
+        def reliability(kind):
+            infos = client.node.get_publishers_info_by_topic(f"{ns}/{kind}")
+            return infos[0].qos_profile.reliability if infos else None
+
+        kinds = ("labels", "color", "overlay", "timing")
+        assert client.wait_until(lambda: all(reliability(k) is not None for k in kinds), 120), proc.log
+        assert [reliability(k) for k in kinds] == [ReliabilityPolicy.BEST_EFFORT, ReliabilityPolicy.BEST_EFFORT,
+                                                   ReliabilityPolicy.RELIABLE, ReliabilityPolicy.RELIABLE]
+        assert client.get_parameter(ns, f"qos_overrides.{ns}/labels.publisher.reliability") == "best_effort"
+        assert client.get_parameter(ns, f"qos_overrides.{ns}/labels.publisher.depth") == 4
+        assert client.get_parameter(ns, f"qos_overrides.{ns}/overlay.publisher.depth") == 1
+    finally:
+        client.close()
+        rc = proc.stop()
+    assert rc == 0 and "Traceback" not in proc.log, proc.log

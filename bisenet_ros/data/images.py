@@ -285,3 +285,23 @@ def _normalise_decoded(image: np.ndarray) -> tuple[np.ndarray, str]:
 def stamp_ns(header: Any) -> int:
     """A message header's stamp in nanoseconds (ROS and rosbags messages alike)."""
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def check_image(image: np.ndarray, encoding: str, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise :class:`ImageError` unless ``image`` is a valid array for ``encoding``."""
+    if encoding not in ENCODINGS:
+        raise ImageError(
+            f"unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})"
+        )
+    channels, _ = ENCODINGS[encoding]
+    dtype = np.uint16 if encoding == "mono16" else np.uint8
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.dtype != dtype:
+        raise ImageError(f"{encoding} image must be {np.dtype(dtype).name}, got {image.dtype}")
+    shape_ok = (image.ndim == 2 and channels == 1) or (image.ndim == 3 and image.shape[2] == channels)
+    if not shape_ok:
+        raise ImageError(f"{encoding} image must be HxW{'' if channels == 1 else f'x{channels}'}, "
+                         f"got shape {image.shape}")
+    h, w = image.shape[:2]
+    check_pixels(w, h, max_pixels)

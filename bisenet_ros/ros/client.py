@@ -275,7 +275,9 @@ class RosClient:
                 message_type(kind), topic, qos or QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
         return self._publishers[topic]
 
-    def wait_matched(self, topic: str, kind: str | type = "image", timeout: float = 30.0) -> bool:
+    def wait_matched(self, topic: str, kind: str | type = "image", timeout: float = 120.0) -> bool:
+        """Until a subscriber of ``topic`` matched our publisher (a node starting up loads its model
+        and may measure the auto backend first: tens of seconds on a loaded machine)."""
         pub = self.publisher(topic, kind)
         return self.wait_until(lambda: pub.get_subscription_count() > 0, timeout)
 

@@ -7,6 +7,8 @@ whose one-line message names the problem. ``array_to_image_msg`` fills ``msg.dat
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
@@ -145,3 +147,45 @@ def camera_info_msg(height: int, width: int, k: np.ndarray, header: Header | Non
     if header is not None:
         info.header = header
     return info
+
+
+def scale_camera_info(info: CameraInfo, header: Header, width: int, height: int) -> CameraInfo:
+    """``info`` for the image resized to ``width`` x ``height`` (pixel-centre convention).
+
+    The pipeline resizes with ``align_corners=False``, so a pixel coordinate maps as
+    ``x' = (x + 0.5) * sx - 0.5``: focal lengths scale by s, principal points by that rule.
+    """
+    sx, sy = width / info.width, height / info.height
+    out = CameraInfo()
+    out.header = header
+    out.width, out.height = width, height
+    out.distortion_model, out.d, out.r = info.distortion_model, info.d, info.r
+    k = list(info.k)
+    k[0], k[1], k[2] = k[0] * sx, k[1] * sx, (k[2] + 0.5) * sx - 0.5
+    k[4], k[5] = k[4] * sy, (k[5] + 0.5) * sy - 0.5
+    out.k = k
+    p = list(info.p)
+    p[0], p[1], p[2], p[3] = p[0] * sx, p[1] * sx, (p[2] + 0.5) * sx - 0.5, p[3] * sx
+    p[5], p[6], p[7] = p[5] * sy, (p[6] + 0.5) * sy - 0.5, p[7] * sy
+    out.p = p
+    out.binning_x, out.binning_y = info.binning_x, info.binning_y
+    roi = info.roi
+    out.roi.x_offset, out.roi.y_offset = int(round(roi.x_offset * sx)), int(round(roi.y_offset * sy))
+    out.roi.width, out.roi.height = int(round(roi.width * sx)), int(round(roi.height * sy))
+    out.roi.do_rectify = roi.do_rectify
+    return out
+
+
+def output_camera_info(info: CameraInfo | None, header: Header, width: int, height: int) -> CameraInfo:
+    """The CameraInfo published beside a labels frame of ``width`` x ``height`` with ``header``:
+    the camera's (scaled when the output is resized), else an uncalibrated one (all-zero K) that
+    still says the frame and size."""
+    if info is None or not info.width or not info.height:
+        out = CameraInfo(width=width, height=height)
+        out.header = header
+        return out
+    if (info.width, info.height) != (width, height):
+        return scale_camera_info(info, header, width, height)
+    out = copy.copy(info)
+    out.header = header
+    return out

@@ -9,8 +9,8 @@ its parameter services and ``/diagnostics`` are up at once, nothing is loaded. T
 - deactivate: stop the worker, remove subscriptions and publishers (the model stays loaded);
 - cleanup: release the model; shutdown (from any state): all of the above.
 
-The behaviour is :class:`~bisenet_ros.ros.node.SegmentationCore`, the same code the plain
-``segmentation_node`` runs in its constructor.
+The behaviour is :class:`~bisenet_ros.ros.core.SegmentationCore`, the same object the plain
+``segmentation_node`` runs in its constructor; each transition calls one of its public stages.
 
 ``change_state`` refuses what the state machine cannot do from the current state (an
 unregistered transition id or label, e.g. activate while unconfigured): ``success: false`` and
@@ -25,83 +25,84 @@ from typing import Any
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from ..errors import BisenetError, one_line, safe_text
-from .node import NODE_NAME, SegmentationCore, spin
+from .core import SegmentationCore
+from .node import NODE_NAME, spin
 
 
-class LifecycleSegmentationNode(SegmentationCore, LifecycleNode):
+class LifecycleSegmentationNode(LifecycleNode):
     """``segmentation`` as a lifecycle node; see the module docstring."""
 
     def __init__(self, **node_kwargs: Any) -> None:
-        LifecycleNode.__init__(self, NODE_NAME, **node_kwargs)
-        self._guard_change_state()
-        self._init_core()
-
-    def _guard_change_state(self) -> None:
-        """Wrap the ``change_state`` service: a transition not available from the current state is
-        refused with one line, and nothing the state machine raises ends the node."""
-        service = getattr(self, "_service_change_state", None)
-        if service is None:  # no communication interface: no service to guard
-            return
-        handle = service.callback
-
-        def change_state(request: Any, response: Any) -> Any:
-            transition = request.transition
-            available = [(t[0], t[1]) for t in self._state_machine.available_transitions]
-            wanted = (lambda t: t[1] == transition.label) if transition.label else (lambda t: t[0] == transition.id)
-            if not any(wanted(t) for t in available):
-                asked = f"'{safe_text(transition.label, 80)}'" if transition.label else f"id {transition.id}"
-                self.get_logger().warning(
-                    f"change_state refused: transition {asked} is not available in state "
-                    f"'{self._state_machine.current_state[1]}' (available: "
-                    f"{', '.join(f'{label} ({tid})' for tid, label in available)})")
-                response.success = False
-                return response
-            try:
-                return handle(request, response)
-            except Exception as exc:  # noqa: BLE001 - the state machine refusing: the node keeps running
-                self.get_logger().error(f"change_state failed: {safe_text(one_line(exc), 300)}")
-                response.success = False
-                return response
-
-        service.callback = change_state
+        super().__init__(NODE_NAME, **node_kwargs)
+        guard_change_state(self)
+        self.core = SegmentationCore(self)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self._configure_pipeline()
-        except BisenetError as exc:
-            self.get_logger().error(f"configure failed: {exc}")
+            self.core.configure()
+        except Exception as exc:  # BisenetError, or torch refusing the device or the weights
+            self.get_logger().error(f"configure failed: {exc if isinstance(exc, BisenetError) else one_line(exc)}")
             return TransitionCallbackReturn.FAILURE
-        except Exception as exc:  # torch refusing the device or the weights
-            self.get_logger().error(f"configure failed: {one_line(exc)}")
-            return TransitionCallbackReturn.FAILURE
-        info = self.pipeline.info
+        info = self.core.pipeline.info
         self.get_logger().info(f"configured: {info['model']} ({info['num_classes']} classes) from "
                                f"{info['weights']} on {info['device']} [{info['backend']}]")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._activate()
+        self.core.activate()
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
+        self.core.deactivate()
         self.get_logger().info("deactivated: not subscribed, model kept")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._cleanup_pipeline()
+        self.core.cleanup()
         self.get_logger().info("cleaned up: model released")
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
-        self._cleanup_pipeline()
+        self.core.shutdown()
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._deactivate()
-        self._cleanup_pipeline()
+        self.core.shutdown()
         return TransitionCallbackReturn.SUCCESS  # back to unconfigured
+
+    def close(self) -> None:
+        """Stop the worker (and a background model load) and release the node."""
+        self.core.shutdown()
+        self.destroy_node()
+
+
+def guard_change_state(node: LifecycleNode) -> None:
+    """Wrap the ``change_state`` service: a transition not available from the current state is
+    refused with one line, and nothing the state machine raises ends the node."""
+    service = getattr(node, "_service_change_state", None)
+    if service is None:  # no communication interface: no service to guard
+        return
+    handle = service.callback
+
+    def change_state(request: Any, response: Any) -> Any:
+        transition, machine = request.transition, node._state_machine
+        available = [(t[0], t[1]) for t in machine.available_transitions]
+        wanted = (lambda t: t[1] == transition.label) if transition.label else (lambda t: t[0] == transition.id)
+        if not any(wanted(t) for t in available):
+            asked = f"'{safe_text(transition.label, 80)}'" if transition.label else f"id {transition.id}"
+            node.get_logger().warning(
+                f"change_state refused: transition {asked} is not available in state "
+                f"'{machine.current_state[1]}' (available: {', '.join(f'{label} ({tid})' for tid, label in available)})")
+            response.success = False
+            return response
+        try:
+            return handle(request, response)
+        except Exception as exc:  # noqa: BLE001 - the state machine refusing: the node keeps running
+            node.get_logger().error(f"change_state failed: {safe_text(one_line(exc), 300)}")
+            response.success = False
+            return response
+
+    service.callback = change_state
 
 
 def main(args: list[str] | None = None) -> int:

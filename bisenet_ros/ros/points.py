@@ -79,8 +79,10 @@ class CameraDepth:
 class SemanticOutputs:
     """``~/points``, ``~/mask`` and class areas for the cameras of one node."""
 
-    def __init__(self, node: Node, values: dict[str, Any], depth_qos: QoSProfile) -> None:
+    def __init__(self, node: Node, values: dict[str, Any], depth_qos: QoSProfile,
+                 create_publisher: Callable[..., Publisher] | None = None) -> None:
         self._node = node
+        self._create_publisher = create_publisher or node.create_publisher
         self._values = values  # the node's live parameter values (read, never written)
         self._qos = depth_qos
         self._cameras: dict[str, CameraDepth] = {}
@@ -98,21 +100,21 @@ class SemanticOutputs:
     def add_camera(self, label: str, prefix: str, out_qos: QoSProfile) -> dict[str, Publisher]:
         """Publishers ``~/[<camera>/]points`` and ``mask`` for a camera; returns them by name."""
         try:  # a subscriber coming or going wakes follow_subscribers
-            points = self._node.create_publisher(PointCloud2, f"~/{prefix}points", out_qos,
-                                                 event_callbacks=PublisherEventCallbacks(
-                                                     matched=lambda _: self.wake(), use_default_callbacks=False))
+            points = self._create_publisher(PointCloud2, f"~/{prefix}points", out_qos,
+                                            event_callbacks=PublisherEventCallbacks(
+                                                matched=lambda _: self.wake(), use_default_callbacks=False))
         except UnsupportedEventTypeError:  # a middleware without matched events: poll
             self._events = False
-            points = self._node.create_publisher(PointCloud2, f"~/{prefix}points", out_qos)
+            points = self._create_publisher(PointCloud2, f"~/{prefix}points", out_qos)
         self.wake()
-        mask = self._node.create_publisher(Image, f"~/{prefix}mask", out_qos,  # no handlers: see node.output_events
-                                           event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
+        mask = self._create_publisher(Image, f"~/{prefix}mask", out_qos,  # no handlers: see publishers.output_events
+                                      event_callbacks=PublisherEventCallbacks(use_default_callbacks=False))
         self._cameras[label] = CameraDepth(label, f"{prefix}depth", points, mask)
         return {"points": points, "mask": mask}
 
     def close(self) -> None:
         """Stop following subscribers and drop the depth subscriptions (the node's publishers of
-        ``points``/``mask`` are destroyed by the node with its other outputs)."""
+        ``points``/``mask`` are destroyed with the node's other outputs)."""
         self._node.destroy_timer(self._timer)
         for cam in self._cameras.values():
             if cam.subscription is not None:

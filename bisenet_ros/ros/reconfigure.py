@@ -1,0 +1,144 @@
+"""Run-time parameter changes: the on-set callback only validates (accept or refuse the whole
+change, no side effects); the post-set callback applies -- live settings at once, model
+parameters by a background reload whose new pipeline is swapped in only on success (otherwise the
+parameters are reverted and the old model keeps serving).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from ..errors import one_line, safe_text
+from ..inference.backend_cache import announcing
+from ..pipeline import build_pipeline
+from .parameters import (PARAMETERS, RELOAD, as_parameter, check_remap, never_raises, pipeline_options, plain,
+                         reload_changes, validate_changes)
+from .perception import HEALTH_PARAMETERS
+from .points import check_class_parameters
+
+LIVE = {"overlay_alpha", "confidence_threshold"}  # pipeline attributes changed in place
+
+
+class Reconfigure:
+    """The node's parameter callbacks and background model reload."""
+
+    def __init__(self, node: Node, core: SegmentationCore) -> None:  # noqa: F821 (ros/core.py, composing the parts)
+        self.node, self.core = node, core
+        self.lock = threading.RLock()
+        self.reverting = False
+        self.thread: threading.Thread | None = None
+        node.add_on_set_parameters_callback(never_raises(self.validate))  # refuses, never raises
+        node.add_post_set_parameters_callback(self.apply)
+
+    @staticmethod
+    def _changes(params: list[Parameter]) -> dict[str, Any]:
+        """The node's own parameters among ``params`` (not the qos_overrides.* rclpy declares)."""
+        return {p.name: plain(p.name, p.value) for p in params if p.name in PARAMETERS}
+
+    def validate(self, params: list[Parameter]) -> SetParametersResult:
+        """The on-set callback: accept or refuse the whole change (no side effects here)."""
+        with self.lock:
+            if self.reverting:
+                return SetParametersResult(successful=True)
+            changes, values = self._changes(params), self.core.values
+            pipeline = self.core.pipeline  # None while unconfigured (lifecycle): checked at configure
+            if pipeline is None:
+                reason = validate_changes(values, changes)
+            else:
+                reason = validate_changes(values, changes, pipeline.info.get("num_classes")) \
+                    or check_remap(changes, pipeline.source_preset) \
+                    or check_class_parameters(changes, pipeline.preset.class_names)
+            if not reason and reload_changes(values, changes) and self.reloading():
+                reason = "a model reload is in progress; try again when it finishes"
+            return SetParametersResult(successful=not reason, reason=reason or "")
+
+    def apply(self, params: list[Parameter]) -> None:
+        """The post-set callback: live settings at once, model changes by a background reload."""
+        with self.lock:
+            if self.reverting:
+                return
+            changes, values, pipeline = self._changes(params), self.core.values, self.core.pipeline
+            if pipeline is None:  # unconfigured (lifecycle): the values are used at configure
+                values.update(changes)
+                return
+            reload = reload_changes(values, changes)
+            if reload:
+                old = {k: values[k] for k in reload}
+                self.thread = threading.Thread(target=self._reload, args=({**values, **changes}, old),
+                                               name="segmentation_reload", daemon=True)
+                self.thread.start()
+            for name, value in changes.items():
+                if name not in RELOAD:
+                    values[name] = value
+                    if name == "publish_points" and self.core.outputs.semantic is not None:
+                        self.core.outputs.semantic.wake()
+                    if name in LIVE:
+                        setattr(pipeline, name, value)
+                    if name == "confidence_threshold":
+                        self.core.outputs.label_info.publish(pipeline.preset.class_names, value)
+            if {"foxglove_port", "foxglove_address"} & set(changes) and self.core.active:
+                self.core.outputs.foxglove.restart()
+            if set(changes) & set(HEALTH_PARAMETERS):
+                self.core.perception.configure(values, pipeline)
+
+    def reloading(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def wait(self) -> None:
+        """Let a reload in progress finish (cleanup, shutdown)."""
+        if self.reloading() and self.thread is not threading.current_thread():
+            self.thread.join(timeout=60.0)
+
+    def _reload(self, candidate: dict[str, Any], old: dict[str, Any]) -> None:
+        """:meth:`_load`, quiet when the node is shutting down meanwhile (SIGINT right after a change)."""
+        try:
+            self._load(candidate, old)
+        except Exception as exc:  # noqa: BLE001
+            if self.core.worker.stop_event.is_set() or not self.node.context.ok():
+                return  # the context went away under the reload: nothing left to tell
+            self.core.last_error = f"reload failed: {safe_text(one_line(exc), 300)}"
+            self.core.last_error_at = time.monotonic()
+            self.node.get_logger().error(self.core.last_error)
+
+    def _load(self, candidate: dict[str, Any], old: dict[str, Any]) -> None:
+        """Build the pipeline for ``candidate``; swap it in, or revert the parameters to ``old``."""
+        core, log = self.core, self.node.get_logger()
+        changed = ", ".join(f"{k}={candidate[k]}" for k in old)
+        log.info(f"loading model for {changed} in the background")
+        try:
+            with announcing(core.backend_watch.announce):
+                pipeline = build_pipeline(pipeline_options(candidate), overlay_alpha=core.values["overlay_alpha"])
+        except Exception as exc:  # BisenetError, or torch refusing the device/weights
+            keeping = core.pipeline.info.get("weights") if core.pipeline is not None else "no model"
+            core.last_error = safe_text(f"reload with {changed} failed, keeping {keeping}: {one_line(exc, 300)}", 500)
+            core.last_error_at = time.monotonic()
+            log.error(core.last_error)
+            self._revert(old)
+            return
+        pipeline.overlay_alpha = core.values["overlay_alpha"]
+        pipeline.confidence_threshold = core.values["confidence_threshold"]
+        core.last_error = ""  # before the swap: /diagnostics never shows the new model with the old error
+        core.perception.configure_reloaded({**core.values, **{k: candidate[k] for k in old}}, pipeline)
+        core.pipeline = pipeline
+        with self.lock:
+            core.values.update({k: candidate[k] for k in old})
+        if core.active:
+            core.outputs.publish_legend()
+        info = pipeline.info
+        log.info(f"now serving {info['model']} ({info['num_classes']} classes) from "
+                 f"{info['weights']}, input {info['input_size']}")
+        for warning in info.get("warnings", ()):
+            log.warning(warning)
+
+    def _revert(self, old: dict[str, Any]) -> None:
+        with self.lock:
+            self.reverting = True
+            try:
+                self.node.set_parameters([as_parameter(k, v) for k, v in old.items()])
+            finally:
+                self.reverting = False
