@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "export-onnx": "export_onnx",
     "node-bench": "node_bench",
     "quantize": "quantize",
+    "health-baseline": "health_baseline",
     "weights": "weights",
     "camera": "camera",
 }

@@ -33,11 +33,11 @@ from .data.datasets import DatasetPreset, load_preset, sidecar_preset
 from .data.images import ENCODINGS, MAX_PIXELS, MAX_SIDE, check_image, check_max_pixels, check_pixels
 from .data.remap import ClassRemap, load_remap
 from .errors import BisenetError, CheckpointError, ConfigError, ImageError, one_line
-from .inference import postprocess
+from .inference import health, postprocess
 from .inference.threads import pipeline_threads, torch_threads
 from .options import CHECKPOINT, PipelineOptions, fixed_input_size, unknown_label
 
-OUTPUTS = frozenset({"color", "overlay", "confidence"})
+OUTPUTS = frozenset({"color", "overlay", "confidence", "health"})
 
 
 def auto32(h: int, w: int) -> tuple[int, int]:
@@ -56,6 +56,7 @@ class SegmentationResult:
     overlay_encoding: str = "rgb8"  # rgb8, or bgr8 for bgr8/bgra8 input
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     model_size: tuple[int, int] = (0, 0)  # (H, W) the model ran at
+    health: dict[str, float] | None = None  # perception-health statistics (bisenet_ros.inference.health)
 
 
 class SegmentationPipeline:
@@ -94,6 +95,7 @@ class SegmentationPipeline:
         self.label_dtype = torch.uint8 if self.num_classes <= 256 else torch.int16
         self.unknown_label = unknown_label(self.num_classes)
         self.confidence_threshold = confidence_threshold
+        self.health_level = health.DEFAULT_LEVEL  # max softmax below which a logit cell counts as unsure
         std = torch.tensor(preset.std, dtype=torch.float32)
         mean = torch.tensor(preset.mean, dtype=torch.float32)
         # x_norm = (x/255 - mean)/std = x * scale + shift, per RGB channel
@@ -212,6 +214,10 @@ class SegmentationPipeline:
                 results.append(self._postprocess(logits[i:i + 1], stride, size, rgb, native, image.shape[:2],
                                                  enc, wanted))
         t3 = self._tick()
+        if "health" in wanted:  # from the low-resolution logits and a subsample of the image
+            for i, (res, image) in enumerate(zip(results, images)):
+                res.health = health.frame_statistics(logits[i], image, self.health_level)
+        t4 = self._tick()
         n = len(images)
         for res in results:
             res.model_size = size
@@ -220,6 +226,8 @@ class SegmentationPipeline:
                 "inference_ms": (t2 - t1) * 1e3 / n,
                 "postprocess_ms": (t3 - t2) * 1e3 / n,
             }
+            if res.health is not None:
+                res.timings["health_ms"] = (t4 - t3) * 1e3 / n
         return results
 
     def _postprocess(

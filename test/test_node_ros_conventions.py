@@ -52,8 +52,8 @@ def node_status(client, pred=lambda s: True, timeout: float = 30.0):
     """The next /diagnostics status of the node satisfying ``pred`` (None after ``timeout``)."""
     seen = len(client.messages("/diagnostics"))
     msg = client.wait_for("/diagnostics", lambda m: client.messages("/diagnostics").index(m) >= seen
-                          and any(s.name.startswith(f"{NODE}:") and pred(s) for s in m.status), timeout)
-    return None if msg is None else next(s for s in msg.status if s.name.startswith(f"{NODE}:") and pred(s))
+                          and any(s.name == f"{NODE}: segmentation" and pred(s) for s in m.status), timeout)
+    return None if msg is None else next(s for s in msg.status if s.name == f"{NODE}: segmentation" and pred(s))
 
 
 def publish_until(client, pred, timeout: float = 40.0, rate_hz: float = 10.0):
@@ -65,7 +65,7 @@ def publish_until(client, pred, timeout: float = 40.0, rate_hz: float = 10.0):
         client.publish_image(CAM, frame(48, 64, n), "rgb8", f"paced_{n}")
         n += 1
         found = [s for m in client.messages("/diagnostics")[-3:] for s in m.status
-                 if s.name.startswith(f"{NODE}:") and pred(s)]
+                 if s.name == f"{NODE}: segmentation" and pred(s)]
         time.sleep(1.0 / rate_hz)
     return found[0] if found else None
 

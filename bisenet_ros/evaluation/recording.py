@@ -29,6 +29,7 @@ from ..data.datasets import DatasetPreset, build_label_lut
 from ..errors import BisenetError, ConfigError
 from ..pipeline import SegmentationPipeline, SegmentationResult
 from ..progress import progress_bar
+from .health import HealthProbe
 from .metrics import (ConfusionMatrix, GroundTruthScorer, LatencyRecorder, MetricsError, WarningCounter,
                       fps_from_latencies)
 from ..safe_yaml import load_yaml_file
@@ -208,10 +209,12 @@ class BagEvaluation:
     def __init__(self, pipeline: SegmentationPipeline, bag: str | Path, image_topic: str,
                  label_topic: str | None = None, *, ignore_index: int = 255, label_lut: np.ndarray | None = None,
                  stamp_tolerance_ms: float = 0.0, max_frames: int = 0, warmup: int = 1,
-                 predictions: PredictionBag | None = None, strict: bool = False, progress: bool = True) -> None:
+                 predictions: PredictionBag | None = None, strict: bool = False, progress: bool = True,
+                 health: HealthProbe | None = None) -> None:
         self.pipeline, self.bag, self.image_topic, self.label_topic = pipeline, bag, image_topic, label_topic
         self.ignore_index, self.stamp_tolerance_ms = ignore_index, stamp_tolerance_ms
         self.max_frames, self.warmup, self.predictions, self.progress = max_frames, warmup, predictions, progress
+        self.health = health  # perception-health statistics per frame (and shifted variants), or None
         self.warn = WarningCounter(strict, BagError)
         self.scorer = GroundTruthScorer(pipeline.num_classes, ignore_index, label_lut, self.warn) if label_topic else None
         self.latencies = LatencyRecorder()
@@ -275,7 +278,7 @@ class BagEvaluation:
         if item.error:
             self.warn.add("bad_images", f"image at stamp {item.stamp_ns}: {item.error}")
             return
-        outputs = ("color", "overlay") if writer else ()
+        outputs = (("color", "overlay") if writer else ()) + (("health",) if self.health else ())
         try:
             if self.warmup > 0:  # first-call costs (allocations, kernel selection) stay out of the figures
                 for _ in range(self.warmup):
@@ -289,6 +292,8 @@ class BagEvaluation:
         self.latencies.add({**res.timings, "total_ms": (time.perf_counter() - t0) * 1e3})
         if writer:
             self.predictions.write(writer, item, res)
+        if self.health:
+            self.health.add(self.pipeline, item, res.health)
         if self.matcher:
             self.matcher.add_prediction(item.stamp_ns, res.labels)
 
@@ -320,6 +325,8 @@ class BagEvaluation:
         report["warning_messages"] = dict(warn.messages)
         if self.predictions:
             report["prediction_bag"] = str(self.predictions.path)
+        if self.health:
+            report["health"] = self.health.report()
         return Evaluation(report, scorer.confusion if scorer else None, self.latencies, dict(warn.counts))
 
 
@@ -330,7 +337,7 @@ def evaluate_bag(pipeline: SegmentationPipeline, bag: str | Path, image_topic: s
     """Run the pipeline over a bag's camera images and score them against ground truth.
 
     ``options``: ``ignore_index``, ``label_lut``, ``stamp_tolerance_ms``, ``max_frames``,
-    ``warmup``, ``strict``, ``progress`` (see :class:`BagEvaluation`).
+    ``warmup``, ``strict``, ``progress``, ``health`` (see :class:`BagEvaluation`).
     """
     predictions = PredictionBag(pred_bag, pred_storage, pred_namespace, pred_with_image, overwrite) if pred_bag else None
     return BagEvaluation(pipeline, bag, image_topic, label_topic, predictions=predictions, **options).run()

@@ -20,6 +20,7 @@ CONFUSION_PNG = "confusion_matrix.png"
 IOU_PNG = "per_class_iou.png"
 LATENCY_PNG = "latency_histogram.png"
 STAGES_PNG = "latency_stages.png"
+HEALTH_CSV = "health.csv"  # eval-bag: perception-health statistics per frame (bisenet_ros.evaluation.health)
 #: latency keys that are sums of the others (drawn as the total, not as a stage)
 TOTAL_KEYS = ("total_ms", "end_to_end_ms")
 
@@ -34,7 +35,7 @@ def stage_keys(samples: Mapping[str, Sequence[float]]) -> list[str]:
     """The disjoint stages of ``samples`` (every key with data that is not a total), in order."""
     return [k for k, v in samples.items() if len(v) and not is_total(k)]
 #: every file :func:`write_report` may write
-REPORT_FILES = (METRICS_JSON, REPORT_MD, CONFUSION_PNG, IOU_PNG, LATENCY_PNG, STAGES_PNG)
+REPORT_FILES = (METRICS_JSON, REPORT_MD, CONFUSION_PNG, IOU_PNG, LATENCY_PNG, STAGES_PNG, HEALTH_CSV)
 
 
 def check_report_dir(out_dir: str | Path, inputs=(), overwrite: bool = False, option: str = "--out") -> None:
@@ -180,6 +181,10 @@ def markdown_report(report: Mapping, plots: Mapping[str, str], title: str = "Seg
         for stage, stats in lat.items():
             lines.append(f"| {stage} | " + " | ".join(_fmt(stats.get(c), 2) for c in cols) + " |")
         lines.append("")
+
+    if report.get("health"):
+        from .health import health_markdown
+        lines += health_markdown(report["health"])
 
     if plots:
         lines += ["## Plots", ""]

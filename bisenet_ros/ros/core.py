@@ -24,6 +24,7 @@ from ..pipeline import SegmentationPipeline, build_pipeline
 from .backend_watch import BackendWatch
 from .cameras import CameraInputs
 from .diagnostics import NodeDiagnostics
+from .perception import PerceptionHealth
 from .parameters import PARAMETERS, RELOAD, pipeline_options, plain, validate_changes
 from .points import check_class_parameters
 from .publishers import OutputPublishers
@@ -64,6 +65,7 @@ class SegmentationCore:
         self.last_error_at = 0.0  # time.monotonic() of the last reload failure
         self.inputs = CameraInputs(node, self)
         self.outputs = OutputPublishers(node, self)
+        self.perception = PerceptionHealth(node, self.values)  # perception health: <node>: perception
         self.worker = Worker(node, self)
         self.diagnostics = NodeDiagnostics(node, self, self.values["diagnostics_period"])
         self.backend_watch = BackendWatch(node, self.diagnostics.publisher)  # auto's measurement, said and checked
@@ -83,6 +85,7 @@ class SegmentationCore:
         reason = check_class_parameters(self.values, pipeline.preset.class_names)
         if reason:
             raise ConfigError(reason)
+        self.perception.configure(self.values, pipeline)
         self.pipeline = pipeline
 
     def activate(self) -> None:
@@ -104,6 +107,7 @@ class SegmentationCore:
         self.worker.stop()
         self.outputs.withdraw()
         self.inputs.unsubscribe()
+        self.perception.reset()
 
     def cleanup(self) -> None:
         """Release the model (after a reload in progress has finished)."""

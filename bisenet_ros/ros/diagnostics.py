@@ -130,7 +130,7 @@ class NodeDiagnostics:
         status = DiagnosticStatus(level=health.level, name=f"{self.node.get_fully_qualified_name()}: segmentation",
                                   message=health.message, hardware_id=str(info.get("device")))
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        msg = DiagnosticArray(status=[status])
+        msg = DiagnosticArray(status=[status, self.core.perception.status()])  # status[0] stays ours
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.publisher.publish(msg)
         self.core.outputs.foxglove.diagnostics(msg)

@@ -119,6 +119,24 @@ PARAMETERS: dict[str, ParamSpec] = {
                                 float_range=(0.0, 1.0)),
     "input_timeout": ParamSpec(3.0, "seconds without an image after which /diagnostics WARNs "
                                     "(input stopped); 0 = never", float_range=(0.0, 3600.0)),
+    # perception health (bisenet_ros/ros/perception.py), live
+    "health_enabled": ParamSpec(True, "compute the perception-health statistics of every processed frame (1/8 "
+                                      "logits, image subsample) and report them in ~/timing and /diagnostics"),
+    "health_hold_time": ParamSpec(3.0, "seconds a symptom must persist (in 80% of the frames) before the "
+                                       "perception status WARNs, and be gone (in 80%) before it is OK again",
+                                  float_range=(0.1, 60.0)),
+    "health_baseline": ParamSpec("", "health baseline YAML (bisenet-ros health-baseline); empty = "
+                                     "<weights stem>.health.yaml when there is one, else the defaults; "
+                                     "none = the defaults"),
+    "health_confidence_level": ParamSpec(0.0, "a logit cell below this max softmax counts as low confidence; "
+                                              "0 = the baseline's (default 0.8)", float_range=(0.0, 1.0)),
+    "health_low_confidence_max": ParamSpec(0.0, "share of low-confidence cells above which the scene counts as "
+                                                "outside the training domain; 0 = the baseline's (default 0.5)",
+                                           float_range=(0.0, 1.0)),
+    "health_frozen_frames": ParamSpec(3, "identical consecutive frames before a camera can count as frozen",
+                                      int_range=(2, 100000, 1)),
+    "health_checks": ParamSpec(Parameter.Type.STRING_ARRAY, "symptoms checked: frozen, black, saturated, "
+                                                            "uniform, low_confidence; unset/empty = all"),
     # fixed at start
     "cameras": ParamSpec(Parameter.Type.STRING_ARRAY, "camera names; empty = one camera on "
                                                       "'image', else '<name>/image' each, batched",
@@ -225,6 +243,17 @@ def validate_parameter(name: str, value: Any) -> str | None:
         from ..data.remap import REMAP_DIR, available_remaps
         if not (Path(value).expanduser().is_file() or (REMAP_DIR / f"{value}.yaml").is_file()):
             return f"unknown class remap '{value}' (shipped: {', '.join(available_remaps())}; or a YAML file)"
+    if name == "health_baseline" and value and value != "none":
+        from ..inference.health import load_baseline
+        try:
+            load_baseline(value)
+        except BisenetError as exc:
+            return str(exc)
+    if name == "health_checks" and value:
+        from ..inference.health import SYMPTOMS
+        bad = [c for c in value if c not in SYMPTOMS]
+        if bad:
+            return f"health_checks takes {', '.join(SYMPTOMS)}, got {bad}"
     if name == "foxglove_address" and not valid_address(value):
         return f"foxglove_address must be an IP address of this host or 'localhost' (0.0.0.0 = all), got '{value}'"
     if name == "cameras" and value:

@@ -137,8 +137,8 @@ class OutputPublishers:
             or bool(self.foxglove.wanted(cam.label))
 
     def wanted_outputs(self, cameras: list[Camera]) -> set[str]:
-        """Pipeline outputs someone subscribed to (with their publish_* switch on)."""
-        wanted = set()
+        """Pipeline outputs someone subscribed to (with their publish_* switch on), and health."""
+        wanted = {"health"} if self.core.perception.enabled else set()
         for cam in cameras:
             foxglove = self.foxglove.wanted(cam.label)
             for switch, output in SWITCHES.items():
@@ -165,6 +165,7 @@ class OutputPublishers:
         out_h, out_w = res.labels.shape[:2]
         camera_info = cam.info.for_frame(stamp_ns(header))
         pubs["camera_info"].publish(output_camera_info(camera_info, header, out_w, out_h))
+        health = self.core.perception.update(cam.label, frame.received, res.health)
         extra, counts = self.semantic.publish(cam.label, header, res.labels, frame.size, camera_info,
                                               pipeline.preset)
         total_ms = (time.perf_counter() - frame.received) * 1e3
@@ -175,7 +176,7 @@ class OutputPublishers:
         if values["publish_timing"]:
             timings = dict(wait_ms=(frame.taken - frame.received) * 1e3, **res.timings, total_ms=total_ms,
                            **({} if latency_ms is None else {"latency_ms": latency_ms}), **extra)
-            self._publish_timing(cam, header, res, timings, counts, batch_size, pipeline, latency_note)
+            self._publish_timing(cam, header, res, timings, counts, batch_size, pipeline, latency_note, health)
 
     def _publish_compressed(self, pubs: dict[str, Publisher], res: SegmentationResult, label_encoding: str,
                             header: Header) -> None:
@@ -190,7 +191,7 @@ class OutputPublishers:
 
     def _publish_timing(self, cam: Camera, header: Header, res: SegmentationResult, timings: dict[str, float],
                         counts: dict[str, int], batch_size: int, pipeline: SegmentationPipeline,
-                        latency_note: str) -> None:
+                        latency_note: str, health: dict[str, str]) -> None:
         """``~/timing``: the stage timings of one frame, its counters and the class areas."""
         status = DiagnosticStatus(level=DiagnosticStatus.OK, name=f"{self.node.get_name()}: {cam.label} timing",
                                   hardware_id=str(pipeline.info.get("device", "")))
@@ -202,6 +203,7 @@ class OutputPublishers:
                           KeyValue(key="batch_size", value=str(batch_size)),
                           KeyValue(key="model_size", value=f"{res.model_size[0]}x{res.model_size[1]}")]
         status.values += [KeyValue(key=k, value=str(v)) for k, v in counts.items()]
+        status.values += [KeyValue(key=k, value=v) for k, v in health.items()]  # perception health
         status.values += [KeyValue(key=k, value=f"{v:.4f}")
                           for k, v in self.semantic.areas(res.labels, pipeline.preset).items()]
         timing = DiagnosticArray(header=header, status=[status])

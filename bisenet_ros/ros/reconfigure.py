@@ -18,6 +18,7 @@ from ..inference.backend_cache import announcing
 from ..pipeline import build_pipeline
 from .parameters import (PARAMETERS, RELOAD, as_parameter, check_remap, never_raises, pipeline_options, plain,
                          reload_changes, validate_changes)
+from .perception import HEALTH_PARAMETERS
 from .points import check_class_parameters
 
 LIVE = {"overlay_alpha", "confidence_threshold"}  # pipeline attributes changed in place
@@ -82,6 +83,8 @@ class Reconfigure:
                         self.core.outputs.label_info.publish(pipeline.preset.class_names, value)
             if {"foxglove_port", "foxglove_address"} & set(changes) and self.core.active:
                 self.core.outputs.foxglove.restart()
+            if set(changes) & set(HEALTH_PARAMETERS):
+                self.core.perception.configure(values, pipeline)
 
     def reloading(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
@@ -120,6 +123,7 @@ class Reconfigure:
         pipeline.overlay_alpha = core.values["overlay_alpha"]
         pipeline.confidence_threshold = core.values["confidence_threshold"]
         core.last_error = ""  # before the swap: /diagnostics never shows the new model with the old error
+        core.perception.configure_reloaded({**core.values, **{k: candidate[k] for k in old}}, pipeline)
         core.pipeline = pipeline
         with self.lock:
             core.values.update({k: candidate[k] for k in old})

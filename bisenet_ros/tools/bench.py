@@ -244,7 +244,7 @@ def _time_pipelines(args, pipeline, frame: np.ndarray, device: torch.device):
     other_ms: list[float] = []
 
     def one_frame():
-        res = pipeline(frame, "bgr8", outputs=("color", "overlay"))
+        res = pipeline(frame, "bgr8", outputs=("color", "overlay", "health"))  # as the node: health on
         for k, v in res.timings.items():
             stages.setdefault(k, []).append(v)
         if other is not None:  # timed separately, between two frames of the main pipeline
@@ -344,6 +344,11 @@ def _print(r: dict) -> None:
           f"latency {_fmt_lat(r['pipeline_latency_ms'])}")
     stages = ", ".join(f"{k.removesuffix('_ms')} {v['p50']:.1f}" for k, v in r["pipeline_stages_ms"].items())
     print(f"  stages p50 (ms): {stages}")
+    health = r["pipeline_stages_ms"].get("health_ms")
+    if health and r["pipeline_latency_ms"].get("p50"):
+        print(f"  perception health: p50 {health['p50']:.2f} ms per frame = "
+              f"{100 * health['p50'] / r['pipeline_latency_ms']['p50']:.2f}% of the pipeline "
+              "(statistics of the 1/8 logits and an image subsample)")
     err = "n/a" if r["rel_err_vs_eager"] is None else f"{r['rel_err_vs_eager']:.2e}"
     print(f"rel_err_vs_eager: {err} ({r['frames']} frames after {r['warmup']} warm-up, {r['frame']} frame)")
     _print_comparisons(r)

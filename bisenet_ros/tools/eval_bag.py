@@ -4,7 +4,9 @@ Every camera image on ``--image-topic`` goes through the node's pipeline and is 
 whose header stamp matches a ground-truth label on ``--label-topic`` (exactly, or within
 ``--stamp-tolerance``) are scored into one confusion matrix over the whole bag. Output in
 ``--out``: metrics.json, report.md, confusion/IoU/latency plots; optionally a bag with the
-predictions (labels, colour, overlay) under the original stamps.
+predictions (labels, colour, overlay) under the original stamps. Every frame's perception-health
+statistics go to health.csv; ``--shift`` / ``--shifted-bag`` measure how well they tell the
+recording from shifted versions of it (docs/evaluation.md, "Perception health").
 """
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ from pathlib import Path
 from ..data.bags import (IMAGE_TYPES, STORAGES, BagError, check_bag_output, check_image_topic, describe_topics,
                          label_topic_candidates, list_topics)
 from ..errors import ConfigError
-from ..evaluation.report import check_report_dir, write_report
+from ..evaluation.health import LEVELS, SHIFTS, HealthProbe, parse_shifts, recording_statistics, write_health_csv
+from ..evaluation.health import summary_line as health_summary
+from ..evaluation.report import HEALTH_CSV, check_report_dir, write_report
+from ..inference.health import resolve_baseline
 from ..evaluation.fleet import find_bags
 from .common import add_model_arguments, cpu_name, number
 from .eval_fleet import run_fleet
@@ -27,6 +32,7 @@ EXAMPLES = """\
       --weights models/bisenetv2_synthetic_street.pth --out eval_demo
   bisenet-ros eval-bag cityscapes_val_bag --label-topic /camera/labels --label-map labelIds \\
       --weights model_final_v2_city.pth --input-size 512x1024 --out eval_city --pred-bag eval_city/pred
+  bisenet-ros eval-bag drive_bag --weights models/bisenetv2_synthetic_street.pth --shift all --out eval_health
 """
 
 
@@ -73,7 +79,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="copy the camera images into the prediction bag (one bag for rviz2/Foxglove)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing --pred-bag (only a bag bisenet-ros wrote) and report files")
+    g = parser.add_argument_group("perception health (per-frame statistics in health.csv; docs/evaluation.md)")
+    g.add_argument("--shift", type=shift_list, default=[], metavar="FAMILIES",
+                   help=f"also segment each frame corrupted by these families ({', '.join(SHIFTS)} or all, "
+                        "comma-separated; untimed) and report how well health separates them: AUROC, "
+                        "detection delay")
+    g.add_argument("--shift-strength", choices=LEVELS, default="moderate", help="strength of the --shift corruptions")
+    g.add_argument("--shifted-bag", type=Path, default=None,
+                   help="a second recording outside the training domain (same --image-topic): separation and delay")
+    g.add_argument("--health-baseline", default="",
+                   help="baseline YAML for the WARN thresholds; default: <weights>.health.yaml when there is one, "
+                        "'none' = the documented defaults")
+    g.add_argument("--hold-time", type=number(float, 0.1, 3600), default=3.0, metavar="S",
+                   help="the node's health_hold_time used to replay the WARNs")
     add_model_arguments(parser)
+
+
+def shift_list(text: str) -> list[str]:
+    """``--shift`` (argparse type)."""
+    try:
+        return parse_shifts(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def summary_line(report: dict) -> str:
@@ -96,7 +123,7 @@ def summary_line(report: dict) -> str:
 def check_outputs(args: argparse.Namespace, bag: Path, out: Path) -> None:
     """Before the model loads: the prediction bag and the report never touch the recording."""
     label_map = args.label_map if args.label_map and Path(args.label_map).is_file() else None
-    inputs = [bag, args.weights, label_map]
+    inputs = [bag, args.weights, label_map, args.shifted_bag]
     if args.pred_bag:
         check_bag_output(args.pred_bag, inputs, args.overwrite, option="--pred-bag")
         if Path(args.pred_bag).expanduser().resolve() == out.expanduser().resolve():
@@ -135,6 +162,9 @@ def fleet_label_topic(args: argparse.Namespace, bags: list[Path]) -> tuple[str |
 def run(args: argparse.Namespace) -> int:
     bags = find_bags(args.bags)
     if len(bags) > 1 or args.jobs > 1 or args.ray is not None:
+        if args.shift or args.shifted_bag:
+            raise ConfigError("--shift and --shifted-bag evaluate one bag (without --jobs/--ray); "
+                              "run them on one in-domain recording")
         args.label_topic, note = fleet_label_topic(args, bags)
         if note:
             print(note, file=sys.stderr)
@@ -150,6 +180,10 @@ def run_one(args: argparse.Namespace, bag: Path) -> int:
         check_image_topic(topics, args.label_topic, bag, "label")
         if args.label_topic == args.image_topic:
             raise ConfigError("--label-topic must differ from --image-topic")
+    if args.shifted_bag:
+        check_image_topic(list_topics(args.shifted_bag), args.image_topic, args.shifted_bag, "image")
+    if args.health_baseline not in ("", "none"):
+        resolve_baseline(args.health_baseline, None)  # an unreadable file: an error before the model loads
     out = args.out or Path(f"eval_{bag.stem or bag.name}")
     check_outputs(args, bag, out)
     if note:
@@ -159,12 +193,19 @@ def run_one(args: argparse.Namespace, bag: Path) -> int:
     print(f"model {info['model']} ({info['num_classes']} classes, {info['dataset']}) on {info['device']}, "
           f"backend {info['backend']}, input {info['input_size']}"
           + (f", classes remapped by {info['class_remap']}" if info.get('class_remap') else ""), file=sys.stderr)
-    ev = evaluate(args, pipeline, lut, bag, args.pred_bag, not args.no_progress)
+    baseline = resolve_baseline(args.health_baseline, info.get("weights"))  # beside the checkpoint file
+    health = HealthProbe(args.shift, args.shift_strength, baseline, args.hold_time)
+    if args.shifted_bag:
+        health.add_recording("shifted_bag", *recording_statistics(pipeline, args.shifted_bag, args.image_topic,
+                                                                 args.max_frames))
+    ev = evaluate(args, pipeline, lut, bag, args.pred_bag, not args.no_progress, health=health)
     ev.report["bags"] = [{"bag": str(bag), "miou": ev.report.get("miou")}]
     paths = write_report(out, ev.report,
                          confusion=ev.confusion.matrix if ev.confusion is not None else None,
                          latency_samples=ev.latencies.samples, title=f"eval-bag: {bag.name}", tool="eval-bag")
+    write_health_csv(Path(paths["report"]).with_name(HEALTH_CSV), health.rows())
     print(summary_line(ev.report))
+    print(health_summary(ev.report["health"]))
     if args.label_topic and ev.report.get("miou") is None:  # labelled frames, not one pixel of a known class
         raise BagError(no_known_class_message(args, ev.report, pipeline.num_classes, paths["report"]))
     for kind, msg in ev.report["warning_messages"].items():

@@ -24,12 +24,15 @@ def prepare(args: argparse.Namespace):
     return pipeline, lut
 
 
-def evaluate(args: argparse.Namespace, pipeline, lut, bag: Path, pred_bag: Path | None, progress: bool):
+def evaluate(args: argparse.Namespace, pipeline, lut, bag: Path, pred_bag: Path | None, progress: bool,
+             health=None):
+    """One bag; ``health``: a :class:`~bisenet_ros.evaluation.health.HealthProbe` fed every frame (or None)."""
     ev = evaluate_bag(
         pipeline, bag, args.image_topic, args.label_topic, ignore_index=args.ignore_index, label_lut=lut,
         stamp_tolerance_ms=args.stamp_tolerance, max_frames=args.max_frames, warmup=args.warmup,
         pred_bag=pred_bag, pred_storage=args.pred_storage, pred_namespace=args.pred_namespace,
         pred_with_image=args.pred_with_image, overwrite=args.overwrite, strict=args.strict, progress=progress,
+        health=health,
     )
     ev.report["label_map"] = args.label_map
     ev.report["cpu"] = cpu_name()  # every speed figure names the machine
