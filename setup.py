@@ -43,6 +43,7 @@ setup(
         "openvino": ["openvino>=2024.0"],  # bf16/int8 on the CPU (bisenet_ros.inference.backends)
         "video": ["av>=12"],  # H.264 videos (PyAV ships FFmpeg with libx264)
         "foxglove": ["foxglove-sdk>=0.30"],  # the live view of the node (foxglove_port)
+        "ray": ["ray[client]>=2.9"],  # eval-bag --ray: one task per bag on a Ray cluster
         "test": ["pytest>=7"],
     },
     zip_safe=False,

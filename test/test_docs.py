@@ -92,6 +92,8 @@ def _bisenet_commands(text: str) -> list[list[str]]:
             words = part.split()
             while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", words[0]):  # VAR=value prefixes
                 words.pop(0)
+            if len(words) > 1 and words[1].endswith(":"):
+                continue  # the program's own output quoted in the docs ("bisenet-ros train: error: ...")
             if len(words) > 1 and words[0] in ("bisenet-ros", ".venv/bin/bisenet-ros"):
                 try:
                     found.append(shlex.split(" ".join(words[1:]), comments=True))

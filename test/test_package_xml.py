@@ -22,7 +22,8 @@ PYTHON_KEYS = {
 PIP_ONLY = {"safetensors": ".safetensors checkpoints", "onnx": "export-onnx metadata / ONNX graphs",
             "av": "H.264 overlay videos of segment (optional; OpenCV otherwise)",
             "openvino": "the optional openvino backend (bf16/int8 on the CPU; setup.py extra)",
-            "foxglove": "the optional Foxglove live view, foxglove-sdk (node parameter foxglove_port; setup.py extra)"}
+            "foxglove": "the optional Foxglove live view, foxglove-sdk (node parameter foxglove_port; setup.py extra)",
+            "ray": "the optional Ray cluster for eval-bag --ray (no rosdep key; pip install 'ray[client]')"}
 ROS_MODULES = {"rclpy", "launch", "launch_ros", "ament_index_python"}
 
 
