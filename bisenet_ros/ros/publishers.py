@@ -154,6 +154,9 @@ class OutputPublishers:
                 pipeline: SegmentationPipeline) -> None:
         """Everything one segmented frame publishes, with the input's header."""
         values, header, pubs = self.core.values, frame.msg.header, cam.publishers
+        # first, as it may wait for the frame's CameraInfo (bounded): every output of the frame then goes
+        # out together, and a client that waits for the labels finds the worker free
+        camera_info = cam.info.for_frame(stamp_ns(header))
         label_encoding = "mono16" if res.labels.dtype.itemsize == 2 else "mono8"
         pubs["labels"].publish(array_to_image_msg(res.labels, label_encoding, header))
         for key, image, encoding in (("color", res.color, "rgb8"), ("overlay", res.overlay, res.overlay_encoding),
@@ -163,7 +166,6 @@ class OutputPublishers:
         self._publish_compressed(pubs, res, label_encoding, header)
         self.foxglove.frame(cam.label, header, res, label_encoding)
         out_h, out_w = res.labels.shape[:2]
-        camera_info = cam.info.for_frame(stamp_ns(header))
         pubs["camera_info"].publish(output_camera_info(camera_info, header, out_w, out_h))
         health = self.core.perception.update(cam.label, frame.received, res.health)
         extra, counts = self.semantic.publish(cam.label, header, res.labels, frame.size, camera_info,
