@@ -149,10 +149,43 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_no_import_cycles_between_package_modules():
     graph = import_graph()
     assert "bisenet_ros.errors" in graph["bisenet_ros.pipeline"]  # the graph sees top-level imports
-    assert "bisenet_ros.inference.backends" in graph["bisenet_ros.pipeline"]  # and imports inside functions
+    assert "bisenet_ros.inference.onnx_model" in graph["bisenet_ros.pipeline"]  # and imports inside functions
     assert not import_cycles(graph), f"import cycles: {import_cycles(graph)}"
     # the check finds a cycle where there is one
     assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+#: what one sitting reads: a module, a function (issue 19)
+MAX_FILE_LINES = 400
+MAX_FUNCTION_LINES = 65
+
+
+def long_functions(path: Path, limit: int, root: Path) -> list[str]:
+    """``file:line name (N lines)`` for every function or method of ``path`` longer than ``limit``
+    (decorators included), ``file`` relative to ``root``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            length = node.end_lineno - start + 1
+            if length > limit:
+                found.append(f"{path.relative_to(root)}:{node.lineno} {node.name} ({length} lines)")
+    return found
+
+
+def test_modules_and_functions_read_in_one_sitting():
+    files = sorted(PACKAGE.rglob("*.py"))
+    long_files = [f"{p.relative_to(PACKAGE.parent)} ({n} lines)" for p in files
+                  if (n := len(p.read_text().splitlines())) > MAX_FILE_LINES]
+    assert not long_files, f"modules over {MAX_FILE_LINES} lines (split them by concern): {long_files}"
+    functions = [f for p in files for f in long_functions(p, MAX_FUNCTION_LINES, PACKAGE.parent)]
+    assert not functions, f"functions over {MAX_FUNCTION_LINES} lines (split them into named stages): {functions}"
+
+
+def test_the_length_check_finds_a_long_function(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(70))
+    (tmp_path / "m.py").write_text(f"def short():\n    return 1\n\n\n@staticmethod\ndef long():\n{body}\n")
+    assert long_functions(tmp_path / "m.py", MAX_FUNCTION_LINES, tmp_path) == ["m.py:6 long (72 lines)"]
 
 
 OLD_COMMANDS = {"bisenet_ros.synthetic": "python -m bisenet_ros.tools.synthetic",

@@ -156,5 +156,15 @@ def test_mask_areas_and_class_names():
     from bisenet_ros.data.pointcloud import class_table
     assert class_mask(labels, class_table(ids, 4)).tolist() == [[255, 0, 0, 255]]
     assert class_areas(labels, names) == {"road": 0.25, "sidewalk": 0.5, "car": 0.25}
+    # mono8 labels are counted by OpenCV's histogram, mono16 by bincount: the same fractions
+    rng = np.random.default_rng(3)
+    big = rng.integers(0, 19, (48, 64), dtype=np.uint8)
+    big[:, 5] = 255  # the unknown label of confidence_threshold, past the class names
+    expected = np.bincount(big.ravel(), minlength=256) / big.size
+    want = {(f"c{i}" if i < 19 else str(i)): expected[i] for i in np.flatnonzero(expected)}
+    names19 = [f"c{i}" for i in range(19)]
+    assert class_areas(big, names19) == want
+    assert class_areas(big.astype(np.uint16), names19) == want
+    assert class_areas(big[:, ::2], names19) == class_areas(np.ascontiguousarray(big[:, ::2]).astype(np.uint16), names19)
     with pytest.raises(ConfigError, match="unknown classes \\['tree', '9'\\]"):
         resolve_classes(["tree", "9"], names)

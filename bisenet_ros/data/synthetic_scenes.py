@@ -26,34 +26,14 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-#: class ids of the generated labels, in the order of the ``synthetic_street`` preset
-CLASSES: tuple[str, ...] = ("road", "sidewalk", "building", "sky", "vegetation", "car", "person")
-ROAD, SIDEWALK, BUILDING, SKY, VEGETATION, CAR, PERSON = range(len(CLASSES))
+from .street_objects import (  # noqa: F401 (CLASSES and the class ids re-exported)
+    BUILDING, CAR, CLASSES, PERSON, ROAD, SIDEWALK, SKY, VEGETATION, Facade, Rays, StreetObject, draw_car,
+    draw_person, draw_tree, sample_texture, value_noise,
+)
+
 PRESET_NAME = "synthetic_street"
 #: objects farther than this (metres) are not drawn (a person at 45 m is ~9 px tall at 320x240)
 MAX_DISTANCE: dict[str, float] = {"car": 90.0, "tree": 90.0, "person": 45.0}
-
-
-def _noise(rng: np.random.Generator, size: int = 256, cells: int = 16, octaves: int = 3) -> np.ndarray:
-    """Tileable-ish value noise in [0, 1], (size, size) float32."""
-    out = np.zeros((size, size), np.float32)
-    amp, total = 1.0, 0.0
-    for o in range(octaves):
-        n = cells * (2 ** o)
-        grid = rng.random((n, n)).astype(np.float32)
-        out += amp * cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)
-        total += amp
-        amp *= 0.5
-    out /= total
-    return np.clip((out - out.min()) / max(float(np.ptp(out)), 1e-6), 0, 1)
-
-
-def _sample(tex: np.ndarray, a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
-    """Sample a square texture at world coordinates (a, b) (metres) with wrap-around."""
-    n = tex.shape[0]
-    i = (np.floor(a * scale).astype(np.int64)) % n
-    j = (np.floor(b * scale).astype(np.int64)) % n
-    return tex[i, j]
 
 
 def camera_matrix(size: tuple[int, int], fov_deg: float = 70.0) -> np.ndarray:
@@ -62,65 +42,6 @@ def camera_matrix(size: tuple[int, int], fov_deg: float = 70.0) -> np.ndarray:
     h, w = int(size[0]), int(size[1])
     f = 0.5 * w / math.tan(math.radians(fov_deg) / 2)
     return np.array([[f, 0.0, (w - 1) / 2], [0.0, f, (h - 1) / 2], [0.0, 0.0, 1.0]])
-
-
-@dataclass
-class _Rays:
-    """Per-pixel camera rays of one render and its depth buffer (z along the optical axis).
-
-    ``dirs`` (H, W, 3, world frame) have a camera-frame z of 1, so a ray parameter is a depth.
-    """
-
-    cam: np.ndarray
-    dirs: np.ndarray
-    depth: np.ndarray
-    focal: float
-
-    def paint(self, mask: np.ndarray, surface: np.ndarray) -> None:
-        """Depth of ``surface`` at the pixels of ``mask``: (2, 3) = an axis-aligned box (lo, hi),
-        nearest entry; (N >= 3, 3) = the plane through the first three points."""
-        d = self.dirs[mask]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if surface.shape[0] == 2:
-                t, miss = self._slab(d, surface[0], surface[1])
-                # polygon fill marks pixels whose centre ray just misses the silhouette (< 1 px):
-                # those take the box grown by one pixel's footprint at their depth
-                grow = np.where(np.isfinite(t), t, 0.0)[miss, None] * 1.5 / self.focal
-                t[miss] = self._slab(d[miss], surface[0] - grow, surface[1] + grow)[0]
-            else:
-                n = np.cross(surface[1] - surface[0], surface[2] - surface[0])
-                t = (n @ (surface[0] - self.cam)) / (d @ n)
-        ok = np.isfinite(t) & (t > 0)
-        self.depth[mask] = np.where(ok, t, self.depth[mask])
-
-    def _slab(self, d: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Entry ray parameter into the box(es) [lo, hi] and whether each ray misses."""
-        t1, t2 = (lo - self.cam) / d, (hi - self.cam) / d
-        near = np.nanmax(np.minimum(t1, t2), axis=1)
-        far = np.nanmin(np.maximum(t1, t2), axis=1)
-        return near, ~(near <= far)
-
-
-@dataclass
-class _Facade:
-    z0: float
-    z1: float
-    height: float  # 0 = gap (park)
-    color: np.ndarray  # RGB 0..1
-    window_color: np.ndarray
-    floor_h: float
-    win_dx: float
-
-
-@dataclass
-class _Object:
-    kind: str  # "car", "person", "tree"
-    x: float
-    z: float
-    vz: float  # forward speed (m/s) for moving objects
-    size: tuple[float, float, float]  # width, height, length (trees: crown radius, trunk h, -)
-    color: np.ndarray
-    color2: np.ndarray
 
 
 class StreetWorld:
@@ -146,13 +67,13 @@ class StreetWorld:
         self.shadow_x = float(rng.uniform(-self.road_half, self.facade_x)) * self.shadow_side
         self.shadow_strength = float(rng.uniform(0.45, 0.85))
         self.noise_sigma = float(rng.uniform(1.5, 7.0))
-        self.tex = [_noise(rng, 256, c) for c in (8, 24, 64)]
-        self.cloud = _noise(rng, 256, 6, 4)
+        self.tex = [value_noise(rng, 256, c) for c in (8, 24, 64)]
+        self.cloud = value_noise(rng, 256, 6, 4)
         self.facades = {side: self._facades(rng, length, side) for side in (-1, 1)}
         self.objects = self._objects(rng, length)
 
     # -- world layout -----------------------------------------------------------------------
-    def _facades(self, rng: np.random.Generator, length: float, side: int) -> list[_Facade]:
+    def _facades(self, rng: np.random.Generator, length: float, side: int) -> list[Facade]:
         out, z = [], -30.0
         while z < length:
             w = float(rng.uniform(8, 30))
@@ -162,13 +83,13 @@ class StreetWorld:
             if grey:
                 base = np.full(3, rng.uniform(0.3, 0.8))
             win = np.array([0.15, 0.2, 0.28]) * rng.uniform(0.6, 1.8)
-            out.append(_Facade(z, z + w, 0.0 if gap else float(rng.uniform(6, 32)), base, win,
+            out.append(Facade(z, z + w, 0.0 if gap else float(rng.uniform(6, 32)), base, win,
                                float(rng.uniform(2.8, 3.8)), float(rng.uniform(2.0, 4.0))))
             z += w
         return out
 
-    def _objects(self, rng: np.random.Generator, length: float) -> list[_Object]:
-        objs: list[_Object] = []
+    def _objects(self, rng: np.random.Generator, length: float) -> list[StreetObject]:
+        objs: list[StreetObject] = []
         car_colors = [(0.8, 0.1, 0.1), (0.1, 0.2, 0.6), (0.9, 0.9, 0.9), (0.1, 0.1, 0.1),
                       (0.55, 0.55, 0.58), (0.2, 0.45, 0.25), (0.85, 0.75, 0.2), (0.35, 0.2, 0.15)]
         lane_w = self.road_half / self.lanes
@@ -189,7 +110,7 @@ class StreetWorld:
             z = float(rng.uniform(0, 10))
             while z < length:  # trees on the sidewalk
                 r = float(rng.uniform(1.2, 2.8))
-                objs.append(_Object("tree", side * (self.road_half + self.sidewalk_w * rng.uniform(0.45, 0.7)),
+                objs.append(StreetObject("tree", side * (self.road_half + self.sidewalk_w * rng.uniform(0.45, 0.7)),
                                     z, 0.0, (r, float(rng.uniform(2.2, 4.0)), 0.0),
                                     np.array([0.2, 0.4, 0.12]) * rng.uniform(0.6, 1.4),
                                     np.array([0.3, 0.22, 0.15]) * rng.uniform(0.7, 1.3)))
@@ -199,17 +120,17 @@ class StreetWorld:
                 x = side * (self.road_half + rng.uniform(0.4, self.sidewalk_w - 0.3))
                 if rng.random() < 0.12:  # someone crossing
                     x = float(rng.uniform(-self.road_half, self.road_half))
-                objs.append(_Object("person", x, z, float(rng.uniform(-1.5, 1.5)),
+                objs.append(StreetObject("person", x, z, float(rng.uniform(-1.5, 1.5)),
                                     (float(rng.uniform(0.45, 0.6)), float(rng.uniform(1.55, 1.95)), 0.3),
                                     rng.uniform(0.05, 0.9, 3), rng.uniform(0.05, 0.6, 3)))
                 z += float(rng.uniform(2, 12))
         return objs
 
     @staticmethod
-    def _car(rng: np.random.Generator, x: float, z: float, vz: float, colors) -> _Object:
+    def _car(rng: np.random.Generator, x: float, z: float, vz: float, colors) -> StreetObject:
         col = np.array(colors[int(rng.integers(len(colors)))]) * rng.uniform(0.8, 1.1)
         size = (float(rng.uniform(1.7, 2.0)), float(rng.uniform(1.35, 1.75)), float(rng.uniform(3.8, 4.8)))
-        return _Object("car", x, z, vz, size, np.clip(col, 0, 1), np.array([0.08, 0.1, 0.13]))
+        return StreetObject("car", x, z, vz, size, np.clip(col, 0, 1), np.array([0.08, 0.1, 0.13]))
 
     # -- rendering ----------------------------------------------------------------------------
     def render(self, size: tuple[int, int] = (240, 320), **pose) -> tuple[np.ndarray, np.ndarray]:
@@ -272,7 +193,7 @@ class StreetWorld:
             fy = np.where(ok, cam_h + np.where(ok, tf, 0) * dy, -1.0)
             fz = np.where(ok, cam_z + np.where(ok, tf, 0) * dz, 0.0)
             self._facade(img, lbl, depth, side, tf, fy, fz)
-        rays = _Rays(cam, dirs, depth, f)
+        rays = Rays(cam, dirs, depth, f)
         self._draw_objects(img, lbl, rot, rays, f, cx, cy, t)
         return self._finish(img, rng), lbl, depth
 
@@ -289,14 +210,14 @@ class StreetWorld:
         with np.errstate(divide="ignore", invalid="ignore"):
             a = np.where(dy > 1e-3, dx / dy, 0) * 40
             b = np.where(dy > 1e-3, dz / dy, 0) * 40
-        c = _sample(self.cloud, a, b, 1.0)
+        c = sample_texture(self.cloud, a, b, 1.0)
         cloud = np.clip((c - 0.5) * 3, 0, 1)[..., None] * (dy > 0)[..., None]
         img[:] = img * (1 - 0.8 * cloud) + 0.95 * 0.8 * cloud
 
     def _ground(self, img, lbl, depth, hit, tg, gx, gz) -> None:
         ax = np.abs(gx)
-        n1 = _sample(self.tex[2], gx, gz, 40.0)
-        n2 = _sample(self.tex[0], gx, gz, 6.0)
+        n1 = sample_texture(self.tex[2], gx, gz, 40.0)
+        n2 = sample_texture(self.tex[0], gx, gz, 6.0)
         road = hit & (ax < self.road_half)
         side = hit & (ax >= self.road_half) & (ax < self.facade_x + 0.5)
         park = hit & (ax >= self.facade_x + 0.5)
@@ -338,11 +259,11 @@ class StreetWorld:
         floor_h = np.array([s.floor_h for s in segs])[idx[vis]]
         win_dx = np.array([s.win_dx for s in segs])[idx[vis]]
         y, z = fy[vis], fz[vis]
-        n = _sample(self.tex[1], y, z, 12.0)
+        n = sample_texture(self.tex[1], y, z, 12.0)
         col = base * (0.8 + 0.35 * n)[:, None]
         fm, zm = np.mod(y, floor_h) / floor_h, np.mod(z - bounds[idx[vis]], win_dx) / win_dx
         window = (y > floor_h) & (fm > 0.3) & (fm < 0.8) & (zm > 0.25) & (zm < 0.75)
-        glass = win * (0.7 + 0.8 * _sample(self.tex[0], y, z, 3.0))[:, None]
+        glass = win * (0.7 + 0.8 * sample_texture(self.tex[0], y, z, 3.0))[:, None]
         col[window] = glass[window]
         shop = (y < floor_h * 0.85) & (zm > 0.1) & (zm < 0.9)
         col[shop & ~window] = (win * 0.6 + 0.05)[shop & ~window]
@@ -354,7 +275,7 @@ class StreetWorld:
         lbl[vis] = BUILDING
         depth[vis] = tf[vis]
 
-    def _draw_objects(self, img, lbl, rot, rays: _Rays, f, cx, cy, t) -> None:
+    def _draw_objects(self, img, lbl, rot, rays: Rays, f, cx, cy, t) -> None:
         inv, cam = rot.T, rays.cam
         items = []
         for ob in self.objects:
@@ -376,117 +297,11 @@ class StreetWorld:
         for dist, ob, z in items:
             scale = f / dist
             if ob.kind == "tree":
-                self._tree(img, lbl, ob, z, project, scale, rays)
+                draw_tree(img, lbl, ob, z, project, scale, rays, self.tex[2])
             elif ob.kind == "car":
-                self._car_draw(img, lbl, ob, z, project, rays)
+                draw_car(img, lbl, ob, z, project, rays, self.tex[0])
             else:
-                self._person(img, lbl, ob, z, project, scale, rays)
-
-    @staticmethod
-    def _fill(img, lbl, pts: np.ndarray, color, cls: int | None, shade: np.ndarray | None = None,
-              rays: _Rays | None = None, surface: np.ndarray | None = None) -> None:
-        poly = np.round(pts * 4).astype(np.int32).reshape(-1, 1, 2)  # 2 bits of sub-pixel precision
-        mask = np.zeros(lbl.shape, np.uint8)
-        cv2.fillPoly(mask, [poly], 1, lineType=cv2.LINE_8, shift=2)
-        m = mask.astype(bool)
-        if not m.any():
-            return
-        c = np.asarray(color, np.float64)
-        img[m] = c if shade is None else c * shade[m][:, None]
-        if cls is not None:
-            lbl[m] = cls
-        if rays is not None and surface is not None:
-            rays.paint(m, surface)
-
-    def _box(self, x0, x1, y0, y1, z0, z1) -> np.ndarray:
-        return np.array([[x, y, z] for x in (x0, x1) for y in (y0, y1) for z in (z0, z1)], np.float64)
-
-    def _car_draw(self, img, lbl, ob, z, project, rays: _Rays) -> None:
-        cam = rays.cam
-        wdt, hgt, length = ob.size
-        x0, x1 = ob.x - wdt / 2, ob.x + wdt / 2
-        z0, z1 = z - length / 2, z + length / 2
-        shade = 0.75 + 0.25 * _sample(self.tex[0], *np.indices(lbl.shape), 0.5)
-        # shadow under the car
-        sh = project(np.array([[x0 - 0.2, 0.01, z0 - 0.3], [x1 + 0.2, 0.01, z0 - 0.3],
-                               [x1 + 0.2, 0.01, z1 + 0.3], [x0 - 0.2, 0.01, z1 + 0.3]]))
-        self._fill(img, lbl, sh, img[min(max(int(sh[0, 1]), 0), lbl.shape[0] - 1),
-                                     min(max(int(sh[0, 0]), 0), lbl.shape[1] - 1)] * 0.45, None)
-        body_box = np.array([[x0, 0.25, z0], [x1, hgt * 0.55, z1]])
-        cabin_box = np.array([[x0 + 0.15, hgt * 0.5, z0 + length * 0.22], [x1 - 0.15, hgt, z1 - length * 0.25]])
-        for wz in (z0 + 0.8, z1 - 0.8):  # wheels
-            for wx in (x0 + 0.05, x1 - 0.25):
-                wheel = np.array([[wx, 0.0, wz - 0.33], [wx + 0.2, 0.6, wz + 0.33]])
-                self._fill(img, lbl, self._hull(project(self._box(*wheel.T.ravel()))), (0.05, 0.05, 0.05), CAR,
-                           rays=rays, surface=wheel)
-        self._fill(img, lbl, self._hull(project(self._box(*cabin_box.T.ravel()))), ob.color2 * 1.2, CAR, shade,
-                   rays, cabin_box)
-        self._fill(img, lbl, self._hull(project(self._box(*body_box.T.ravel()))), ob.color, CAR, shade,
-                   rays, body_box)
-        # face towards the camera (rear or front), with lights and a dark window band
-        zf = z0 if cam[2] < z0 else z1
-        face = np.array([[x0, 0.25, zf], [x1, 0.25, zf], [x1, hgt * 0.55, zf], [x0, hgt * 0.55, zf]])
-        self._fill(img, lbl, project(face), ob.color * 0.85, CAR, shade, rays, face)
-        win = np.array([[x0 + 0.25, hgt * 0.58, zf + (0.9 if zf == z0 else -0.9)],
-                        [x1 - 0.25, hgt * 0.58, zf + (0.9 if zf == z0 else -0.9)],
-                        [x1 - 0.3, hgt * 0.95, zf + (1.3 if zf == z0 else -1.3)],
-                        [x0 + 0.3, hgt * 0.95, zf + (1.3 if zf == z0 else -1.3)]])
-        self._fill(img, lbl, project(win), ob.color2, CAR, rays=rays, surface=win)
-        light = (0.85, 0.1, 0.08) if zf == z0 else (0.95, 0.95, 0.8)
-        for lx in (x0 + 0.1, x1 - 0.35):
-            lamp = np.array([[lx, hgt * 0.4, zf], [lx + 0.25, hgt * 0.4, zf], [lx + 0.25, hgt * 0.5, zf],
-                             [lx, hgt * 0.5, zf]])
-            self._fill(img, lbl, project(lamp), light, CAR, rays=rays, surface=lamp)
-
-    @staticmethod
-    def _hull(pts: np.ndarray) -> np.ndarray:
-        return cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2)
-
-    def _person(self, img, lbl, ob, z, project, scale, rays: _Rays) -> None:
-        wdt, hgt, _ = ob.size
-        x = ob.x
-        legs = hgt * 0.47
-        plane = np.array([[x, 0.0, z], [x + 1.0, 0.0, z], [x, 1.0, z]])  # a flat figure at Z = z
-
-        def quad(xa, xb, ya, yb):
-            return project(np.array([[xa, ya, z], [xb, ya, z], [xb, yb, z], [xa, yb, z]]))
-
-        for lx in (x - wdt * 0.22, x + wdt * 0.05):
-            self._fill(img, lbl, quad(lx, lx + wdt * 0.17, 0.0, legs), ob.color2, PERSON, rays=rays, surface=plane)
-        self._fill(img, lbl, quad(x - wdt / 2, x + wdt / 2, legs * 0.95, hgt * 0.84), ob.color, PERSON,
-                   rays=rays, surface=plane)
-        for ax in (x - wdt / 2 - 0.08, x + wdt / 2):  # arms
-            self._fill(img, lbl, quad(ax, ax + 0.08, hgt * 0.45, hgt * 0.82), ob.color * 0.8, PERSON,
-                       rays=rays, surface=plane)
-        c = project(np.array([x, hgt * 0.92, z]))
-        r = max(1, int(round(hgt * 0.08 * scale)))
-        mask = np.zeros(lbl.shape, np.uint8)
-        cv2.circle(mask, (int(round(c[0])), int(round(c[1]))), r, 1, -1)
-        m = mask.astype(bool)
-        img[m] = np.array([0.85, 0.65, 0.5]) * (0.5 + 0.5 * (ob.color2.sum() / 1.8))
-        lbl[m] = PERSON
-        rays.paint(m, plane)
-
-    def _tree(self, img, lbl, ob, z, project, scale, rays: _Rays) -> None:
-        r, trunk_h, _ = ob.size
-        x = ob.x
-        plane = np.array([[x, 0.0, z], [x + 1.0, 0.0, z], [x, 1.0, z]])  # trunk and crown drawn flat at Z = z
-        self._fill(img, lbl, project(np.array([[x - 0.15, 0, z], [x + 0.15, 0, z],
-                                               [x + 0.12, trunk_h + r * 0.5, z], [x - 0.12, trunk_h + r * 0.5, z]])),
-                   ob.color2, VEGETATION, rays=rays, surface=plane)
-        mask = np.zeros(lbl.shape, np.uint8)
-        rng = np.random.default_rng(int(abs(x) * 1000 + z * 10))
-        for _ in range(6):
-            off = rng.uniform(-0.6, 0.6, 2) * r
-            c = project(np.array([x + off[0], trunk_h + r + off[1] * 0.7, z]))
-            rad = max(1, int(round(r * rng.uniform(0.55, 0.85) * scale)))
-            cv2.circle(mask, (int(round(c[0])), int(round(c[1]))), rad, 1, -1)
-        m = mask.astype(bool)
-        if m.any():
-            n = _sample(self.tex[2], *np.indices(lbl.shape), 1.0)[m]
-            img[m] = ob.color * (0.55 + 0.9 * n)[:, None]
-            lbl[m] = VEGETATION
-            rays.paint(m, plane)
+                draw_person(img, lbl, ob, z, project, scale, rays)
 
     def _finish(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = img * self.sun_gain * self.tint

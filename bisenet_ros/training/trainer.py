@@ -14,7 +14,6 @@ from __future__ import annotations
 import random
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -28,124 +27,17 @@ from ..errors import ConfigError
 from ..models import build_model, resolve_device
 from ..models.checkpoint import Checkpoint, sidecar_path
 from ..pipeline import auto32
-from ..resources import RESOURCES
-from ..safe_yaml import load_yaml_file
 from .checks import check_data, check_outputs
+from .config import TrainConfig, TrainResult, training_defaults
 from .curve import TrainingLog, log_paths
 from .data import Augment, DataError, IterationSampler, SegmentationDataset, cityscapes_needs_map, find_samples
-from .distributed import (DEFAULT_TIMEOUT_S, DistContext, DistributedFailure, DistributedIterationSampler,
+from .distributed import (DistContext, DistributedFailure, DistributedIterationSampler,
                           average, broadcast_object, check_sync_bn, describe, init_distributed,
                           is_collective_failure, launched_by_torchrun, lost_peer_message, shutdown, wrap_model)
+from .initialisation import class_dependent_keys, init_classifiers, load_init
 from .losses import SegmentationLoss
 from .state import TrainingError, apply_state, read_state, save_state, state_path
 from .validation import baseline, evaluate, validate
-
-DEFAULTS_FILE = RESOURCES / "training.yaml"
-
-
-def training_defaults(arch: str) -> dict:
-    """The ``common`` defaults merged with the architecture's own (``resources/training.yaml``)."""
-    data = load_yaml_file(DEFAULTS_FILE, "training defaults")
-    return {**data["common"], **data.get(arch, {})}
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; ``None`` means the default of ``resources/training.yaml``."""
-
-    model: str
-    data: str
-    out: str
-    iters: int
-    batch_size: int
-    crop: tuple[int, int]
-    num_classes: int | None = None
-    val: str | None = None
-    dataset: str | None = None  # preset name or YAML: class names, palette, mean/std, label maps
-    label_map: str | None = None  # name of a preset label map applied to the raw labels
-    split: str = "train"  # Cityscapes split of --data
-    val_split: str = "val"  # Cityscapes split of --val
-    cityscapes_labels: str = "auto"
-    device: str = "auto"
-    init: str | None = None
-    lr: float | None = None
-    momentum: float | None = None
-    weight_decay: float | None = None
-    warmup_iters: int | None = None
-    scale: tuple[float, float] | None = None
-    ohem: bool = False
-    aux_weight: float | None = None
-    amp: bool = True  # only on CUDA
-    seed: int = 0
-    resume: str | None = None  # state file, or "auto" for <out>.state.pth
-    val_every: int = 0  # 0: validate only at the end (when --val is given)
-    save_every: int = 0  # 0: write the resume state only at the end
-    workers: int = 2
-    threads: int | None = None
-    save_dtype: str = "float32"
-    input_size: tuple[int, int] | None = None  # sidecar input size; default: data size rounded to x32
-    log_every: int = 0
-    progress: bool = True
-    overwrite: bool = False  # replace an existing checkpoint/sidecar at out (only those)
-    sync_bn: bool | None = None  # under torchrun: None = on for CUDA with several processes, off on the CPU
-    dist_timeout: float = DEFAULT_TIMEOUT_S  # seconds a collective waits for a lost rank before failing
-
-
-@dataclass
-class TrainResult:
-    checkpoint: Path
-    sidecar: Path
-    iterations: int
-    losses: list[float] = field(default_factory=list)  # per iteration (this run only)
-    validation: list[dict] = field(default_factory=list)  # {"iteration", "miou", "iou"}
-    seconds: float = 0.0
-    rank: int = 0  # under torchrun: this process's rank (only rank 0 wrote anything)
-    world_size: int = 1
-
-
-def class_dependent_keys(arch: str, num_classes: int) -> set[str]:
-    """``state_dict`` keys whose shape depends on the class count (every head's classifier and
-    anything else that would not fit another class count)."""
-    a = build_model(arch, num_classes, aux_heads=True).state_dict()
-    b = build_model(arch, num_classes + 1, aux_heads=True).state_dict()
-    return {k for k in a if a[k].shape != b[k].shape}
-
-
-@torch.no_grad()
-def init_classifiers(model: nn.Module, arch: str) -> None:
-    """Small-normal (std 0.01) weights and zero bias for the class-dependent tensors of every
-    head, so training starts from near-uniform predictions instead of the large logits of the
-    fan-out Kaiming initialisation (much faster early convergence)."""
-    keys = class_dependent_keys(arch, model.num_classes)
-    params = dict(model.named_parameters())
-    for key in sorted(keys):  # a set: its order changes with every process (hash seed), the draws must not
-        if key in params:
-            if key.endswith("weight"):
-                params[key].normal_(0.0, 0.01)
-            else:
-                params[key].zero_()
-
-
-def load_init(model: nn.Module, arch: str, path: str | Path, log: Callable[[str], None]) -> None:
-    """Initialise ``model`` from a published/previous checkpoint for fine-tuning.
-
-    Heads whose class count differs are re-initialised (with a message); auxiliary heads missing
-    from the file keep their fresh initialisation. Anything else that does not fit is an error.
-    """
-    ckpt = Checkpoint.read(path, arch=arch)
-    fit = ckpt.fit(model, role=f"training a {arch}", reinit=frozenset(class_dependent_keys(arch, model.num_classes)))
-    model.load_state_dict(fit.tensors, strict=True)
-    if fit.reinitialised:
-        rows = ckpt.state.get(model.classifier_key)
-        ckpt_classes = int(rows.shape[0]) if rows is not None else "?"
-        log(f"init: {path} has {ckpt_classes} classes, training {model.num_classes}: re-initialised "
-            f"{len(fit.reinitialised)} class-dependent head tensors ({', '.join(fit.reinitialised[:4])}"
-            f"{', ...' if len(fit.reinitialised) > 4 else ''})")
-    missing_aux = sorted({k.split('.')[0] for k in fit.fresh_aux})
-    if missing_aux:
-        log(f"init: {path} has no auxiliary heads {', '.join(missing_aux)}: freshly initialised")
-    log(f"init: loaded {len(fit.tensors) - len(fit.reinitialised) - len(fit.fresh_aux)} tensors from {path}")
-
 
 def resolve_preset(cfg: TrainConfig) -> DatasetPreset:
     """The label set being trained: ``--dataset`` (resized to ``--num-classes``) or generic names."""
