@@ -63,7 +63,7 @@ def node_settings(values: dict[str, str], share_dir: str) -> list[dict]:
     images = {cam: pattern.format(camera=cam) for cam in cameras}
     if values.get("batch", "false").lower() in ("true", "1", "yes"):
         settings = segment.node_settings({**values, "namespace": ""}, share_dir)
-        settings["parameters"][1]["cameras"] = cameras
+        settings["parameters"][-1]["cameras"] = cameras
         settings["remappings"] = [pair for cam in cameras for pair in (
             (f"{cam}/image", images[cam]), (f"{cam}/camera_info", segment.sibling_topic(images[cam])),
             (f"{cam}/depth", segment.sibling_topic(images[cam], "depth")))]

@@ -8,10 +8,11 @@
 node (and rviz2) as usual for ROS 2 launch files; rviz2's Fixed Frame is the camera's frame
 (``camera_frame``), so the Image displays work without any TF.
 
-Node parameters come from ``params_file`` (default: config/segmentation.yaml of this package, which
-takes the model's classes, mean/std and input size from the checkpoint and its sidecar; the public
-checkpoints have their own files, e.g. config/cityscapes_bisenetv2.yaml); launch arguments given on
-the command line override the file, arguments left empty keep the file's value. Needs a ROS 2 install (launch, launch_ros, rviz2 for use_rviz).
+Node parameters come from config/segmentation.yaml of this package (the commented defaults, which
+take the model's classes, mean/std and input size from the checkpoint and its sidecar), then from
+``params_file`` (overrides: the public checkpoints have a file each, e.g.
+config/cityscapes_bisenetv2.yaml), then from the launch arguments given on the command line;
+arguments left empty keep the files' values. Needs a ROS 2 install (launch, launch_ros, rviz2 for use_rviz).
 
 The launch API is imported inside :func:`generate_launch_description`, so that
 :func:`node_settings` -- how the arguments reach the node -- can be checked without ROS installed.
@@ -21,19 +22,20 @@ from __future__ import annotations
 import os
 
 PACKAGE = "bisenet_ros"
-DEFAULT_PARAMS_FILE = "segmentation.yaml"  # model settings from the checkpoint (and its sidecar)
+DEFAULT_PARAMS_FILE = "segmentation.yaml"  # the defaults; model settings from the checkpoint (and its sidecar)
 RVIZ_CONFIG = "bisenet.rviz"
 
 #: launch argument -> (default, description)
 ARGUMENTS: dict[str, tuple[str, str]] = {
     "weights": ("", "checkpoint (.pth/.safetensors); empty = the params file's"),
-    "model": ("", "bisenetv1 | bisenetv2 | auto; empty = the params file's"),
+    "model": ("", "auto | bisenetv1 | bisenetv2; empty = the params file's"),
     "dataset": ("", "preset name or preset YAML; empty = the params file's"),
     "input_width": ("", "model input width (multiple of 32, 0 = auto32); empty = the params file's"),
     "input_height": ("", "model input height (multiple of 32, 0 = auto32); empty = the params file's"),
     "device": ("", "auto | cpu | cuda | cuda:N; empty = the params file's"),
-    "precision": ("", "auto | fp32 | fp16; empty = the params file's"),
-    "backend": ("", "inference backend; empty = the params file's"),
+    "precision": ("", "auto | fp32 | fp16 | bf16 | int8; empty = the params file's"),
+    "backend": ("", "auto | torch | torchscript | onnxruntime | openvino | tensorrt | cudagraph; "
+                    "empty = the params file's"),
     "output_resolution": ("", "camera | model; empty = the params file's"),
     "image": ("camera/image_raw", "input image topic (remaps the node's 'image'); a relative name "
                                   "resolves in the namespace"),
@@ -44,7 +46,8 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "use_sim_time": ("false", "true: the node (and rviz2) use the /clock topic (simulation, bag replay)"),
     "log_level": ("info", "log level of the node: debug, info, warn, error or fatal"),
     "camera_frame": ("camera", "rviz2's Fixed Frame: the camera's frame_id (the images need no TF)"),
-    "params_file": ("", f"node parameter file; empty = config/{DEFAULT_PARAMS_FILE} of {PACKAGE}"),
+    "params_file": ("", f"node parameter file read after config/{DEFAULT_PARAMS_FILE} of {PACKAGE} (the "
+                        "defaults): overrides, e.g. config/cityscapes_bisenetv2.yaml; empty = the defaults alone"),
     "use_rviz": ("false", "start rviz2 with the shipped view (overlay, colour, labels)"),
 }
 
@@ -98,15 +101,23 @@ def parameter_overrides(values: dict[str, str]) -> dict[str, object]:
     return overrides
 
 
+def parameter_files(values: dict[str, str], share_dir: str) -> list[str]:
+    """The shipped defaults, then ``params_file`` (its values win) when one is given."""
+    defaults = os.path.join(share_dir, "config", DEFAULT_PARAMS_FILE)
+    params_file = values.get("params_file") or ""
+    return [defaults] if not params_file or params_file == defaults else [defaults, params_file]
+
+
 def node_settings(values: dict[str, str], share_dir: str) -> dict:
-    """Namespace, parameters (params file, then overrides) and remappings of the node."""
-    params_file = values.get("params_file") or os.path.join(share_dir, "config", DEFAULT_PARAMS_FILE)
+    """Namespace, parameters (defaults file, params file, then the arguments; the last ones are a
+    dict) and remappings of the node."""
     image = values.get("image") or ARGUMENTS["image"][0]
     camera_info = values.get("camera_info") or sibling_topic(image)
     depth = values.get("depth") or sibling_topic(image, "depth")
     return {
         "namespace": values.get("namespace", ""),
-        "parameters": [params_file, {**parameter_overrides(values), "use_sim_time": flag(values, "use_sim_time")}],
+        "parameters": [*parameter_files(values, share_dir),
+                       {**parameter_overrides(values), "use_sim_time": flag(values, "use_sim_time")}],
         "remappings": [("image", image), ("camera_info", camera_info), ("depth", depth)],
         "ros_arguments": ros_arguments(values),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,9 +95,9 @@ def test_use_sim_time_log_level_and_namespaced_image_default():
                                ("depth", "camera/depth")]
     s = seg.node_settings({"depth": "/camera/aligned_depth_to_color/image_raw"}, "/share")
     assert s["remappings"][2] == ("depth", "/camera/aligned_depth_to_color/image_raw")
-    assert s["parameters"][1]["use_sim_time"] is False and s["ros_arguments"] == ["--log-level", "info"]
+    assert s["parameters"][-1]["use_sim_time"] is False and s["ros_arguments"] == ["--log-level", "info"]
     s = seg.node_settings({**defaults, "use_sim_time": "true", "log_level": "DEBUG"}, "/share")
-    assert s["parameters"][1]["use_sim_time"] is True and s["ros_arguments"] == ["--log-level", "debug"]
+    assert s["parameters"][-1]["use_sim_time"] is True and s["ros_arguments"] == ["--log-level", "debug"]
     with pytest.raises(ValueError, match="log_level:=loud"):
         seg.node_settings({**defaults, "log_level": "loud"}, "/share")
     with pytest.raises(ValueError, match="use_sim_time:=maybe"):
@@ -104,7 +105,7 @@ def test_use_sim_time_log_level_and_namespaced_image_default():
     multi = load_launch("multi_camera.launch.py")
     mdefaults = {name: d for name, (d, _) in multi.ARGUMENTS.items()}
     for s in multi.node_settings({**mdefaults, "use_sim_time": "true", "log_level": "warn"}, "/share"):
-        assert s["parameters"][1]["use_sim_time"] is True and s["ros_arguments"] == ["--log-level", "warn"]
+        assert s["parameters"][-1]["use_sim_time"] is True and s["ros_arguments"] == ["--log-level", "warn"]
 
 
 # -- wiring (node_settings) ------------------------------------------------------------------------
@@ -120,7 +121,7 @@ def test_issue_arguments_are_declared_and_reach_the_node():
                   namespace="robot", params_file="/p.yaml")
     s = seg.node_settings(values, "/share")
     assert s["namespace"] == "robot"
-    assert s["parameters"] == ["/p.yaml", {"weights": "/w.pth", "model": "bisenetv1", "dataset": "camvid",
+    assert s["parameters"] == ["/share/config/segmentation.yaml", "/p.yaml", {"weights": "/w.pth", "model": "bisenetv1", "dataset": "camvid",
                                            "input_width": 1024, "input_height": 512, "device": "cuda:1",
                                            "precision": "fp16", "use_sim_time": False}]
     assert s["remappings"] == [("image", "/front/image_raw"), ("camera_info", "/front/camera_info"),
@@ -145,11 +146,11 @@ def test_multi_camera_settings():
     assert [s["namespace"] for s in per_camera] == ["front", "rear"]
     assert per_camera[1]["remappings"] == [("image", "/rear/image_raw"), ("camera_info", "/rear/camera_info"),
                                            ("depth", "/rear/depth")]
-    assert per_camera[0]["parameters"][1] == {"weights": "/w.pth", "input_width": 640, "input_height": 480,
+    assert per_camera[0]["parameters"][-1] == {"weights": "/w.pth", "input_width": 640, "input_height": 480,
                                               "use_sim_time": False}
     batched = multi.node_settings({**values, "batch": "true", "cameras": "left, right"}, "/share")
     assert len(batched) == 1 and batched[0]["namespace"] == ""
-    assert batched[0]["parameters"][1]["cameras"] == ["left", "right"]
+    assert batched[0]["parameters"][-1]["cameras"] == ["left", "right"]
     assert batched[0]["remappings"] == [("left/image", "/left/image_raw"), ("left/camera_info", "/left/camera_info"),
                                         ("left/depth", "/left/depth"),
                                         ("right/image", "/right/image_raw"), ("right/camera_info", "/right/camera_info"),
@@ -169,7 +170,8 @@ out = {}
 for path in sys.argv[1:]:
     for ns in ("/", "/front"):
         ctx = rclpy.Context()
-        rclpy.init(context=ctx, args=["--ros-args", "--params-file", path, "-p", "weights:=/cli.pth"])
+        files = [a for f in path.split("+") for a in ("--params-file", f)]
+        rclpy.init(context=ctx, args=["--ros-args", *files, "-p", "weights:=/cli.pth"])
         node = Node("segmentation", namespace=ns, context=ctx)
         values = {n: node.declare_parameter(n, s.default, s.descriptor(n)).value for n, s in PARAMETERS.items()}
         out[f"{path}|{ns}"] = {k: list(v) if isinstance(v, (list, tuple)) or hasattr(v, "tolist") else v
@@ -180,35 +182,80 @@ print(json.dumps(out))
 """
 
 
+def file_parameters(path: Path) -> dict:
+    (params,) = yaml.safe_load(path.read_text()).values()
+    return params["ros__parameters"]
+
+
 @pytest.mark.ros
 def test_parameter_files_load_through_rclpy(ros_env):
-    files = sorted(CONFIG.glob("*.yaml"))
-    assert {f.name for f in files} >= {"cityscapes_bisenetv2.yaml", "cityscapes_bisenetv1.yaml",
-                                       "camvid_bisenetv2.yaml", "cocostuff_bisenetv2.yaml", "ade20k_bisenetv2.yaml"}
-    proc = subprocess.run([sys.executable, "-c", LOAD_PARAMS, *map(str, files)], env=ros_env,
+    """The defaults file alone, and each checkpoint's file of overrides after it (as the launch files
+    pass them and as two --params-file do): rclpy reads what the files say, -p beats them."""
+    defaults_file = CONFIG / "segmentation.yaml"
+    overrides = sorted(CONFIG.glob("*_bisenetv*.yaml"))
+    assert {f.name for f in overrides} >= {"cityscapes_bisenetv2.yaml", "cityscapes_bisenetv1.yaml",
+                                           "camvid_bisenetv2.yaml", "cocostuff_bisenetv2.yaml",
+                                           "ade20k_bisenetv2.yaml"}
+    defaults = file_parameters(defaults_file)
+    # the defaults file: every parameter a launch user sets, the model left to the checkpoint
+    assert set(defaults) <= set(PARAMETERS), f"unknown {set(defaults) - set(PARAMETERS)}"
+    assert defaults["dataset"] == "" and defaults["model"] == "auto"
+    assert defaults["input_width"] == defaults["input_height"] == 0 and "mean" not in defaults
+    cases = {str(defaults_file): defaults}
+    for path in overrides:  # overrides only: a few keys, each different from the default
+        params = file_parameters(path)
+        dataset, model = path.stem.split("_")
+        assert params["dataset"] == dataset and params["model"] == model
+        assert set(params) <= set(defaults) and len(params) <= 6, (path.name, sorted(params))
+        assert all(params[k] != defaults[k] for k in params), (path.name, "repeats a default")
+        cases[f"{defaults_file}+{path}"] = {**defaults, **params}
+    proc = subprocess.run([sys.executable, "-c", LOAD_PARAMS, *cases], env=ros_env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
-    for path in files:
-        (params,) = yaml.safe_load(path.read_text()).values()
-        params = params["ros__parameters"]
-        assert set(params) <= set(PARAMETERS), f"{path.name}: unknown {set(params) - set(PARAMETERS)}"
-        if path.name == "segmentation.yaml":  # the launch default: the model is the checkpoint's business
-            assert params["dataset"] == "" and params["model"] == "auto"
-            assert params["input_width"] == params["input_height"] == 0 and "mean" not in params
-        else:
-            dataset, model = path.stem.split("_")
-            assert params["dataset"] == dataset and params["model"] == model
+    for case, params in cases.items():
         for ns in ("/", "/front"):
-            got = loaded[f"{path}|{ns}"]
+            got = loaded[f"{case}|{ns}"]
             for name, value in params.items():
                 if name != "weights":
-                    assert got[name] == value, (path.name, ns, name)
+                    assert got[name] == value, (case, ns, name)
             assert got["weights"] == "/cli.pth"  # -p on the command line beats the file
             for name, value in got.items():
                 if name != "weights":
-                    assert validate_parameter(name, value) is None, (path.name, name, value)
+                    assert validate_parameter(name, value) is None, (case, name, value)
             assert validate_config(got) is None
+
+
+def choices_in(text: str) -> set[str]:
+    """The values of a choice text ``a (note) | b | c; more`` or ``# a | b (note)``."""
+    text = text.split(";", 1)[0].lstrip("#").strip()
+    return {re.sub(r"\(.*?\)", "", part).strip() for part in text.split("|")}
+
+
+def test_choice_texts_follow_the_one_lists():
+    """Launch argument descriptions and the defaults file's comments name exactly the allowed values
+    of each choice parameter (CHOICES, itself built from the one list of each name set)."""
+    from bisenet_ros.inference.backends import BACKENDS, PRECISIONS
+    from bisenet_ros.models.architectures import ARCHITECTURES
+
+    assert CHOICES["precision"] == PRECISIONS and CHOICES["backend"] == BACKENDS
+    assert CHOICES["model"] == ("auto", *ARCHITECTURES)
+    stale = []
+    for filename in ("segment.launch.py", "multi_camera.launch.py"):
+        for name, (_, description) in load_launch(filename).ARGUMENTS.items():
+            if name in CHOICES and choices_in(description) != set(CHOICES[name]):
+                stale.append(f"{filename} {name}: {description!r}")
+    lines = (CONFIG / "segmentation.yaml").read_text().splitlines()
+    for name in CHOICES:
+        line = next((ln for ln in lines if ln.strip().startswith(f"{name}:")), None)
+        if line is not None and choices_in(line.split("#", 1)[1] if "#" in line else "") != set(CHOICES[name]):
+            stale.append(f"config/segmentation.yaml {name}: {line.strip()!r}")
+    for path in CONFIG.glob("*.yaml"):  # no file repeats a choice comment that could go stale
+        if path.name != "segmentation.yaml":
+            assert "|" not in "".join(ln.split("#", 1)[-1] for ln in path.read_text().splitlines()
+                                      if not ln.startswith("#") and "#" in ln), path.name
+    assert not stale, "choice texts that differ from the one lists:\n" + "\n".join(stale)
+    assert choices_in("auto (fp16 on CUDA) | fp32; empty = x") == {"auto", "fp32"}
 
 
 def test_rviz_config_shows_overlay_and_labels():

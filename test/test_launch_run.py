@@ -144,14 +144,23 @@ def test_segment_launch_namespace_sim_time_and_log_level(colcon_install, ros_env
     node's parameter; log_level reaches the node's logger."""
     from sensor_msgs.msg import CameraInfo, Image
 
+    overrides = tmp_path / "overrides.yaml"  # a params_file of overrides, read after the defaults file
+    overrides.write_text("/**/segmentation:\n  ros__parameters:\n    input_width: 64\n    input_height: 64\n"
+                         "    publish_confidence: true\n    backend: openvino\n")
     run = Launch(colcon_install, ros_env, "segment.launch.py",
                  {"weights": str(tiny_checkpoints["bisenetv2"]), "namespace": "robot1", "use_sim_time": "true",
-                  "log_level": "debug", "device": "cpu", "backend": "torch"}, tmp_path / "launch.log")
+                  "log_level": "debug", "device": "cpu", "backend": "torch", "params_file": str(overrides)},
+                 tmp_path / "launch.log")
     try:
         assert client.wait_matched("/robot1/camera/image_raw", Image, 90), run.log
         assert client.wait_matched("/robot1/camera/camera_info", CameraInfo, 30), run.log
         assert client.node.count_subscribers("/camera/image_raw") == 0
         assert client.get_parameter("/robot1/segmentation", "use_sim_time") is True
+        # defaults file, then params_file, then the launch arguments: the later wins
+        got = {name: client.get_parameter("/robot1/segmentation", name)
+               for name in ("input_width", "input_height", "publish_confidence", "backend", "output_reliability")}
+        assert got == {"input_width": 64, "input_height": 64, "publish_confidence": True, "backend": "torch",
+                       "output_reliability": "reliable"}, got
         assert "[DEBUG]" in run.log  # --log-level debug reached the node
     finally:
         rc = run.stop()

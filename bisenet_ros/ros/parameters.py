@@ -20,14 +20,17 @@ from rclpy.parameter import Parameter
 
 from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT, MAX_SIDE
 from ..errors import BisenetError, one_line, safe_text
-from ..inference.backends import BACKENDS
+from ..inference.backends import BACKENDS, PRECISIONS
+from ..models.architectures import ARCHITECTURES
 from ..models.checkpoint import weights_problem
 from ..models.weights_catalog import resolve_weights
 from ..options import PipelineOptions
 
+#: the allowed values of the parameters that have a fixed set: from the one list of each name set
+#: (architectures, precisions, backends); launch and parameter-file texts are checked against these
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model": ("auto", "bisenetv1", "bisenetv2"),
-    "precision": ("auto", "fp32", "fp16", "bf16", "int8"),
+    "model": ("auto", *ARCHITECTURES),
+    "precision": PRECISIONS,
     "backend": BACKENDS,
     "output_resolution": ("camera", "model"),
     "input_transport": ("raw", "compressed"),

@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT
-from ..inference.backends import BACKENDS
+from ..inference.backends import BACKENDS, PRECISIONS
 from ..inference.cpu import cpu_model
+from ..models.architectures import ARCHITECTURES
 from ..models.weights_catalog import resolve_weights
 from ..options import PipelineOptions, fixed_input_size
 from ..pipeline import SegmentationPipeline, build_pipeline
@@ -68,7 +69,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
     ``--input-size`` defaults to the checkpoint sidecar's everywhere; ``input_size_fallback`` is
     what a checkpoint without one (or no checkpoint) runs at (see :func:`input_size_of`)."""
     g = parser.add_argument_group("model")
-    g.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None,
+    g.add_argument("--model", choices=list(ARCHITECTURES), default=None,
                    help="architecture (default: from the checkpoint's sidecar or key layout)")
     g.add_argument("--weights", required=weights_required,
                    help="checkpoint (.pth/.pt/.safetensors), e.g. the public model_final_v2_city.pth, "
@@ -86,7 +87,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, weights_required: bool 
                         f"default: the checkpoint sidecar's, else {input_size_fallback}")
     parser.set_defaults(input_size_fallback=input_size_fallback)
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto = CUDA when available)")
-    g.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "int8"],
+    g.add_argument("--precision", default="auto", choices=list(PRECISIONS),
                    help="number format of the forward pass (default: auto = fp16 on CUDA, fp32 on the CPU); "
                         "fp16 needs CUDA, bf16 a CPU with AVX-512 BF16 or AMX, int8 a model made by "
                         "'bisenet-ros quantize'")

@@ -23,6 +23,7 @@ import yaml
 from ..errors import BisenetError, ConfigError
 from ..inference import quantization as q
 from ..inference.onnx_model import CREATED_BY, sidecar_of
+from ..models.architectures import ARCHITECTURES
 from ..options import PipelineOptions
 from ..output_files import ONNX, Kind, atomic_file, check_output, write_text
 from ..pipeline import build_pipeline
@@ -56,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace an int8 model (and its sidecar) that bisenet-ros quantize wrote at --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (none off a terminal anyway)")
     g = parser.add_argument_group("model")
-    g.add_argument("--model", choices=["bisenetv1", "bisenetv2"], default=None,
+    g.add_argument("--model", choices=list(ARCHITECTURES), default=None,
                    help="architecture (default: from the checkpoint's sidecar or key layout)")
     g.add_argument("--num-classes", type=int, default=None, help="class count (default: from the checkpoint)")
     g.add_argument("--dataset", default=None, help="preset name or YAML (default: the sidecar's, else cityscapes)")

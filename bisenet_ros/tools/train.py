@@ -11,6 +11,7 @@ import math
 import sys
 
 from ..errors import ConfigError
+from ..models.architectures import ARCHITECTURES
 from ..training.distributed import DEFAULT_TIMEOUT_S
 from .common import hw_type, number
 
@@ -41,7 +42,7 @@ def _range(text: str) -> tuple[float, float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("what to train")
-    g.add_argument("--model", default=None, choices=["bisenetv1", "bisenetv2"],
+    g.add_argument("--model", default=None, choices=list(ARCHITECTURES),
                    help="architecture (default: the --init checkpoint's sidecar or key layout; "
                         "required when training from scratch)")
     g.add_argument("--data", required=True, help="training data: folder with images/ + labels/, or a Cityscapes root")
@@ -140,8 +141,8 @@ def infer_model(init: str | None) -> str:
     from ..models.checkpoint import detect_architecture, read_sidecar, read_state_dict
 
     arch = read_sidecar(init).get("arch") or detect_architecture(read_state_dict(init))
-    if arch not in ("bisenetv1", "bisenetv2"):
-        raise ConfigError(f"{init}: architecture not recognised; give --model bisenetv1 or bisenetv2")
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"{init}: architecture not recognised; give --model {' or '.join(ARCHITECTURES)}")
     return arch
 
 
