@@ -92,7 +92,9 @@ def test_node_bench_runs_camera_node_and_collector(tiny_checkpoints, tmp_path, r
     assert data["frames_out"] > 0 and data["node_fps"] > 0
     assert data["camera"]["published"] > 0 and data["latency_ms"]["count"] == data["frames_out"]
     assert data["reference"]["measured"] and data["reference"]["pipeline_fps"] > 0
-    assert "node_fps :" in capsys.readouterr().out
+    assert data["frame"] == "synthetic"  # the camera and the reference both use a rendered street scene
+    printed = capsys.readouterr().out
+    assert "node_fps :" in printed and "bgr8 synthetic frames" in printed
 
 
 def test_bench_compares_precisions_and_the_postprocess(tiny_checkpoints, tmp_path, capsys, monkeypatch):

@@ -341,12 +341,14 @@ class RosClient:
 
 
 # -- a camera at a fixed rate -----------------------------------------------------------------------------
-def run_camera(rate: float, frame_size: tuple[int, int], duration: float, topic: str = "image") -> dict:
-    """Publish bgr8 frames (4 prebuilt ones in turn, stamped now) best effort at ``rate`` Hz for
-    ``duration`` s once someone subscribes (30 s at most); never bursts to catch up.
-    Returns ``{"published", "elapsed_s", "rate_hz"}``."""
+def run_camera(rate: float, frame_size: tuple[int, int], duration: float, topic: str = "image",
+               base: np.ndarray | None = None) -> dict:
+    """Publish bgr8 frames (4 prebuilt ones in turn: ``base``, default uniform noise, shifted
+    sideways; stamped now) best effort at ``rate`` Hz for ``duration`` s once someone subscribes
+    (30 s at most); never bursts to catch up. Returns ``{"published", "elapsed_s", "rate_hz"}``."""
     h, w = frame_size
-    base = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if base is None:
+        base = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     msgs = [array_to_image_msg(np.roll(base, 97 * i, axis=1), "bgr8") for i in range(4)]  # built once
     for m in msgs:
         m.header.frame_id = "bench_camera"

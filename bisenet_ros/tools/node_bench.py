@@ -1,7 +1,7 @@
 """``bisenet-ros node-bench``: the segmentation node under load, over real ROS 2.
 
-Three processes: a *camera* publishing ``sensor_msgs/Image`` (bgr8, ``--frame-size``) at
-``--rate`` Hz, best effort (like a camera driver); the *node* (``segmentation_node``, the shipped
+Three processes: a *camera* publishing ``sensor_msgs/Image`` (bgr8, ``--frame-size``; ``--frame``: a
+rendered street scene by default, as ``bench``, or uniform noise) at ``--rate`` Hz, best effort (like a camera driver); the *node* (``segmentation_node``, the shipped
 console script, with the model options given here as parameters); and this command as the
 *collector*, subscribed to ``/segmentation/labels``, ``color``, ``overlay`` (so the node computes
 them, as for a viewer) and ``timing``. After ``--warmup`` camera frames (``--warmup / --rate``
@@ -27,12 +27,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import BisenetError, ConfigError
 from ..evaluation.metrics import latency_stats
 from ..output_files import JSON, check_output, write_text
-from .bench import DEFAULT_FRAME_SIZE, machine_info, time_calls
+from .bench import DEFAULT_FRAME_SIZE, camera_frame, machine_info, time_calls
 from .common import (add_model_arguments, hw_type, input_size_of, number, options_from_args, pipeline_from_args,
                      random_init_weights)
 
@@ -54,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("load")
     g.add_argument("--frame-size", type=hw_type(), default=hw_type()(DEFAULT_FRAME_SIZE),
                    help=f"camera frame HxW (default {DEFAULT_FRAME_SIZE})")
+    g.add_argument("--frame", choices=["synthetic", "noise"], default="synthetic",
+                   help="camera frame content: a generated street scene (default, as bench) or uniform noise "
+                        "(every logit cell a class boundary: the costliest postprocess)")
     g.add_argument("--rate", type=number(float, 0.1, 1000), default=30.0, help="camera rate in Hz (default 30)")
     g.add_argument("--duration", type=number(float, 0.1), default=30.0, help="measured seconds (default 30)")
     g.add_argument("--warmup", type=int, default=150,
@@ -76,10 +77,12 @@ def camera_main(argv: list[str]) -> int:
     p.add_argument("--frame-size", type=hw_type(), required=True)
     p.add_argument("--duration", type=float, required=True)
     p.add_argument("--topic", default="image")
+    p.add_argument("--frame", choices=["synthetic", "noise"], default="noise")
     a = p.parse_args(argv)
     from ..ros.client import run_camera
 
-    print(json.dumps(run_camera(a.rate, a.frame_size, a.duration, a.topic)), flush=True)
+    base = camera_frame(a.frame, *a.frame_size)
+    print(json.dumps(run_camera(a.rate, a.frame_size, a.duration, a.topic, base)), flush=True)
     return 0
 
 
@@ -136,7 +139,7 @@ def _reference(args: argparse.Namespace, outputs: list[str]) -> dict:
 
     pipeline = pipeline_from_args(args)
     fh, fw = args.frame_size
-    frame = np.random.default_rng(0).integers(0, 256, (fh, fw, 3), dtype=np.uint8)
+    frame = camera_frame(args.frame, fh, fw)
     ms = time_calls(lambda: pipeline(frame, "bgr8", outputs=outputs), args.pipeline_frames, 3, pipeline.device)
     ref = {"pipeline_fps": len(ms) * 1e3 / sum(ms), "pipeline_latency_ms": latency_stats(ms),
            "backend": pipeline.info["backend"], "precision": pipeline.info["precision"], "measured": True,
@@ -221,7 +224,7 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
 
 def _camera_command(args: argparse.Namespace, warmup_s: float) -> list[str]:
     return [sys.executable, "-m", "bisenet_ros.tools.node_bench", "camera", "--rate", str(args.rate),
-            "--frame-size", f"{args.frame_size[0]}x{args.frame_size[1]}",
+            "--frame-size", f"{args.frame_size[0]}x{args.frame_size[1]}", "--frame", args.frame,
             "--duration", str(warmup_s + args.duration)]
 
 
@@ -251,6 +254,7 @@ def _summarize(args: argparse.Namespace, outputs: list[str], out: _Outputs, came
         "node_log_serving": backend_line.strip(),
         "node_startup_s": startup_s,
         "frame_size": f"{args.frame_size[0]}x{args.frame_size[1]}",
+        "frame": args.frame,
         "rate_hz": args.rate,
         "duration_s": args.duration,
         "warmup_frames": args.warmup,
@@ -281,7 +285,7 @@ def _print(r: dict) -> None:
     ref = r["reference"]
     lat = r["latency_ms"]
     st = r["node_stages_ms"]
-    print(f"camera   : {r['frame_size']} bgr8 at {r['camera']['rate_hz']:.1f} Hz "
+    print(f"camera   : {r['frame_size']} bgr8 {r.get('frame', 'noise')} frames at {r['camera']['rate_hz']:.1f} Hz "
           f"({r['camera']['published']} frames), outputs {', '.join(r['outputs'])}")
     serving = r["node_log_serving"]
     print(f"node     : {serving[serving.find('serving'):] if 'serving' in serving else '(no start-up line)'}")
