@@ -64,6 +64,11 @@ def parse_input_size(value: str | Sequence[int] | None) -> InputSize:
     return (h, w)
 
 
+def auto32(h: int, w: int) -> tuple[int, int]:
+    """Each side rounded up to a multiple of 32."""
+    return ((h + 31) // 32 * 32, (w + 31) // 32 * 32)
+
+
 def fixed_input_size(value: str | Sequence[int] | None) -> tuple[int, int] | None:
     """The fixed (H, W) of an input size, None for auto32 (and for CHECKPOINT, unresolved)."""
     size = parse_input_size(value)

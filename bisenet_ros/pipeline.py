@@ -6,17 +6,18 @@ The node, the ``bisenet-ros`` CLI, bag evaluation and benchmarks all call
 Steps, as the public BiSeNet demo does them, all on the pipeline's device (uint8 is uploaded,
 only what is asked for is copied back):
 
-1. uint8 image (any supported encoding) -> RGB float, ``/255``, normalise by the dataset mean/std;
-2. bilinear resize (``align_corners=False``) of the normalised tensor to the model input size
-   (fixed ``HxW``, or ``auto32``: each side rounded up to a multiple of 32);
-3. forward pass (eager PyTorch or another backend, see :mod:`bisenet_ros.inference.backends`); the runner
+1. uint8 image (any supported encoding) -> RGB float, ``/255``, normalise by the dataset mean/std,
+   bilinear resize (``align_corners=False``) to the model input size (fixed ``HxW``, or ``auto32``:
+   sides rounded up to x32); on the CPU OpenCV resizes first (the same samples; the affine
+   normalisation commutes with the interpolation);
+2. forward pass (eager PyTorch or another backend, see :mod:`bisenet_ros.inference.backends`); the runner
    may return the model's logits before its final bilinear x``s`` upsampling (1/``s`` of the
-   input, as :func:`build_pipeline` sets it up), which is then done together with step 4;
-4. bilinear resize of the logits back to the camera resolution (unless ``output_resolution`` is
+   input, as :func:`build_pipeline` sets it up), which is then done together with step 3;
+3. bilinear resize of the logits back to the camera resolution (unless ``output_resolution`` is
    ``model``), then argmax; class ids are never resized themselves. On the CPU the labels come
    from :func:`bisenet_ros.inference.postprocess.labels`, which computes full-resolution logits only near
    class boundaries (same labels, a fraction of the cost);
-5. optional max-softmax confidence, palette colour mask and alpha-blended overlay.
+4. optional max-softmax confidence, palette colour mask and alpha-blended overlay.
 """
 from __future__ import annotations
 
@@ -33,18 +34,13 @@ from .data.datasets import DatasetPreset
 from .data.images import ENCODINGS, MAX_PIXELS, check_image, check_max_pixels
 from .data.remap import ClassRemap, load_remap
 from .errors import ConfigError
-from .inference import health, postprocess
+from .inference import colour, health, postprocess
 from .inference.model_loading import (check_model_output, load_onnx_model, load_torch_model, logit_stride,
-                                      model_preset)
-from .inference.threads import pipeline_threads, torch_threads
-from .options import PipelineOptions, fixed_input_size, unknown_label
+                                      loaded_model_preset)
+from .inference.threads import pipeline_threads, stage_threads
+from .options import PipelineOptions, auto32, fixed_input_size, unknown_label  # auto32: also from here
 
 OUTPUTS = frozenset({"color", "overlay", "confidence", "health"})
-
-
-def auto32(h: int, w: int) -> tuple[int, int]:
-    """Each side rounded up to a multiple of 32."""
-    return ((h + 31) // 32 * 32, (w + 31) // 32 * 32)
 
 
 @dataclass
@@ -59,6 +55,27 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)  # milliseconds per stage
     model_size: tuple[int, int] = (0, 0)  # (H, W) the model ran at
     health: dict[str, float] | None = None  # perception-health statistics (bisenet_ros.inference.health)
+
+
+@dataclass
+class _Group:
+    """Frames of one model input size after their model pass (inside a :class:`PendingBatch`)."""
+    idx: list[int]  # positions in the batch
+    camera_hw: list[tuple[int, int]]
+    encodings: list[str]
+    images: list[np.ndarray]
+    size: tuple[int, int]
+    uploaded: list[torch.Tensor]  # (3, H, W) uint8 in input order per frame
+    logits: torch.Tensor
+    times: tuple[float, float, float]  # perf_counter before preprocess, before and after the model
+
+
+@dataclass
+class PendingBatch:
+    """Frames after :meth:`SegmentationPipeline.start` (their model pass), for its ``finish``."""
+    count: int
+    groups: list[_Group]
+    wanted: set[str]
 
 
 class SegmentationPipeline:
@@ -103,6 +120,7 @@ class SegmentationPipeline:
         # x_norm = (x/255 - mean)/std = x * scale + shift, per RGB channel
         self._scale = (1.0 / (255.0 * std)).view(1, 3, 1, 1).to(self.device)
         self._shift = (-mean / std).view(1, 3, 1, 1).to(self.device)
+        self._scale_np, self._shift_np = self._scale.cpu().view(3).numpy(), self._shift.cpu().view(3).numpy()
         # palette with a black row at the unknown label (low-confidence pixels)
         table = np.zeros((max(self.num_classes, self.unknown_label + 1), 3), np.uint8)
         table[:self.num_classes] = self.preset.palette
@@ -153,6 +171,17 @@ class SegmentationPipeline:
         outputs: Iterable[str] = ("color", "overlay"),
     ) -> list[SegmentationResult]:
         """Segment several frames; frames sharing a model input size run as one batch."""
+        return self.finish(self.start(images, encodings, outputs))
+
+    @torch.inference_mode()
+    def start(
+        self,
+        images: Sequence[np.ndarray],
+        encodings: Sequence[str] | str = "rgb8",
+        outputs: Iterable[str] = ("color", "overlay"),
+    ) -> PendingBatch:
+        """The first half of :meth:`run_batch`: check, preprocess and run the model. :meth:`finish`
+        makes the outputs; the node runs it on another thread, overlapping the next frame's model pass."""
         wanted = set(outputs)
         unknown = wanted - OUTPUTS
         if unknown:
@@ -161,13 +190,19 @@ class SegmentationPipeline:
             encodings = [encodings] * len(images)
         for image, enc in zip(images, encodings):
             check_image(image, enc, self.max_pixels)
-        groups: dict[tuple[int, int], list[int]] = {}
+        by_size: dict[tuple[int, int], list[int]] = {}
         for i, image in enumerate(images):
-            groups.setdefault(self.model_size_for(*image.shape[:2]), []).append(i)
-        results: list[SegmentationResult | None] = [None] * len(images)
-        for size, idx in groups.items():
-            group = self._run_group([images[i] for i in idx], [encodings[i] for i in idx], size, wanted)
-            for i, res in zip(idx, group):
+            by_size.setdefault(self.model_size_for(*image.shape[:2]), []).append(i)
+        groups = [self._start_group(idx, [images[i] for i in idx], [encodings[i] for i in idx], size)
+                  for size, idx in by_size.items()]
+        return PendingBatch(len(images), groups, wanted)
+
+    @torch.inference_mode()
+    def finish(self, pending: PendingBatch) -> list[SegmentationResult]:
+        """The second half of :meth:`run_batch`: labels, colour outputs and health of started frames."""
+        results: list[SegmentationResult | None] = [None] * pending.count
+        for group in pending.groups:
+            for i, res in zip(group.idx, self._finish_group(group, pending.wanted)):
                 results[i] = res
         return results  # type: ignore[return-value]
 
@@ -175,57 +210,73 @@ class SegmentationPipeline:
     def model_input(self, image: np.ndarray, encoding: str = "rgb8") -> torch.Tensor:
         """The normalised (1, 3, H, W) model input of one frame, exactly as :meth:`run_batch` makes it."""
         check_image(image, encoding, self.max_pixels)
-        rgb, _ = self._upload(image, encoding)
-        return self.preprocess(rgb, self.model_size_for(*image.shape[:2]))
+        return self.preprocess(self._upload(image, encoding), encoding, self.model_size_for(*image.shape[:2]))
 
     # -- stages -------------------------------------------------------------------------------
-    def _upload(self, image: np.ndarray, encoding: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(3,H,W) float RGB in 0..255 and the (C,H,W) uint8 image in input order for overlays."""
+    def _upload(self, image: np.ndarray, encoding: str) -> torch.Tensor:
+        """The (3,H,W) uint8 image in input order (mono repeated; the overlay's base) on the device."""
         t = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
-        _, order = ENCODINGS[encoding]
-        if order is None:  # mono
+        if ENCODINGS[encoding][1] is None:  # mono
             if encoding == "mono16":
                 t = (t.float() / 257.0).round().to(torch.uint8)
-            chw = t.unsqueeze(0).expand(3, -1, -1)
-            return chw.float(), chw
-        chw = t.permute(2, 0, 1)
-        rgb = chw[list(order)] if order != (0, 1, 2) else chw[:3]
-        return rgb.float(), chw[:3]
+            return t.unsqueeze(0).expand(3, -1, -1)
+        return t.permute(2, 0, 1)[:3]
 
-    def preprocess(self, rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """(3,H,W) float 0..255 RGB -> normalised (1,3,h,w) at the model input size."""
-        x = rgb.unsqueeze(0) * self._scale + self._shift
+    def preprocess(self, native: torch.Tensor, encoding: str, size: tuple[int, int]) -> torch.Tensor:
+        """(3,H,W) uint8 in input order -> normalised RGB (1,3,h,w) float at the model input size."""
+        order = list(ENCODINGS[encoding][1] or (0, 1, 2))
+        if self.device.type == "cpu":
+            return self._preprocess_cpu(native, order, size)
+        x = native[order].float().unsqueeze(0) * self._scale + self._shift
         if tuple(x.shape[-2:]) != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x
 
-    def _run_group(
-        self, images: list[np.ndarray], encodings: list[str], size: tuple[int, int], wanted: set[str]
-    ) -> list[SegmentationResult]:
+    def _preprocess_cpu(self, native: torch.Tensor, order: list[int], size: tuple[int, int]) -> torch.Tensor:
+        """:meth:`preprocess` with OpenCV: the bilinear resize (same sample positions as
+        ``F.interpolate(align_corners=False)``) on the float image, then the per-channel affine
+        normalisation at the smaller size, written channel by channel into the NCHW input."""
+        h, w = size
+        hwc = native.permute(1, 2, 0).numpy().astype(np.float32)
+        if hwc.shape[:2] != (h, w):
+            hwc = cv2.resize(hwc, (w, h), interpolation=cv2.INTER_LINEAR)
+        out = np.empty((1, 3, h, w), np.float32)
+        for k, channel in enumerate(order):  # RGB channel k is input channel `channel`
+            np.multiply(hwc[..., channel], self._scale_np[k], out=out[0, k])
+            out[0, k] += self._shift_np[k]
+        return torch.from_numpy(out)
+
+    def _start_group(self, idx: list[int], images: list, encodings: list[str], size: tuple[int, int]) -> _Group:
         t0 = time.perf_counter()
-        with torch_threads(self._stage_threads):  # see threads.py: small stages, one thread
+        with stage_threads(self._stage_threads):  # see threads.py: small stages, one thread
             uploaded = [self._upload(img, enc) for img, enc in zip(images, encodings)]
-            batch = torch.cat([self.preprocess(rgb, size) for rgb, _ in uploaded])
+            inputs = [self.preprocess(native, enc, size) for native, enc in zip(uploaded, encodings)]
+            batch = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
         t1 = self._tick()
         logits = self.runner(batch)
-        t2 = self._tick()
-        results = []
+        return _Group(idx, [img.shape[:2] for img in images], encodings, images, size, uploaded, logits,
+                      (t0, t1, self._tick()))
+
+    def _finish_group(self, group: _Group, wanted: set[str]) -> list[SegmentationResult]:
+        t2 = time.perf_counter()
+        logits, size = group.logits, group.size
         stride = logit_stride(tuple(logits.shape[-2:]), size)
-        with torch_threads(self._stage_threads):
-            for i, ((rgb, native), image, enc) in enumerate(zip(uploaded, images, encodings)):
-                results.append(self._postprocess(logits[i:i + 1], stride, size, rgb, native, image.shape[:2],
-                                                 enc, wanted))
+        results = []
+        with stage_threads(self._stage_threads):
+            for i, (native, camera_hw, enc) in enumerate(zip(group.uploaded, group.camera_hw, group.encodings)):
+                results.append(self._postprocess(logits[i:i + 1], stride, size, native, camera_hw, enc, wanted))
         t3 = self._tick()
         if "health" in wanted:  # from the low-resolution logits and a subsample of the image
-            for i, (res, image) in enumerate(zip(results, images)):
+            for i, (res, image) in enumerate(zip(results, group.images)):
                 res.health = health.frame_statistics(logits[i], image, self.health_level)
         t4 = self._tick()
-        n = len(images)
+        t0, t1, t_model = group.times
+        n = len(results)
         for res in results:
             res.model_size = size
             res.timings = {
                 "preprocess_ms": (t1 - t0) * 1e3 / n,
-                "inference_ms": (t2 - t1) * 1e3 / n,
+                "inference_ms": (t_model - t1) * 1e3 / n,
                 "postprocess_ms": (t3 - t2) * 1e3 / n,
             }
             if res.health is not None:
@@ -237,7 +288,6 @@ class SegmentationPipeline:
         logits: torch.Tensor,
         stride: int,
         model_hw: tuple[int, int],
-        rgb: torch.Tensor,
         native: torch.Tensor,
         camera_hw: tuple[int, int],
         encoding: str,
@@ -251,62 +301,11 @@ class SegmentationPipeline:
         if "confidence" in wanted:
             res.confidence = self._to_numpy((prob * 255.0).round().to(torch.uint8))
         if wanted & {"color", "overlay"} and self.device.type == "cpu":
-            self._colour_outputs_cpu(res, unknown, rgb, native, out_hw, encoding, wanted)
+            colour.cpu_outputs(res, self._palette_np, self._alpha, unknown, native, out_hw, encoding, wanted)
         elif wanted & {"color", "overlay"}:
-            color = self._palette[labels_t.long()]  # (H, W, 3) RGB
-            if "color" in wanted:
-                res.color = self._to_numpy(color)
-            if "overlay" in wanted:
-                base = native
-                if tuple(base.shape[-2:]) != out_hw:
-                    base = F.interpolate(rgb.unsqueeze(0), size=out_hw, mode="bilinear",
-                                         align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
-                    if ENCODINGS[encoding][1] == (2, 1, 0):
-                        base = base.flip(0)
-                _, order = ENCODINGS[encoding]
-                color_in_order = color.flip(-1) if order == (2, 1, 0) else color
-                a = int(round(self._alpha * 256))
-                blended = (base.permute(1, 2, 0).to(torch.int16) * (256 - a)
-                           + color_in_order.to(torch.int16) * a + 128) >> 8
-                if unknown is not None:  # unknown pixels: the camera image, untinted
-                    blended = torch.where(unknown.unsqueeze(-1), base.permute(1, 2, 0).to(torch.int16), blended)
-                res.overlay = self._to_numpy(blended.to(torch.uint8))
-                res.overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
+            colour.tensor_outputs(res, labels_t, self._palette, self._alpha, unknown, native, out_hw, encoding,
+                                  wanted)
         return res
-
-    def _colour_outputs_cpu(self, res: SegmentationResult, unknown, rgb: torch.Tensor, native: torch.Tensor,
-                            out_hw: tuple[int, int], encoding: str, wanted: set[str]) -> None:
-        """Colour mask (an OpenCV table lookup) and overlay with numpy: the same integer blend as
-        the tensor path, without int64 indices or int16 images."""
-        labels = res.labels
-        if labels.dtype == np.uint8 and len(self._palette_np) <= 256:  # a table lookup per channel
-            lut = np.zeros((256, 1, 3), np.uint8)
-            lut[:len(self._palette_np), 0] = self._palette_np
-            color = cv2.LUT(cv2.merge([labels, labels, labels]), lut)
-        else:
-            color = self._palette_np[labels]
-        if "color" in wanted:
-            res.color = color
-        if "overlay" not in wanted:
-            return
-        _, order = ENCODINGS[encoding]
-        if tuple(native.shape[-2:]) != out_hw:
-            base_t = F.interpolate(rgb.unsqueeze(0), size=out_hw, mode="bilinear",
-                                   align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
-            base = base_t.permute(1, 2, 0).numpy()[..., ::-1] if order == (2, 1, 0) else base_t.permute(1, 2, 0).numpy()
-        else:
-            base = native.permute(1, 2, 0).numpy()  # the input image itself (a view)
-        a = int(round(self._alpha * 256))
-        blended = base.astype(np.uint16) * (256 - a)
-        blended += (color[..., ::-1] if order == (2, 1, 0) else color).astype(np.uint16) * a
-        blended += 128
-        blended >>= 8
-        out = blended.astype(np.uint8)
-        if unknown is not None:  # unknown pixels: the camera image, untinted
-            mask = unknown.numpy()
-            out[mask] = base[mask]
-        res.overlay = out
-        res.overlay_encoding = "bgr8" if order == (2, 1, 0) else "rgb8"
 
     def _labels(self, logits: torch.Tensor, stride: int, out_hw: tuple[int, int], want_confidence: bool):
         """(1,C,h,w) logits at 1/``stride`` of the model input -> output class ids at ``out_hw``
@@ -336,7 +335,7 @@ class SegmentationPipeline:
         return labels_t, prob, unknown
 
     def _tick(self) -> float:
-        if self._sync:
+        if self._sync:  # CUDA: the stage's time, not its launch
             torch.cuda.synchronize(self.device)
         return time.perf_counter()
 
@@ -375,7 +374,7 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
     else:
         dev = resolve_device(opts.device)
         meta, runner, size = load_torch_model(opts, dev)
-    preset = model_preset(opts, meta)
+    preset = loaded_model_preset(opts, meta)
     warning = check_model_output(runner, dev, size, meta["num_classes"], str(opts.weights or meta["arch"]))
     if dev.type == "cpu":
         postprocess.warm_up()
@@ -390,8 +389,9 @@ def _load_pipeline(opts: PipelineOptions) -> SegmentationPipeline:
         "input_size": "auto32" if size is None else f"{size[0]}x{size[1]}",
         "warnings": ([warning] if warning else []) + list(getattr(runner, "warnings", ())),
     }
-    if (meta.get("sidecar") or {}).get("source_weights"):
-        info["source_weights"] = meta["sidecar"]["source_weights"]
+    sidecar = meta.get("sidecar") or {}
+    if sidecar.get("source_weights"):
+        info["source_weights"] = sidecar["source_weights"]
     remap = load_remap(opts.class_remap, preset) if opts.class_remap else None
     if remap is not None:
         info["class_remap"] = remap.name

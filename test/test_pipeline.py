@@ -109,6 +109,18 @@ def test_encodings_agree():
     np.testing.assert_array_equal(mono16.labels, mono.labels)
 
 
+def test_overlay_blend_is_the_exact_integer_rule():
+    """OpenCV's blend equals (base*(256-a) + colour*a + 128) >> 8 for every alpha step, base and colour."""
+    from bisenet_ros.inference.colour import blend
+
+    base, colour = np.meshgrid(np.arange(256, dtype=np.uint8), np.arange(256, dtype=np.uint8), indexing="ij")
+    base3, colour3 = np.stack([base, colour, base], -1), np.stack([colour, base, 255 - colour], -1)
+    for a in range(257):
+        expected = (base3.astype(np.uint32) * (256 - a) + colour3.astype(np.uint32) * a + 128) >> 8
+        np.testing.assert_array_equal(blend(base3, colour3, a / 256), expected.astype(np.uint8), err_msg=f"a={a}")
+    assert blend(base3[:, :, ::-1], colour3, 0.5).flags.c_contiguous  # strided views (bgra8, mono) too
+
+
 def test_outputs_colour_overlay_confidence():
     pipe, _ = _pipe(overlay_alpha=1.0)
     img = _image(64, 96)
@@ -116,6 +128,10 @@ def test_outputs_colour_overlay_confidence():
     palette = pipe.preset.palette
     np.testing.assert_array_equal(res.color, palette[res.labels])
     np.testing.assert_array_equal(res.overlay, res.color)
+    pipe.overlay_alpha = 0.3
+    a = round(0.3 * 256)
+    half = (img.astype(np.uint16) * (256 - a) + res.color.astype(np.uint16) * a + 128) >> 8
+    np.testing.assert_array_equal(pipe(img, "rgb8").overlay, half.astype(np.uint8))
     assert res.confidence.dtype == np.uint8 and res.confidence.shape == (64, 96)
     # logits differ by 4 per class step: max softmax of the band's own class
     assert 0.9 * 255 < res.confidence.mean() <= 255

@@ -56,7 +56,7 @@ def load_onnx_model(opts: PipelineOptions):
     return meta, runner, size
 
 
-def model_preset(opts: PipelineOptions, meta: dict) -> DatasetPreset:
+def loaded_model_preset(opts: PipelineOptions, meta: dict) -> DatasetPreset:
     """The model's classes, palette and normalisation: ``opts.dataset`` (a preset or its name), else
     the checkpoint's sidecar, with the explicit mean/std and the model's class count applied."""
     dataset = opts.dataset

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import cv2
 import torch
 
 
@@ -25,14 +26,17 @@ def pipeline_threads() -> int:
 
 
 @contextmanager
-def torch_threads(n: int):
-    """Run the block with ``n`` PyTorch intra-op threads (0: unchanged); restored afterwards."""
-    saved = torch.get_num_threads()
-    change = n > 0 and n != saved
+def stage_threads(n: int):
+    """Run the block with ``n`` PyTorch intra-op threads and ``n`` OpenCV threads (0: unchanged);
+    restored afterwards."""
+    saved, saved_cv = torch.get_num_threads(), cv2.getNumThreads()
+    change = n > 0 and (n != saved or n != saved_cv)
     if change:
         torch.set_num_threads(n)
+        cv2.setNumThreads(n)
     try:
         yield
     finally:
         if change:
             torch.set_num_threads(saved)
+            cv2.setNumThreads(saved_cv)

@@ -298,8 +298,7 @@ def postprocess_vs_naive(pipeline, frame: np.ndarray, frames: int, warmup: int) 
     fh, fw = frame.shape[:2]
     model_hw = pipeline.model_size_for(fh, fw)
     with torch.inference_mode():
-        rgb, _ = pipeline._upload(frame, "bgr8")
-        logits = pipeline.runner(pipeline.preprocess(rgb, model_hw)).float()
+        logits = pipeline.runner(pipeline.model_input(frame, "bgr8")).float()
         stride = logit_stride(tuple(logits.shape[-2:]), model_hw)
         full = postprocess.naive_logits(logits, stride, model_hw)  # what the model used to return
         low = logits[0].numpy()
