@@ -2,7 +2,8 @@
 camera_info, reliability fixed or following the publishers: :mod:`bisenet_ros.ros.inputs`) and its
 newest-frame slot.
 
-Subscription callbacks only check a raw image's header (a bad frame never displaces a good
+Raw images are taken serialized and read in place (:mod:`bisenet_ros.ros.image_cdr`): a frame the
+node drops for a newer one costs no conversion. Subscription callbacks only check a raw image's header (a bad frame never displaces a good
 waiting one) and keep the newest frame per camera, counting the ones it replaces; with nobody
 subscribed to any of a camera's outputs its frames are not segmented at all, as image_proc does
 (``always_process`` forces it). The worker takes the waiting frames of all cameras together
@@ -19,13 +20,15 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.publisher import Publisher
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..data.images import check_image, stamp_ns
-from ..errors import ImageError, safe_text
+from ..errors import ImageError, one_line, safe_text
 from .camera_info import CameraInfoPairing
 from .conversions import check_compressed_msg, image_msg_to_array
 from .health import InputMonitor
+from .image_cdr import parse_image
 from .inputs import AdaptiveSubscription, reliability_name
 from .loss import LossMonitor, LossReport
 
@@ -114,7 +117,8 @@ class CameraInputs:
             cam.inputs = [  # reliability fixed, or following the publishers (input_reliability auto)
                 AdaptiveSubscription(self.node, CompressedImage if compressed else Image,
                                      image_topic + ("/compressed" if compressed else ""), self._on_image(cam),
-                                     mode, depth, on_lost=cam.loss.on_middleware_lost, on_change=self.wake_refresh),
+                                     mode, depth, on_lost=cam.loss.on_middleware_lost, on_change=self.wake_refresh,
+                                     raw=not compressed),  # raw images: read in place (image_cdr)
                 AdaptiveSubscription(self.node, CameraInfo, info_topic, self._on_camera_info(cam), mode, depth,
                                      on_change=self.wake_refresh),
             ]
@@ -151,9 +155,17 @@ class CameraInputs:
             return list(self.cameras)
 
     # -- callbacks: keep only the newest frame -------------------------------------------------------
-    def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage], None]:
-        def callback(msg: Image | CompressedImage) -> None:
+    def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage | bytes], None]:
+        def callback(msg: Image | CompressedImage | bytes) -> None:
             received = time.perf_counter()
+            raw = None
+            if isinstance(msg, bytes):  # a raw image's CDR: its pixels stay where they are
+                try:
+                    raw = parse_image(msg)
+                    msg = raw.message() if raw is not None else deserialize_message(msg, Image)
+                except Exception as exc:  # noqa: BLE001 - not an Image the middleware could read either
+                    self.reject(cam, Image(), f"unreadable message ({safe_text(one_line(exc), 120)})")
+                    return
             stamp = stamp_ns(msg.header)
             cam.loss.on_image(stamp)
             self.monitor.tick(received, (self.node.get_clock().now().nanoseconds - stamp) / 1e9 if stamp else None)
@@ -165,7 +177,7 @@ class CameraInputs:
             max_pixels = self.core.values["max_pixels"]
             try:  # cheap header checks here, so a bad frame never displaces a good waiting one
                 if isinstance(msg, Image):
-                    frame.image, frame.encoding = image_msg_to_array(msg, max_pixels)
+                    frame.image, frame.encoding = image_msg_to_array(raw or msg, max_pixels)
                     check_image(frame.image, frame.encoding, max_pixels)
                 else:  # compressed: the size in the JPEG/PNG header, nothing decoded here
                     check_compressed_msg(msg, max_pixels)

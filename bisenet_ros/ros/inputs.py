@@ -39,8 +39,9 @@ class AdaptiveSubscription:
 
     def __init__(self, node: Node, msg_type: Any, topic: str, callback: Callable[[Any], None], mode: str,
                  depth: int, on_lost: Callable[[int], None] | None = None,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None, raw: bool = False) -> None:
         self.node, self.msg_type, self.callback, self.mode, self.depth = node, msg_type, callback, mode, depth
+        self.raw = raw  # the callback gets the serialized message (bytes)
         self._on_lost = on_lost
         self._on_change = on_change  # told when the publishers changed (a refresh is due)
         self.dirty = True  # the publishers may have changed since the last refresh
@@ -62,12 +63,12 @@ class AdaptiveSubscription:
             events.message_lost = lambda info: on_lost(info.total_count_change)
         try:
             return self.node.create_subscription(self.msg_type, self.topic, self.callback, qos,
-                                                 event_callbacks=events)
+                                                 event_callbacks=events, raw=self.raw)
         except UnsupportedEventTypeError:  # a middleware without "message lost"/"matched" events: poll
             events.message_lost = events.matched = None
             self.events = False
             return self.node.create_subscription(self.msg_type, self.topic, self.callback, qos,
-                                                 event_callbacks=events)
+                                                 event_callbacks=events, raw=self.raw)
 
     def _mark_dirty(self) -> None:
         self.dirty = True

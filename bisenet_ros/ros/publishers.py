@@ -24,8 +24,9 @@ from std_msgs.msg import Header, String
 from ..data.images import stamp_ns
 from ..pipeline import SegmentationPipeline, SegmentationResult
 from .cameras import Camera, Frame
-from .conversions import array_to_compressed_msg, array_to_image_msg, output_camera_info
+from .conversions import array_to_compressed_msg, output_camera_info
 from .foxglove_view import FoxgloveView
+from .image_cdr import serialize_image
 from .label_info import LabelInfoOutput
 from .parameters import SWITCHES
 from .points import SemanticOutputs
@@ -158,11 +159,11 @@ class OutputPublishers:
         # out together, and a client that waits for the labels finds the worker free
         camera_info = cam.info.for_frame(stamp_ns(header))
         label_encoding = "mono16" if res.labels.dtype.itemsize == 2 else "mono8"
-        pubs["labels"].publish(array_to_image_msg(res.labels, label_encoding, header))
+        pubs["labels"].publish(serialize_image(res.labels, label_encoding, header))  # CDR: one copy of the pixels
         for key, image, encoding in (("color", res.color, "rgb8"), ("overlay", res.overlay, res.overlay_encoding),
                                      ("confidence", res.confidence, "mono8")):
             if image is not None and values[f"publish_{key}"]:
-                pubs[key].publish(array_to_image_msg(image, encoding, header))
+                pubs[key].publish(serialize_image(image, encoding, header))
         self._publish_compressed(pubs, res, label_encoding, header)
         self.foxglove.frame(cam.label, header, res, label_encoding)
         out_h, out_w = res.labels.shape[:2]

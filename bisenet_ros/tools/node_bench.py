@@ -193,8 +193,9 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
     try:
         with RosClient("bench_collector") as client:
             client.subscribe("/segmentation/labels", "image", qos_profile(depth=10), out.on_labels)
-            for name in outputs:  # so that the node computes them, as for a viewer
-                client.subscribe(f"/segmentation/{name}", "image", qos_profile(depth=10), lambda msg: None)
+            for name in outputs:  # so that the node computes them, as for a viewer (raw: not converted here)
+                client.subscribe(f"/segmentation/{name}", "image", qos_profile(depth=10), lambda msg: None,
+                                 raw=True)
             client.subscribe("/segmentation/timing", "diagnostics", qos_profile(depth=10), out.on_timing)
             client.subscribe("/segmentation/legend", "string", LATCHED, out.on_legend)
             t0 = time.monotonic()
