@@ -68,7 +68,7 @@ class SegmentationCore:
         self.perception = PerceptionHealth(node, self.values)  # perception health: <node>: perception
         self.worker = Worker(node, self)
         self.diagnostics = NodeDiagnostics(node, self, self.values["diagnostics_period"])
-        self.backend_watch = BackendWatch(node, self.diagnostics.publisher)  # auto's measurement, said and checked
+        self.backend_watch = BackendWatch(node, self.diagnostics.publisher, self)  # auto's measurement: said, checked, redone
         self.reconfigure = Reconfigure(node, self)
 
     @property

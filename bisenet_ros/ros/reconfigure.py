@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from contextlib import nullcontext
+from typing import Any, Callable
 
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from ..errors import one_line, safe_text
-from ..inference.backend_cache import announcing
+from ..inference.backend_cache import announcing, remeasuring
 from ..pipeline import build_pipeline
 from .parameters import (PARAMETERS, RELOAD, as_parameter, check_remap, never_raises, pipeline_options, plain,
                          reload_changes, validate_changes)
@@ -86,6 +87,18 @@ class Reconfigure:
             if set(changes) & set(HEALTH_PARAMETERS):
                 self.core.perception.configure(values, pipeline)
 
+    def remeasure(self, done: Callable[[bool], None]) -> str | None:
+        """Measure ``auto``'s candidates again (cached figures ignored, replaced) in the background and
+        serve its choice; the current pipeline serves meanwhile. ``done(success)`` afterwards; a
+        reason (and nothing started) when a reload is already running."""
+        with self.lock:
+            if self.reloading():
+                return "a model reload is in progress; try again when it finishes"
+            self.thread = threading.Thread(target=self._reload, args=(dict(self.core.values), {}, done),
+                                           name="segmentation_remeasure", daemon=True)
+            self.thread.start()
+        return None
+
     def reloading(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
@@ -94,21 +107,28 @@ class Reconfigure:
         if self.reloading() and self.thread is not threading.current_thread():
             self.thread.join(timeout=60.0)
 
-    def _reload(self, candidate: dict[str, Any], old: dict[str, Any]) -> None:
-        """:meth:`_load`, quiet when the node is shutting down meanwhile (SIGINT right after a change)."""
+    def _reload(self, candidate: dict[str, Any], old: dict[str, Any],
+                done: Callable[[bool], None] | None = None) -> None:
+        """:meth:`_load` (no ``old``: the same parameters, ``auto`` measured again), quiet when the
+        node is shutting down meanwhile (SIGINT right after a change); then ``done(success)``."""
+        ok = False
         try:
-            self._load(candidate, old)
+            with remeasuring() if not old else nullcontext():
+                ok = self._load(candidate, old)
         except Exception as exc:  # noqa: BLE001
             if self.core.worker.stop_event.is_set() or not self.node.context.ok():
                 return  # the context went away under the reload: nothing left to tell
             self.core.last_error = f"reload failed: {safe_text(one_line(exc), 300)}"
             self.core.last_error_at = time.monotonic()
             self.node.get_logger().error(self.core.last_error)
+        finally:
+            if done is not None:
+                done(ok)
 
-    def _load(self, candidate: dict[str, Any], old: dict[str, Any]) -> None:
-        """Build the pipeline for ``candidate``; swap it in, or revert the parameters to ``old``."""
+    def _load(self, candidate: dict[str, Any], old: dict[str, Any]) -> bool:
+        """Build the pipeline for ``candidate``; swap it in (True), or revert the parameters to ``old``."""
         core, log = self.core, self.node.get_logger()
-        changed = ", ".join(f"{k}={candidate[k]}" for k in old)
+        changed = ", ".join(f"{k}={candidate[k]}" for k in old) or "backend auto, measured again"
         log.info(f"loading model for {changed} in the background")
         try:
             with announcing(core.backend_watch.announce):
@@ -119,7 +139,7 @@ class Reconfigure:
             core.last_error_at = time.monotonic()
             log.error(core.last_error)
             self._revert(old)
-            return
+            return False
         pipeline.overlay_alpha = core.values["overlay_alpha"]
         pipeline.confidence_threshold = core.values["confidence_threshold"]
         core.last_error = ""  # before the swap: /diagnostics never shows the new model with the old error
@@ -131,9 +151,10 @@ class Reconfigure:
             core.outputs.publish_legend()
         info = pipeline.info
         log.info(f"now serving {info['model']} ({info['num_classes']} classes) from "
-                 f"{info['weights']}, input {info['input_size']}")
+                 f"{info['weights']} [{info['backend']}, {info['precision']}], input {info['input_size']}")
         for warning in info.get("warnings", ()):
             log.warning(warning)
+        return True
 
     def _revert(self, old: dict[str, Any]) -> None:
         with self.lock:
