@@ -300,27 +300,31 @@ def test_the_node_part_logs_and_publishes_what_start_up_does(isolated, net):
 
 @pytest.mark.ros
 def test_the_node_measures_again_on_request_while_serving(ros_env, tiny_checkpoints, tmp_path, client):
-    """``~/measure_backends``: auto's candidates measured again (the cache entry replaced) while the
-    running pipeline keeps serving; refused in one line when the backend is not auto."""
+    """A first start serves at once with the first candidate that passes the check and measures
+    auto's candidates in the background (then serves the winner); ``~/measure_backends`` measures
+    again on request (the cache entry replaced) while the running pipeline keeps serving; refused
+    in one line when the backend is not auto."""
     from diagnostic_msgs.srv import SelfTest
     from node_client import start_node
 
     env = {**ros_env, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    node = start_node(env, ["-p", f"weights:={tiny_checkpoints['bisenetv2']}", "-p", "input_size:=64x96"],
-                      tmp_path / "node.log")
+    cache = tmp_path / "cache" / "bisenet_ros" / "auto_backend.json"
+    node = start_node(env, ["-p", f"weights:={tiny_checkpoints['bisenetv2']}"], tmp_path / "node.log")
     try:
-        assert client.wait_until(lambda: "serving" in node.log, 120), node.log
-        before = json.loads((tmp_path / "cache" / "bisenet_ros" / "auto_backend.json").read_text())
+        assert client.wait_until(lambda: "serving bisenetv2" in node.log, 120), node.log
+        assert "the candidates are measured in the background" in node.log  # served before measuring
+        assert client.wait_until(lambda: "now serving" in node.log, 120), node.log  # the measured winner
+        before = json.loads(cache.read_text())
         response = client.call(SelfTest, "/segmentation/measure_backends", SelfTest.Request(), timeout=120)
         assert response.passed == b"\x01", (response, node.log)
         status = response.status[0]
         chosen = {kv.key: kv.value for kv in status.values}
         assert chosen["backend"] in ("onnxruntime", "openvino", "torchscript") and "selected" in status.message
-        after = json.loads((tmp_path / "cache" / "bisenet_ros" / "auto_backend.json").read_text())
+        after = json.loads(cache.read_text())
         assert after.keys() == before.keys() and after != before  # the same model's entry, measured anew
-        assert "measuring the inference backends again" in node.log and "now serving" in node.log
+        assert "measuring the inference backends again" in node.log and node.log.count("now serving") == 2
         assert client.set_parameters("/segmentation", backend="torch").successful
-        assert client.wait_until(lambda: node.log.count("now serving") >= 2, 60), node.log
+        assert client.wait_until(lambda: node.log.count("now serving") == 3, 60), node.log
         refused = client.call(SelfTest, "/segmentation/measure_backends", SelfTest.Request())
         assert refused.passed == b"\x00" and "only 'auto' measures" in refused.status[0].message
     finally:

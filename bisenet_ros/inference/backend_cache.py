@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -161,24 +162,40 @@ def entry_problem(entry) -> str | None:
     return None
 
 
-_remeasure = []
+_flags = threading.local()  # per thread: the node's background measurement never affects another build
 
 
 @contextmanager
-def remeasuring():
-    """Inside the block, cached entries are not used: every ``auto`` choice is measured again
-    (and the new figures replace the old). ``bisenet-ros bench --remeasure``."""
-    _remeasure.append(True)
+def _flag(name: str):
+    setattr(_flags, name, getattr(_flags, name, 0) + 1)
     try:
         yield
     finally:
-        _remeasure.pop()
+        setattr(_flags, name, getattr(_flags, name) - 1)
+
+
+def remeasuring():
+    """Inside the block (this thread), cached entries are not used: every ``auto`` choice is
+    measured again (and the new figures replace the old). ``bisenet-ros bench --remeasure``, the
+    node's ``~/measure_backends``."""
+    return _flag("remeasure")
+
+
+def quick_start():
+    """Inside the block (this thread), a choice that would be measured now is not: the first
+    candidate that passes the accuracy gate (or a provisional cached choice) is returned with
+    ``measure_later`` set, and the caller measures in the background once serving (the node)."""
+    return _flag("quick")
+
+
+def quick_starting() -> bool:
+    return getattr(_flags, "quick", 0) > 0
 
 
 def lookup(key: str) -> dict | None:
     """The usable cached entry for ``key``, or None: a missing one silently, a broken one (or a
     broken file) with one line naming the file; always None inside :func:`remeasuring`."""
-    if _remeasure:
+    if getattr(_flags, "remeasure", 0):
         return None
     data = _load(report=True)
     if key not in data:

@@ -186,6 +186,11 @@ def select_backend(model: nn.Module, device: torch.device, precision: str,
     key = backend_cache.cache_key(model, input_size, precision) if measure else None
     cached = backend_cache.lookup(key) if measure else None
     notes: list[str] = []
+    quick = _quick_choice(cached, order, model, device, precision, input_size, gate, notes) \
+        if measure and backend_cache.quick_starting() else None
+    if quick is not None:
+        runner, runner.measure_later, entry = quick
+        return _selected(runner, notes, runner.measure_later, key, entry)
     if cached and cached["backend"] in order:  # the choice measured before on this machine
         again = backend_cache.should_remeasure(cached)
         runner = None if again else _checked(cached["backend"], model, device, precision, input_size, gate, notes)
@@ -215,6 +220,27 @@ def select_backend(model: nn.Module, device: torch.device, precision: str,
     runner = TorchRunner(model, device, precision)  # the reference itself, if the order omitted it
     runner.rel_err_vs_eager = check_runner(runner, model, gate.x, gate.reference)
     return _selected(runner, notes, "fallback")
+
+
+def _quick_choice(cached, order, model, device, precision, input_size, gate, notes) -> tuple | None:
+    """Under :func:`~bisenet_ros.inference.backend_cache.quick_start`, when this start would measure:
+    (runner, why, cached entry or None): a provisional cached choice, else the first candidate that
+    passes the gate (the node measures in the background once serving, and says why). None when
+    the cached choice can be used as it is, or nothing passes (then the normal path decides)."""
+    from . import backend_cache
+
+    again = backend_cache.should_remeasure(cached) if cached and cached["backend"] in order else None
+    if cached and cached["backend"] in order and not again:
+        return None
+    if again:
+        runner = _checked(cached["backend"], model, device, precision, input_size, gate, notes)
+        why = f"cached choice for this CPU, {again}: serving it, measuring in the background"
+    else:
+        built, _ = _build_candidates(order, model, device, precision, input_size, gate, notes, False)
+        runner = built[0] if built else None
+        why = ("no measured choice for this model on this CPU yet: the first candidate that passes the "
+               "check serves, the candidates are measured in the background")
+    return (runner, why, cached if again else None) if runner is not None else None
 
 
 def _gate(model: nn.Module, device: torch.device, precision: str, input_size: Sequence[int] | None,

@@ -5,7 +5,8 @@ node feeds every frame's model time to a :class:`LatencyWatch`; once a window of
 and its median is more than ``factor`` away from the cached figure (either way), it says so once,
 with the machine's load now. When the machine is quiet now, the cached figure is what is wrong
 (measured under load, or another machine's state): the entry is marked provisional, so the next
-start on a quiet machine measures again; ``bisenet-ros bench --remeasure`` does it at once. When
+start on a quiet machine measures again; the node's ``~/measure_backends`` service and
+``bisenet-ros bench --remeasure`` do it at once. When
 the machine is busy now, the load explains the gap and nothing is marked.
 """
 from __future__ import annotations
@@ -64,4 +65,4 @@ class LatencyWatch:
                       f"{ratio:.1f}x the cached figure")
         what = "marked to be measured again at the next start" if marked else "not cached here"
         return (f"{head}: the cached figures do not describe this machine now ({what}; to measure at once: "
-                f"bisenet-ros bench --remeasure with the node's model options)")
+                f"the node's ~/measure_backends service, or bisenet-ros bench --remeasure with its model options)")

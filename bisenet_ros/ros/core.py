@@ -19,7 +19,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from ..errors import ConfigError
-from ..inference.backend_cache import announcing
+from ..inference.backend_cache import announcing, quick_start
 from ..pipeline import SegmentationPipeline, build_pipeline
 from .backend_watch import BackendWatch
 from .cameras import CameraInputs
@@ -80,7 +80,7 @@ class SegmentationCore:
         reason = validate_changes(self.values, {k: self.values[k] for k in ("cameras", *RELOAD)})
         if reason:
             raise ConfigError(reason)
-        with announcing(self.backend_watch.announce):
+        with announcing(self.backend_watch.announce), quick_start():  # auto measures once serving
             pipeline = build_pipeline(pipeline_options(self.values))
         reason = check_class_parameters(self.values, pipeline.preset.class_names)
         if reason:
@@ -100,6 +100,10 @@ class SegmentationCore:
             f"serving {info['model']} ({info['num_classes']} classes, {info['dataset']}) from "
             f"{info['weights']} on {info['device']} [{info['backend']}, {info['precision']}], input "
             f"{info['input_size']}; cameras: {', '.join(c.label for c in cameras)}")
+        later = getattr(self.pipeline.runner, "measure_later", None)
+        if later and (self.reconfigure.background is None or not self.reconfigure.background.is_alive()):
+            self.backend_watch.announce(f"{info['backend']}: {later}")
+            self.reconfigure.measure_in_background()
 
     def deactivate(self) -> None:
         """Stop the worker and remove the topics (the model stays loaded)."""

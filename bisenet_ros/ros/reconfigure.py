@@ -16,7 +16,7 @@ from rclpy.parameter import Parameter
 
 from ..errors import one_line, safe_text
 from ..inference.backend_cache import announcing, remeasuring
-from ..pipeline import build_pipeline
+from ..pipeline import SegmentationPipeline, build_pipeline
 from .parameters import (PARAMETERS, RELOAD, as_parameter, check_remap, never_raises, pipeline_options, plain,
                          reload_changes, validate_changes)
 from .perception import HEALTH_PARAMETERS
@@ -32,7 +32,8 @@ class Reconfigure:
         self.node, self.core = node, core
         self.lock = threading.RLock()
         self.reverting = False
-        self.thread: threading.Thread | None = None
+        self.thread: threading.Thread | None = None  # a reload (parameters changed, or measure again)
+        self.background: threading.Thread | None = None  # auto measured while a quick choice serves
         node.add_on_set_parameters_callback(never_raises(self.validate))  # refuses, never raises
         node.add_post_set_parameters_callback(self.apply)
 
@@ -94,6 +95,8 @@ class Reconfigure:
         with self.lock:
             if self.reloading():
                 return "a model reload is in progress; try again when it finishes"
+            if self.background is not None and self.background.is_alive():
+                return "the backends are being measured in the background already (since the start)"
             self.thread = threading.Thread(target=self._reload, args=(dict(self.core.values), {}, done),
                                            name="segmentation_remeasure", daemon=True)
             self.thread.start()
@@ -103,9 +106,10 @@ class Reconfigure:
         return self.thread is not None and self.thread.is_alive()
 
     def wait(self) -> None:
-        """Let a reload in progress finish (cleanup, shutdown)."""
-        if self.reloading() and self.thread is not threading.current_thread():
-            self.thread.join(timeout=60.0)
+        """Let a reload or background measurement in progress finish (cleanup, shutdown)."""
+        for thread in (self.thread, self.background):
+            if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+                thread.join(timeout=60.0)
 
     def _reload(self, candidate: dict[str, Any], old: dict[str, Any],
                 done: Callable[[bool], None] | None = None) -> None:
@@ -140,13 +144,19 @@ class Reconfigure:
             log.error(core.last_error)
             self._revert(old)
             return False
+        self._swap(pipeline, {k: candidate[k] for k in old})
+        return True
+
+    def _swap(self, pipeline: SegmentationPipeline, applied: dict[str, Any]) -> None:
+        """Serve ``pipeline``, built for the current values with ``applied`` changed."""
+        core, log = self.core, self.node.get_logger()
         pipeline.overlay_alpha = core.values["overlay_alpha"]
         pipeline.confidence_threshold = core.values["confidence_threshold"]
         core.last_error = ""  # before the swap: /diagnostics never shows the new model with the old error
-        core.perception.configure_reloaded({**core.values, **{k: candidate[k] for k in old}}, pipeline)
+        core.perception.configure_reloaded({**core.values, **applied}, pipeline)
         core.pipeline = pipeline
         with self.lock:
-            core.values.update({k: candidate[k] for k in old})
+            core.values.update(applied)
         if core.active:
             core.outputs.publish_legend()
         info = pipeline.info
@@ -154,7 +164,31 @@ class Reconfigure:
                  f"{info['weights']} [{info['backend']}, {info['precision']}], input {info['input_size']}")
         for warning in info.get("warnings", ()):
             log.warning(warning)
-        return True
+
+    # -- auto measured in the background (quick start) ---------------------------------------------------
+    def measure_in_background(self) -> None:
+        """The node serves with a quick choice (:func:`~bisenet_ros.inference.backend_cache.quick_start`):
+        measure ``auto``'s candidates in a thread of its own and serve the winner, unless the
+        parameters changed meanwhile (a user's reload always wins; nothing is refused for this)."""
+        self.background = threading.Thread(target=self._measure_and_swap, args=(dict(self.core.values),),
+                                           name="segmentation_measure", daemon=True)
+        self.background.start()
+
+    def _measure_and_swap(self, values: dict[str, Any]) -> None:
+        core, log = self.core, self.node.get_logger()
+        try:
+            with remeasuring(), announcing(core.backend_watch.announce):
+                pipeline = build_pipeline(pipeline_options(values), overlay_alpha=values["overlay_alpha"])
+        except Exception as exc:  # noqa: BLE001 - the quick choice keeps serving
+            if not (self.core.worker.stop_event.is_set() or not self.node.context.ok()):
+                log.warning(safe_text(f"measuring the backends in the background failed, the quick choice keeps "
+                                      f"serving: {one_line(exc, 300)}", 500))
+            return
+        with self.lock:
+            if self.reloading() or any(core.values[k] != values[k] for k in RELOAD) or core.pipeline is None:
+                log.info("background measurement done, not applied: the model parameters changed meanwhile")
+                return
+            self._swap(pipeline, {})
 
     def _revert(self, old: dict[str, Any]) -> None:
         with self.lock:
