@@ -135,9 +135,9 @@ def test_mono16_labels_above_256_classes_and_outputs_only_on_demand(ros_env, tmp
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     requested: list[set] = []  # the outputs the node asks the pipeline for, per batch
-    run_batch = node.core.pipeline.run_batch
-    node.core.pipeline.run_batch = lambda images, encodings, outputs: (
-        requested.append(set(outputs)) or run_batch(images, encodings, outputs))
+    start = node.core.pipeline.start  # the model thread's stage: the outputs are chosen there
+    node.core.pipeline.start = lambda images, encodings, outputs: (
+        requested.append(set(outputs)) or start(images, encodings, outputs))
     client = RosClient("test_mono16_client")
     try:
         client.subscribe(f"{NODE}/labels", Image)
