@@ -129,14 +129,15 @@ def test_mono16_labels_above_256_classes_and_outputs_only_on_demand(ros_env, tmp
     rclpy.init(context=ctx)
     node = SegmentationNode(context=ctx, cli_args=["--ros-args", "-r", "image:=/cam300"],
                             parameter_overrides=[Parameter("weights", value=str(weights)),
-                                                 Parameter("device", value="cpu")])
+                                                 Parameter("device", value="cpu"),
+                                                 Parameter("backend", value="torch")])
     executor = SingleThreadedExecutor(context=ctx)
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     requested: list[set] = []  # the outputs the node asks the pipeline for, per batch
     start = node.core.pipeline.start  # the model thread's stage: the outputs are chosen there
-    node.core.pipeline.start = lambda images, encodings, outputs: (
+    node.core.pipeline.start = lambda images, encodings, outputs: (  # backend torch: no swap after a measurement
         requested.append(set(outputs)) or start(images, encodings, outputs))
     client = RosClient("test_mono16_client")
     try:
@@ -157,7 +158,7 @@ def test_mono16_labels_above_256_classes_and_outputs_only_on_demand(ros_env, tmp
         assert requested[-1] == {"overlay"} | health
         labels, enc = image_msg_to_array(reply)
         assert enc == "mono16" and labels.dtype == np.uint16 and reply.step == 2 * 96
-        expected = build_pipeline(weights=weights, device="cpu")(rgb, "rgb8", outputs=()).labels
+        expected = build_pipeline(weights=weights, device="cpu", backend="torch")(rgb, "rgb8", outputs=()).labels
         np.testing.assert_array_equal(labels, expected)
         assert labels.max() < 300
     finally:
