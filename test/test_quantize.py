@@ -51,7 +51,15 @@ def quantized(weights, data, tmp_path_factory):
     return out, argv
 
 
-def test_quantize_writes_a_loadable_int8_model_with_its_figures(quantized, capsys):
+def data_val(quantized):
+    """The --val folder of the quantize command line."""
+    from pathlib import Path
+
+    argv = quantized[1]
+    return Path(argv[argv.index("--val") + 1])
+
+
+def test_quantize_writes_a_loadable_int8_model_with_its_figures(quantized, weights, capsys):
     out, argv = quantized
     assert main(argv) == 0
     printed = capsys.readouterr()
@@ -65,6 +73,13 @@ def test_quantize_writes_a_loadable_int8_model_with_its_figures(quantized, capsy
     pipe = build_pipeline(weights=str(out), input_size=None)
     assert pipe.info["precision"] == "int8" and pipe.info["backend"] in ("onnxruntime", "openvino")
     assert pipe.info["input_size"] == "64x96" and pipe.preset.num_classes == 7
+    # the labels-equal figure on --val is the two pipelines' agreement on those images, pixel by pixel
+    fp32 = build_pipeline(weights=weights, input_size="64x96", device="cpu", precision="fp32")
+    pairs = [(fp32(img, "rgb8", outputs=()).labels, pipe(img, "rgb8", outputs=()).labels)
+             for img in (cv2.imread(str(f))[..., ::-1] for f in sorted((data_val(quantized) / "images").iterdir()))]
+    assert side["val"]["label_agreement"] == pytest.approx(
+        sum(int((a == b).sum()) for a, b in pairs) / sum(a.size for a, _ in pairs))
+    assert f"labels equal to fp32 there: {side['val']['label_agreement']:.2%}" in printed.out
     res = pipe(np.zeros((50, 70, 3), np.uint8), "bgr8", outputs=("color", "confidence"))
     assert res.labels.shape == (50, 70) and res.confidence.shape == (50, 70)
 

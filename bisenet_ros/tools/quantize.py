@@ -190,14 +190,18 @@ def _miou(fp32, int8, samples: list) -> dict:
 
     preset = fp32.preset
     mats = {k: ConfusionMatrix(preset.num_classes, preset.ignore_index) for k in ("fp32", "int8")}
+    equal = total = 0
     for s in samples:
         image = read_image(s.image)
         gt = read_label(s.label, None, preset.num_classes, preset.ignore_index)
-        for key, pipe in (("fp32", fp32), ("int8", int8)):
-            mats[key].update(pipe(image, "rgb8", outputs=()).labels, gt)
+        labels = {key: pipe(image, "rgb8", outputs=()).labels for key, pipe in (("fp32", fp32), ("int8", int8))}
+        for key, predicted in labels.items():
+            mats[key].update(predicted, gt)
+        equal += int((labels["fp32"] == labels["int8"]).sum())
+        total += gt.size
     miou = {k: float(m.compute()["miou"]) for k, m in mats.items()}
     return {"images": len(samples), "miou_fp32": round(miou["fp32"], 4), "miou_int8": round(miou["int8"], 4),
-            "miou_change": round(miou["int8"] - miou["fp32"], 4)}
+            "miou_change": round(miou["int8"] - miou["fp32"], 4), "label_agreement": equal / total}
 
 
 def _print(args: argparse.Namespace, fp32, int8, done: dict, report: dict) -> None:
@@ -213,6 +217,6 @@ def _print(args: argparse.Namespace, fp32, int8, done: dict, report: dict) -> No
     if "val" in report:
         v = report["val"]
         print(f"mIoU on {args.val} ({v['images']} images): fp32 {v['miou_fp32']:.4f}, int8 {v['miou_int8']:.4f} "
-              f"({v['miou_change']:+.4f})")
+              f"({v['miou_change']:+.4f}); labels equal to fp32 there: {v['label_agreement']:.2%}")
     for line in getattr(int8.runner, "selection", []):
         print(f"  int8 backend: {line}", file=sys.stderr)
