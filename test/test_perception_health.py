@@ -46,6 +46,22 @@ def test_the_pipeline_reports_health_from_its_own_low_resolution_logits():
     assert pipe(image, "rgb8", outputs=()).health is None  # computed only when asked for
 
 
+@pytest.mark.parametrize("shape,dtype", [((720, 1280, 3), np.uint8), ((480, 640, 4), np.uint8),
+                                         ((480, 640, 2), np.uint8), ((480, 640), np.uint8), ((480, 640), np.uint16)])
+def test_brightness_is_the_channel_mean_of_the_subsample_for_every_layout(shape, dtype):
+    """rgb/bgr, with alpha (its first three planes), packed YUV 4:2:2 (both bytes), mono8 and mono16 (/257)."""
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, np.iinfo(dtype).max + 1, shape, dtype=dtype)
+    image[: shape[0] // 4] = np.iinfo(dtype).max  # some clipped rows
+    step = min(shape[:2]) // 96
+    sub = image[::step, ::step] / (257.0 if dtype == np.uint16 else 1.0)
+    gray = sub if sub.ndim == 2 else sub[..., :3].mean(axis=2)
+    s = image_statistics(image)
+    assert s["brightness_mean"] == pytest.approx(gray.mean(), abs=1e-4)
+    assert s["brightness_std"] == pytest.approx(gray.std(), abs=1e-4)
+    assert s["saturated_fraction"] == pytest.approx((gray >= 250).mean()) and s["saturated_fraction"] > 0.2
+
+
 def test_image_checks_black_saturated_uniform_and_repeats():
     rng = np.random.default_rng(1)
     scene = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
