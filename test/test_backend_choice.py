@@ -312,7 +312,8 @@ def test_the_node_measures_again_on_request_while_serving(ros_env, tiny_checkpoi
     node = start_node(env, ["-p", f"weights:={tiny_checkpoints['bisenetv2']}"], tmp_path / "node.log")
     try:
         assert client.wait_until(lambda: "serving bisenetv2" in node.log, 120), node.log
-        assert "the candidates are measured in the background" in node.log  # served before measuring
+        # served before measuring (the announcement follows the "serving" line)
+        assert client.wait_until(lambda: "the candidates are measured in the background" in node.log, 30), node.log
         assert client.wait_until(lambda: "now serving" in node.log, 120), node.log  # the measured winner
         before = json.loads(cache.read_text())
         response = client.call(SelfTest, "/segmentation/measure_backends", SelfTest.Request(), timeout=120)
@@ -322,7 +323,8 @@ def test_the_node_measures_again_on_request_while_serving(ros_env, tiny_checkpoi
         assert chosen["backend"] in ("onnxruntime", "openvino", "torchscript") and "selected" in status.message
         after = json.loads(cache.read_text())
         assert after.keys() == before.keys() and after != before  # the same model's entry, measured anew
-        assert "measuring the inference backends again" in node.log and node.log.count("now serving") == 2
+        assert client.wait_until(lambda: node.log.count("now serving") == 2, 30), node.log
+        assert "measuring the inference backends again" in node.log
         assert client.set_parameters("/segmentation", backend="torch").successful
         assert client.wait_until(lambda: node.log.count("now serving") == 3, 60), node.log
         refused = client.call(SelfTest, "/segmentation/measure_backends", SelfTest.Request())
