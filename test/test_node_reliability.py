@@ -334,7 +334,7 @@ def test_row7_lifecycle_refuses_an_unavailable_transition_and_keeps_running(ros_
         return response.success
 
     def state() -> str:
-        return client.call(GetState, f"{lc}/get_state", GetState.Request()).current_state.label
+        return client.call(GetState, f"{lc}/get_state", GetState.Request(), retry_every=5).current_state.label
 
     try:
         client.subscribe(f"{lc}/labels", Image)

@@ -187,7 +187,7 @@ def _transition(client, transition_id: int) -> bool:
 def _state(client) -> str:
     from lifecycle_msgs.srv import GetState
 
-    return client.call(GetState, f"{LC}/get_state", GetState.Request()).current_state.label
+    return client.call(GetState, f"{LC}/get_state", GetState.Request(), retry_every=5).current_state.label
 
 
 def test_lifecycle_transitions_through_real_services(ros_env, tiny_checkpoints, tmp_path):
@@ -279,3 +279,45 @@ def test_output_qos_overridden_from_a_parameter_file(ros_env, tiny_checkpoints, 
         client.close()
         rc = proc.stop()
     assert rc == 0 and "Traceback" not in proc.log, proc.log
+
+
+def test_client_sends_an_idempotent_request_again_when_the_answer_does_not_come(ros_env, client):
+    """``RosClient.call(retry_every=...)``: a request whose answer is lost (here: the server sits on
+    the first one) is sent again, and the answer to the second is returned; without it, a timeout."""
+    import threading
+
+    from lifecycle_msgs.srv import GetState
+    from rclpy.callback_groups import ReentrantCallbackGroup
+    from rclpy.executors import MultiThreadedExecutor
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    server = rclpy.create_node("slow_state_server", context=ctx)
+    release, calls, answered = threading.Event(), [], []
+
+    def answer(request, response):
+        calls.append(request)
+        response.current_state.label = f"answer {len(calls)}"
+        if len(calls) == 1:
+            release.wait(20)  # the first answer comes only after the test
+        answered.append(request)
+        return response
+
+    server.create_service(GetState, "/slow/get_state", answer, callback_group=ReentrantCallbackGroup())
+    executor = MultiThreadedExecutor(num_threads=3, context=ctx)  # the next request while the first waits
+    executor.add_node(server)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        got = client.call(GetState, "/slow/get_state", GetState.Request(), timeout=20, retry_every=1.0)
+        assert got.current_state.label == "answer 2" and len(calls) == 2
+        with pytest.raises(TimeoutError, match="did not answer"):
+            calls.clear()
+            client.call(GetState, "/slow/get_state", GetState.Request(), timeout=2)
+    finally:
+        release.set()
+        client.wait_until(lambda: len(answered) == 3, 10)
+        executor.shutdown(timeout_sec=5)
+        server.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+        spinner.join(10)

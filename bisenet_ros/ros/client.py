@@ -329,15 +329,27 @@ class RosClient:
         params = [Parameter(k, value=v) for k, v in values.items()]
         return self._result(self._params(node_name).set_parameters_atomically(params)).result
 
-    def call(self, srv_type: type, service: str, request: Any, timeout: float = 30.0) -> Any:
-        """Call ``service`` (e.g. a lifecycle node's ``change_state``) once it is available; its response."""
+    def call(self, srv_type: type, service: str, request: Any, timeout: float = 30.0,
+             retry_every: float | None = None) -> Any:
+        """Call ``service`` (e.g. a lifecycle node's ``change_state``) once it is available; its response.
+
+        ``retry_every`` (idempotent requests only, e.g. ``get_state``): send the request again after
+        that many seconds without an answer. A service found available may still not have matched
+        this client's response reader: Fast DDS then drops the response ("client will not receive
+        response"), which a process still starting under load can hit."""
         key = (srv_type, service)
         if key not in self._service_clients:
             self._service_clients[key] = self.node.create_client(srv_type, service)
         client = self._service_clients[key]
         if not client.wait_for_service(timeout_sec=timeout):
             raise TimeoutError(f"service {service} not available")
-        return self._result(client.call_async(request), timeout)
+        deadline = time.monotonic() + timeout
+        while retry_every is not None and time.monotonic() + retry_every < deadline:
+            future = client.call_async(request)
+            if self.wait_until(future.done, retry_every, poll=0.05):
+                return future.result()
+            client.remove_pending_request(future)
+        return self._result(client.call_async(request), max(deadline - time.monotonic(), 1.0))
 
     def get_parameter(self, node_name: str, name: str) -> Any:
         values = self._result(self._params(node_name).get_parameters([name])).values
