@@ -70,6 +70,14 @@ def test_quantize_writes_a_loadable_int8_model_with_its_figures(quantized, weigh
     assert side["arch"] == "bisenetv2" and side["num_classes"] == 7 and side["input_size"] == [64, 96]
     assert side["calibration"]["frames"] == 5 and side["calibration"]["float_nodes"]  # classifier kept float
     assert 0.0 <= side["held_out"]["label_agreement"] <= 1.0 and "miou_int8" in side["val"]
+    # --activations auto: both schemes tried on the held-out frames, the kept one is the rule's choice
+    tried = side["calibration"]["activations_tried"]
+    assert set(tried) == {"symmetric", "asymmetric"} and "activations tried on the held-out frames" in printed.out
+    kept = q.choose_activations(tried)
+    assert side["calibration"]["activations"] == f"uint8 per tensor ({kept})"
+    assert side["held_out"]["label_agreement"] == pytest.approx(tried[kept]["label_agreement"], abs=1e-5)
+    share = _share_at_128(out)  # --out holds the kept model
+    assert share > 0.9 if kept == "symmetric" else share < 0.5
     pipe = build_pipeline(weights=str(out), input_size=None)
     assert pipe.info["precision"] == "int8" and pipe.info["backend"] in ("onnxruntime", "openvino")
     assert pipe.info["input_size"] == "64x96" and pipe.preset.num_classes == 7
@@ -117,7 +125,8 @@ def test_int8_runtimes_agree_on_the_quantized_demo_model(data, tmp_path):
     images, _ = data
     out = tmp_path / "demo_int8.onnx"
     assert main(["quantize", "--weights", "models/bisenetv2_synthetic_street.pth", "--calibration", str(images),
-                 "--out", str(out), "--input-size", "64x96", "--bench-runs", "1", "--no-progress"]) == 0
+                 "--out", str(out), "--input-size", "64x96", "--bench-runs", "1", "--no-progress",
+                 "--activations", "symmetric"]) == 0
     runners = [build_file_runner(name, out, "int8") for name in ("onnxruntime", "openvino")]
     deviation = reference_deviations(runners, out, (64, 96), read_onnx_sidecar(out))["openvino"]
     assert deviation < 0.05
@@ -192,3 +201,50 @@ def test_calibration_sources_video_bag_and_errors(tmp_path):
     with pytest.raises(q.QuantizeError, match="not found"):
         q.read_frames(tmp_path / "nothing")
     assert q.split_held_out(10) == ([0, 1, 2, 3, 5, 6, 7, 8], [4, 9])
+
+
+def _share_at_128(path) -> float:
+    """The share of the model's activations (QuantizeLinear nodes, uint8) with zero point 128: all
+    but degenerate ones (a tensor that calibrated to exactly zero gets 0) when symmetric."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node if n.op_type == "Constant"}
+    points = []
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2:
+            zp = inits.get(node.input[2], consts.get(node.input[2]))
+            if zp is not None and zp.dtype == np.uint8:
+                points += [int(v) for v in np.ravel(zp)]
+    assert points, path
+    return sum(p == 128 for p in points) / len(points)
+
+
+def test_activation_schemes_and_the_choice_between_them(weights, data, tmp_path):
+    """--activations symmetric puts the activations' zero points at 128, asymmetric moves them
+    (a ReLU's output uses all 256 levels); auto keeps the more accurate unless it is much slower."""
+    images, _ = data
+    points = {}
+    for scheme in ("symmetric", "asymmetric"):
+        out = tmp_path / f"{scheme}.onnx"
+        assert main(["quantize", "--weights", weights, "--calibration", str(images), "--out", str(out),
+                     "--input-size", "64x96", "--bench-runs", "1", "--no-progress", "--activations", scheme]) == 0
+        side = yaml.safe_load((tmp_path / f"{scheme}.onnx.yaml").read_text())
+        assert side["calibration"]["activations"] == f"uint8 per tensor ({scheme})"
+        assert "activations_tried" not in side["calibration"]  # one scheme asked for: one quantized
+        points[scheme] = _share_at_128(out)
+    assert points["symmetric"] > 0.9 and points["asymmetric"] < 0.5, points
+    fast, accurate = {"label_agreement": 0.987, "int8_ms": 23.1}, {"label_agreement": 0.993, "int8_ms": 19.4}
+    assert q.choose_activations({"symmetric": fast, "asymmetric": accurate}) == "asymmetric"  # V1 here
+    slow = {"label_agreement": 0.9935, "int8_ms": 94.1}  # V2: OpenVINO refused, ONNX Runtime 3x slower
+    assert q.choose_activations({"symmetric": {"label_agreement": 0.990, "int8_ms": 31.2}, "asymmetric": slow}) \
+        == "symmetric"
+    assert q.choose_activations({"symmetric": {"label_agreement": 0.99, "int8_ms": 20.0},
+                                 "asymmetric": {"label_agreement": 0.99, "int8_ms": 24.0}}) == "symmetric"  # tie
+    assert q.choose_activations({"symmetric": {"label_agreement": 0.98, "int8_ms": 24.9},
+                                 "asymmetric": {"label_agreement": 0.99, "int8_ms": 20.0}}) == "asymmetric"
+    with pytest.raises(ConfigError, match="activations must be one of symmetric, asymmetric"):
+        q.quantize_onnx(tmp_path / "none.onnx", tmp_path / "x.onnx", [], activations="signed")
+

@@ -3,7 +3,9 @@
 The model (returning its 1/8 logits, as the pipeline uses it) is exported to ONNX at one fixed
 input size and quantized statically by ONNX Runtime's tools in the QDQ format:
 
-- weights int8 per output channel (symmetric), activations uint8 per tensor;
+- weights int8 per output channel (symmetric), activations uint8 per tensor, symmetric (zero
+  point 128) or asymmetric (a ReLU's output then uses all 256 levels): :func:`choose_activations`
+  keeps the more accurate of the two unless it runs much slower;
 - activation ranges from the calibration frames, preprocessed exactly as the pipeline does
   (``minmax`` by default; ``percentile`` and ``entropy`` are available);
 - the classifier (the last convolution, which produces the logits) stays float32 by default
@@ -28,6 +30,8 @@ from ..errors import BisenetError, ConfigError, ImageError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 METHODS = ("minmax", "percentile", "entropy")
+ACTIVATIONS = ("symmetric", "asymmetric")
+SLOWER_OK = 1.25  # choose_activations: how much slower the more accurate scheme may run
 
 
 class QuantizeError(BisenetError):
@@ -184,7 +188,7 @@ def classifier_nodes(path: Path) -> list[str]:
 
 
 def quantize_onnx(float_path: Path, out_path: Path, inputs: Sequence[torch.Tensor], method: str = "minmax",
-                  keep_float: bool = True, progress=None) -> dict:
+                  keep_float: bool = True, progress=None, activations: str = "symmetric") -> dict:
     """Static QDQ int8 quantization of ``float_path`` into ``out_path``; returns what was done."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat,
                                           QuantType, quantize_static)
@@ -192,6 +196,8 @@ def quantize_onnx(float_path: Path, out_path: Path, inputs: Sequence[torch.Tenso
 
     if method not in METHODS:
         raise ConfigError(f"calibration method must be one of {', '.join(METHODS)}, got '{method}'")
+    if activations not in ACTIVATIONS:
+        raise ConfigError(f"activations must be one of {', '.join(ACTIVATIONS)}, got '{activations}'")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -214,14 +220,26 @@ def quantize_onnx(float_path: Path, out_path: Path, inputs: Sequence[torch.Tenso
     calibrate = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                  "entropy": CalibrationMethod.Entropy}[method]
     logging.disable(logging.WARNING)  # the quantizer's notes on per-tensor BatchNorm parameters
-    # symmetric activations (zero point 128): OpenVINO runs asymmetric ones 0.2 off ONNX Runtime
-    # on BiSeNetV2 (mIoU -0.09 on the demo weights), symmetric ones alike (test_quantize.py)
+    # activations: OpenVINO runs asymmetric ones 0.16-0.2 off ONNX Runtime on BiSeNetV2 (the backend
+    # check then refuses OpenVINO and int8 runs 3x slower on ONNX Runtime), symmetric ones alike
+    # (test_quantize.py); on BiSeNetV1 both runtimes agree on asymmetric ones, which keep more labels
     try:
         quantize_static(str(prepared), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate,
                         nodes_to_exclude=excluded,
-                        extra_options={"WeightSymmetric": True, "ActivationSymmetric": True})
+                        extra_options={"WeightSymmetric": True,
+                                       "ActivationSymmetric": activations == "symmetric"})
     finally:
         logging.disable(logging.NOTSET)
     return {"method": method, "format": "QDQ", "weights": "int8 per channel (symmetric)",
-            "activations": "uint8 per tensor (symmetric)", "float_nodes": excluded, "frames": len(inputs)}
+            "activations": f"uint8 per tensor ({activations})", "float_nodes": excluded, "frames": len(inputs)}
+
+
+def choose_activations(tried: dict[str, dict], slower_ok: float = SLOWER_OK) -> str:
+    """Of the int8 models quantized with each activation scheme (``{scheme: {"label_agreement",
+    "int8_ms"}}``, measured on the held-out frames with the backend each would run on), the one
+    whose labels agree most with float32 among those at most ``slower_ok`` times slower than the
+    fastest (ties: the faster). A scheme that makes ``auto`` fall back to a slower runtime loses."""
+    fastest = min(r["int8_ms"] for r in tried.values())
+    fast = [k for k, r in tried.items() if r["int8_ms"] <= slower_ok * fastest]
+    return max(fast, key=lambda k: (tried[k]["label_agreement"], -tried[k]["int8_ms"]))

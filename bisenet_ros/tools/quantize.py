@@ -2,7 +2,9 @@
 
 Writes ``OUT.onnx`` and its sidecar ``OUT.onnx.yaml`` (architecture, classes, palette, mean/std,
 input size, how it was quantized, the figures below), loadable with ``--weights OUT.onnx`` by every
-tool and by the node (``weights``). Every 5th frame of ``--calibration`` is held out: the command
+tool and by the node (``weights``). With ``--activations auto`` it quantizes with symmetric and with
+asymmetric activations and keeps one (:func:`~bisenet_ros.inference.quantization.choose_activations`,
+on the held-out frames). Every 5th frame of ``--calibration`` is held out: the command
 prints the model speed-up over float32 (both on ``auto`` backends, timed interleaved) and the label
 agreement with the float32 pipeline on the held-out frames; with ``--val`` (a labelled folder:
 images/ + labels/) also mIoU before and after. It refuses to write over its inputs or over files it
@@ -11,6 +13,7 @@ did not create, and replaces its own earlier output only with ``--overwrite``.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -50,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val", default=None, help="labelled folder (images/ + labels/): mIoU before/after")
     parser.add_argument("--max-frames", type=int, default=100, help="frames taken from DATA, spread evenly")
     parser.add_argument("--method", choices=q.METHODS, default="minmax", help="activation range calibration")
+    parser.add_argument("--activations", choices=("auto", *q.ACTIVATIONS), default="auto",
+                        help="uint8 activation ranges: symmetric (zero point 128), asymmetric, or auto "
+                             "(default): both, keeping the one whose labels agree more with fp32 on the "
+                             f"held-out frames unless it runs over {q.SLOWER_OK}x slower")
     parser.add_argument("--quantize-classifier", action="store_true",
                         help="quantize the last convolution too (default: it stays float32)")
     parser.add_argument("--bench-runs", type=int, default=10, help="timed model runs of each precision")
@@ -108,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
     calib_idx, held_idx = q.split_held_out(len(frames))
     inputs = [fp32.model_input(*frames[i]) for i in calib_idx]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    done = _quantize(args, fp32, inputs)
+    done, held_out = _quantize(args, fp32, inputs, [frames[i] for i in held_idx])
     int8 = build_pipeline(weights=str(args.out), input_size=None)
-    report = {"held_out": _compare(fp32, int8, [frames[i] for i in held_idx], args.bench_runs)}
+    report = {"held_out": held_out}
     if val is not None:
         report["val"] = _miou(fp32, int8, val)
     _write_sidecar(args, fp32, done, report)
@@ -118,24 +125,43 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quantize(args: argparse.Namespace, fp32, inputs: list[torch.Tensor]) -> dict:
-    size = fp32.input_size
+def _quantize(args: argparse.Namespace, fp32, inputs: list[torch.Tensor], held: list) -> tuple[dict, dict]:
+    """Quantize with each activation scheme asked for (in a temporary folder, each beside its
+    sidecar so that it loads), compare each with fp32 on the held-out frames, write the chosen one
+    to ``--out``; (what was done, the chosen one's held-out figures)."""
+    schemes = q.ACTIVATIONS if args.activations == "auto" else (args.activations,)
+    tried: dict[str, tuple[dict, dict]] = {}
     with tempfile.TemporaryDirectory(prefix="bisenet-quantize-") as tmp:
         float_path = Path(tmp) / "float.onnx"
-        q.export_float_onnx(fp32, args.weights, float_path, size)
-        with progress_bar(total=len(inputs), desc="calibrating", unit="frame",
-                          enabled=not args.no_progress) as bar:
-            t0 = time.perf_counter()
-            done = {}
-            with atomic_file(args.out) as tmp_out:
-                done.update(q.quantize_onnx(float_path, tmp_out, inputs, args.method,
-                                            not args.quantize_classifier, bar))
-    done["seconds"] = round(time.perf_counter() - t0, 1)
+        q.export_float_onnx(fp32, args.weights, float_path, fp32.input_size)
+        for scheme in schemes:
+            path = Path(tmp) / f"int8_{scheme}.onnx"
+            done = _calibrate(args, float_path, path, inputs, scheme)
+            _write_sidecar(args, fp32, done, {}, path)
+            tried[scheme] = done, _compare(fp32, build_pipeline(weights=str(path), input_size=None), held,
+                                           args.bench_runs)
+        chosen = q.choose_activations({k: c for k, (_, c) in tried.items()}) if len(tried) > 1 else schemes[0]
+        with atomic_file(args.out) as tmp_out:
+            shutil.copyfile(Path(tmp) / f"int8_{chosen}.onnx", tmp_out)
+    done, held_out = tried[chosen]
+    if len(tried) > 1:
+        done["activations_tried"] = {k: {"label_agreement": round(c["label_agreement"], 5), "int8_ms": c["int8_ms"],
+                                         "int8_backend": c["int8_backend"]} for k, (_, c) in tried.items()}
     _write_sidecar(args, fp32, done, {})  # loadable right away; the figures are added below
+    return done, held_out
+
+
+def _calibrate(args: argparse.Namespace, float_path: Path, out: Path, inputs: list[torch.Tensor],
+               scheme: str) -> dict:
+    with progress_bar(total=len(inputs), desc=f"calibrating ({scheme})", unit="frame",
+                      enabled=not args.no_progress) as bar:
+        t0 = time.perf_counter()
+        done = q.quantize_onnx(float_path, out, inputs, args.method, not args.quantize_classifier, bar, scheme)
+    done["seconds"] = round(time.perf_counter() - t0, 1)
     return done
 
 
-def _write_sidecar(args: argparse.Namespace, fp32, done: dict, report: dict) -> None:
+def _write_sidecar(args: argparse.Namespace, fp32, done: dict, report: dict, model: Path | None = None) -> None:
     info = fp32.info
     data = {
         "created_by": CREATED_BY, "format": "onnx", "arch": info["model"], "num_classes": info["num_classes"],
@@ -144,7 +170,7 @@ def _write_sidecar(args: argparse.Namespace, fp32, done: dict, report: dict) -> 
         "calibration": {"data": str(args.calibration), "topic": args.topic, **done},
     }
     data.update(report)
-    side = sidecar_of(args.out)
+    side = sidecar_of(model or args.out)
     write_text(side, yaml.safe_dump(data, sort_keys=False))
 
 
@@ -210,7 +236,12 @@ def _print(args: argparse.Namespace, fp32, int8, done: dict, report: dict) -> No
     h = report["held_out"]
     kept = ", ".join(done["float_nodes"]) or "none"
     print(f"wrote {args.out} (+ {sidecar_of(args.out).name}): int8 QDQ, {done['method']} calibration on "
-          f"{done['frames']} frames, float32 kept: {kept}")
+          f"{done['frames']} frames, activations {done['activations']}, float32 kept: {kept}")
+    tried = done.get("activations_tried") or {}
+    if tried:
+        print("activations tried on the held-out frames: " + "; ".join(
+            f"{k} {t['label_agreement']:.2%} labels equal, {t['int8_ms']:.1f} ms ({t['int8_backend']})"
+            for k, t in tried.items()) + f" (kept: the most accurate not over {q.SLOWER_OK}x slower)")
     print(f"speed-up (model only, {fp32.info['input_size']}, {cpu_model()}): fp32 {h['fp32_backend']} "
           f"{h['fp32_ms']:.1f} ms, int8 {h['int8_backend']} {h['int8_ms']:.1f} ms: {h['speedup']:.2f}x")
     print(f"labels equal to fp32 on {h['frames']} held-out frames: {h['label_agreement']:.2%}")
