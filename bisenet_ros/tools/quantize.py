@@ -140,7 +140,7 @@ def _quantize(args: argparse.Namespace, fp32, inputs: list[torch.Tensor], held: 
             _write_sidecar(args, fp32, done, {}, path)
             tried[scheme] = done, _compare(fp32, build_pipeline(weights=str(path), input_size=None), held,
                                            args.bench_runs)
-        chosen = q.choose_activations({k: c for k, (_, c) in tried.items()}) if len(tried) > 1 else schemes[0]
+        chosen = q.choose_activations({k: c for k, (_, c) in tried.items()})  # one scheme asked for: that one
         with atomic_file(args.out) as tmp_out:
             shutil.copyfile(Path(tmp) / f"int8_{chosen}.onnx", tmp_out)
     done, held_out = tried[chosen]
