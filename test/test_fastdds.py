@@ -115,6 +115,43 @@ CHILD = textwrap.dedent("""
 """)
 
 
+FAULTS_SCRIPT = textwrap.dedent("""
+    import resource, sys, threading
+    from bisenet_ros.ros.transport import keep_large_buffers
+    kept = keep_large_buffers() if sys.argv[1] == "keep" else False
+
+    def receive():  # as a collector's executor thread takes 720p labels, colour and overlay
+        for i in range(60):
+            color, labels, overlay = b"\x01" * 2_764_800, b"\x02" * 921_600, b"\x03" * 2_764_800
+            del color, labels, overlay
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    thread = threading.Thread(target=receive)
+    thread.start()
+    thread.join()
+    print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+""")
+
+
+def _faults(mode: str, env: dict[str, str]) -> tuple[str, int]:
+    out = subprocess.run([sys.executable, "-c", FAULTS_SCRIPT, mode], capture_output=True, text=True, env=env,
+                         timeout=60, check=True).stdout.split()
+    return out[0], int(out[1])
+
+
+def test_keep_large_buffers_stops_the_page_faults_of_each_large_message():
+    env = {k: v for k, v in os.environ.items() if k not in fastdds.MALLOC_ENV_VARS}
+    kept, faults_kept = _faults("keep", env)
+    _, faults_default = _faults("default", env)
+    pages = (2 * 2_764_800 + 921_600) // 4096  # of one frame's three messages
+    assert kept == "True"
+    assert faults_default > 30 * pages  # 60 frames: glibc maps and unmaps every block, each page faults
+    assert faults_kept < 3 * pages  # the first frame's pages only
+    # the user's own malloc settings stay theirs
+    kept, _ = _faults("keep", {**env, "MALLOC_TRIM_THRESHOLD_": "1000000"})
+    assert kept == "False"
+
+
 @pytest.mark.ros
 def test_1080p_frames_cross_processes_best_effort(ros_env):
     assert ros_env.get(fastdds.LEGACY_ENV_VAR) == str(fastdds.PROFILE)

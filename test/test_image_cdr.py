@@ -9,11 +9,12 @@ import pytest
 
 pytest.importorskip("rclpy")
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from bisenet_ros.ros.conversions import array_to_image_msg, image_msg_to_array  # noqa: E402
-from bisenet_ros.ros.image_cdr import parse_image, serialize_image  # noqa: E402
+from bisenet_ros.ros.image_cdr import header_stamp_of_cdr, parse_image, serialize_image  # noqa: E402
 
 FRAME_IDS = ["", "c", "cam", "camera", "front_camera_optical_frame", "kamera_ü", "相机"]
 ENCODINGS = ["mono8", "rgb8", "bgr8", "mono16", "rgba8", "", "8UC3"]
@@ -76,3 +77,15 @@ def test_what_it_does_not_recognise_is_left_to_rclpy(mangle):
     raw = serialize_image(np.zeros((3, 5), np.uint8), "mono8", Header(frame_id="camera"))
     assert parse_image(raw) is not None
     assert parse_image(mangle(raw)) is None
+
+
+def test_the_header_stamp_is_read_off_any_message_that_starts_with_a_header():
+    for array, encoding, header in _cases(24):
+        stamp = header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+        for msg in (array_to_image_msg(array, encoding, header), CompressedImage(header=header, format="png"),
+                    DiagnosticArray(header=header)):
+            assert header_stamp_of_cdr(serialize_message(msg)) == stamp
+    big = b"\x00\x00\x00\x00" + struct.pack(">iI", -3, 7) + b"\0" * 8
+    assert header_stamp_of_cdr(big) == -3 * 1_000_000_000 + 7
+    assert header_stamp_of_cdr(b"\x00\x01\x00\x00" + b"\0" * 7) is None  # too short
+    assert header_stamp_of_cdr(b"\x00\x07\x00\x00" + b"\0" * 12) is None  # not plain CDR

@@ -5,10 +5,9 @@ node tests (``test/node_client.py``):
 
 - :func:`node_command` / :class:`NodeProcess`: the node as a user starts it, in a child process
   (same interpreter, full environment, log in a file), stopped with SIGINT (then SIGTERM, SIGKILL);
-- :class:`RosClient`: an rclpy node in its own context with an executor thread; publishers,
-  subscriptions that record or call back, "wait until" helpers (never fixed sleeps) and the
-  node's parameter services. Message types may be given by class or by a short name
-  (:data:`MESSAGE_TYPES`), so callers outside ``ros/`` need no ROS import;
+- :class:`RosClient`: an rclpy node in its own context with an executor thread; publishers, subscriptions
+  that record or call back, "wait until" helpers (never fixed sleeps) and the node's parameter services.
+  Message types by class or short name (:data:`MESSAGE_TYPES`): callers outside ``ros/`` import no ROS;
 - :func:`run_camera`: a camera that publishes frames at a fixed rate (node-bench's load).
 """
 from __future__ import annotations
@@ -40,8 +39,8 @@ from std_msgs.msg import Header, String
 from ..data.images import stamp_ns as header_stamp_ns
 from ..errors import BisenetError
 from .conversions import array_to_image_msg, image_msg_to_array
-from .image_cdr import serialize_image
-from .transport import apply_fastdds_profile
+from .image_cdr import header_stamp_of_cdr, serialize_image
+from .transport import apply_fastdds_profile, keep_large_buffers
 
 class NodeError(BisenetError):
     """The node could not be reached or started, or it exited (also: bad replay input)."""
@@ -166,8 +165,8 @@ class Received:
     received_ns: int  # system clock at receipt (the clock header stamps use)
 
     @property
-    def stamp_ns(self) -> int:
-        return header_stamp_ns(self.msg.header)
+    def stamp_ns(self) -> int | None:  # a raw subscription's message: read off its CDR (None: not CDR)
+        return header_stamp_of_cdr(self.msg) if isinstance(self.msg, bytes) else header_stamp_ns(self.msg.header)
 
     def image(self) -> tuple[np.ndarray, str]:
         """An Image's pixels (zero-copy view) and encoding; :class:`BisenetError` if malformed."""
@@ -187,6 +186,7 @@ class RosClient:
 
     def __init__(self, name: str = "bisenet_client") -> None:
         apply_fastdds_profile()  # before the participant is created, as the node does
+        keep_large_buffers()  # images taken on the executor thread: no page faults per message
         self.context = rclpy.Context()
         rclpy.init(args=["bisenet_client"], context=self.context)
         self.node = rclpy.create_node(name, context=self.context)

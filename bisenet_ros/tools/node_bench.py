@@ -192,7 +192,8 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
 
     try:
         with RosClient("bench_collector") as client:
-            client.subscribe("/segmentation/labels", "image", qos_profile(depth=10), out.on_labels)
+            client.subscribe("/segmentation/labels", "image", qos_profile(depth=10), out.on_labels,
+                             raw=True)  # only its stamp is read (off the CDR)
             for name in outputs:  # so that the node computes them, as for a viewer (raw: not converted here)
                 client.subscribe(f"/segmentation/{name}", "image", qos_profile(depth=10), lambda msg: None,
                                  raw=True)
