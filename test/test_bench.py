@@ -93,8 +93,33 @@ def test_node_bench_runs_camera_node_and_collector(tiny_checkpoints, tmp_path, r
     assert data["camera"]["published"] > 0 and data["latency_ms"]["count"] == data["frames_out"]
     assert data["reference"]["measured"] and data["reference"]["pipeline_fps"] > 0
     assert data["frame"] == "synthetic"  # the camera and the reference both use a rendered street scene
+    cpu = data["cpu_percent"]  # where the CPUs went in the window: the node process did the work
+    assert set(cpu) == {"node", "camera", "collector", "idle", "other"} and cpu["node"] > 0
+    assert sum(cpu.values()) == pytest.approx(100 * data["machine"]["cpu_count"], rel=0.1)
     printed = capsys.readouterr().out
-    assert "node_fps :" in printed and "bgr8 synthetic frames" in printed
+    assert "node_fps :" in printed and "bgr8 synthetic frames" in printed and "cpu      : node" in printed
+
+
+def test_cpu_shares_read_process_and_idle_time_off_proc(tmp_path, monkeypatch):
+    from bisenet_ros.inference import cpu
+
+    def fake_proc(node_ticks: int, idle_ticks: int) -> None:
+        (tmp_path / "7").mkdir(exist_ok=True)
+        # a comm with a space and a parenthesis, as /proc writes it; utime/stime are fields 14/15
+        (tmp_path / "7" / "stat").write_text(f"7 (py (x) y) S 1 7 7 0 -1 0 0 0 0 0 {node_ticks} 50 0 0 20 0 9\n")
+        (tmp_path / "stat").write_text(f"cpu  100 0 100 {idle_ticks} 20 0 0 0 0 0\ncpu0 1 2 3 4 5\n")
+
+    monkeypatch.setattr(cpu, "PROC", tmp_path)
+    monkeypatch.setattr(cpu, "_ticks", lambda: 100.0)
+    monkeypatch.setattr(cpu.os, "cpu_count", lambda: 2)
+    fake_proc(1000, 5000)
+    start = cpu.cpu_sample({"node": 7, "gone": 8})
+    fake_proc(1150, 5040)
+    end = cpu.CpuSample(start.t + 1.0, {"node": cpu._process_seconds(7), "gone": None}, cpu._idle_seconds(), 2)
+    assert cpu.cpu_shares(start, end) is None  # a process it could not read: no made-up figure
+    end = cpu.CpuSample(start.t + 1.0, {"node": cpu._process_seconds(7)}, cpu._idle_seconds(), 2)
+    shares = cpu.cpu_shares(cpu.CpuSample(start.t, {"node": start.processes["node"]}, start.idle, 2), end)
+    assert shares == pytest.approx({"node": 150.0, "idle": 40.0, "other": 10.0})
 
 
 def test_bench_compares_precisions_and_the_postprocess(tiny_checkpoints, tmp_path, capsys, monkeypatch):

@@ -10,6 +10,8 @@ seconds of load) it measures for ``--duration`` seconds:
 * ``node_fps``: labels messages received per second;
 * ``latency_ms``: receipt time minus the camera stamp (same host clock), p50/p90/p99;
 * ``drops``: frames the camera sent that never came out, and the node's own ``dropped_frames``;
+* ``cpu_percent``: where the CPUs' time went in the window (node, camera, collector, other, idle;
+  percent of one CPU), since all three processes share the machine;
 
 and compares them with the in-process pipeline speed that ``bench`` measures for the same options
 (``pipeline_fps``, measured first unless ``--pipeline-fps`` is given): the node should run at
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from ..errors import BisenetError, ConfigError
 from ..evaluation.metrics import latency_stats
+from ..inference.cpu import cpu_sample, cpu_shares
 from ..output_files import JSON, check_output, write_text
 from .bench import DEFAULT_FRAME_SIZE, camera_frame, machine_info, time_calls
 from .common import (add_model_arguments, hw_type, input_size_of, number, options_from_args, pipeline_from_args,
@@ -210,7 +213,11 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
                 raise BisenetError("no segmentation output within 60 s of the camera starting")
             t_start = time.monotonic() + warmup_s
             t_end = t_start + args.duration
-            wait(lambda: time.monotonic() >= t_end, warmup_s + args.duration + 5)
+            pids = {"node": node.proc.pid, "camera": camera_proc.pid, "collector": os.getpid()}
+            wait(lambda: time.monotonic() >= t_start, warmup_s + 5)
+            cpu_start = cpu_sample(pids)
+            wait(lambda: time.monotonic() >= t_end, args.duration + 5)
+            cpu = cpu_shares(cpu_start, cpu_sample(pids))
             cam_out, cam_err = camera_proc.communicate(timeout=30)
             wait(lambda: False, 1.0)  # let the last outputs arrive
     finally:
@@ -221,7 +228,9 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
         camera = json.loads(cam_out.strip().splitlines()[-1])
     except (ValueError, IndexError):
         raise BisenetError(f"the camera process failed: {(cam_err.strip().splitlines() or ['?'])[-1]}") from None
-    return _summarize(args, outputs, out, camera, (t_start, t_end), warmup_s, startup_s, node.log.splitlines())
+    result = _summarize(args, outputs, out, camera, (t_start, t_end), warmup_s, startup_s, node.log.splitlines())
+    result["cpu_percent"] = cpu  # of one CPU, in the measured window (None: not Linux)
+    return result
 
 
 def _camera_command(args: argparse.Namespace, warmup_s: float) -> list[str]:
@@ -303,6 +312,11 @@ def _print(r: dict) -> None:
         print(f"in node  : total p50 {st['total_ms']['p50']:.0f} ms (receipt -> published), inference p50 "
               f"{st['inference_ms']['p50']:.0f}, pre {st['preprocess_ms']['p50']:.0f}, "
               f"post {st['postprocess_ms']['p50']:.0f} ms")
+    cpu = r.get("cpu_percent")
+    if cpu:
+        cpus = r["machine"]["cpu_count"]
+        print(f"cpu      : " + ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items())
+              + f" (of {100 * cpus}%: {cpus} CPUs, {r['machine']['cpu']}; measured window)")
     print(f"drops    : {r['drops_in_window']:.0f} of {r['camera_frames_in_window']:.0f} camera frames not segmented "
           f"(node dropped_frames +{r['node_dropped_frames']})")
     for name, ok in r["criteria"].items():
