@@ -29,8 +29,10 @@ OUT = ("labels", "color", "overlay", "confidence")
 @pytest.fixture(scope="module")
 def node(ros_env, tiny_checkpoints, tmp_path_factory):
     log = tmp_path_factory.mktemp("node") / "node.log"
+    # backend torch here and offline: the outputs are compared exactly, and two backends may break a near tie of a
+    # random-weight model's logits differently (auto's choice and its quick start are tested elsewhere)
     yield from serve_node(ros_env, ["-r", "image:=/cam", "-p", f"weights:={tiny_checkpoints['bisenetv2']}",
-                                     "-p", "publish_confidence:=true"], log)
+                                     "-p", "publish_confidence:=true", "-p", "backend:=torch"], log)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def client(node):
 
 @pytest.fixture(scope="module")
 def offline(tiny_checkpoints):
-    return build_pipeline(weights=tiny_checkpoints["bisenetv2"])  # the node's defaults: device auto
+    return build_pipeline(weights=tiny_checkpoints["bisenetv2"], backend="torch")  # as the node: device auto
 
 
 def roundtrip(client, array, encoding, frame_id, reply="labels"):
@@ -296,7 +298,7 @@ def test_weights_swap_refused_failed_and_succeeded(client, node, tiny_checkpoint
     rgb = frame(64, 96, 7)
     roundtrip(client, rgb, "rgb8", "after_swap")
     labels = client.wait_for(f"{NODE}/labels", lambda m: m.header.frame_id == "after_swap")
-    offline_v1 = build_pipeline(weights=v1)
+    offline_v1 = build_pipeline(weights=v1, backend="torch")
     assert_matches_offline(image_msg_to_array(labels)[0], offline_v1(rgb, "rgb8", outputs=()).labels, offline_v1)
     diag = client.wait_for("/diagnostics", lambda m: values(m.status[0]).get("model") == "bisenetv1")
     assert values(diag.status[0])["last_error"] == ""

@@ -54,7 +54,7 @@ def port():
 def node(ros_env, tiny_checkpoints, tmp_path_factory, port):
     log = tmp_path_factory.mktemp("node") / "node.log"
     yield from serve_node(ros_env, ["-r", "image:=/cam", "-p", f"weights:={tiny_checkpoints['bisenetv2']}",
-                                     "-p", f"foxglove_port:={port}"], log)
+                                     "-p", f"foxglove_port:={port}", "-p", "backend:=torch"], log)  # = offline's
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +165,7 @@ def test_foxglove_view_serves_overlay_timing_legend_and_diagnostics(node, client
         got = receive("overlay")
         assert got.format == "jpeg" and got.frame_id.startswith("fox_")
         overlay = cv2.imdecode(np.frombuffer(got.data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
-        offline = build_pipeline(weights=tiny_checkpoints["bisenetv2"])
+        offline = build_pipeline(weights=tiny_checkpoints["bisenetv2"], backend="torch")  # the node's backend
         expected = offline(rgb, "rgb8", outputs=("overlay",)).overlay
         assert overlay.shape == expected.shape
         if offline.device.type == "cpu":  # the node's overlay is the offline one exactly: the same JPEG
