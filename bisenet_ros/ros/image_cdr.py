@@ -105,20 +105,29 @@ class _Reader:
         return text.rstrip(b"\0").decode()  # some writers leave out the NUL of an empty string
 
 
+def _byte_order(raw: bytes) -> str | None:
+    """``struct``'s byte order of plain CDR (encapsulation ``00 01`` or ``00 00``), None for anything else."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] not in (0, 1):
+        return None
+    return "<" if raw[1] == 1 else ">"
+
+
 def header_stamp_of_cdr(raw: bytes) -> int | None:
     """The header stamp (ns) of a serialized message that starts with a ``std_msgs/Header`` (Image,
     CompressedImage, DiagnosticArray, ...): its first 8 bytes after the encapsulation; None if not CDR."""
-    if len(raw) < 12 or raw[0] != 0 or raw[1] not in (0, 1):
+    order = _byte_order(raw)
+    if order is None or len(raw) < 12:
         return None
-    sec, nanosec = struct.unpack_from("<iI" if raw[1] == 1 else ">iI", raw, 4)
+    sec, nanosec = struct.unpack_from(order + "iI", raw, 4)
     return sec * 1_000_000_000 + nanosec
 
 
 def parse_image(raw: bytes) -> RawImage | None:
     """The Image in ``raw`` (its CDR), its pixels a zero-copy view; None if not recognised."""
-    if len(raw) < 4 or raw[0] != 0 or raw[1] not in (0, 1):
+    order = _byte_order(raw)
+    if order is None:
         return None
-    reader = _Reader(raw, "<" if raw[1] == 1 else ">")
+    reader = _Reader(raw, order)
     try:
         sec, nanosec = reader.unpack("iI")
         frame_id = reader.string()

@@ -315,7 +315,7 @@ def _print(r: dict) -> None:
     cpu = r.get("cpu_percent")
     if cpu:
         cpus = r["machine"]["cpu_count"]
-        print(f"cpu      : " + ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items())
+        print("cpu      : " + ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items())
               + f" (of {100 * cpus}%: {cpus} CPUs, {r['machine']['cpu']}; measured window)")
     print(f"drops    : {r['drops_in_window']:.0f} of {r['camera_frames_in_window']:.0f} camera frames not segmented "
           f"(node dropped_frames +{r['node_dropped_frames']})")
