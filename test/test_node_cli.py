@@ -26,6 +26,11 @@ pytestmark = pytest.mark.ros
     (["-p", "weights:={v2}", "-p", "model:=bisenetv3"], "model must be one of auto, bisenetv1, bisenetv2"),
     (["-p", "weights:={v2}", "-p", "dataset:=nosuchset"], "unknown dataset 'nosuchset'"),
     (["-p", "weights:={v2}", "-p", "mask_classes:=[road, unicorn]"], "mask_classes: unknown classes ['unicorn']"),
+    # read-only (start-only) parameters are checked at start as well as when set
+    (["-p", "weights:={v2}", "-p", "input_transport:=foo"], "input_transport must be one of raw, compressed"),
+    (["-p", "weights:={v2}", "-p", "output_reliability:=foo"], "output_reliability must be one of reliable"),
+    (["-p", "weights:={v2}", "-p", "health_checks:=[bogus]"], "health_checks takes frozen"),
+    (["-p", "weights:={v2}", "-p", "foxglove_address:=evil.example"], "foxglove_address must be an IP address"),
 ])
 def test_start_errors_are_one_line_and_exit_non_zero(ros_env, tiny_checkpoints, tmp_path, args, message):
     garbage = tmp_path / "garbage.pth"
@@ -38,6 +43,22 @@ def test_start_errors_are_one_line_and_exit_non_zero(ros_env, tiny_checkpoints, 
     assert "Traceback" not in out
     errors = [line for line in out.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1 and message in errors[0], out
+
+
+@pytest.mark.parametrize("args", [["--params-file", "{tmp}/missing.yaml"], ["--params-file", "{tmp}/broken.yaml"],
+                                  ["-r", "image:="]])
+def test_ros_arguments_rcl_cannot_parse_are_one_line_and_exit_2(ros_env, tmp_path, args):
+    """A missing or malformed parameter file, a remap without a target: rcl refuses them in
+    ``rclpy.init``; the node says so in one line of its own and exits 2, no traceback."""
+    (tmp_path / "broken.yaml").write_text("segmentation_node: {ros__parameters: [unclosed\n")
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = subprocess.run([str(NODE_EXE), "--ros-args", *args], env=ros_env, capture_output=True,
+                          text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Traceback" not in out
+    ours = [line for line in out.splitlines() if line.startswith("segmentation_node: cannot start ROS: ")]
+    assert len(ours) == 1 and len(ours[0]) < 400, out
 
 
 @pytest.mark.parametrize("program", ["segmentation_node", "segmentation_lifecycle_node"])

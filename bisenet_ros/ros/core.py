@@ -25,7 +25,7 @@ from .backend_watch import BackendWatch
 from .cameras import CameraInputs
 from .diagnostics import NodeDiagnostics
 from .perception import PerceptionHealth
-from .parameters import PARAMETERS, RELOAD, pipeline_options, plain, validate_changes
+from .parameters import PARAMETERS, pipeline_options, plain, validate_changes
 from .points import check_class_parameters
 from .publishers import OutputPublishers
 from .reconfigure import Reconfigure
@@ -77,7 +77,7 @@ class SegmentationCore:
 
     def configure(self) -> None:
         """Check the parameters and load the model (raises ConfigError / the loader's errors)."""
-        reason = validate_changes(self.values, {k: self.values[k] for k in ("cameras", *RELOAD)})
+        reason = validate_changes(self.values, dict(self.values))  # every value, read-only ones too
         if reason:
             raise ConfigError(reason)
         with announcing(self.backend_watch.announce), quick_start():  # auto measures once serving

@@ -17,7 +17,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
-from ..errors import BisenetError, one_line
+from ..errors import BisenetError, one_line, safe_text
 from .core import SegmentationCore
 from .parameters import usage_text
 from .transport import apply_fastdds_profile, tuning_decision
@@ -62,7 +62,11 @@ def spin(factory: Callable[[], Node], args: list[str] | None = None,
         return 0
     transport = tuning_decision()
     apply_fastdds_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # --ros-args rcl cannot parse (a missing or malformed params file, a bad remap)
+        print(f"{program}: cannot start ROS: {safe_text(one_line(exc), 300)}", file=sys.stderr)
+        return 2
     logger = rclpy.logging.get_logger(NODE_NAME)
     logger.info(f"transport: {transport.reason}")
     node = None
