@@ -1,4 +1,4 @@
-"""Images lost in transport (bisenet_ros/ros/loss.py): the three signs and what they ignore."""
+"""Images lost in transport (bisenet_ros/ros/loss.py): the four signs and what they ignore."""
 from __future__ import annotations
 
 import random
@@ -109,3 +109,48 @@ def test_a_camera_that_pauses_or_restarts_is_not_losing_frames():
     feed(m, range(20), lambda i: True, info=False)
     feed(m, range(100, 120), lambda i: True, info=False)  # 8 s later the stream goes on
     assert m.evaluate(now=20.0).lost == 0
+
+
+def test_sequence_numbers_count_a_burst_exactly_and_stamp_jitter_not_at_all():
+    """A burst overwriting the keep-last queue: stamps close together (no gap), the publisher's
+    numbers jump: each missing number is one frame. Stamps that jitter past 1.5 periods would
+    count under the stamp sign; with sequence numbers they stand down."""
+    m = LossMonitor()
+    for i in range(200):  # 200 frames in 20 ms, every 40th reaches the callback
+        if i % 40 == 0:
+            m.on_image(T0 + i * 100_000, sequence=i + 1)
+    report = m.evaluate(now=1.0)
+    assert report.lost == 156 and report.sources == ("sequence",)  # 1, 41, ... 161: 161 sent, 5 seen
+    m = LossMonitor()
+    rng = random.Random(1)
+    for i in range(100):  # every frame arrives, stamps jitter by up to 0.8 periods
+        m.on_image(T0 + i * PERIOD + rng.randint(0, 8 * PERIOD // 10), sequence=i + 1)
+    assert m.evaluate(now=11.0).lost == 0
+
+
+def test_sequence_restart_or_unknown_publisher_is_no_loss():
+    m = LossMonitor()
+    for seq in (500, 501, 502):
+        m.on_image(T0 + seq * PERIOD, sequence=seq)
+    m.on_image(T0 + 503 * PERIOD, sequence=1)  # the driver restarted: its numbers begin again
+    m.on_image(T0 + 504 * PERIOD, sequence=2)
+    m.on_image(T0 + 505 * PERIOD, sequence=None)  # a second publisher came: numbers not trusted
+    m.on_image(T0 + 506 * PERIOD, sequence=90)  # back to one: no gap from the old number
+    m.on_image(T0 + 507 * PERIOD, sequence=93)  # 91 and 92 lost
+    assert m.evaluate(now=51.0).lost == 2
+    m.forget_pending()  # resubscribed: what was in flight is not the camera's loss
+    m.on_image(T0 + 508 * PERIOD, sequence=120)
+    m.evaluate(now=52.0)
+    assert m.total_lost == 2
+
+
+def test_stamps_judge_again_while_sequence_numbers_are_not_trusted():
+    """A second publisher matched (numbers interleave, so none are passed): the stamp sign counts
+    the gaps again, as it does for a middleware without sequence numbers."""
+    m = LossMonitor()
+    for i in range(20):
+        m.on_image(T0 + i * PERIOD, sequence=i + 1)
+    for i in range(20, 60):  # every other frame arrives, numbers unknown
+        if i % 2 == 0:
+            m.on_image(T0 + i * PERIOD, sequence=None)
+    assert m.evaluate(now=7.0).lost == 19  # 20, 22, ... 58 arrive: 19 gaps of one frame each

@@ -126,6 +126,57 @@ def test_forged_log_lines_and_implausible_stamps(ros_env, tiny_checkpoints, tmp_
     assert rc == 0 and "Traceback" not in node.log, node.log
 
 
+def test_a_burst_overwriting_the_input_queue_is_counted_frame_for_frame(ros_env, tiny_checkpoints, tmp_path,
+                                                                      client):
+    """200 frames published at once by one reliable camera: the node's keep-last queue of depth 1
+    keeps few of them; the publisher's sequence numbers count the others, so every frame is
+    segmented, dropped or lost in transport, none unaccounted and none counted twice."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    node = start_node(ros_env, ["-r", "image:=/cam_burst", "-p", f"weights:={tiny_checkpoints['bisenetv2']}",
+                                "-p", "backend:=torch", "-p", "max_frame_age_ms:=60000.0",
+                                "-p", "diagnostics_period:=0.5"], tmp_path / "node.log")
+    keys = ("frames_processed", "dropped_frames", "rejected_frames", "failed_frames", "frames_lost_in_transport")
+    try:
+        client.subscribe(f"{NODE}/labels", Image)
+        client.subscribe("/diagnostics", DiagnosticArray)
+        pub = client.publisher("/cam_burst", Image, QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE))
+        assert client.wait_matched("/cam_burst", Image), node.log
+        first = client.publish_image("/cam_burst", frame(48, 64, 0), "rgb8", "burst_first")
+        assert client.request("/cam_burst", first, f"{NODE}/labels", timeout=60), node.log
+
+        def ours(m):
+            return m.status and m.status[0].name.endswith("segmentation")
+
+        def settled(m):  # the node followed our reliable publisher: its input refresh has run
+            return ours(m) and values(m.status[0]).get("input_reliability") == "reliable"
+        assert client.wait_for("/diagnostics", settled, 30) is not None, node.log
+        seen = len(client.messages("/diagnostics", ours))  # the counters from after the first frame on
+        assert client.wait_until(lambda: len(client.messages("/diagnostics", ours)) > seen, 10), node.log
+        before = values(client.messages("/diagnostics", ours)[-1].status[0])
+        images = [frame(48, 64, i + 1) for i in range(200)]
+        for i, image in enumerate(images):  # back to back through the same (depth 200) publisher
+            client.publish_image("/cam_burst", image, "rgb8", f"burst_{i}")
+        sent = len(images)
+
+        def accounted(m):
+            if not ours(m):
+                return False
+            now = values(m.status[0])
+            return sum(int(now[k]) - int(before[k]) for k in keys) >= sent
+        got = client.wait_for("/diagnostics", accounted, 60)
+        assert got is not None, f"{values(client.messages('/diagnostics', ours)[-1].status[0])}\n{node.log}"
+        seen = len(client.messages("/diagnostics", ours))  # a late or double count shows in the next ones
+        assert client.wait_until(lambda: len(client.messages("/diagnostics", ours)) >= seen + 2, 10), node.log
+        after = values(client.messages("/diagnostics", ours)[-1].status[0])
+        delta = {k: int(after[k]) - int(before[k]) for k in keys}
+        assert sum(delta.values()) == sent, delta
+        assert delta["frames_lost_in_transport"] > 0 and delta["frames_processed"] >= 1, delta
+    finally:
+        rc = node.stop()
+    assert rc == 0 and "Traceback" not in node.log, node.log
+
+
 # -- in-process: the node class with its own context -----------------------------------------------
 
 

@@ -155,8 +155,8 @@ class CameraInputs:
             return list(self.cameras)
 
     # -- callbacks: keep only the newest frame -------------------------------------------------------
-    def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage | bytes], None]:
-        def callback(msg: Image | CompressedImage | bytes) -> None:
+    def _on_image(self, cam: Camera) -> Callable[[Image | CompressedImage | bytes, dict], None]:
+        def callback(msg: Image | CompressedImage | bytes, info: dict) -> None:  # info: rclpy's message info
             received = time.perf_counter()
             raw = None
             if isinstance(msg, bytes):  # a raw image's CDR: its pixels stay where they are
@@ -167,7 +167,7 @@ class CameraInputs:
                     self.reject(cam, Image(), f"unreadable message ({safe_text(one_line(exc), 120)})")
                     return
             stamp = stamp_ns(msg.header)
-            cam.loss.on_image(stamp)
+            cam.loss.on_image(stamp, cam.inputs[0].sequence_number(info))
             self.monitor.tick(received, (self.node.get_clock().now().nanoseconds - stamp) / 1e9 if stamp else None)
             if not self.core.outputs.wanted(cam):  # nobody listens: no inference, counted
                 with self.lock:

@@ -50,14 +50,16 @@ class AdaptiveSubscription:
         self.reliability = RELIABILITY.get(mode, ReliabilityPolicy.BEST_EFFORT)
         self.publishers_changed = False  # since the previous refresh (a camera driver came or went)
         self._gids: frozenset[bytes] = frozenset()
+        self.matched = 0  # publishers matched now, as the middleware's last "matched" event said
         self.subscription = self._create()
 
     def _create(self):
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.depth, reliability=self.reliability,
                          durability=DurabilityPolicy.VOLATILE)
         on_lost = self._on_lost
+        self.matched = 0  # a new subscription: nothing matched until its event says so
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible,  # no other default
-                                            matched=lambda _status: self._mark_dirty(),  # handler: each
+                                            matched=self._on_matched,  # handler: each
                                             use_default_callbacks=False)  # costs every executor wake-up
         if on_lost is not None:
             events.message_lost = lambda info: on_lost(info.total_count_change)
@@ -69,6 +71,10 @@ class AdaptiveSubscription:
             self.events = False
             return self.node.create_subscription(self.msg_type, self.topic, self.callback, qos,
                                                  event_callbacks=events, raw=self.raw)
+
+    def _on_matched(self, status: Any) -> None:
+        self.matched = status.current_count
+        self._mark_dirty()
 
     def _mark_dirty(self) -> None:
         self.dirty = True
@@ -84,6 +90,16 @@ class AdaptiveSubscription:
             f"{self.mode} (a best-effort publisher never reaches a reliable subscription): no "
             f"messages from it; set input_reliability to auto or best_effort",
             throttle_duration_sec=5.0)
+
+    def sequence_number(self, info: dict) -> int | None:
+        """The publisher's number of the message ``info`` describes, when it can be trusted: the
+        middleware reports one and exactly one publisher is matched (several interleave their
+        numbers; rclpy's message info does not say whose a number is). Without matched events: the
+        graph's publishers at the last refresh, none pending."""
+        single = self.matched == 1 if self.events else not self.dirty and len(self._gids) == 1
+        if not single:
+            return None
+        return info.get("publication_sequence_number") or None  # None or 0: not reported
 
     def publisher_reliabilities(self) -> list[ReliabilityPolicy]:
         """The reliability each publisher on the topic offers (from the ROS graph)."""

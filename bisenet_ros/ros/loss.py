@@ -1,8 +1,15 @@
 """Images lost in transport, per camera: what the camera sent versus what reached the node.
 
-Three independent signs, each a lower bound of the loss, are combined by taking the largest of
+Four independent signs, each a lower bound of the loss, are combined by taking the largest of
 their running totals (they see the same missing frames from different angles, sometimes one
 period apart, so they are never added):
+
+- **the publisher's sequence numbers** (exact, when the middleware reports them and the topic has
+  one publisher): every sample a writer sends carries the next number (``publication_sequence_number``
+  of the message info); a jump from n to n + k means k - 1 samples never reached the callback, lost
+  on the wire or overwritten in the node's keep-last queue by a burst. A number at or below the
+  last one is a new or restarted publisher, not loss. Where this sign judges an image, its stamp
+  gap is not counted (stamps only estimate what the numbers count).
 
 - **camera_info without its image**: a driver publishes one CameraInfo per image with the same
   stamp; the small CameraInfo gets through when the large image does not. Once at least one image
@@ -49,7 +56,7 @@ class LossReport:
     received: int  # images received in the window
     lost: int  # images lost in the window
     total_lost: int  # since start
-    sources: tuple[str, ...]  # which signs saw the loss in the window ("camera_info", "stamps", "middleware")
+    sources: tuple[str, ...]  # which signs saw the loss in the window ("sequence", "camera_info", "stamps", "middleware")
 
     @property
     def fraction(self) -> float:
@@ -76,14 +83,20 @@ class LossMonitor:
         self._last_stamp = 0
         self._intervals: deque[int] = deque(maxlen=history)
         self._gap_lost = 0  # since the last evaluation
+        self._last_sequence: int | None = None  # the publisher's number of the last image received
+        self._sequence_lost = 0  # since the last evaluation
+        self._sequenced = False  # the last image's gap was judged by sequence numbers, not stamps
         self._middleware_lost = 0
         self._received = 0
-        self._cumulative = {"camera_info": 0, "stamps": 0, "middleware": 0}
+        self._cumulative = {"sequence": 0, "camera_info": 0, "stamps": 0, "middleware": 0}
         self._window: deque[tuple[int, int, tuple[str, ...]]] = deque(maxlen=window)  # (received, lost, sources)
 
     # -- events (subscription callbacks) -----------------------------------------------------------
-    def on_image(self, stamp_ns: int) -> None:
+    def on_image(self, stamp_ns: int, sequence: int | None = None) -> None:
+        """An image arrived: its header stamp (0: none) and its publisher's sequence number
+        (None: unknown, or the topic has several publishers, whose numbers interleave)."""
         self._received += 1
+        self._on_sequence(sequence)
         if not stamp_ns:
             return
         if len(self._image_stamps) == self._image_stamps.maxlen:
@@ -92,13 +105,22 @@ class LossMonitor:
         self._image_stamp_set.add(stamp_ns)
         if self._last_stamp and stamp_ns > self._last_stamp:
             interval = stamp_ns - self._last_stamp
-            if len(self._intervals) >= MIN_INTERVALS and not self._paired:  # paired CameraInfo counts exactly
+            if len(self._intervals) >= MIN_INTERVALS and not (self._paired or self._sequenced):  # exact signs
                 period = statistics.median(self._intervals)
                 if GAP_FACTOR * period < interval <= max(PAUSE_S * 1e9, PAUSE_PERIODS * period):
                     self._gap_lost += max(0, round(interval / period) - 1)
             self._intervals.append(interval)
         if stamp_ns > self._last_stamp or stamp_ns < self._last_stamp - 10**9 * 3600:
             self._last_stamp = stamp_ns  # ignore reordering; accept a restarted clock (bag loop)
+
+    def _on_sequence(self, sequence: int | None) -> None:
+        """Count the numbers missing before ``sequence``; :attr:`_sequenced` says whether this
+        image's gap was judged by them (else the stamps judge it)."""
+        # None: several publishers, or none reported; the count starts over when they are back
+        last, self._last_sequence = self._last_sequence, sequence
+        self._sequenced = sequence is not None and last is not None
+        if self._sequenced and sequence > last:  # at or below the last: a new or restarted publisher
+            self._sequence_lost += sequence - last - 1
 
     def on_camera_info(self, stamp_ns: int, now: float) -> None:
         if stamp_ns:
@@ -111,6 +133,7 @@ class LossMonitor:
         """The subscriptions were just re-created: what was in flight is not the camera's loss."""
         self._infos.clear()
         self._last_stamp = 0
+        self._last_sequence = None
 
     # -- evaluation (diagnostics timer) ------------------------------------------------------------
     def _camera_info_lost(self, now: float, received: int) -> int:
@@ -139,9 +162,9 @@ class LossMonitor:
     def evaluate(self, now: float) -> LossReport:
         """Close the current period; the report covers the last ``window`` periods."""
         received, self._received = self._received, 0
-        counts = {"camera_info": self._camera_info_lost(now, received), "stamps": self._gap_lost,
-                  "middleware": self._middleware_lost}
-        self._gap_lost = self._middleware_lost = 0
+        counts = {"sequence": self._sequence_lost, "camera_info": self._camera_info_lost(now, received),
+                  "stamps": self._gap_lost, "middleware": self._middleware_lost}
+        self._gap_lost = self._middleware_lost = self._sequence_lost = 0
         for source, count in counts.items():  # a sign may see a loss a period after another did
             self._cumulative[source] += count
         total = max(self._cumulative.values())
