@@ -151,7 +151,9 @@ def test_a_burst_overwriting_the_input_queue_is_counted_frame_for_frame(ros_env,
         def settled(m):  # the node followed our reliable publisher: its input refresh has run
             return ours(m) and values(m.status[0]).get("input_reliability") == "reliable"
         assert client.wait_for("/diagnostics", settled, 30) is not None, node.log
-        seen = len(client.messages("/diagnostics", ours))  # the counters from after the first frame on
+        ready = client.publish_image("/cam_burst", frame(48, 64, 0), "rgb8", "burst_ready")
+        assert client.request("/cam_burst", ready, f"{NODE}/labels", timeout=60), node.log  # after the
+        seen = len(client.messages("/diagnostics", ours))  # re-subscription: the numbers count from here
         assert client.wait_until(lambda: len(client.messages("/diagnostics", ours)) > seen, 10), node.log
         before = values(client.messages("/diagnostics", ours)[-1].status[0])
         images = [frame(48, 64, i + 1) for i in range(200)]
