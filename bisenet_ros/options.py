@@ -59,9 +59,21 @@ def parse_input_size(value: str | Sequence[int] | None) -> InputSize:
         h, w = (int(v) for v in value)
     if h == 0 and w == 0:
         return AUTO32
-    if h < 32 or w < 32 or h % 32 or w % 32 or max(h, w) > MAX_SIDE:
-        raise ConfigError(f"input size {h}x{w} must be positive multiples of 32 (e.g. 512x1024)")
+    problem = model_size_problem(h, w)
+    if problem:
+        raise ConfigError(f"input size {problem}")
     return (h, w)
+
+
+def model_size_problem(h: int, w: int) -> str | None:
+    """Why ``h x w`` cannot be a model input (or training crop), or None: both sides multiples of
+    32 from 32, at most :data:`MAX_PIXELS` pixels (checked before anything is allocated: the
+    activations of a 16384x16384 input alone would need hundreds of GB)."""
+    if h < 32 or w < 32 or h % 32 or w % 32:
+        return f"{h}x{w} must be multiples of 32, at least 32x32 (e.g. 512x1024)"
+    if h * w > MAX_PIXELS or max(h, w) > MAX_SIDE:
+        return f"{h}x{w} is {h * w} pixels, more than a model input may have (at most {MAX_PIXELS}, e.g. 2048x4096)"
+    return None
 
 
 def auto32(h: int, w: int) -> tuple[int, int]:

@@ -76,6 +76,12 @@ def test_bench_errors(capsys):
               "--input-size", "64x64", "--frame-size", "32x32"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "invalid choice: 'nope'" in err and "onnxruntime" in err
+    for command in ("bench", "node-bench"):  # a camera frame over the pixel budget: refused before rendering
+        assert main([command, "--model", "bisenetv2", "--frame-size", "100000x100000"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "100000x100000 is out of range" in err, err
+        assert main([command, "--model", "bisenetv2", "--frame-size", "4000x4000", "--max-pixels", "1000000"]) == 2
+        assert "exceeds the budget of 1000000 pixels" in capsys.readouterr().err
 
 
 @pytest.mark.ros

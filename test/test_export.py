@@ -89,6 +89,9 @@ def test_export_errors_are_one_line(tiny_checkpoints, tmp_path, capsys):
         (["--weights", weights, "--out", str(tmp_path / "a.onnx"), "--opset", "99"], "opset 99"),
         (["--weights", weights, "--out", str(tmp_path / "a.onnx"), "--input-size", "100x100"], "multiples of 32"),
         (["--weights", weights, "--out", str(tmp_path / "a.onnx"), "--input-size", "auto32"], "fixed --input-size"),
+        (["--weights", weights, "--out", str(tmp_path / "a.onnx"), "--input-size", "0x0"], "fixed --input-size"),
+        (["--weights", weights, "--out", str(tmp_path / "a.onnx"), "--input-size", "8192x8192", "--no-verify"],
+         "more than a model input may have"),
         (["--weights", weights, "--out", str(tmp_path / "a.txt")], "should end in .onnx"),
     ]
     for argv, needle in cases:

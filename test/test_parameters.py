@@ -88,6 +88,10 @@ def test_input_size_has_one_meaning():
     for bad in ("big", "500x1000", (16, 32)):
         with pytest.raises(ConfigError):
             parse_input_size(bad)
+    assert parse_input_size("2048x4096") == (2048, 4096)  # the largest model input: 8.4 MP
+    for huge in ("16384x16384", "100032x100032", "4096x4096"):  # refused before any allocation
+        with pytest.raises(ConfigError, match="more than a model input may have"):
+            parse_input_size(huge)
     assert PipelineOptions.from_args(parse([])).input_size == CHECKPOINT
     assert PipelineOptions.from_args(parse(["--input-size", "auto32"])).input_size == AUTO32
     assert PipelineOptions.from_parameters(default_values()).input_size == CHECKPOINT

@@ -399,6 +399,8 @@ def test_evaluate_uses_the_shared_metric(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--batch-size", "1"], "--batch-size must be >= 2"),
     (["--crop", "60x64"], "multiples of 32"),
+    (["--crop", "100000x100000"], "--crop 100000x100000 is 10000000000 pixels, more than a model input may have"),
+    (["--input-size", "100032x100032"], "--input-size 100032x100032 is"),
     (["--data", "/nonexistent/x"], "dataset folder not found"),
     (["--init", "/nonexistent/x.pth"], "weights file not found"),
     (["--model", None], "give --model bisenetv1 or bisenetv2 (or --init CHECKPOINT"),

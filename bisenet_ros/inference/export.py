@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import BisenetError, ConfigError, one_line
+from ..options import model_size_problem
 
 #: ONNX opset used unless asked otherwise (ONNX Runtime and TensorRT 8.6+ support it)
 DEFAULT_OPSET = 17
@@ -60,8 +61,9 @@ def export_onnx(
     ``half`` exports a float16 graph (float16 input and output); the model must then be on CUDA.
     """
     h, w = (int(v) for v in input_size)
-    if h < 32 or w < 32 or h % 32 or w % 32:
-        raise ConfigError(f"export input size {h}x{w} must be positive multiples of 32")
+    problem = model_size_problem(h, w)
+    if problem:
+        raise ConfigError(f"export input size {problem}")
     if not MIN_OPSET <= int(opset) <= MAX_OPSET:
         raise ConfigError(f"opset {opset} is not supported (use {MIN_OPSET}..{MAX_OPSET}; default {DEFAULT_OPSET})")
     param = next(model.parameters())

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from ..inference import backend_cache
+from ..data.images import check_pixels
 from ..errors import ConfigError
 from ..evaluation.metrics import latency_stats
 from ..inference.backends import calibration_input
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--frame-size", type=hw_type(), default=hw_type()(DEFAULT_FRAME_SIZE),
                    help=f"camera frame HxW for the pipeline figures (default {DEFAULT_FRAME_SIZE})")
     g.add_argument("--frames", type=number(int, 1), default=50, help="timed frames (forward passes) of each measurement")
-    g.add_argument("--warmup", type=int, default=5,
+    g.add_argument("--warmup", type=number(int, 0), default=5,
                    help="untimed frames before timing each measurement (default 5)")
     g.add_argument("--batch", type=number(int, 1, 1024), default=1, help="model-only batch size")
     g.add_argument("--compare-eager", action="store_true",
@@ -132,6 +133,7 @@ def machine_info(device: torch.device) -> dict:
 def run(args: argparse.Namespace) -> int:
     if args.frames < 1 or args.warmup < 0 or args.batch < 1:
         raise ConfigError("--frames and --batch must be >= 1, --warmup >= 0")
+    check_pixels(args.frame_size[1], args.frame_size[0], args.max_pixels)  # before a frame is rendered
     if args.json:
         check_output(args.json, [args.weights], kind=JSON, overwrite=args.overwrite, option="--json")
     random_init = args.weights is None

@@ -20,6 +20,7 @@ from ..errors import ConfigError
 from ..inference.backends import backend_config
 from ..inference.export import DEFAULT_OPSET, ExportError, export_onnx, verify_onnx
 from ..models import load_model
+from ..options import AUTO32, parse_input_size
 from ..output_files import ONNX, atomic_file, check_output
 from .common import add_model_arguments, pipeline_from_args
 
@@ -57,7 +58,7 @@ def _check(args: argparse.Namespace) -> None:
                           "(trtexec --fp16, or the tensorrt backend with precision fp16)")
     if args.backend not in ("auto", "torch"):
         raise ConfigError(f"--backend {args.backend} does not apply: export-onnx exports the PyTorch model")
-    if args.input_size is not None and args.input_size.strip().lower() in ("auto", "auto32"):
+    if args.input_size is not None and parse_input_size(args.input_size) == AUTO32:  # auto32, 0x0
         raise ConfigError("export-onnx needs a fixed --input-size HxW (e.g. 512x1024); "
                           "--dynamic-size makes height and width dynamic")
 

@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..data.images import check_pixels
 from ..errors import BisenetError, ConfigError
 from ..evaluation.metrics import latency_stats
 from ..inference.cpu import cpu_sample, cpu_shares
@@ -60,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(every logit cell a class boundary: the costliest postprocess)")
     g.add_argument("--rate", type=number(float, 0.1, 1000), default=30.0, help="camera rate in Hz (default 30)")
     g.add_argument("--duration", type=number(float, 0.1), default=30.0, help="measured seconds (default 30)")
-    g.add_argument("--warmup", type=int, default=150,
+    g.add_argument("--warmup", type=number(int, 0), default=150,
                    help="untimed frames before timing: camera frames of load before measuring "
                         "(default 150, i.e. 5 s at 30 Hz)")
     g.add_argument("--outputs", default="color,overlay",
@@ -111,6 +112,7 @@ def _node_command(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     if args.rate <= 0 or args.duration <= 0 or args.warmup < 0:
         raise ConfigError("--rate and --duration must be > 0, --warmup >= 0")
+    check_pixels(args.frame_size[1], args.frame_size[0], args.max_pixels)  # before a frame is rendered
     if args.json:
         check_output(args.json, [args.weights], kind=JSON, overwrite=args.overwrite, option="--json")
     outputs = [o.strip() for o in args.outputs.split(",") if o.strip()]

@@ -26,6 +26,7 @@ from ..data.datasets import DatasetPreset, generate_palette, load_preset
 from ..errors import ConfigError
 from ..models import build_model, resolve_device
 from ..models.checkpoint import Checkpoint, sidecar_path
+from ..options import model_size_problem
 from ..pipeline import auto32
 from .checks import check_data, check_outputs
 from .config import TrainConfig, TrainResult, training_defaults
@@ -73,9 +74,12 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError(f"--iters must be >= 1, got {cfg.iters}")
     if cfg.batch_size < 2:
         raise ConfigError("--batch-size must be >= 2 (BatchNorm after global pooling needs 2 samples)")
-    h, w = cfg.crop
-    if h < 32 or w < 32 or h % 32 or w % 32:
-        raise ConfigError(f"--crop {h}x{w} must be multiples of 32 (e.g. 512x1024)")
+    problem = model_size_problem(*cfg.crop)
+    if problem:
+        raise ConfigError(f"--crop {problem}")
+    problem = cfg.input_size and model_size_problem(*cfg.input_size)
+    if problem:  # checked before training, not found by the first 'segment' with the result
+        raise ConfigError(f"--input-size {problem}")
     if cfg.save_dtype not in ("float32", "float16"):
         raise ConfigError(f"save dtype must be float32 or float16, got '{cfg.save_dtype}'")
 
