@@ -423,3 +423,32 @@ def test_node_reload_refuses_a_model_whose_output_does_not_fit(ros_env, tiny_che
     finally:
         node.close()
         rclpy.try_shutdown(context=ctx)
+
+
+def test_image_folders_are_checked_from_the_header_in_every_tool(tiny_checkpoints, tmp_path, capsys):
+    """A 20000x20000 PNG among the images or labels of make-bag, health-baseline and train: one
+    line naming the file and its size, exit 2, nothing written (OpenCV used to raise its own
+    assertion, a traceback)."""
+    data = tmp_path / "data"
+    images, labels = data / "images", data / "labels"
+    images.mkdir(parents=True)
+    labels.mkdir()
+    for name in ("a", "b"):
+        cv2.imwrite(str(images / f"{name}.png"), np.full((64, 64, 3), 90, np.uint8))
+        cv2.imwrite(str(labels / f"{name}.png"), np.zeros((64, 64), np.uint8))
+    big_png(images / "c.png")
+    cv2.imwrite(str(labels / "c.png"), np.zeros((64, 64), np.uint8))
+    weights = str(tiny_checkpoints["bisenetv2"])
+    runs = {
+        "make-bag": ["make-bag", "--no-progress", "--images", str(images), "--out", str(tmp_path / "bag")],
+        "health-baseline": ["health-baseline", "--no-progress", "--weights", weights, "--input-size", "64x64",
+                            "--images", str(images), "--out", str(tmp_path / "h.yaml")],
+        "train": ["train", "--no-progress", "--workers", "0", "--device", "cpu", "--iters", "1", "--batch-size", "2",
+                  "--model", "bisenetv2", "--num-classes", "5", "--crop", "64x64", "--data", str(data),
+                  "--out", str(tmp_path / "m.pth")],
+    }
+    for tool, argv in runs.items():
+        rc, lines, _ = _run(argv, capsys)
+        assert rc == 2 and len(lines) == 1 and "c.png" in lines[0] and "20000x20000" in lines[0], (tool, lines)
+        assert "Traceback" not in "\n".join(lines)
+    assert not any((tmp_path / name).exists() for name in ("bag", "h.yaml", "m.pth"))

@@ -261,6 +261,32 @@ def decode_image_bytes(data: bytes | np.ndarray, what: str, max_pixels: int = MA
     return _normalise_decoded(image)
 
 
+def read_image_file(path: Any, flags: int = cv2.IMREAD_COLOR, max_pixels: int = MAX_PIXELS) -> np.ndarray | None:
+    """``cv2.imread(path, flags)`` with the size a JPEG/PNG header declares checked first (a 74-byte
+    PNG may claim 100000x100000; OpenCV would refuse with an assertion, or allocate up to its own
+    ceiling). Raises :class:`ImageError` (naming the file) beyond ``max_pixels``; None where
+    ``cv2.imread`` gives None (unreadable, not an image)."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    try:
+        check_compressed(data, str(path), max_pixels)
+    except UnknownFormat:
+        pass  # BMP, TIFF, WebP...: OpenCV's own ceiling bounds it; checked once decoded
+    except ImageError as exc:
+        raise ImageError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+    try:
+        image = cv2.imdecode(data, flags)
+    except cv2.error:
+        return None
+    if image is not None:
+        check_pixels(image.shape[1], image.shape[0], max_pixels)
+    return image
+
+
 def decode_compressed(msg: Any, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
     """Decode a CompressedImage (JPEG or PNG) -> (array, 'bgr8' | 'bgra8' | 'mono8' | 'mono16').
 

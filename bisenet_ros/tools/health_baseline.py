@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..data.bags import BagError, check_image_topic, list_topics, read_image_topics
+from ..data.images import read_image_file
 from ..errors import ConfigError
 from ..inference.health import DEFAULT_BASELINE, IMAGE_STATS, LOGIT_STATS, Baseline, baseline_path, baseline_yaml
 from ..evaluation.health import summary
@@ -82,7 +83,7 @@ def frames(args: argparse.Namespace) -> tuple[str, Iterator[tuple[np.ndarray, st
 
 
 def _read(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = read_image_file(path, cv2.IMREAD_COLOR)
     if image is None:
         raise BagError(f"{path}: not an image OpenCV can read")
     return image

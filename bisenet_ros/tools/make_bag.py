@@ -18,6 +18,7 @@ import numpy as np
 
 from ..data.bags import STORAGES, BagError, check_bag_output, write_image_bag
 from ..data.datasets import load_preset
+from ..data.images import read_image_file
 from ..errors import ConfigError
 from ..progress import progress_bar
 from .common import number
@@ -127,7 +128,7 @@ def match_labels(images: list[Path], label_dir: Path, label_map: str | None) -> 
 
 
 def read_label(path: Path, lut: np.ndarray | None) -> np.ndarray:
-    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    lab = read_image_file(path, cv2.IMREAD_UNCHANGED)
     if lab is None:
         raise BagError(f"{path}: not a readable image")
     if lab.ndim == 3:
@@ -143,7 +144,7 @@ def read_label(path: Path, lut: np.ndarray | None) -> np.ndarray:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = read_image_file(path, cv2.IMREAD_COLOR)
     if img is None:
         raise BagError(f"{path}: not a readable image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..data.datasets import DatasetPreset
-from ..errors import BisenetError
+from ..data.images import read_image_file
+from ..errors import BisenetError, ImageError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
@@ -91,9 +92,17 @@ def cityscapes_needs_map(samples: Sequence[Sample]) -> bool:
     return any(s.label.name.endswith("_gtFine_labelIds.png") for s in samples)
 
 
+def _read(path: Path, flags: int) -> np.ndarray | None:
+    """The file's pixels (its header's size checked before decoding), None if unreadable."""
+    try:
+        return read_image_file(path, flags)
+    except ImageError as exc:
+        raise DataError(str(exc)) from None
+
+
 def read_image(path: Path) -> np.ndarray:
     """RGB uint8 (H, W, 3)."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    img = _read(path, cv2.IMREAD_COLOR)
     if img is None:
         raise DataError(f"{path}: cannot read image")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
@@ -101,7 +110,7 @@ def read_image(path: Path) -> np.ndarray:
 
 def read_label(path: Path, lut: np.ndarray | None, num_classes: int, ignore_index: int) -> np.ndarray:
     """Class ids (H, W) int64, raw values mapped through ``lut`` and checked."""
-    lbl = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    lbl = _read(path, cv2.IMREAD_UNCHANGED)
     if lbl is None:
         raise DataError(f"{path}: cannot read label image")
     if lbl.ndim != 2:
