@@ -50,6 +50,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {shown})"
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's error form: one line naming the command, exit 2, no usage block
+    (a tool's usage is 10-30 lines that bury the one that says what is wrong; --help shows it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def add_subcommand(sub, name: str, module) -> argparse.ArgumentParser:
     """The subparser of one tool module: description, options, examples epilog."""
     examples = getattr(module, "EXAMPLES", "").strip("\n")
@@ -60,7 +68,7 @@ def add_subcommand(sub, name: str, module) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="bisenet-ros", description="BiSeNet V1/V2 semantic segmentation tools (ROS 2 package bisenet_ros)",
         formatter_class=HelpFormatter,
         epilog="examples:\n  bisenet-ros segment street.jpg --weights models/bisenetv2_synthetic_street.pth "

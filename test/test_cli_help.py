@@ -48,7 +48,9 @@ def test_options_mean_the_same_everywhere():
         opts = _options(p)
         if "--warmup" in opts:
             a = opts["--warmup"]
-            assert a.type is int and "untimed frames" in a.help, (name, a.help)
+            assert a.type("3") == 3 and "untimed frames" in a.help, (name, a.help)
+            with pytest.raises(argparse.ArgumentTypeError):  # a count: -1 is refused, not 0 frames
+                a.type("-1")
             seen_warmup.append(name)
         for bad in ("--out-dir", "--output", "--output-dir", "-o"):
             assert bad not in opts, f"{name}: outputs are named --out ({bad} is at most an alias)"

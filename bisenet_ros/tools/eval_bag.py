@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stamp-tolerance", type=number(float, 0, 3.6e6), default=0.0, metavar="MS",
                         help="pair a label with the nearest image stamp within MS milliseconds (default: exact)")
     parser.add_argument("--max-frames", type=number(int, 0), default=0, help="stop after N camera images (0 = all)")
-    parser.add_argument("--warmup", type=int, default=1,
+    parser.add_argument("--warmup", type=number(int, 0), default=1,
                         help="untimed frames before timing: the first image through the pipeline "
                              "N times (default 1)")
     parser.add_argument("--out", type=Path, default=None,

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--node-namespace", default="/segmentation",
                         help="where the node's outputs are (<ns>/labels, <ns>/timing; default /segmentation)")
     parser.add_argument("--max-frames", type=number(int, 0), default=0, help="stop after N images (0 = all)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed frames before timing: copies of the first image sent through "
+    parser.add_argument("--warmup", type=number(int, 0), default=1, help="untimed frames before timing: copies of the first image sent through "
                              "the node first (default 1)")
     parser.add_argument("--timeout", type=number(float, 0.1), default=60.0,
                         help="seconds to wait for the node (start-up, model load, first reply)")
