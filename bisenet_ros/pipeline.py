@@ -22,6 +22,7 @@ only what is asked for is copied back):
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -39,6 +40,11 @@ from .inference.model_loading import (check_model_output, load_onnx_model, load_
                                       loaded_model_preset)
 from .inference.threads import pipeline_threads, stage_threads
 from .options import PipelineOptions, auto32, fixed_input_size, unknown_label  # auto32: also from here
+
+#: a camera frame read in place from the middleware's buffer is read-only; the pipeline only reads
+#: it (every stage makes new tensors), so PyTorch's warning about it is noise in the node's log
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning,
+                        module=r"bisenet_ros\.pipeline")
 
 OUTPUTS = frozenset({"color", "overlay", "confidence", "health"})
 

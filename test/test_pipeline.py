@@ -1,6 +1,10 @@
 """The shared inference pipeline: fidelity to the reference demo, encodings, outputs, errors."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 import torch
@@ -223,3 +227,20 @@ def test_sidecar_input_size_is_the_default_and_flags_override(tiny_checkpoints, 
     assert build_pipeline(weights=weights, input_size="auto32", device="cpu", backend="torch").info["input_size"] == "auto32"
     assert build_pipeline(weights=tiny_checkpoints["bisenetv1"], input_size=None, device="cpu",
                           backend="torch").info["input_size"] == "auto32"
+
+
+def test_a_read_only_camera_frame_raises_no_warning():
+    """The node hands the pipeline frames read in place from the middleware's (read-only) buffer:
+    no PyTorch "not writable" warning in its log for them. In a fresh interpreter, as the node
+    (pytest resets the warning filters around each test)."""
+    code = textwrap.dedent("""
+        from types import SimpleNamespace
+        import numpy as np, torch
+        from bisenet_ros.pipeline import SegmentationPipeline
+        frame = np.frombuffer(bytes(48 * 64 * 3), np.uint8).reshape(48, 64, 3)
+        SegmentationPipeline._upload(SimpleNamespace(device=torch.device("cpu")), frame, "rgb8")
+        print("uploaded")
+    """)
+    proc = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "uploaded", proc.stderr
+    assert "not writable" not in proc.stderr, proc.stderr
