@@ -41,8 +41,7 @@ from .inference.model_loading import (check_model_output, load_onnx_model, load_
 from .inference.threads import pipeline_threads, stage_threads
 from .options import PipelineOptions, auto32, fixed_input_size, unknown_label  # auto32: also from here
 
-#: a camera frame read in place from the middleware's buffer is read-only; the pipeline only reads
-#: it (every stage makes new tensors), so PyTorch's warning about it is noise in the node's log
+#: frames read in place from the middleware's buffer are read-only; the pipeline only reads them
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning,
                         module=r"bisenet_ros\.pipeline")
 
@@ -87,20 +86,11 @@ class PendingBatch:
 class SegmentationPipeline:
     """Image arrays in, :class:`SegmentationResult` out; reusable for any number of frames."""
 
-    def __init__(
-        self,
-        runner: Callable[[torch.Tensor], torch.Tensor],
-        preset: DatasetPreset,
-        input_size: str | Sequence[int] | None = None,
-        device: str | torch.device = "cpu",
-        output_resolution: str = "camera",
-        overlay_alpha: float = 0.5,
-        info: dict | None = None,
-        *,
-        remap: ClassRemap | None = None,
-        confidence_threshold: float = 0.0,
-        max_pixels: int = MAX_PIXELS,
-    ) -> None:
+    def __init__(self, runner: Callable[[torch.Tensor], torch.Tensor], preset: DatasetPreset,
+                 input_size: str | Sequence[int] | None = None, device: str | torch.device = "cpu",
+                 output_resolution: str = "camera", overlay_alpha: float = 0.5, info: dict | None = None, *,
+                 remap: ClassRemap | None = None, confidence_threshold: float = 0.0,
+                 max_pixels: int = MAX_PIXELS) -> None:
         self.runner = runner
         reason = check_max_pixels(max_pixels)
         if reason:
