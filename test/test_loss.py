@@ -94,6 +94,25 @@ def test_resubscribing_forgets_what_was_in_flight():
     assert m.evaluate(now=10.0).lost == 0
 
 
+def test_a_new_camera_forgets_only_camera_info_from_before_its_image_path_matched():
+    """The lossy stream of test_graph: paired frames, then a camera whose images never arrive.
+    Its CameraInfo from before the image writer matched is not judged; what came after is, and a
+    publisher that left (an older matching) leaves its last CameraInfo to be judged."""
+    m = LossMonitor()
+    feed(m, range(20), lambda i: True)  # paired: t 0.0 .. 1.9
+    m.evaluate(now=3.95)  # (the diagnostics timer's evaluation finds them paired)
+    feed(m, range(20, 25), lambda i: False)  # CameraInfo ahead of the image writer's matching (t 2.4)
+    m.forget_pending(arrived_before=2.45)
+    feed(m, range(25, 85), lambda i: False)  # then 60 frames whose images are all lost
+    m.forget_pending(arrived_before=2.45)  # the camera left: its last matching was at 2.45
+    assert m.evaluate(now=20.0).lost == 60
+    m.forget_pending()  # re-created subscriptions: everything in flight is forgotten
+    feed(m, range(85, 90), lambda i: False)
+    m.forget_pending()
+    m.evaluate(now=30.0)
+    assert m.total_lost == 60
+
+
 def test_messages_name_cause_and_fix():
     m = LossMonitor()
     feed(m, range(50), lambda i: i % 4 == 0)

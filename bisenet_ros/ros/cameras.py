@@ -241,7 +241,9 @@ class CameraInputs:
                 offered = ", ".join(reliability_name(r) for r in sub.publisher_reliabilities()) or "nothing"
                 self.node.get_logger().info(f"{sub.topic}: publishers offer {offered}; subscribed "
                                             f"{reliability_name(sub.reliability)}")
-            if changed or cam.inputs[0].publishers_changed:  # a new camera: no gap to its predecessor
+            if changed:  # re-created: the images in flight were dropped here, not lost by the camera
                 cam.loss.forget_pending()
+            elif cam.inputs[0].publishers_changed:  # a camera came or went: no gap to its predecessor
+                cam.loss.forget_pending(arrived_before=cam.inputs[0].joined_at)
             if cam.inputs[0].publishers_changed or cam.inputs[1].publishers_changed:
                 cam.info.restart()  # its first frames may wait for its first CameraInfo

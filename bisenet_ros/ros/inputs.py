@@ -14,6 +14,7 @@ configured depth (1 by default): the node keeps only the newest frame, latency n
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Sequence
 
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
@@ -51,6 +52,7 @@ class AdaptiveSubscription:
         self.publishers_changed = False  # since the previous refresh (a camera driver came or went)
         self._gids: frozenset[bytes] = frozenset()
         self.matched = 0  # publishers matched now, as the middleware's last "matched" event said
+        self.joined_at = -float("inf")  # time.monotonic() when a publisher last matched (came)
         self.subscription = self._create()
 
     def _create(self):
@@ -74,6 +76,8 @@ class AdaptiveSubscription:
 
     def _on_matched(self, status: Any) -> None:
         self.matched = status.current_count
+        if status.current_count_change > 0:
+            self.joined_at = time.monotonic()
         self._mark_dirty()
 
     def _mark_dirty(self) -> None:
@@ -114,6 +118,8 @@ class AdaptiveSubscription:
         self.dirty = False  # before the query: an event during it marks it again
         infos = self.node.get_publishers_info_by_topic(self.topic)
         gids = frozenset(bytes(info.endpoint_gid) for info in infos)
+        if not self.events and gids - self._gids:  # polled: a publisher came since the last look
+            self.joined_at = time.monotonic()
         self.publishers_changed, self._gids = gids != self._gids, gids
         if self.mode != "auto":
             return False

@@ -129,9 +129,14 @@ class LossMonitor:
     def on_middleware_lost(self, count: int) -> None:
         self._middleware_lost += max(0, int(count))
 
-    def forget_pending(self) -> None:
-        """The subscriptions were just re-created: what was in flight is not the camera's loss."""
-        self._infos.clear()
+    def forget_pending(self, arrived_before: float = float("inf")) -> None:
+        """A new camera or re-created subscriptions: no gap to what came before (stamps, numbers).
+        CameraInfo that arrived before ``arrived_before`` is not judged: all of it after a
+        re-creation (the images in flight were dropped by the node, not lost by the camera);
+        after a new image publisher, what came before its image path matched; a publisher that
+        left (its last matching is older) leaves its last CameraInfo to be judged as usual."""
+        while self._infos and self._infos[0][0] < arrived_before:
+            self._infos.popleft()
         self._last_stamp = 0
         self._last_sequence = None
 
