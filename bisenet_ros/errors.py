@@ -5,8 +5,10 @@ from :class:`BisenetError`; the CLI and the node print ``str(err)`` as a single 
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -32,6 +34,21 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of ``exc``'s message (at most ``limit`` characters), or its type name."""
     lines = str(exc).strip().splitlines()
     return lines[0][:limit] if lines else type(exc).__name__
+
+
+def file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be read as an input file ("not found", "is a directory", "is not a
+    regular file", "is not readable"), or None: the one rule for weights, images and videos."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        return "is a directory"
+    if not path.exists():
+        return "not found"
+    if not path.is_file():
+        return "is not a regular file"
+    if not os.access(path, os.R_OK):
+        return "is not readable"
+    return None
 
 
 class Terminated(KeyboardInterrupt):

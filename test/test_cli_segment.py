@@ -71,7 +71,8 @@ def test_segment_errors_are_one_line(tiny_checkpoints, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png")
     cases = [
-        ([str(tmp_path / "missing.png")], "no such file"),
+        ([str(tmp_path / "missing.png")], "missing.png: not found"),
+        ([str(tmp_path)], f"{tmp_path}: is a directory"),
         ([str(bad)], "not a readable image"),
     ]
     for inputs, fragment in cases:

@@ -135,7 +135,7 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
              "--batch-size", "2", "--crop", "32x32", "--device", "cpu", "--workers", "0", "--no-progress"]
     return [
         # segment
-        ("segment missing file", ["segment", str(root / "none.png"), "--out-dir", out, *model], "no such file"),
+        ("segment missing file", ["segment", str(root / "none.png"), "--out-dir", out, *model], "not found"),
         ("segment truncated png", ["segment", str(f["truncated"]), "--out-dir", out, *model], "cannot be decoded"),
         ("segment 32768^2 jpeg", ["segment", str(f["huge_jpeg"]), "--out-dir", out, *model], "out of range"),
         ("segment out-dir is a file", ["segment", img, "--out-dir", str(f["user_file"]), *model], "is a file"),
@@ -177,6 +177,8 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
          "non-empty directory"),
         ("replay label-map without topic", ["replay", bag, "--label-map", "labelIds"], "needs --label-topic"),
         # make-bag
+        ("make-bag video is a folder", ["make-bag", "--video", str(f["data"] / "images"), "--out", str(root / "mb")],
+         "images: is a directory"),
         ("make-bag fps 1e-9", ["make-bag", "--images", str(f["data"] / "images"), "--out", str(root / "mb"),
                                "--fps", "1e-9"], "out of range"),
         ("make-bag fps inf", ["make-bag", "--images", str(f["data"] / "images"), "--out", str(root / "mb"),

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, one_line
+from ..errors import CheckpointError, ConfigError, file_problem, one_line
 from ..safe_yaml import load_yaml_file
 
 CREATED_BY = "bisenet-ros quantize"
@@ -38,10 +38,8 @@ def sidecar_of(path: str | Path) -> Path:
 
 def read_onnx_sidecar(path: str | Path) -> dict[str, Any]:
     """The sidecar of an ONNX model file, checked for the keys the pipeline needs."""
-    from ..models.checkpoint import weights_problem
-
     path = Path(path).expanduser()
-    problem = weights_problem(path)
+    problem = file_problem(path)
     if problem:
         raise CheckpointError(f"{path}: weights file {problem}")
     side = sidecar_of(path)

@@ -11,7 +11,6 @@ Accepted: a plain ``state_dict`` (the public CoinCheung/BiSeNet release format),
 """
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, Mapping
 import torch
 import yaml
 
-from ..errors import CheckpointError, one_line, safe_text
+from ..errors import CheckpointError, file_problem, one_line, safe_text
 from ..safe_yaml import load_yaml_file
 from .architectures import architecture
 
@@ -34,25 +33,10 @@ ARCH_SIGNATURES: dict[str, tuple[str, ...]] = {
 }
 
 
-def weights_problem(path: str | Path) -> str | None:
-    """Why ``path`` cannot be opened as a weights file ("not found", "is a directory", "is not a
-    regular file", "is not readable"), or None: the one rule of the CLI, the pipeline and the node."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        return "is a directory"
-    if not path.exists():
-        return "not found"
-    if not path.is_file():
-        return "is not a regular file"
-    if not os.access(path, os.R_OK):
-        return "is not readable"
-    return None
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Load the tensors of a checkpoint file on the CPU, unwrapped and without ``module.``."""
     path = Path(path).expanduser()
-    problem = weights_problem(path)
+    problem = file_problem(path)
     if problem:
         raise CheckpointError(f"{path}: weights file {problem}")
     if path.suffix == ".safetensors":

@@ -19,10 +19,9 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.parameter import Parameter
 
 from ..data.images import MAX_PIXELS, MAX_PIXELS_LIMIT, MAX_SIDE
-from ..errors import BisenetError, one_line, safe_text
+from ..errors import BisenetError, file_problem, one_line, safe_text
 from ..inference.backends import BACKENDS, PRECISIONS
 from ..models.architectures import ARCHITECTURES
-from ..models.checkpoint import weights_problem
 from ..models.weights_catalog import resolve_weights
 from ..options import PipelineOptions
 
@@ -223,7 +222,7 @@ def validate_parameter(name: str, value: Any) -> str | None:
             value = resolve_weights(value)
         except BisenetError as exc:
             return str(exc)
-        problem = weights_problem(value)
+        problem = file_problem(value)
         if problem:
             return f"weights '{value}' {problem}"
     if name in ("mean", "std") and value is not None and len(value) not in (0, 3):

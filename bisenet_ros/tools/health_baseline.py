@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.bags import BagError, check_image_topic, list_topics, read_image_topics
 from ..data.images import read_image_file
-from ..errors import ConfigError
+from ..errors import ConfigError, file_problem
 from ..inference.health import DEFAULT_BASELINE, IMAGE_STATS, LOGIT_STATS, Baseline, baseline_path, baseline_yaml
 from ..evaluation.health import summary
 from ..output_files import Kind, check_output, write_text
@@ -77,8 +77,9 @@ def frames(args: argparse.Namespace) -> tuple[str, Iterator[tuple[np.ndarray, st
         if not paths:
             raise BagError(f"{args.images}: no images")
         return f"images {args.images}", ((_read(p), "bgr8") for p in paths)
-    if not args.video.is_file():
-        raise BagError(f"{args.video}: no such file")
+    problem = file_problem(args.video)
+    if problem:
+        raise BagError(f"{args.video}: {problem}")
     return f"video {args.video}", _video(args.video)
 
 

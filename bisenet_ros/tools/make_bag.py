@@ -19,7 +19,7 @@ import numpy as np
 from ..data.bags import STORAGES, BagError, check_bag_output, write_image_bag
 from ..data.datasets import load_preset
 from ..data.images import read_image_file
-from ..errors import ConfigError
+from ..errors import ConfigError, file_problem
 from ..progress import progress_bar
 from .common import number
 
@@ -163,8 +163,9 @@ def folder_frames(images: list[Path], labels: list[Path] | None, lut: np.ndarray
 
 def video_frames(path: Path, every: int = 1) -> tuple[Iterator[tuple[np.ndarray, None]], float | None]:
     """Frames of a video (RGB) and its frame rate (None if unknown)."""
-    if not path.is_file():
-        raise BagError(f"{path}: no such file")
+    problem = file_problem(path)
+    if problem:
+        raise BagError(f"{path}: {problem}")
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise BagError(f"{path}: not a readable video")

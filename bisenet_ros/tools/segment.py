@@ -18,7 +18,7 @@ import numpy as np
 
 from ..data.images import check_pixels, decode_image_bytes
 from ..data.video import VideoWriter
-from ..errors import BisenetError, ImageError, safe_text
+from ..errors import BisenetError, ImageError, file_problem, safe_text
 from ..output_files import MARKER, REPORT_DIR, OutputError, atomic_file, check_in_dir, check_output, check_own_dir, prepare_dir
 from .common import add_model_arguments, number, pipeline_from_args
 
@@ -88,9 +88,10 @@ def check_outputs(args: argparse.Namespace, paths: list[Path], stems: dict[Path,
 
 def run(args: argparse.Namespace) -> int:
     paths = list(dict.fromkeys(Path(p) for p in args.inputs))  # each input once
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise ImageError(f"{missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    problems = [(p, why) for p in paths if (why := file_problem(p))]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ImageError(f"{problems[0][0]}: {problems[0][1]}{more}")
     stems = output_stems(paths)
     check_outputs(args, paths, stems)
     pipeline = pipeline_from_args(args, overlay_alpha=args.alpha)
