@@ -90,6 +90,7 @@ def test_yuv422_is_converted_to_rgb(encoding, y_index):
     (4, 4, "32FC1", 16, 64, "float encoding '32FC1'"),
     (4, 4, "64FC3", 96, 384, "float encoding"),
     (4, 4, "bayer_rggb8", 4, 16, "unsupported encoding 'bayer_rggb8'"),
+    (4, 4, "8UC4", 16, 64, "yuyv, 8UC1, 8UC3, 16UC1)"),  # the OpenCV aliases are named too
     (4, 4, "", 12, 48, "unsupported encoding '(empty)'"),
     (4, 4, "rgb8", 12, 47, "data has 47 bytes, fewer than height*step = 4*12 = 48"),
     (4, 4, "rgb8", 11, 64, "step 11 is smaller than width*channels*bytes = 4*3*1 = 12"),

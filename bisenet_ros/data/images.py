@@ -63,7 +63,7 @@ def _channels_and_bytes(encoding: str) -> tuple[int, int]:
     low = encoding.lower()
     if "32f" in low or "64f" in low or "16f" in low:
         raise ImageError(f"float encoding '{encoding}' is not supported (use rgb8, bgr8, mono8, ...)")
-    supported = ", ".join([*ENCODINGS, *YUV422])
+    supported = ", ".join([*ENCODINGS, *YUV422, *ENCODING_ALIASES])
     raise ImageError(f"unsupported encoding '{encoding or '(empty)'}' (supported: {supported})")
 
 
