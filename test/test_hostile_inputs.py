@@ -197,6 +197,9 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
         ("make-bag out over a user bag", ["make-bag", "--images", str(f["data"] / "images"), "--out",
                                           str(root / "user_bag"), "--overwrite"], "not a ROS 2 bag written by"),
         # train
+        ("train --init not a checkpoint", ["train", "--data", str(f["data"]), "--init", str(f["user_file"]), "--iters",
+                                           "2", "--batch-size", "2", "--crop", "32x32", "--out", str(root / "i.pth")],
+         "notes.txt: not a PyTorch checkpoint"),
         ("train out is a directory", [*train, "--out", str(f["data"])], "must end in .pth"),
         ("train out is a .pth directory", [*train, "--out", str(_dir(root / "d.pth"))], "is a directory"),
         ("train out unwritable", [*train, "--out", "/proc/m.pth"], "not writable"),

@@ -106,9 +106,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig, train
 
+    model = args.model or infer_model(args.init)  # first: an --init that is no checkpoint says so
     if args.num_classes is None and args.dataset is None:
         raise ConfigError("give --num-classes (or --dataset with a preset that lists the classes)")
-    model = args.model or infer_model(args.init)
     cfg = TrainConfig(
         model=model, data=args.data, out=args.out, iters=args.iters, batch_size=args.batch_size,
         crop=args.crop, num_classes=args.num_classes, val=args.val, dataset=args.dataset,
