@@ -14,7 +14,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from bisenet_ros.ros.client import LATCHED, RELIABLE, NodeProcess, RosClient  # noqa: F401 (re-exported)
+from bisenet_ros.ros.client import LATCHED, RELIABLE, RosClient  # noqa: F401 (re-exported)
+from bisenet_ros.ros.node_process import NodeProcess
 
 NODE_EXE = Path(sys.executable).with_name("segmentation_node")
 

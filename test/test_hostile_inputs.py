@@ -172,6 +172,8 @@ def cases(f: dict[str, Path]) -> list[tuple[str, list[str], str]]:
                                                "--no-progress", *model], "not a ROS 2 bag written by"),
         # replay (refused before any node starts)
         ("replay rate 0", ["replay", bag, "--rate", "0"], "out of range"),
+        ("replay weights not a checkpoint", ["replay", bag, "--weights", str(f["user_file"])],  # the node's
+         f"exited with code 2: {f['user_file']}: not a PyTorch checkpoint"),  # ERROR line, not its log's tail
         ("replay out inside the bag", ["replay", bag, "--out", str(f["bag"] / "r"), *model], "lies inside"),
         ("replay overlays over user dir", ["replay", bag, "--save-overlays", str(f["data"]), *model],
          "non-empty directory"),

@@ -1,10 +1,9 @@
-"""The one ROS client harness: a ``segmentation_node`` child process and a client node that talks to it.
+"""The one ROS client harness: a client node that talks to a ``segmentation_node``
+(:mod:`bisenet_ros.ros.node_process` starts one as a child process).
 
 Used by ``bisenet-ros replay`` (:mod:`bisenet_ros.ros.live_replay`), ``bisenet-ros node-bench`` and the
 node tests (``test/node_client.py``):
 
-- :func:`node_command` / :class:`NodeProcess`: the node as a user starts it, in a child process
-  (same interpreter, full environment, log in a file), stopped with SIGINT (then SIGTERM, SIGKILL);
 - :class:`RosClient`: an rclpy node in its own context with an executor thread; publishers, subscriptions
   that record or call back, "wait until" helpers (never fixed sleeps) and the node's parameter services.
   Message types by class or short name (:data:`MESSAGE_TYPES`): callers outside ``ros/`` import no ROS;
@@ -13,17 +12,11 @@ node tests (``test/node_client.py``):
 from __future__ import annotations
 
 import json
-import os
-import signal
 import struct
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import rclpy
@@ -37,14 +30,10 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 
 from ..data.images import stamp_ns as header_stamp_ns
-from ..errors import BisenetError
 from .conversions import array_to_image_msg, image_msg_to_array
 from .image_cdr import header_stamp_of_cdr, serialize_image
+from .node_process import NodeError
 from .transport import apply_fastdds_profile, keep_large_buffers
-
-class NodeError(BisenetError):
-    """The node could not be reached or started, or it exited (also: bad replay input)."""
-
 
 def qos_profile(reliable: bool = True, depth: int = 10, latched: bool = False) -> QoSProfile:
     """Keep-last ``depth``; reliable or best effort; ``latched``: transient local (late joiners get the last)."""
@@ -57,102 +46,6 @@ MESSAGE_TYPES: dict[str, type] = {"image": Image, "compressed": CompressedImage,
                                   "diagnostics": DiagnosticArray, "string": String, "points": PointCloud2}
 RELIABLE = qos_profile(depth=200)
 LATCHED = qos_profile(depth=1, latched=True)
-
-
-# -- the node in a child process ----------------------------------------------------------------------
-def node_command(node_args: Sequence[str] | Mapping[str, Any] | None, image_topic: str,
-                 node_namespace: str = "/segmentation", compressed: bool = False) -> list[str]:
-    """``python -m bisenet_ros.ros.node --ros-args ...`` with ``image`` remapped to ``image_topic``.
-
-    ``node_args`` is a list of command-line arguments (``["--ros-args", "-p", "weights:=m.pth"]``)
-    or a dict of parameters (``{"weights": "m.pth", "publish_color": False}``). ``compressed``:
-    ``image_topic`` carries CompressedImage (it must end in ``/compressed``, as the node expects).
-    """
-    if compressed:
-        if not image_topic.endswith("/compressed"):
-            raise NodeError(f"a CompressedImage topic for the node must end in /compressed, got "
-                               f"'{image_topic}' (use publish_topic / --publish-topic)")
-        image_topic = image_topic[: -len("/compressed")]
-    if isinstance(node_args, Mapping):
-        args = ["--ros-args"]
-        for key, value in node_args.items():
-            args += ["-p", f"{key}:={parameter_text(value)}"]
-    else:
-        args = list(node_args or [])
-    if "--ros-args" not in args:
-        args.append("--ros-args")
-    if not any(a.startswith("image:=") for a in args):
-        args += ["-r", f"image:={image_topic}"]
-    if compressed and not any(a.startswith("input_transport:=") for a in args):
-        args += ["-p", "input_transport:=compressed"]
-    ns, _, name = node_namespace.rstrip("/").rpartition("/")
-    if name and name != "segmentation" and not any(a.startswith("__node:=") for a in args):
-        args += ["-r", f"__node:={name}"]
-    if ns and not any(a.startswith("__ns:=") for a in args):
-        args += ["-r", f"__ns:={ns}"]
-    return [sys.executable, "-m", "bisenet_ros.ros.node", *args]
-
-
-def parameter_text(value: Any) -> str:
-    """A parameter value as ``-p name:=TEXT`` spells it (YAML)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(parameter_text(v) for v in value) + "]"
-    return str(value)
-
-
-class NodeProcess:
-    """A ``segmentation_node`` child process (same interpreter and environment), its log in a file.
-
-    ``log_path`` default: a new file in ``$ROS_LOG_DIR`` (else the temp dir), kept for the user.
-    """
-
-    def __init__(self, command: list[str], env: Mapping[str, str] | None = None,
-                 log_path: str | Path | None = None) -> None:
-        self.command = command
-        if log_path is None:
-            log_dir = os.environ.get("ROS_LOG_DIR") or None  # next to the ROS logs when set
-            if log_dir:
-                Path(log_dir).mkdir(parents=True, exist_ok=True)
-            fd, log_path = tempfile.mkstemp(prefix="segmentation_node_", suffix=".log", dir=log_dir)
-            os.close(fd)
-        self.log_path = Path(log_path)
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=dict(env if env is not None else os.environ), start_new_session=True)
-
-    @property
-    def log(self) -> str:
-        """The log so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, lines: int = 5) -> str:
-        return " | ".join(line.strip() for line in self.log.strip().splitlines()[-lines:])
-
-    def check_alive(self) -> None:
-        """A :class:`NodeError` with the log's last lines if the node has exited."""
-        if not self.alive():
-            raise NodeError(f"segmentation_node exited with code {self.proc.returncode}: {self.log_tail(3)}")
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        """SIGINT (the node shuts down cleanly), then SIGTERM, then SIGKILL; returns the exit code."""
-        for sig, wait in ((signal.SIGINT, timeout), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
-            if self.proc.poll() is not None:
-                break
-            try:
-                self.proc.send_signal(sig)
-                self.proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-        self._log.close()
-        return self.proc.poll()
 
 
 # -- the client node ------------------------------------------------------------------------------------

@@ -33,8 +33,9 @@ from ..evaluation.metrics import GroundTruthScorer, WarningCounter
 from ..evaluation.recording import pair_recording, score_frame
 from ..progress import progress_bar
 from .replay_collector import NODE_STAGES, Collector, OverlayWriter  # noqa: F401 (NODE_STAGES re-exported)
-from .client import LATCHED, NodeProcess, RosClient, node_command, qos_profile
-from .client import NodeError as ReplayError  # the replay could not run: no node answering, node exited, bad bag
+from .client import LATCHED, RosClient, qos_profile
+from .node_process import NodeProcess, node_command
+from .node_process import NodeError as ReplayError  # the replay could not run: no node answering, node exited, bad bag
 
 __all__ = ["ReplayError", "NodeProcess", "node_command", "replay_bag", "pop_latency_samples", "Replay",
            "Collector", "OverlayWriter"]
@@ -278,7 +279,7 @@ class Replay:
     def _child_hint(self) -> str:
         if self.child is None:
             return ""
-        return f"; node log {self.child.log_path}: {self.child.log_tail(2)}"
+        return f"; node log {self.child.log_path}: {self.child.exit_reason()}"
 
 
 def replay_bag(bag: str | Path, **settings: Any) -> dict:

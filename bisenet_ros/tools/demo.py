@@ -233,7 +233,7 @@ def keep_view(args: argparse.Namespace, bag: Path, weights: Path) -> None:
     except ImportError:
         print("demo: --foxglove needs foxglove-sdk (pip install foxglove-sdk); skipping the live view", file=sys.stderr)
         return
-    from ..ros.client import NodeProcess, node_command
+    from ..ros.node_process import NodeProcess, node_command
     from ..ros.live_replay import replay_bag
 
     params = {**PipelineOptions(weights=str(weights), device=args.device).to_parameters(),

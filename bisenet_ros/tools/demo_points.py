@@ -81,7 +81,7 @@ def check_cloud(cloud: np.ndarray, sent_depth: np.ndarray, k: np.ndarray, labels
 
 
 def start_node(weights: Path, device: str, max_depth: float):
-    from ..ros.client import NodeProcess, node_command
+    from ..ros.node_process import NodeProcess, node_command
 
     params = {"weights": str(weights.resolve()), "device": device, "publish_points": True,
               "points_max_depth": max_depth, "publish_overlay": False}

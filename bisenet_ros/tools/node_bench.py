@@ -104,7 +104,7 @@ def _child_env() -> dict[str, str]:
 
 
 def _node_command(args: argparse.Namespace) -> list[str]:
-    from ..ros.client import node_command
+    from ..ros.node_process import node_command
 
     return node_command(options_from_args(args).to_parameters(), "image")
 
@@ -182,7 +182,8 @@ class _Outputs:
 
 def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
     """Node and camera in child processes, this process collecting: the measured window."""
-    from ..ros.client import LATCHED, NodeProcess, RosClient, qos_profile
+    from ..ros.client import LATCHED, RosClient, qos_profile
+    from ..ros.node_process import NodeProcess
 
     warmup_s = args.warmup / args.rate
     env = _child_env()
@@ -207,7 +208,7 @@ def _run_load(args: argparse.Namespace, outputs: list[str], tmp: Path) -> dict:
             t0 = time.monotonic()
             if not wait(lambda: out.ready, NODE_START_TIMEOUT_S):
                 raise BisenetError(f"the node did not come up within {NODE_START_TIMEOUT_S:.0f} s "
-                                   f"(exit {node.proc.poll()}): {node.log_tail(1) or '(no output)'}")
+                                   f"(exit {node.proc.poll()}): {node.exit_reason()}")
             startup_s = time.monotonic() - t0
             camera_proc = subprocess.Popen(_camera_command(args, warmup_s), env=env, stdout=subprocess.PIPE,
                                            stderr=subprocess.PIPE, text=True)
