@@ -10,7 +10,10 @@ Topics, parameters and the legend's JSON format: docs/node.md.
 """
 from __future__ import annotations
 
+import os
+import re
 import sys
+import tempfile
 from typing import Any, Callable
 
 import rclpy
@@ -62,10 +65,9 @@ def spin(factory: Callable[[], Node], args: list[str] | None = None,
         return 0
     transport = tuning_decision()
     apply_fastdds_profile()  # before rclpy.init: Fast DDS reads it when the participant is created
-    try:
-        rclpy.init(args=args)
-    except Exception as exc:  # --ros-args rcl cannot parse (a missing or malformed params file, a bad remap)
-        print(f"{program}: cannot start ROS: {safe_text(one_line(exc), 300)}", file=sys.stderr)
+    problem = init_ros(args)
+    if problem:  # --ros-args rcl cannot parse (a missing or malformed params file, a bad remap)
+        print(f"{program}: cannot start ROS: {problem}", file=sys.stderr)
         return 2
     logger = rclpy.logging.get_logger(NODE_NAME)
     logger.info(f"transport: {transport.reason}")
@@ -94,3 +96,27 @@ def spin(factory: Callable[[], Node], args: list[str] | None = None,
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def init_ros(args: list[str] | None) -> str | None:
+    """``rclpy.init``; None, or why it failed in one line. rcl prints its own "Failed to parse
+    global arguments" line to stderr first: that line is left out (the reason says more), and so
+    are rcl's source locations in the reason; anything else rcl prints is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            rclpy.init(args=args)
+            problem = None
+        except Exception as exc:
+            problem = safe_text(re.sub(r"(, at /\S+:\d+|\. Error: error not set)", "", one_line(exc, 1000)), 300)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        caught.seek(0)
+        text = caught.read().decode(errors="replace")
+    lines = [ln for ln in text.splitlines() if not (problem and "Failed to parse global arguments" in ln)]
+    if lines:
+        print("\n".join(lines), file=sys.stderr)
+    return problem
