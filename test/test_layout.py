@@ -224,3 +224,18 @@ def test_every_yaml_is_read_through_the_one_safe_loader():
                  if p != loader}
     assert not {k: v for k, v in offenders.items() if v}, offenders
     assert yaml_readers(loader)  # the check sees them where they are
+
+
+def test_a_main_block_is_the_last_statement_of_its_module():
+    """``python -m bisenet_ros.ros.node`` (how replay, demo and node-bench start the node) runs the
+    module as ``__main__``: a function defined below ``if __name__ == "__main__":`` does not exist
+    yet when that block runs (the console script, which imports the module, would not notice)."""
+    late = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        body = ast.parse(path.read_text()).body
+        for i, stmt in enumerate(body):
+            if (isinstance(stmt, ast.If) and isinstance(stmt.test, ast.Compare)
+                    and isinstance(stmt.test.left, ast.Name) and stmt.test.left.id == "__name__"
+                    and i != len(body) - 1):
+                late.append(f"{path.relative_to(PACKAGE.parent)}:{stmt.lineno}")
+    assert not late, f"statements after the __main__ block: {late}"

@@ -94,10 +94,6 @@ def spin(factory: Callable[[], Node], args: list[str] | None = None,
     return code
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def init_ros(args: list[str] | None) -> str | None:
     """``rclpy.init``; None, or why it failed in one line. rcl prints its own "Failed to parse
     global arguments" line to stderr first: that line is left out (the reason says more), and so
@@ -120,3 +116,7 @@ def init_ros(args: list[str] | None) -> str | None:
     if lines:
         print("\n".join(lines), file=sys.stderr)
     return problem
+
+
+if __name__ == "__main__":
+    sys.exit(main())
