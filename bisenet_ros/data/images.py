@@ -243,21 +243,9 @@ def decode_image_bytes(data: bytes | np.ndarray, what: str, max_pixels: int = MA
     decoded (bounded by OpenCV's pixel ceiling) and then checked, unless ``strict``.
     """
     data = np.frombuffer(data, dtype=np.uint8)
-    try:
-        check_compressed(data, what, max_pixels)
-        checked = True
-    except UnknownFormat:
-        if strict:
-            raise
-        checked = False  # BMP, TIFF, WebP...: OpenCV's own ceiling (OPENCV_IO_MAX_IMAGE_PIXELS) bounds it
-    try:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error:
-        image = None
+    image = _decode_checked(data, what, cv2.IMREAD_UNCHANGED, max_pixels, strict)
     if image is None:
         raise ImageError(f"{what} ({data.size} bytes) cannot be decoded")
-    if not checked:
-        check_pixels(image.shape[1], image.shape[0], max_pixels)
     return _normalise_decoded(image)
 
 
@@ -273,16 +261,28 @@ def read_image_file(path: Any, flags: int = cv2.IMREAD_COLOR, max_pixels: int = 
     if data.size == 0:
         return None
     try:
-        check_compressed(data, str(path), max_pixels)
-    except UnknownFormat:
-        pass  # BMP, TIFF, WebP...: OpenCV's own ceiling bounds it; checked once decoded
+        return _decode_checked(data, str(path), flags, max_pixels)
     except ImageError as exc:
         raise ImageError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+
+
+def _decode_checked(data: np.ndarray, what: str, flags: int, max_pixels: int,
+                    strict: bool = False) -> np.ndarray | None:
+    """``cv2.imdecode(data, flags)`` after the JPEG/PNG header's size is checked; None where OpenCV
+    cannot decode it. Other formats (BMP, TIFF, WebP...) are bounded by OpenCV's own ceiling
+    (OPENCV_IO_MAX_IMAGE_PIXELS) while decoding and checked once decoded, or refused if ``strict``."""
+    try:
+        check_compressed(data, what, max_pixels)
+        checked = True
+    except UnknownFormat:
+        if strict:
+            raise
+        checked = False
     try:
         image = cv2.imdecode(data, flags)
     except cv2.error:
         return None
-    if image is not None:
+    if image is not None and not checked:
         check_pixels(image.shape[1], image.shape[0], max_pixels)
     return image
 
