@@ -32,8 +32,8 @@ from std_msgs.msg import Header, String
 from ..data.images import stamp_ns as header_stamp_ns
 from .conversions import array_to_image_msg, image_msg_to_array
 from .image_cdr import header_stamp_of_cdr, serialize_image
-from .node_process import NodeError
 from .transport import apply_fastdds_profile, keep_large_buffers
+
 
 def qos_profile(reliable: bool = True, depth: int = 10, latched: bool = False) -> QoSProfile:
     """Keep-last ``depth``; reliable or best effort; ``latched``: transient local (late joiners get the last)."""
